@@ -1,0 +1,110 @@
+// Port: the one interface through which the target and initiator engines reach
+// the wire. Backends: AF_PACKET, libpcap, DPDK (dpdk/), in-memory (tests).
+//
+// Frames seen through a Port are whole Ethernet frames without FCS, starting
+// at the destination MAC and always untagged: when a VLAN is configured the
+// port inserts the 802.1Q tag on send and strips it on receive. Only
+// EtherType 0x889A frames are delivered (the kernel-side filter does this where
+// the backend has one).
+//
+// Thread-safety: a Port is used by one thread at a time (its data path is not
+// locked). Packets may be released from any thread.
+// Errors: opening a port returns a typed PortError; rx_burst/tx_burst never
+// throw and report failures through counters.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "hyperscsi/io/packet.h"
+#include "hyperscsi/proto/result.h"
+
+namespace hyperscsi::io {
+
+using MacAddress = std::array<uint8_t, 6>;
+
+struct PortCounters {
+  uint64_t rx_frames = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t tx_frames = 0;
+  uint64_t tx_bytes = 0;
+  uint64_t rx_dropped = 0;  // lost before we saw them (ring full, kernel drops, no buffer)
+  uint64_t tx_dropped = 0;  // could not be sent (no space); the caller kept them
+  uint64_t rx_errors = 0;
+  uint64_t tx_errors = 0;
+};
+
+struct PortOptions {
+  uint16_t vlan_id = 0;            // 0: untagged; 1..4094: 802.1Q tag
+  uint8_t vlan_priority = 0;       // PCP bits of the tag
+  size_t pool_size = 4096;         // packet buffers owned by the port
+  std::string record_pcap;         // non-empty: write every frame sent/received to this file
+  bool qdisc_bypass = false;       // AF_PACKET: PACKET_QDISC_BYPASS
+  int fanout_group = -1;           // AF_PACKET: join this PACKET_FANOUT group (hash)
+  size_t ring_bytes = 4u << 20;    // AF_PACKET: receive ring size
+};
+
+enum class PortErrorKind : uint8_t {
+  kBadSpec,          // spec string unparsable or unknown kind
+  kNoSuchInterface,  // interface does not exist
+  kInterfaceDown,
+  kPermission,       // needs root / CAP_NET_RAW
+  kBadArgument,      // an option is out of range or unsupported by the backend
+  kBackendFailure,   // the backend library or the kernel refused (message says why)
+  kUnavailable,      // backend not built in
+};
+
+struct PortError {
+  PortErrorKind kind = PortErrorKind::kBackendFailure;
+  std::string message;  // names what was wrong, e.g. "no interface 'eth7'"
+};
+
+class Port {
+ public:
+  virtual ~Port() = default;
+
+  virtual std::string_view spec() const = 0;  // as the user typed it
+  virtual MacAddress mac() const = 0;
+  virtual size_t mtu() const = 0;             // L3 MTU: largest frame is mtu + 14 bytes
+  virtual PortCounters counters() const = 0;
+
+  // A pollable fd that becomes readable when rx_burst may return frames, or
+  // -1 for poll-mode backends, which must be polled with rx_burst.
+  virtual int fd() const = 0;
+  bool poll_mode() const { return fd() < 0; }
+
+  // An empty packet able to hold mtu + 14 bytes plus headroom for a VLAN tag;
+  // an empty handle when the pool is exhausted.
+  virtual Packet alloc() = 0;
+
+  // Moves up to out.size() received frames into out[0..n) and returns n.
+  // Never blocks.
+  virtual size_t rx_burst(std::span<Packet> out) = 0;
+
+  // Sends pkts[0..n) and returns n: the port takes ownership of those n
+  // (their handles become empty); pkts[n..] stay with the caller, who may
+  // retry them later. Never blocks for long, never throws.
+  virtual size_t tx_burst(std::span<Packet> pkts) = 0;
+
+  // Waits until rx_burst may return something or `timeout` passes. Backends
+  // with an fd poll it; poll-mode backends return at once.
+  virtual bool wait_rx(std::chrono::microseconds timeout);
+};
+
+// Opens a port from a spec string: "afpacket:IFACE", "pcap:IFACE",
+// "dpdk:EAL,ARGS,SEPARATED,BY,COMMAS", "mem:NAME[?k=v,...]".
+// Declared here, defined by the hyperscsi_ports library, which knows every
+// backend (link it to use this).
+Result<std::unique_ptr<Port>, PortError> open_port(std::string_view spec,
+                                                   const PortOptions& options = {});
+
+std::string to_string(const MacAddress& mac);
+std::string_view to_string(PortErrorKind k);
+
+}  // namespace hyperscsi::io

@@ -1,0 +1,149 @@
+// Connection: reliable, sequenced, flow- and congestion-controlled delivery of
+// PDUs between two peers of one session. Shared by the target and initiator.
+//
+// It fragments outgoing PDUs into sequenced frames (byte-granular, filling the
+// MTU), retransmits on timeout (Jacobson/Karels RTO, Karn's rule) and on SACK
+// holes (fast retransmit), limits frames in flight to min(cwnd, peer window)
+// (AIMD), acknowledges cumulatively and selectively (piggy-backed on outgoing
+// frames, or a delayed standalone 0x21 ack), and reassembles incoming PDUs,
+// delivering each exactly once.
+//
+// No I/O, no threads, no clock: the owner feeds received frames and the time,
+// and collects frames to send through a FrameSink.
+// Thread-safety: none; one owner thread per Connection.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "hyperscsi/proto/clock.h"
+#include "hyperscsi/proto/frame.h"
+
+namespace hyperscsi::proto {
+
+struct RtoParams {
+  Duration initial = milliseconds(50);
+  Duration min = milliseconds(2);
+  Duration max = seconds(2);
+};
+
+struct TransportParams {
+  size_t mtu = 1500;                    // negotiated L3 MTU: frames are at most mtu + 14 bytes
+  uint16_t receive_window = 512;        // frames we accept beyond our cumulative ack
+  uint32_t max_pdu = (1u << 20) + 4096;  // largest PDU either side may send
+  bool checksum = true;                 // set kFlagChecksum on every frame we send
+  bool sack = true;                     // send SACK blocks
+  Duration delayed_ack = microseconds(500);  // 0: ack every frame at once
+  uint32_t ack_every = 4;               // ack at once after this many unacked frames
+  RtoParams rto;
+  uint32_t initial_cwnd = 16;           // frames
+  uint32_t max_cwnd = 4096;             // frames
+  size_t send_queue_limit = 64u << 20;  // bytes of PDUs queued but not yet acked
+  size_t reassembly_limit = 64u << 20;  // bytes held for partial incoming PDUs
+};
+
+// Who is at each end; stamped into every frame.
+struct Endpoint {
+  MacAddress local{};
+  MacAddress peer{};
+  uint32_t session_id = 0;
+  uint16_t epoch = 0;
+  uint16_t peer_window = 64;  // the peer's advertised window until it says otherwise
+};
+
+// A complete incoming PDU, handed to the owner exactly once.
+struct ReceivedPdu {
+  Opcode opcode = Opcode::kCommandRequest;
+  uint16_t tag = 0;
+  std::vector<uint8_t> bytes;
+};
+
+// Where a Connection writes frames. The owner supplies the memory (for
+// example a packet buffer of its port) so frames are built in place.
+class FrameSink {
+ public:
+  virtual ~FrameSink() = default;
+  // A buffer of at least `size` bytes to write one frame into, or an empty
+  // span when none is available now (the Connection stops and retries at the
+  // next poll).
+  virtual std::span<uint8_t> acquire(size_t size) = 0;
+  // The frame just written into the last acquired buffer is `length` bytes.
+  virtual void commit(size_t length) = 0;
+};
+
+struct TransportStats {
+  uint64_t pdus_sent = 0;
+  uint64_t pdus_received = 0;
+  uint64_t frames_sent = 0;          // sequenced frames, first transmissions
+  uint64_t frames_retransmitted = 0;
+  uint64_t fast_retransmits = 0;
+  uint64_t timeouts = 0;
+  uint64_t acks_sent = 0;            // standalone 0x21 frames
+  uint64_t frames_received = 0;      // sequenced frames accepted
+  uint64_t duplicates_received = 0;
+  uint64_t out_of_window = 0;        // sequenced frames dropped: beyond our window
+  uint64_t bytes_sent = 0;           // PDU bytes, first transmissions
+  uint64_t bytes_received = 0;       // PDU bytes delivered
+  uint32_t max_in_flight = 0;        // highest frames-in-flight ever seen
+  uint32_t max_allowed_window = 0;   // the send window (min(cwnd, peer)) at that moment
+  bool window_violated = false;      // set if in-flight ever exceeded the send window
+  Duration srtt{};
+  Duration rttvar{};
+  Duration rto{};
+  uint32_t cwnd = 0;
+  uint32_t ssthresh = 0;
+  uint16_t peer_window = 0;
+};
+
+class Connection {
+ public:
+  Connection(const TransportParams& params, const Endpoint& endpoint);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Queues a PDU (opcode kCommandRequest or kCommandReply) for reliable
+  // delivery. Takes ownership of `pdu`. Returns false, keeping nothing, when
+  // the PDU exceeds max_pdu or the fragment limit, the send queue is full, or
+  // a PDU with the same opcode and tag is still unacknowledged.
+  bool send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu);
+
+  // Feeds one decoded frame of this session (the owner has matched
+  // session_id and epoch). Processes its ack, window and SACK blocks; keeps
+  // its payload if it is sequenced. Never throws.
+  void on_frame(const FrameView& frame, TimePoint now);
+
+  // Completed incoming PDUs, in the order they completed.
+  std::optional<ReceivedPdu> pop_pdu();
+
+  // Emits what is due at `now`: retransmissions, new frames within the send
+  // window, and a standalone ack if one is owed.
+  void poll(TimePoint now, FrameSink& sink);
+
+  // When poll() next has something to do (a timer), or kNever.
+  TimePoint next_deadline() const;
+
+  // Header for an unsequenced control frame (discovery, keepalive, disconnect
+  // ...) from this endpoint, with our current ack and window piggy-backed.
+  FrameHeader control_header(Opcode opcode, uint8_t extra_flags = 0) const;
+
+  // True when nothing is queued, in flight, or owed as an ack.
+  bool idle() const;
+  // Bytes of PDUs queued or in flight.
+  size_t send_queue_bytes() const;
+  // Frames sent but not yet acknowledged.
+  uint32_t in_flight() const;
+
+  const TransportStats& stats() const;
+  const Endpoint& endpoint() const;
+  const TransportParams& params() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hyperscsi::proto

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency from Debian packages. Idempotent:
+# packages already present are skipped, so a second run costs one dpkg query.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
+  zlib1g-dev libssl-dev libtomlplusplus-dev libcli11-dev
+  libpcap-dev tshark
+  dpdk dpdk-dev libdpdk-dev
+  liburing-dev libfuse3-dev fuse3
+  nbdkit nbdkit-plugin-dev libnbd-bin
+  tgt libiscsi-bin libiscsi-dev fio
+  iproute2 ethtool e2fsprogs util-linux kmod procps psmisc
+  clang-format
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup: dependencies present"
