@@ -116,9 +116,12 @@ struct Disconnect {
   friend bool operator==(const Disconnect&, const Disconnect&) = default;
 };
 
-// 0x20 body; the 0x21 answer (kFlagResponse) echoes probe_id.
+// 0x20 body; the 0x21 answer (kFlagResponse) echoes probe_id. A probe may be
+// padded to the full MTU (to prove the path carries full frames); the answer
+// is padded to the same size. Decoders ignore the padding.
 struct Keepalive {
   uint32_t probe_id = 0;
+  uint16_t pad_to = 0;  // encode: pad the body so the frame is this many bytes of L3 payload
   friend bool operator==(const Keepalive&, const Keepalive&) = default;
 };
 
@@ -127,6 +130,7 @@ inline constexpr uint8_t kCommandFlagDataIn = 0x01;
 inline constexpr uint8_t kCommandFlagDataOut = 0x02;
 struct CommandHeader {
   uint32_t cmd_sn = 0;            // per-session command number (exactly-once key)
+  uint32_t reply_ack_sn = 0;      // the initiator holds every reply for cmd_sn before this
   uint16_t lun = 0;
   uint8_t flags = 0;              // kCommandFlagDataIn / kCommandFlagDataOut
   uint8_t task_attribute = 0;     // 0 simple, 1 ordered, 2 head of queue
@@ -137,7 +141,7 @@ struct CommandHeader {
   std::span<const uint8_t> cdb_view() const { return {cdb.data(), cdb_length}; }
   bool operator==(const CommandHeader&) const = default;
 };
-inline constexpr size_t kCommandHeaderFixedSize = 16;  // then cdb_length bytes
+inline constexpr size_t kCommandHeaderFixedSize = 20;  // then cdb_length bytes
 
 // Reply PDU header (0x01 fragments reassembled): sense, then data-in.
 inline constexpr uint8_t kReplyFlagOverflow = 0x01;
