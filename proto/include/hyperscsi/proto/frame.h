@@ -148,7 +148,12 @@ constexpr size_t max_payload(size_t mtu, size_t sack_blocks = 0) {
 // Writes the full Ethernet frame (untagged; ports add 802.1Q tags) into `out`.
 // Computes the crc32 when header.ext.flags has kFlagChecksum. Pads to 60 bytes.
 // Returns the frame length, or 0 if `out` is too small or a field is out of
-// range (tag > 511, fragment > 1023, more than 8 SACK blocks).
+// range (tag > 511, fragment > 1023, more than 8 SACK blocks, payload over
+// 65535 bytes, version other than kProtocolVersion, unknown opcode or flags,
+// fragment fields that decode_frame() would reject). For unsequenced opcodes
+// the frame is one whole fragment: fragment, last_fragment, pdu_offset and
+// pdu_length are written as 0, true, 0 and payload.size() whatever `header`
+// holds. Never writes past `out`.
 size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
                     std::span<const uint8_t> payload);
 

@@ -2,7 +2,9 @@
 // docs/protocol.md gives the byte layout of each; these are their C++ values.
 //
 // encode_* append to `out` (which they may grow); decode_* are bounded and
-// validating and return a typed DecodeError. Strings are length-prefixed
+// validating and return a typed DecodeError. Encoders clamp strings, vectors,
+// auth, CDB and sense to their limits below: validate them where they are
+// configured or built. Strings are length-prefixed
 // (u8 length, then bytes) and limited to kMaxNameLength.
 // Thread-safety: plain values and free functions.
 #pragma once
@@ -141,7 +143,9 @@ struct CommandHeader {
   std::span<const uint8_t> cdb_view() const { return {cdb.data(), cdb_length}; }
   bool operator==(const CommandHeader&) const = default;
 };
-inline constexpr size_t kCommandHeaderFixedSize = 20;  // then cdb_length bytes
+// Fixed part: the fields above in declaration order up to data_out_length (20
+// bytes), then cdb_length (u8) and 3 reserved bytes; then cdb_length bytes.
+inline constexpr size_t kCommandHeaderFixedSize = 24;  // then cdb_length bytes
 
 // Reply PDU header (0x01 fragments reassembled): sense, then data-in.
 inline constexpr uint8_t kReplyFlagOverflow = 0x01;
