@@ -30,7 +30,9 @@ Packet& Packet::operator=(Packet&& other) noexcept {
   return *this;
 }
 
-Packet::~Packet() { reset(); }
+Packet::~Packet() {
+  reset();
+}
 
 void Packet::reset() {
   if (buffer_ != nullptr && pool_ != nullptr) pool_->release(cookie_, buffer_);

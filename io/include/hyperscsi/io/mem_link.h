@@ -1,0 +1,122 @@
+// MemLink: two in-process Port ends joined by a simulated wire, for tests and
+// benchmarks of everything above the Port interface.
+//
+// Each direction has its own seeded impairment layer (loss, duplication,
+// reordering, delay with jitter, bit corruption, a rate limit and a queue
+// limit) so that the reliability layer can be exercised reproducibly: the same
+// seed and the same sequence of calls give the same outcome. Time comes from
+// MemLinkConfig::clock, so a test can drive delays with a virtual clock.
+//
+// Delivery is FIFO per direction except for frames the reorder impairment
+// holds back (jitter delays frames but never reorders them).
+// A frame longer than the receiving end's mtu + 14 is dropped and counted
+// (emulates an MTU mismatch); frames whose EtherType is not 0x889A are
+// filtered as the kernel filter of a real backend would.
+//
+// fd(): an eventfd that is readable while frames are queued towards this end
+// (including frames still delayed: a caller may then spin until they are due).
+//
+// Ownership: frames handed to tx_burst move onto the link and are handed,
+// without copying, to the receiver by rx_burst. Packets may outlive the port.
+// Thread-safety: each end is used by one thread at a time, the two ends may
+// be used from two different threads (e.g. target and initiator).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/clock.h"
+
+namespace hyperscsi::io {
+
+// One direction of the link. Probabilities are per frame, in [0, 1].
+struct Impairment {
+  double loss = 0;           // drop the frame
+  double duplicate = 0;      // deliver a second copy right after it
+  double reorder = 0;        // hold the frame back ...
+  uint32_t reorder_gap = 3;  // ... until this many later frames passed
+  proto::Duration reorder_timeout = std::chrono::milliseconds(1);  // ... or this long
+  proto::Duration delay{0};                                        // fixed one-way delay
+  proto::Duration jitter{0};  // extra uniform delay in [0, jitter]
+  double corrupt = 0;         // flip one random bit
+  uint64_t rate_bps = 0;      // 0: unlimited; else serialization delay of size*8/rate
+  size_t queue_limit = 8192;  // frames in flight in this direction; more are dropped
+};
+
+// What the impairment layer did to the frames of one direction.
+struct ImpairmentStats {
+  uint64_t offered = 0;    // frames given to the link
+  uint64_t delivered = 0;  // frames handed to the receiver by rx_burst
+  uint64_t lost = 0;
+  uint64_t duplicated = 0;
+  uint64_t reordered = 0;
+  uint64_t corrupted = 0;
+  uint64_t queue_drops = 0;
+  uint64_t mtu_drops = 0;  // longer than the receiver's mtu + 14
+  uint64_t filtered = 0;   // not EtherType 0x889A
+};
+
+struct MemLinkConfig {
+  std::string name = "mem";  // for spec() ("mem:NAME")
+  size_t mtu_a = 1500;       // L3 MTU of end A
+  size_t mtu_b = 1500;       // L3 MTU of end B
+  Impairment a_to_b;
+  Impairment b_to_a;
+  uint64_t seed = 1;                        // std::mt19937_64 seeds for both directions
+  size_t pool_size = 4096;                  // buffers per end
+  std::function<proto::TimePoint()> clock;  // empty: std::chrono::steady_clock::now
+};
+
+class MemLinkState;
+
+// One end of a MemLink.
+class MemPort final : public Port {
+ public:
+  MemPort(std::shared_ptr<MemLinkState> link, int side);
+  ~MemPort() override;
+  MemPort(const MemPort&) = delete;
+  MemPort& operator=(const MemPort&) = delete;
+
+  std::string_view spec() const override;
+  MacAddress mac() const override;
+  size_t mtu() const override;
+  PortCounters counters() const override;
+  int fd() const override;
+  Packet alloc() override;
+  size_t rx_burst(std::span<Packet> out) override;
+  size_t tx_burst(std::span<Packet> pkts) override;
+
+  // Statistics and settings of the direction this end transmits on.
+  ImpairmentStats tx_link_stats() const;
+  void set_tx_impairment(const Impairment& imp);
+
+ private:
+  std::shared_ptr<MemLinkState> link_;
+  int side_;  // 0 = A, 1 = B
+};
+
+struct MemLink {
+  std::unique_ptr<MemPort> a;
+  std::unique_ptr<MemPort> b;
+};
+
+// Creates a connected pair. Fails (kBadArgument) on an MTU outside 68..65535.
+Result<MemLink, PortError> make_mem_link(const MemLinkConfig& config);
+
+// The "mem:" backend of open_port. `rest` is what follows "mem:", i.e.
+// "NAME" or "NAME?key=value,...". Keys: mtu, seed, loss, dup, reorder,
+// reorder_gap, reorder_timeout_us, delay_us, jitter_us, corrupt, rate_bps,
+// queue (impairments apply to both directions). The first open of NAME
+// creates the link and returns end A, the second returns end B; the name is
+// free again once both ends are gone.
+Result<std::unique_ptr<Port>, PortError> open_mem_port(std::string_view rest,
+                                                       const PortOptions& options);
+
+// Names currently registered by open_mem_port (for tests).
+size_t mem_registry_size();
+
+}  // namespace hyperscsi::io

@@ -1,0 +1,48 @@
+// Port helpers shared by every backend: the default wait_rx and to_string.
+#include <poll.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "hyperscsi/io/port.h"
+
+namespace hyperscsi::io {
+
+bool Port::wait_rx(std::chrono::microseconds timeout) {
+  const int fd_ = fd();
+  if (fd_ < 0) return true;  // poll-mode: the caller polls rx_burst
+  pollfd p{fd_, POLLIN, 0};
+  // Round up so that a sub-millisecond wait still sleeps instead of spinning.
+  const auto ms = (timeout.count() + 999) / 1000;
+  const int rc = ::poll(&p, 1, static_cast<int>(ms > 0x7fffffff ? 0x7fffffff : ms));
+  return rc > 0 && (p.revents & POLLIN) != 0;
+}
+
+std::string to_string(const MacAddress& mac) {
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+                mac[4], mac[5]);
+  return buf;
+}
+
+std::string_view to_string(PortErrorKind k) {
+  switch (k) {
+    case PortErrorKind::kBadSpec:
+      return "bad spec";
+    case PortErrorKind::kNoSuchInterface:
+      return "no such interface";
+    case PortErrorKind::kInterfaceDown:
+      return "interface down";
+    case PortErrorKind::kPermission:
+      return "permission denied";
+    case PortErrorKind::kBadArgument:
+      return "bad argument";
+    case PortErrorKind::kBackendFailure:
+      return "backend failure";
+    case PortErrorKind::kUnavailable:
+      return "backend unavailable";
+  }
+  return "unknown";
+}
+
+}  // namespace hyperscsi::io
