@@ -1,1 +1,63 @@
-// placeholder: filled in by its module's work
+#include "hyperscsi/proto/congestion.h"
+
+#include <algorithm>
+
+#include "hyperscsi/proto/seq.h"
+
+namespace hyperscsi::proto {
+
+CongestionControl::CongestionControl(uint32_t initial_cwnd, uint32_t max_cwnd)
+    : cwnd_(std::max<uint32_t>(1, std::min(initial_cwnd, std::max<uint32_t>(1, max_cwnd)))),
+      ssthresh_(std::max<uint32_t>(1, max_cwnd)),
+      max_cwnd_(std::max<uint32_t>(1, max_cwnd)) {}
+
+void CongestionControl::on_ack(uint32_t frames, uint32_t cum_ack) {
+  if (in_recovery_ && seq_geq(cum_ack, recovery_point_)) in_recovery_ = false;
+  while (frames > 0 && cwnd_ < max_cwnd_) {
+    if (cwnd_ < ssthresh_) {
+      // Slow start: +1 per acked frame, up to ssthresh.
+      const uint32_t step = std::min(frames, ssthresh_ - cwnd_);
+      cwnd_ += step;
+      frames -= step;
+    } else {
+      // Congestion avoidance: +1 per window's worth of acked frames.
+      const uint32_t need = cwnd_ - acked_in_ca_;
+      if (frames >= need) {
+        frames -= need;
+        acked_in_ca_ = 0;
+        ++cwnd_;
+      } else {
+        acked_in_ca_ += frames;
+        frames = 0;
+      }
+    }
+  }
+  cwnd_ = std::min(cwnd_, max_cwnd_);
+}
+
+uint32_t CongestionControl::half_flight(uint32_t in_flight) const {
+  // RFC 5681: half the data in flight, but a window-limited sender whose
+  // cwnd is below its flight halves cwnd instead.
+  const uint32_t base = std::min(cwnd_, std::max<uint32_t>(in_flight, 1));
+  return std::max<uint32_t>(base / 2, 2);
+}
+
+bool CongestionControl::on_loss(uint32_t in_flight, uint32_t snd_nxt) {
+  if (in_recovery_) return false;  // one reduction per window of data
+  ssthresh_ = half_flight(in_flight);
+  cwnd_ = std::min(ssthresh_, max_cwnd_);
+  acked_in_ca_ = 0;
+  in_recovery_ = true;
+  recovery_point_ = snd_nxt;
+  return true;
+}
+
+void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
+  ssthresh_ = half_flight(in_flight);
+  cwnd_ = 1;
+  acked_in_ca_ = 0;
+  in_recovery_ = true;
+  recovery_point_ = snd_nxt;
+}
+
+}  // namespace hyperscsi::proto

@@ -1,1 +1,48 @@
-// placeholder: filled in by its module's work
+#include "hyperscsi/proto/rtt.h"
+
+#include <algorithm>
+
+namespace hyperscsi::proto {
+
+namespace {
+constexpr unsigned kMaxBackoffShift = 16;  // 2^16 x min RTO is far beyond any sane max
+}
+
+RttEstimator::RttEstimator(const RtoParams& params) : params_(params) {
+  if (params_.max < params_.min) params_.max = params_.min;
+  base_rto_ = clamp(params_.initial);
+}
+
+Duration RttEstimator::clamp(Duration d) const {
+  return std::clamp(d, params_.min, params_.max);
+}
+
+bool RttEstimator::on_sample(Duration rtt, bool retransmitted) {
+  if (retransmitted || rtt < Duration::zero()) return false;  // Karn's rule
+  if (!has_sample_) {
+    // RFC 6298 2.2: first measurement.
+    srtt_ = rtt;
+    rttvar_ = rtt / 2;
+    has_sample_ = true;
+  } else {
+    const Duration err = rtt - srtt_;
+    const Duration abs_err = err < Duration::zero() ? -err : err;
+    rttvar_ += (abs_err - rttvar_) / 4;
+    srtt_ += err / 8;
+  }
+  base_rto_ = clamp(srtt_ + 4 * rttvar_);
+  backoff_ = 0;
+  return true;
+}
+
+void RttEstimator::on_timeout() {
+  if (rto() < params_.max && backoff_ < kMaxBackoffShift) ++backoff_;
+}
+
+Duration RttEstimator::rto() const {
+  Duration r = base_rto_;
+  for (unsigned i = 0; i < backoff_ && r < params_.max; ++i) r *= 2;
+  return std::min(r, params_.max);
+}
+
+}  // namespace hyperscsi::proto

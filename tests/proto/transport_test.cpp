@@ -1,1 +1,450 @@
-// placeholder: filled in by its module's work
+// Unit tests of the reliable-transport building blocks: sequence arithmetic,
+// RTT estimation, congestion control and reassembly.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "hyperscsi/proto/congestion.h"
+#include "hyperscsi/proto/reassembly.h"
+#include "hyperscsi/proto/rtt.h"
+#include "hyperscsi/proto/seq.h"
+
+namespace hyperscsi::proto {
+namespace {
+
+using std::chrono::duration_cast;
+
+TEST(Seq, OrdersAcrossWraparound) {
+  EXPECT_TRUE(seq_lt(1, 2));
+  EXPECT_FALSE(seq_lt(2, 2));
+  EXPECT_TRUE(seq_leq(2, 2));
+  EXPECT_TRUE(seq_lt(0xFFFFFFFFu, 0));
+  EXPECT_TRUE(seq_lt(0xFFFFFFF0u, 5));
+  EXPECT_TRUE(seq_gt(5, 0xFFFFFFF0u));
+  EXPECT_EQ(seq_diff(5, 0xFFFFFFF0u), 21);
+  EXPECT_EQ(seq_diff(0xFFFFFFF0u, 5), -21);
+  EXPECT_EQ(seq_diff(0, 0xFFFFFFFFu), 1);
+  EXPECT_EQ(seq_max(0xFFFFFFFEu, 3), 3u);
+  EXPECT_TRUE(seq_geq(0x80000000u + 5, 6));
+  // Walk a window of sequence numbers across the wrap point.
+  uint32_t s = 0xFFFFFF00u;
+  for (int i = 0; i < 512; ++i, ++s) {
+    EXPECT_TRUE(seq_lt(s, s + 1));
+    EXPECT_TRUE(seq_lt(s, s + 511));
+    EXPECT_EQ(seq_diff(s + 100, s), 100);
+  }
+}
+
+RtoParams rto_params() {
+  RtoParams p;
+  p.initial = milliseconds(50);
+  p.min = milliseconds(2);
+  p.max = seconds(2);
+  return p;
+}
+
+TEST(Rtt, InitialRtoIsConfigured) {
+  RttEstimator e(rto_params());
+  EXPECT_EQ(e.rto(), milliseconds(50));
+  EXPECT_FALSE(e.has_sample());
+}
+
+TEST(Rtt, JacobsonKarelsMatchesHandComputation) {
+  RttEstimator e(rto_params());
+  ASSERT_TRUE(e.on_sample(milliseconds(10)));
+  // First sample: srtt = r, rttvar = r/2, rto = srtt + 4 rttvar.
+  EXPECT_EQ(e.srtt(), milliseconds(10));
+  EXPECT_EQ(e.rttvar(), milliseconds(5));
+  EXPECT_EQ(e.rto(), milliseconds(30));
+  ASSERT_TRUE(e.on_sample(milliseconds(18)));
+  // err = 8 ms: rttvar = 5 + (8 - 5)/4 = 5.75 ms; srtt = 10 + 8/8 = 11 ms.
+  EXPECT_EQ(e.rttvar(), microseconds(5750));
+  EXPECT_EQ(e.srtt(), milliseconds(11));
+  EXPECT_EQ(e.rto(), milliseconds(34));
+  ASSERT_TRUE(e.on_sample(milliseconds(3)));
+  // err = -8 ms: rttvar = 5.75 + (8 - 5.75)/4 = 6.3125 ms; srtt = 11 - 1 = 10 ms.
+  EXPECT_EQ(e.rttvar(), microseconds(6312) + std::chrono::nanoseconds(500));
+  EXPECT_EQ(e.srtt(), milliseconds(10));
+  EXPECT_EQ(e.rto(), milliseconds(10) + 4 * (microseconds(6312) + std::chrono::nanoseconds(500)));
+}
+
+TEST(Rtt, ClampedToMinAndMax) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 200; ++i) e.on_sample(microseconds(10));
+  EXPECT_EQ(e.rto(), milliseconds(2));
+  RttEstimator big(rto_params());
+  big.on_sample(seconds(5));
+  EXPECT_EQ(big.rto(), seconds(2));
+}
+
+TEST(Rtt, FollowsChangedRtt) {
+  RttEstimator e(rto_params());
+  auto feed = [&](Duration r) {
+    for (int i = 0; i < 100; ++i) e.on_sample(r);
+  };
+  feed(milliseconds(1));
+  EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 1000, 20);
+  EXPECT_EQ(e.rto(), milliseconds(2));  // clamped at min
+  feed(milliseconds(20));
+  EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 20000, 200);
+  EXPECT_GE(e.rto(), milliseconds(20));
+  EXPECT_LE(e.rto(), milliseconds(22));
+  feed(milliseconds(1));
+  EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 1000, 100);
+  EXPECT_EQ(e.rto(), milliseconds(2));
+}
+
+TEST(Rtt, KarnRuleIgnoresRetransmittedSamples) {
+  RttEstimator e(rto_params());
+  e.on_sample(milliseconds(10));
+  const Duration srtt = e.srtt();
+  const Duration rto = e.rto();
+  EXPECT_FALSE(e.on_sample(milliseconds(500), /*retransmitted=*/true));
+  EXPECT_EQ(e.srtt(), srtt);
+  EXPECT_EQ(e.rto(), rto);
+  // Backoff survives an ignored sample and is cleared by a valid one.
+  e.on_timeout();
+  EXPECT_EQ(e.rto(), 2 * rto);
+  EXPECT_FALSE(e.on_sample(milliseconds(10), true));
+  EXPECT_EQ(e.rto(), 2 * rto);
+  EXPECT_TRUE(e.on_sample(milliseconds(10), false));
+  EXPECT_EQ(e.backoff_shift(), 0u);
+}
+
+TEST(Rtt, BackoffDoublesAndIsCapped) {
+  RttEstimator e(rto_params());
+  EXPECT_EQ(e.rto(), milliseconds(50));
+  e.on_timeout();
+  EXPECT_EQ(e.rto(), milliseconds(100));
+  e.on_timeout();
+  EXPECT_EQ(e.rto(), milliseconds(200));
+  for (int i = 0; i < 100; ++i) e.on_timeout();
+  EXPECT_EQ(e.rto(), seconds(2));
+}
+
+TEST(Congestion, SlowStartThenAdditiveIncrease) {
+  CongestionControl cc(16, 4096);
+  EXPECT_EQ(cc.cwnd(), 16u);
+  EXPECT_EQ(cc.ssthresh(), 4096u);
+  uint32_t una = 0;
+  cc.on_ack(16, una += 16);  // one window acked: doubles
+  EXPECT_EQ(cc.cwnd(), 32u);
+  cc.on_ack(32, una += 32);
+  EXPECT_EQ(cc.cwnd(), 64u);
+  // Loss: halve, enter congestion avoidance.
+  EXPECT_TRUE(cc.on_loss(64, una + 64));
+  EXPECT_EQ(cc.cwnd(), 32u);
+  EXPECT_EQ(cc.ssthresh(), 32u);
+  // Additive increase: +1 per full window of acks.
+  cc.on_ack(31, una += 31);
+  EXPECT_EQ(cc.cwnd(), 32u);
+  cc.on_ack(1, una += 1);
+  EXPECT_EQ(cc.cwnd(), 33u);
+  cc.on_ack(33 + 34 + 35, una += 102);
+  EXPECT_EQ(cc.cwnd(), 36u);
+}
+
+TEST(Congestion, OneDecreasePerWindow) {
+  CongestionControl cc(64, 4096);
+  EXPECT_TRUE(cc.on_loss(64, 1000));
+  EXPECT_EQ(cc.cwnd(), 32u);
+  // More losses from the same window: no further reduction.
+  EXPECT_FALSE(cc.on_loss(60, 1000));
+  cc.on_ack(1, 900);
+  EXPECT_FALSE(cc.on_loss(60, 1010));
+  EXPECT_EQ(cc.cwnd(), 32u);
+  // Once data sent after the first loss is acked, a new loss counts again.
+  cc.on_ack(1, 1000);
+  EXPECT_FALSE(cc.in_recovery());
+  EXPECT_TRUE(cc.on_loss(32, 1100));
+  EXPECT_EQ(cc.cwnd(), 16u);
+}
+
+TEST(Congestion, TimeoutCollapsesToOne) {
+  CongestionControl cc(16, 4096);
+  cc.on_ack(100, 100);
+  EXPECT_EQ(cc.cwnd(), 116u);
+  cc.on_timeout(100, 300);
+  EXPECT_EQ(cc.cwnd(), 1u);
+  EXPECT_EQ(cc.ssthresh(), 50u);
+  // Slow start back to ssthresh, then linear.
+  cc.on_ack(49, 349);
+  EXPECT_EQ(cc.cwnd(), 50u);
+  cc.on_ack(10, 359);
+  EXPECT_EQ(cc.cwnd(), 50u);
+  EXPECT_EQ(CongestionControl::send_window(50, 20), 20u);
+  EXPECT_EQ(CongestionControl::send_window(50, 200), 50u);
+}
+
+TEST(Congestion, NeverExceedsMax) {
+  CongestionControl cc(16, 40);
+  cc.on_ack(1000, 1000);
+  EXPECT_EQ(cc.cwnd(), 40u);
+  cc.on_timeout(2, 1);
+  EXPECT_EQ(cc.ssthresh(), 2u);  // floor of two frames
+}
+
+// ---- Reassembly -----------------------------------------------------------
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+// Splits a PDU the way the sender does: byte-granular, chunk bytes each.
+std::vector<Fragment> split(const std::vector<uint8_t>& pdu, size_t chunk, uint16_t tag,
+                            Opcode op = Opcode::kCommandRequest) {
+  std::vector<Fragment> out;
+  size_t off = 0;
+  uint16_t n = 0;
+  do {
+    const size_t len = std::min(chunk, pdu.size() - off);
+    Fragment f;
+    f.opcode = op;
+    f.tag = tag;
+    f.fragment = n++;
+    f.pdu_length = static_cast<uint32_t>(pdu.size());
+    f.pdu_offset = static_cast<uint32_t>(off);
+    f.payload = std::span<const uint8_t>(pdu.data() + off, len);
+    off += len;
+    f.last = off == pdu.size();
+    out.push_back(f);
+  } while (off < pdu.size());
+  return out;
+}
+
+constexpr uint32_t kMaxPdu = (1u << 20) + 4096;
+
+TEST(Reassembly, InOrder) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto pdu = pattern(10000, 1);
+  auto frags = split(pdu, 1460, 7);
+  for (size_t i = 0; i + 1 < frags.size(); ++i)
+    EXPECT_EQ(r.add(frags[i]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.bytes_held(), 10000u);
+  EXPECT_FALSE(r.pop());
+  EXPECT_EQ(r.add(frags.back()), FragmentResult::kCompleted);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->tag, 7);
+  EXPECT_EQ(got->opcode, Opcode::kCommandRequest);
+  EXPECT_EQ(got->bytes, pdu);
+  EXPECT_EQ(r.bytes_held(), 0u);
+  EXPECT_EQ(r.partial_count(), 0u);
+}
+
+TEST(Reassembly, ReverseOrder) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto pdu = pattern(100000, 2);
+  auto frags = split(pdu, 1460, 3, Opcode::kCommandReply);
+  for (size_t i = frags.size(); i-- > 1;) EXPECT_EQ(r.add(frags[i]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[0]), FragmentResult::kCompleted);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->opcode, Opcode::kCommandReply);
+  EXPECT_EQ(got->bytes, pdu);
+}
+
+TEST(Reassembly, RandomOrderWithDuplicatesAndInterleavedTags) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  std::mt19937 rng(42);
+  std::vector<std::vector<uint8_t>> pdus;
+  std::vector<Fragment> all;
+  for (uint16_t tag = 0; tag < 20; ++tag) pdus.push_back(pattern(1 + rng() % 300000, tag));
+  for (uint16_t tag = 0; tag < 20; ++tag) {
+    const size_t chunk = std::max<size_t>(pdus[tag].size() / 1000 + 1, 1 + rng() % 9000);
+    auto f = split(pdus[tag], chunk, tag);
+    all.insert(all.end(), f.begin(), f.end());
+  }
+  const size_t unique = all.size();
+  for (size_t i = 0; i < unique; i += 3) all.push_back(all[i]);  // duplicates
+  std::shuffle(all.begin(), all.end(), rng);
+  size_t completed = 0, dups = 0;
+  for (const auto& f : all) {
+    const auto res = r.add(f);
+    if (res == FragmentResult::kCompleted) ++completed;
+    if (res == FragmentResult::kDuplicate) ++dups;
+    ASSERT_NE(res, FragmentResult::kInconsistent);
+  }
+  EXPECT_EQ(completed, 20u);
+  EXPECT_EQ(r.stats().fragments_accepted, unique);
+  // Duplicates arriving after their PDU completed start a new partial PDU
+  // (the connection's sequence numbers filter those before reassembly).
+  EXPECT_EQ(dups + r.stats().fragments_accepted, all.size());
+  std::vector<bool> seen(20);
+  for (int i = 0; i < 20; ++i) {
+    auto got = r.pop();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->bytes, pdus[got->tag]);
+    EXPECT_FALSE(seen[got->tag]);
+    seen[got->tag] = true;
+  }
+}
+
+TEST(Reassembly, NoHeadOfLineBlocking) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto a = pattern(5000, 1), b = pattern(3000, 2);
+  auto fa = split(a, 1460, 1), fb = split(b, 1460, 2);
+  for (size_t i = 1; i < fa.size(); ++i) r.add(fa[i]);  // tag 1 misses its first fragment
+  for (const auto& f : fb) r.add(f);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->tag, 2);
+  EXPECT_FALSE(r.pop());
+  EXPECT_EQ(r.add(fa[0]), FragmentResult::kCompleted);
+  EXPECT_EQ(r.pop()->bytes, a);
+}
+
+TEST(Reassembly, EmptyPdu) {
+  Reassembler r(kMaxPdu, 1024);
+  Fragment f;
+  f.tag = 9;
+  f.last = true;
+  EXPECT_EQ(r.add(f), FragmentResult::kCompleted);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(got->bytes.empty());
+}
+
+TEST(Reassembly, RejectsOverlapsAndInconsistentFragments) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto pdu = pattern(4000, 5);
+  auto frags = split(pdu, 1000, 1);  // 4 fragments of 1000
+  ASSERT_EQ(r.add(frags[1]), FragmentResult::kAccepted);
+  // Same fragment number, other range.
+  Fragment f = frags[1];
+  f.pdu_offset = 900;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // Other fragment number overlapping fragment 1's bytes.
+  f = frags[0];
+  f.payload = std::span<const uint8_t>(pdu.data(), 1001);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[2];
+  f.pdu_offset = 1999;
+  f.payload = std::span<const uint8_t>(pdu.data() + 1999, 1000);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // Different pdu_length for the same tag.
+  f = frags[2];
+  f.pdu_length = 5000;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // Payload running past pdu_length.
+  f = frags[3];
+  f.pdu_offset = 3500;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // Last flag on a fragment that does not end the PDU.
+  f = frags[2];
+  f.last = true;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // A fragment number out of order with its offset.
+  f = frags[0];
+  f.fragment = 5;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  // Exact duplicate: ignored.
+  EXPECT_EQ(r.add(frags[1]), FragmentResult::kDuplicate);
+  EXPECT_EQ(r.stats().inconsistent, 7u);
+  EXPECT_EQ(r.stats().duplicates, 1u);
+  // The held data is untouched: the genuine fragments complete it bit-exact.
+  EXPECT_EQ(r.add(frags[0]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[3]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[2]), FragmentResult::kCompleted);
+  EXPECT_EQ(r.pop()->bytes, pdu);
+}
+
+TEST(Reassembly, RejectsBadOpcodeAndTooLarge) {
+  Reassembler r(1000, 64u << 20);
+  std::vector<uint8_t> payload(10);
+  Fragment f;
+  f.payload = payload;
+  f.pdu_length = 2000;
+  f.last = false;
+  EXPECT_EQ(r.add(f), FragmentResult::kTooLarge);
+  f.pdu_length = 100;
+  f.opcode = Opcode::kKeepalive;
+  EXPECT_EQ(r.add(f), FragmentResult::kBadOpcode);
+  f.opcode = Opcode::kCommandRequest;
+  f.tag = 600;
+  EXPECT_EQ(r.add(f), FragmentResult::kBadOpcode);
+  EXPECT_EQ(r.bytes_held(), 0u);
+}
+
+TEST(Reassembly, MemoryBoundEnforcedAndReclaimed) {
+  Reassembler r(kMaxPdu, 250000);
+  std::vector<std::vector<uint8_t>> pdus;
+  std::vector<std::vector<Fragment>> frags;
+  for (uint16_t t = 0; t < 3; ++t) {
+    pdus.push_back(pattern(100000, t));
+    frags.push_back(split(pdus[t], 1460, t));
+  }
+  EXPECT_EQ(r.add(frags[0][0]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[1][0]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.bytes_held(), 200000u);
+  // A third partial PDU would exceed the limit: rejected, nothing kept.
+  EXPECT_EQ(r.add(frags[2][0]), FragmentResult::kNoMemory);
+  EXPECT_EQ(r.partial_count(), 2u);
+  EXPECT_EQ(r.stats().no_memory, 1u);
+  // Fragments of PDUs already held are still accepted.
+  for (size_t i = 1; i < frags[0].size(); ++i) r.add(frags[0][i]);
+  EXPECT_EQ(r.bytes_held(), 100000u);
+  // Completion released the memory: now the third PDU fits.
+  for (const auto& f : frags[2]) EXPECT_NE(r.add(f), FragmentResult::kNoMemory);
+  EXPECT_EQ(r.bytes_held(), 100000u);
+  EXPECT_EQ(r.pop()->bytes, pdus[0]);
+  EXPECT_EQ(r.pop()->bytes, pdus[2]);
+  r.clear_partial();
+  EXPECT_EQ(r.bytes_held(), 0u);
+  EXPECT_EQ(r.partial_count(), 0u);
+}
+
+class ReassemblyMiB : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(ReassemblyMiB, OneMiBPdus) {
+  const size_t chunk = max_payload(GetParam());
+  Reassembler r(kMaxPdu, 64u << 20);
+  std::mt19937 rng(7);
+  for (uint16_t tag = 0; tag < 4; ++tag) {
+    const auto pdu = pattern(1u << 20, tag);
+    auto frags = split(pdu, chunk, tag);
+    ASSERT_LE(frags.size(), kMaxFragmentsPerPdu);
+    if (tag % 2) std::shuffle(frags.begin(), frags.end(), rng);
+    size_t completed = 0;
+    for (const auto& f : frags) completed += r.add(f) == FragmentResult::kCompleted;
+    EXPECT_EQ(completed, 1u);
+    auto got = r.pop();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->bytes, pdu);
+  }
+  EXPECT_EQ(r.bytes_held(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Mtu, ReassemblyMiB, ::testing::Values(size_t{1500}, size_t{9000}));
+
+TEST(Reassembly, RandomGarbageNeverCrashes) {
+  Reassembler r(kMaxPdu, 4u << 20);
+  std::mt19937 rng(99);
+  std::vector<uint8_t> buf(20000, 0xAB);
+  for (int i = 0; i < 200000; ++i) {
+    Fragment f;
+    f.opcode = static_cast<Opcode>(rng() % 3);
+    f.tag = static_cast<uint16_t>(rng() % 8);
+    f.fragment = static_cast<uint16_t>(rng() % 1024);
+    f.last = rng() % 2;
+    f.pdu_length = rng() % 3 == 0 ? rng() : rng() % 50000;
+    f.pdu_offset = rng() % 2 ? rng() : rng() % 50000;
+    f.payload = std::span<const uint8_t>(buf.data(), rng() % buf.size());
+    (void)r.add(f);
+    ASSERT_LE(r.bytes_held(), 4u << 20);
+    while (auto p = r.pop()) ASSERT_LE(p->bytes.size(), kMaxPdu);
+  }
+  const auto& s = r.stats();
+  EXPECT_GT(s.inconsistent, 0u);
+  EXPECT_GT(s.too_large, 0u);
+  EXPECT_GT(s.bad_opcode, 0u);
+}
+
+}  // namespace
+}  // namespace hyperscsi::proto
