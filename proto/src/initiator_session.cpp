@@ -1,1 +1,401 @@
-// placeholder: filled in by its module's work
+#include "hyperscsi/proto/initiator_session.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "hyperscsi/proto/negotiation.h"
+#include "session_util.h"
+
+namespace hyperscsi::proto {
+
+std::string_view to_string(InitiatorState s) {
+  switch (s) {
+    case InitiatorState::kIdle:
+      return "idle";
+    case InitiatorState::kLoggingIn:
+      return "logging-in";
+    case InitiatorState::kVerifyingMtu:
+      return "verifying-mtu";
+    case InitiatorState::kEstablished:
+      return "established";
+    case InitiatorState::kDisconnecting:
+      return "disconnecting";
+    case InitiatorState::kClosed:
+      return "closed";
+    case InitiatorState::kDisconnected:
+      return "disconnected";
+    case InitiatorState::kDead:
+      return "dead";
+    case InitiatorState::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+std::string_view to_string(SessionError e) {
+  switch (e) {
+    case SessionError::kNone:
+      return "none";
+    case SessionError::kInvalidState:
+      return "invalid state";
+    case SessionError::kNoAnswer:
+      return "no answer from the target";
+    case SessionError::kLoginRejected:
+      return "login rejected";
+    case SessionError::kMtuMismatch:
+      return "MTU mismatch";
+    case SessionError::kDeadPeer:
+      return "target dead";
+    case SessionError::kDisconnectedByPeer:
+      return "disconnected by the target";
+  }
+  return "?";
+}
+
+std::string SessionFailure::describe() const {
+  std::string s(to_string(error));
+  switch (error) {
+    case SessionError::kLoginRejected:
+      s += ": ";
+      s += to_string(login_status);
+      break;
+    case SessionError::kMtuMismatch:
+      s += ": frames of the negotiated MTU " + std::to_string(mtu) +
+           " do not pass between the peers (small frames do); set the same MTU on both "
+           "ends and every switch between them";
+      break;
+    case SessionError::kDisconnectedByPeer:
+      s += ": ";
+      s += to_string(reason);
+      break;
+    default:
+      break;
+  }
+  return s;
+}
+
+InitiatorSession::InitiatorSession(InitiatorConfig config)
+    : config_(std::move(config)), rng_(config_.seed), outbox_(std::make_unique<detail::Outbox>()) {
+  if (config_.login_attempts == 0) config_.login_attempts = 1;
+  if (config_.probe_attempts == 0) config_.probe_attempts = 1;
+  if (config_.disconnect_attempts == 0) config_.disconnect_attempts = 1;
+}
+
+InitiatorSession::~InitiatorSession() = default;
+
+Status<SessionError> InitiatorSession::login(const MacAddress& target_mac, std::string target_name,
+                                             TimePoint now) {
+  if (state_ == InitiatorState::kLoggingIn || state_ == InitiatorState::kVerifyingMtu)
+    return Unexpected{SessionError::kInvalidState};
+  target_mac_ = target_mac;
+  target_name_ = std::move(target_name);
+  resuming_ = false;
+  negotiated_ = LoginReply{};
+  begin_login(now);
+  return {};
+}
+
+Status<SessionError> InitiatorSession::resume(TimePoint now) {
+  const bool have_session =
+      negotiated_.session_id != 0 && (negotiated_.features & kFeatureSessionResume) != 0;
+  if (!have_session || state_ == InitiatorState::kIdle || state_ == InitiatorState::kLoggingIn ||
+      state_ == InitiatorState::kVerifyingMtu)
+    return Unexpected{SessionError::kInvalidState};
+  resuming_ = true;
+  ++stats_.resumes;
+  begin_login(now);
+  return {};
+}
+
+void InitiatorSession::begin_login(TimePoint now) {
+  connection_.reset();
+  do {
+    login_nonce_ = static_cast<uint32_t>(rng_());
+  } while (login_nonce_ == 0);
+  state_ = InitiatorState::kLoggingIn;
+  failure_ = {};
+  attempts_ = 0;
+  backoff_ = config_.login_timeout;
+  next_tx_ = now;
+}
+
+Status<SessionError> InitiatorSession::disconnect(TimePoint now) {
+  if (!connection_ || (state_ != InitiatorState::kEstablished &&
+                       state_ != InitiatorState::kVerifyingMtu && state_ != InitiatorState::kDead))
+    return Unexpected{SessionError::kInvalidState};
+  state_ = InitiatorState::kDisconnecting;
+  attempts_ = 0;
+  next_tx_ = now;
+  return {};
+}
+
+void InitiatorSession::fail(InitiatorState state, SessionFailure failure) {
+  state_ = state;
+  failure_ = failure;
+  next_tx_ = kNever;
+}
+
+void InitiatorSession::queue_control(Opcode op, uint8_t flags, std::vector<uint8_t> body) {
+  FrameHeader h = connection_
+                      ? connection_->control_header(op, flags)
+                      : detail::raw_control_header(config_.local_mac, target_mac_, op, flags,
+                                                   negotiated_.session_id, negotiated_.epoch);
+  outbox_->push(h, std::move(body));
+}
+
+void InitiatorSession::send_probe(uint32_t id, uint16_t pad_to) {
+  std::vector<uint8_t> body;
+  encode(Keepalive{id, pad_to}, body);
+  FrameHeader h = connection_->control_header(Opcode::kKeepalive);
+  h.sacks.count = 0;  // pad_to counts the fixed header only
+  outbox_->push(h, std::move(body));
+}
+
+void InitiatorSession::on_frame(const FrameView& frame, TimePoint now) {
+  if (frame.header.src != target_mac_ || state_ == InitiatorState::kIdle) {
+    ++stats_.frames_ignored;
+    return;
+  }
+  if (frame.header.common.opcode == Opcode::kLoginReply) {
+    on_login_reply(frame, now);
+    return;
+  }
+  on_session_frame(frame, now);
+}
+
+void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
+  if (state_ != InitiatorState::kLoggingIn) {
+    ++stats_.frames_ignored;  // a late duplicate of an answered request
+    return;
+  }
+  auto decoded = decode_login_reply(frame.payload);
+  if (!decoded) {
+    ++stats_.malformed;
+    return;
+  }
+  const LoginReply& reply = decoded.value();
+  if (reply.nonce != login_nonce_) {
+    ++stats_.frames_ignored;
+    return;
+  }
+  if (reply.status != LoginStatus::kOk || reply.session_id == 0) {
+    SessionFailure f;
+    f.error = SessionError::kLoginRejected;
+    f.login_status =
+        reply.status == LoginStatus::kOk ? LoginStatus::kParameterRejected : reply.status;
+    fail(InitiatorState::kFailed, f);
+    return;
+  }
+  negotiated_ = reply;
+  Endpoint ep;
+  ep.local = config_.local_mac;
+  ep.peer = target_mac_;
+  ep.session_id = reply.session_id;
+  ep.epoch = reply.epoch;
+  ep.peer_window = reply.window;
+  connection_ = std::make_unique<Connection>(transport_params_for(reply, config_.transport), ep);
+  state_ = InitiatorState::kVerifyingMtu;
+  attempts_ = 0;
+  small_probe_answered_ = false;
+  next_tx_ = now;
+  last_rx_ = now;
+}
+
+void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
+  const bool live = connection_ && (state_ == InitiatorState::kVerifyingMtu ||
+                                    state_ == InitiatorState::kEstablished ||
+                                    state_ == InitiatorState::kDisconnecting);
+  const ExtHeader& ext = frame.header.ext;
+  if (!live || ext.session_id != negotiated_.session_id) {
+    ++stats_.frames_ignored;
+    return;
+  }
+  if (ext.epoch != negotiated_.epoch) {
+    ++stats_.stale_frames;
+    return;
+  }
+  last_rx_ = now;
+  const Opcode op = frame.header.common.opcode;
+  if (op == Opcode::kDisconnect) {
+    auto d = decode_disconnect(frame.payload);
+    if (!d) {
+      ++stats_.malformed;
+      return;
+    }
+    if ((ext.flags & kFlagResponse) != 0) {
+      if (state_ == InitiatorState::kDisconnecting) fail(InitiatorState::kClosed, {});
+      return;
+    }
+    // The target ends the session: confirm, then let the owner decide.
+    std::vector<uint8_t> body;
+    encode(Disconnect{d->reason}, body);
+    queue_control(Opcode::kDisconnect, kFlagResponse, std::move(body));
+    SessionFailure f;
+    f.error = SessionError::kDisconnectedByPeer;
+    f.reason = d->reason;
+    fail(state_ == InitiatorState::kDisconnecting ? InitiatorState::kClosed
+                                                  : InitiatorState::kDisconnected,
+         f);
+    return;
+  }
+  connection_->on_frame(frame, now);  // acks and windows ride on every frame
+  if (op == Opcode::kKeepalive) on_keepalive(frame, now);
+}
+
+void InitiatorSession::on_keepalive(const FrameView& frame, TimePoint now) {
+  auto k = decode_keepalive(frame.payload);
+  if (!k) {
+    ++stats_.malformed;
+    return;
+  }
+  if ((frame.header.ext.flags & kFlagResponse) == 0) {
+    // The target probes us: answer with a frame of the same size.
+    std::vector<uint8_t> body;
+    encode(Keepalive{k->probe_id, static_cast<uint16_t>(detail::l3_size(frame))}, body);
+    FrameHeader h = connection_->control_header(Opcode::kKeepalive, kFlagResponse);
+    h.sacks.count = 0;
+    outbox_->push(h, std::move(body));
+    return;
+  }
+  ++stats_.keepalives_answered;
+  if (state_ != InitiatorState::kVerifyingMtu) return;
+  if (k->probe_id % 2 == 1) {
+    small_probe_answered_ = true;
+  } else if (detail::l3_size(frame) >= negotiated_.mtu) {
+    state_ = InitiatorState::kEstablished;
+    next_tx_ = kNever;
+    last_keepalive_sent_ = now;
+  }
+}
+
+void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
+  switch (state_) {
+    case InitiatorState::kLoggingIn:
+      if (now < next_tx_) break;
+      if (attempts_ >= config_.login_attempts) {
+        fail(InitiatorState::kFailed, SessionFailure{SessionError::kNoAnswer, LoginStatus::kOk,
+                                                     DisconnectReason::kNormal, 0});
+        break;
+      }
+      {
+        LoginRequest req;
+        req.nonce = login_nonce_;
+        req.mtu = config_.mtu;
+        req.window = config_.window;
+        req.max_transfer = config_.max_transfer;
+        req.features = config_.features;
+        req.initiator_name = config_.initiator_name;
+        req.target_name = target_name_;
+        req.auth = config_.auth;
+        if (resuming_) {
+          req.resume_session_id = negotiated_.session_id;
+          req.resume_epoch = negotiated_.epoch;
+        }
+        std::vector<uint8_t> body;
+        encode(req, body);
+        outbox_->push(
+            detail::raw_control_header(config_.local_mac, target_mac_, Opcode::kLoginRequest),
+            std::move(body));
+      }
+      ++attempts_;
+      ++stats_.login_requests_sent;
+      next_tx_ = now + backoff_;
+      backoff_ = std::min<Duration>(backoff_ * 2, config_.max_login_backoff);
+      break;
+    case InitiatorState::kVerifyingMtu:
+      if (now < next_tx_) break;
+      if (attempts_ >= config_.probe_attempts) {
+        SessionFailure f;
+        f.error = small_probe_answered_ ? SessionError::kMtuMismatch : SessionError::kNoAnswer;
+        f.mtu = negotiated_.mtu;
+        fail(InitiatorState::kFailed, f);
+        break;
+      }
+      // A small probe tells "no answer at all" apart from "full frames lost".
+      send_probe(next_probe_id_ | 1u, 0);
+      send_probe((next_probe_id_ + 1) & ~1u, negotiated_.mtu);
+      next_probe_id_ += 2;
+      stats_.probes_sent += 2;
+      ++attempts_;
+      next_tx_ = now + config_.probe_timeout;
+      break;
+    case InitiatorState::kEstablished: {
+      const Duration silence = now - last_rx_;
+      if (silence >= milliseconds(negotiated_.dead_time_ms)) {
+        fail(InitiatorState::kDead, SessionFailure{SessionError::kDeadPeer, LoginStatus::kOk,
+                                                   DisconnectReason::kDeadPeer, 0});
+        break;
+      }
+      if (now >= keepalive_due()) {
+        send_probe(next_probe_id_ | 1u, 0);
+        next_probe_id_ += 2;
+        ++stats_.keepalives_sent;
+        last_keepalive_sent_ = now;
+      }
+      break;
+    }
+    case InitiatorState::kDisconnecting:
+      if (now < next_tx_) break;
+      if (attempts_ >= config_.disconnect_attempts) {
+        fail(InitiatorState::kClosed, {});  // the target reclaims it after its dead time
+        break;
+      }
+      {
+        std::vector<uint8_t> body;
+        encode(Disconnect{DisconnectReason::kNormal}, body);
+        queue_control(Opcode::kDisconnect, 0, std::move(body));
+      }
+      ++attempts_;
+      ++stats_.disconnects_sent;
+      next_tx_ = now + config_.disconnect_timeout;
+      break;
+    default:
+      break;
+  }
+  outbox_->flush(sink);
+  if (connection_ &&
+      (state_ == InitiatorState::kVerifyingMtu || state_ == InitiatorState::kEstablished ||
+       state_ == InitiatorState::kDisconnecting))
+    connection_->poll(now, sink);
+}
+
+TimePoint InitiatorSession::next_deadline() const {
+  if (!outbox_->empty()) return TimePoint::min();
+  TimePoint t = kNever;
+  switch (state_) {
+    case InitiatorState::kLoggingIn:
+    case InitiatorState::kVerifyingMtu:
+    case InitiatorState::kDisconnecting:
+      t = next_tx_;
+      break;
+    case InitiatorState::kEstablished:
+      t = detail::earliest(keepalive_due(), last_rx_ + milliseconds(negotiated_.dead_time_ms));
+      break;
+    default:
+      break;
+  }
+  if (connection_ &&
+      (state_ == InitiatorState::kVerifyingMtu || state_ == InitiatorState::kEstablished ||
+       state_ == InitiatorState::kDisconnecting))
+    t = detail::earliest(t, connection_->next_deadline());
+  return t;
+}
+
+// A probe is due after keepalive_ms of silence, at most one per keepalive_ms.
+TimePoint InitiatorSession::keepalive_due() const {
+  const Duration interval = milliseconds(std::max<uint32_t>(negotiated_.keepalive_ms, 1));
+  return std::max(last_rx_, last_keepalive_sent_) + interval;
+}
+
+bool InitiatorSession::send_command(uint16_t tag, std::vector<uint8_t> pdu) {
+  if (state_ != InitiatorState::kEstablished || !connection_) return false;
+  return connection_->send_pdu(Opcode::kCommandRequest, tag, std::move(pdu));
+}
+
+std::optional<ReceivedPdu> InitiatorSession::pop_reply() {
+  if (!connection_) return std::nullopt;
+  return connection_->pop_pdu();
+}
+
+}  // namespace hyperscsi::proto

@@ -1,1 +1,472 @@
-// placeholder: filled in by its module's work
+#include "hyperscsi/proto/target_session.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "session_util.h"
+
+namespace hyperscsi::proto {
+
+namespace {
+constexpr size_t kMaxEvents = 4096;
+constexpr size_t kMaxRejectSources = 1024;
+constexpr uint32_t kSessionIdTries = 64;
+}  // namespace
+
+struct TargetEndpoint::Session {
+  Session(uint32_t session_id, const ReplyCacheLimits& cache_limits)
+      : id(session_id), cache(cache_limits) {}
+  uint32_t id;
+  uint16_t epoch = 0;
+  MacAddress mac{};
+  std::string initiator_name;
+  uint32_t login_nonce = 0;
+  LoginReply reply;  // the last accepted LoginReply, resent for duplicate requests
+  std::unique_ptr<Connection> connection;
+  ReplyCache cache;
+  TimePoint established_at{};
+  TimePoint last_rx{};
+  uint64_t commands = 0;
+  uint64_t replies = 0;
+  uint64_t malformed_pdus = 0;
+};
+
+TargetEndpoint::TargetEndpoint(TargetConfig config, LoginPolicy policy, LunLister luns)
+    : config_(std::move(config)),
+      policy_(std::move(policy)),
+      luns_(std::move(luns)),
+      rng_(config_.seed),
+      outbox_(std::make_unique<detail::Outbox>(1024)) {}
+
+TargetEndpoint::~TargetEndpoint() = default;
+
+void TargetEndpoint::announce(TimePoint /*now*/) {
+  DiscoveryReply r;
+  r.nonce = 0;
+  r.mtu = config_.limits.mtu;
+  r.features = config_.limits.features;
+  r.target_name = config_.target_name;
+  if (luns_) r.luns = luns_("", kBroadcastMac);
+  if (r.luns.size() > kMaxLunsInDiscovery) r.luns.resize(kMaxLunsInDiscovery);
+  std::vector<uint8_t> body;
+  encode(r, body);
+  outbox_->push(
+      detail::raw_control_header(config_.local_mac, kBroadcastMac, Opcode::kDiscoveryReply),
+      std::move(body));
+  ++stats_.announcements;
+}
+
+void TargetEndpoint::on_frame(const FrameView& frame, TimePoint now) {
+  const FrameHeader& h = frame.header;
+  if (h.dst != config_.local_mac && h.dst != kBroadcastMac) {
+    ++stats_.frames_ignored;
+    return;
+  }
+  switch (h.common.opcode) {
+    case Opcode::kDiscoveryRequest:
+      on_discovery(frame);
+      return;
+    case Opcode::kLoginRequest:
+      on_login(frame, now);
+      return;
+    case Opcode::kDiscoveryReply:
+    case Opcode::kLoginReply:
+      ++stats_.frames_ignored;  // answers to other initiators' or targets' requests
+      return;
+    default:
+      on_session_frame(frame, now);
+      return;
+  }
+}
+
+void TargetEndpoint::on_discovery(const FrameView& frame) {
+  ++stats_.discovery_requests;
+  auto req = decode_discovery_request(frame.payload);
+  if (!req) {
+    ++stats_.malformed;
+    return;
+  }
+  if (!req->target_filter.empty() && req->target_filter != config_.target_name) return;
+  DiscoveryReply r;
+  r.nonce = req->nonce;
+  r.mtu = config_.limits.mtu;
+  r.features = config_.limits.features;
+  r.target_name = config_.target_name;
+  if (luns_) r.luns = luns_(req->initiator_name, frame.header.src);
+  if (r.luns.size() > kMaxLunsInDiscovery) r.luns.resize(kMaxLunsInDiscovery);
+  std::vector<uint8_t> body;
+  encode(r, body);
+  outbox_->push(
+      detail::raw_control_header(config_.local_mac, frame.header.src, Opcode::kDiscoveryReply),
+      std::move(body));
+  ++stats_.discovery_replies;
+}
+
+void TargetEndpoint::send_login_reply(const MacAddress& dst, const LoginReply& reply) {
+  std::vector<uint8_t> body;
+  encode(reply, body);
+  outbox_->push(detail::raw_control_header(config_.local_mac, dst, Opcode::kLoginReply,
+                                           kFlagResponse, reply.session_id, reply.epoch),
+                std::move(body));
+}
+
+void TargetEndpoint::refuse_login(const FrameView& frame, const LoginRequest& req,
+                                  LoginStatus status) {
+  LoginReply r = negotiate(req, config_.limits);
+  r.status = status;
+  r.session_id = 0;
+  r.epoch = 0;
+  send_login_reply(frame.header.src, r);
+  ++stats_.logins_refused;
+  if (status == LoginStatus::kResumeFailed) ++stats_.resumes_failed;
+}
+
+void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
+  auto decoded = decode_login_request(frame.payload);
+  if (!decoded) {
+    ++stats_.malformed;
+    return;
+  }
+  const LoginRequest& req = decoded.value();
+  const MacAddress& src = frame.header.src;
+
+  // A retransmitted request whose reply was lost: same answer, no new state.
+  for (auto& [id, s] : sessions_) {
+    if (s->mac == src && s->login_nonce == req.nonce && s->initiator_name == req.initiator_name) {
+      ++stats_.duplicate_logins;
+      s->last_rx = now;
+      send_login_reply(src, s->reply);
+      return;
+    }
+  }
+  if (!req.target_name.empty() && req.target_name != config_.target_name) {
+    refuse_login(frame, req, LoginStatus::kUnknownTarget);
+    return;
+  }
+  const LoginStatus verdict = policy_ ? policy_(req, src) : LoginStatus::kOk;
+  if (verdict != LoginStatus::kOk) {
+    refuse_login(frame, req, verdict);
+    return;
+  }
+  LoginReply reply = negotiate(req, config_.limits);
+  if (reply.status != LoginStatus::kOk) {
+    refuse_login(frame, req, reply.status);
+    return;
+  }
+
+  if (req.resume_session_id != 0) {
+    auto it = sessions_.find(req.resume_session_id);
+    const bool resumable = it != sessions_.end() && it->second->mac == src &&
+                           it->second->initiator_name == req.initiator_name &&
+                           (config_.limits.features & kFeatureSessionResume) != 0;
+    if (!resumable) {
+      refuse_login(frame, req, LoginStatus::kResumeFailed);
+      return;
+    }
+    Session& s = *it->second;
+    s.epoch = static_cast<uint16_t>(s.epoch + 1);
+    s.login_nonce = req.nonce;
+    reply.session_id = s.id;
+    reply.epoch = s.epoch;
+    s.reply = reply;
+    start_connection(s, now);  // the old Connection and its in-flight frames are gone
+    send_login_reply(src, reply);
+    ++stats_.resumes;
+    push_event({TargetEventKind::kSessionResumed, s.id, s.epoch, s.initiator_name, s.mac,
+                DisconnectReason::kNormal});
+    return;
+  }
+
+  if (sessions_.size() >= config_.max_sessions) {
+    refuse_login(frame, req, LoginStatus::kTooManySessions);
+    return;
+  }
+  const uint32_t id = new_session_id();
+  if (id == 0) {
+    refuse_login(frame, req, LoginStatus::kTooManySessions);
+    return;
+  }
+  auto s = std::make_unique<Session>(id, config_.reply_cache);
+  s->epoch = 1;
+  s->mac = src;
+  s->initiator_name = req.initiator_name;
+  s->login_nonce = req.nonce;
+  reply.session_id = id;
+  reply.epoch = s->epoch;
+  s->reply = reply;
+  s->established_at = now;
+  start_connection(*s, now);
+  send_login_reply(src, reply);
+  ++stats_.logins_accepted;
+  push_event({TargetEventKind::kSessionEstablished, id, s->epoch, s->initiator_name, s->mac,
+              DisconnectReason::kNormal});
+  sessions_.emplace(id, std::move(s));
+}
+
+void TargetEndpoint::start_connection(Session& s, TimePoint now) {
+  Endpoint ep;
+  ep.local = config_.local_mac;
+  ep.peer = s.mac;
+  ep.session_id = s.id;
+  ep.epoch = s.epoch;
+  ep.peer_window = s.reply.window;
+  s.connection = std::make_unique<Connection>(transport_params_for(s.reply, config_.transport), ep);
+  s.last_rx = now;
+}
+
+uint32_t TargetEndpoint::new_session_id() {
+  for (uint32_t i = 0; i < kSessionIdTries; ++i) {
+    const auto id = static_cast<uint32_t>(rng_());
+    if (id != 0 && !sessions_.contains(id)) return id;
+  }
+  return 0;
+}
+
+void TargetEndpoint::reject(const FrameView& frame, DisconnectReason reason, TimePoint now) {
+  const MacAddress& src = frame.header.src;
+  auto it = last_reject_.find(src);
+  if (it != last_reject_.end() && now - it->second < config_.reject_interval) {
+    ++stats_.rejections_suppressed;
+    return;
+  }
+  if (it == last_reject_.end() && last_reject_.size() >= kMaxRejectSources) {
+    // Bound the table: forget sources whose interval has passed, or all of them.
+    std::erase_if(last_reject_,
+                  [&](const auto& kv) { return now - kv.second >= config_.reject_interval; });
+    if (last_reject_.size() >= kMaxRejectSources) last_reject_.clear();
+  }
+  last_reject_[src] = now;
+  std::vector<uint8_t> body;
+  encode(Disconnect{reason}, body);
+  // Stamped with the rejected frame's session id and epoch so its sender
+  // recognises which session ended.
+  outbox_->push(detail::raw_control_header(config_.local_mac, src, Opcode::kDisconnect, 0,
+                                           frame.header.ext.session_id, frame.header.ext.epoch),
+                std::move(body));
+  ++stats_.rejections_sent;
+}
+
+void TargetEndpoint::on_session_frame(const FrameView& frame, TimePoint now) {
+  const ExtHeader& ext = frame.header.ext;
+  const Opcode op = frame.header.common.opcode;
+  // Never answer a Disconnect with a rejection: two endpoints could ping-pong.
+  const bool may_reject = op != Opcode::kDisconnect;
+  if (ext.session_id == 0) {
+    ++stats_.frames_ignored;
+    return;
+  }
+  auto it = sessions_.find(ext.session_id);
+  if (it == sessions_.end() || it->second->mac != frame.header.src) {
+    ++stats_.unknown_session;
+    if (may_reject) reject(frame, DisconnectReason::kUnknownSession, now);
+    return;
+  }
+  Session& s = *it->second;
+  if (ext.epoch != s.epoch) {
+    ++stats_.stale_epoch;
+    if (may_reject) reject(frame, DisconnectReason::kStaleEpoch, now);
+    return;
+  }
+  s.last_rx = now;
+  if (op == Opcode::kDisconnect) {
+    if ((ext.flags & kFlagResponse) != 0) return;  // we do not wait for confirmations
+    auto d = decode_disconnect(frame.payload);
+    if (!d) {
+      ++stats_.malformed;
+      return;
+    }
+    std::vector<uint8_t> body;
+    encode(Disconnect{d->reason}, body);
+    FrameHeader h = s.connection->control_header(Opcode::kDisconnect, kFlagResponse);
+    outbox_->push(h, std::move(body));
+    ++stats_.disconnects;
+    close_session(s.id, d->reason);
+    return;
+  }
+  s.connection->on_frame(frame, now);
+  if (op == Opcode::kKeepalive && (ext.flags & kFlagResponse) == 0) {
+    auto k = decode_keepalive(frame.payload);
+    if (!k) {
+      ++stats_.malformed;
+      return;
+    }
+    // Same size as the probe, so a full-MTU probe proves both directions.
+    std::vector<uint8_t> body;
+    encode(Keepalive{k->probe_id, static_cast<uint16_t>(detail::l3_size(frame))}, body);
+    FrameHeader h = s.connection->control_header(Opcode::kKeepalive, kFlagResponse);
+    h.sacks.count = 0;  // pad_to counts the fixed header only
+    outbox_->push(h, std::move(body));
+    ++stats_.keepalives_answered;
+    return;
+  }
+  drain_pdus(s);
+}
+
+void TargetEndpoint::drain_pdus(Session& s) {
+  while (auto pdu = s.connection->pop_pdu()) {
+    if (pdu->opcode != Opcode::kCommandRequest) {
+      ++s.malformed_pdus;
+      ++stats_.malformed;
+      continue;
+    }
+    auto cmd = decode_command(pdu->bytes);
+    if (!cmd) {
+      ++s.malformed_pdus;
+      ++stats_.malformed;
+      continue;
+    }
+    const CommandHeader header = cmd->header;
+    const size_t data_offset = static_cast<size_t>(cmd->data_out.data() - pdu->bytes.data());
+    s.cache.release_below(header.reply_ack_sn);
+    const CacheDecision decision = s.cache.begin(header.cmd_sn);
+    switch (decision) {
+      case CacheDecision::kStale:
+      case CacheDecision::kOutOfWindow:
+        ++stats_.command_protocol_errors;
+        continue;
+      case CacheDecision::kReplay: {
+        std::span<const uint8_t> stored = s.cache.stored_reply(header.cmd_sn);
+        s.connection->send_pdu(Opcode::kCommandReply, pdu->tag,
+                               std::vector<uint8_t>(stored.begin(), stored.end()));
+        break;
+      }
+      case CacheDecision::kExecute:
+      case CacheDecision::kReexecuteIdempotent:
+        ++s.commands;
+        break;
+      case CacheDecision::kInProgress:
+        break;
+    }
+    IncomingCommand c;
+    c.session_id = s.id;
+    c.tag = pdu->tag;
+    c.decision = decision;
+    c.header = header;
+    c.data_out_offset = data_offset;
+    c.pdu = std::move(pdu->bytes);
+    commands_.push_back(std::move(c));
+  }
+}
+
+std::optional<IncomingCommand> TargetEndpoint::pop_command() {
+  if (commands_.empty()) return std::nullopt;
+  IncomingCommand c = std::move(commands_.front());
+  commands_.pop_front();
+  return c;
+}
+
+bool TargetEndpoint::send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn,
+                                std::vector<uint8_t> reply_pdu, bool reexecutable) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return false;
+  Session& s = *it->second;
+  auto decoded = decode_reply(reply_pdu);
+  if (!decoded) return false;
+  const size_t data_offset = static_cast<size_t>(decoded->data_in.data() - reply_pdu.data());
+  s.cache.complete(cmd_sn, reply_pdu, data_offset, reexecutable);
+  ++s.replies;
+  return s.connection->send_pdu(Opcode::kCommandReply, tag, std::move(reply_pdu));
+}
+
+void TargetEndpoint::abandon(uint32_t session_id, uint32_t cmd_sn) {
+  auto it = sessions_.find(session_id);
+  if (it != sessions_.end()) it->second->cache.abandon(cmd_sn);
+}
+
+bool TargetEndpoint::disconnect(uint32_t session_id, DisconnectReason reason, TimePoint /*now*/) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return false;
+  std::vector<uint8_t> body;
+  encode(Disconnect{reason}, body);
+  outbox_->push(it->second->connection->control_header(Opcode::kDisconnect), std::move(body));
+  ++stats_.disconnects;
+  close_session(session_id, reason);
+  return true;
+}
+
+void TargetEndpoint::close_session(uint32_t session_id, DisconnectReason reason) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  const Session& s = *it->second;
+  push_event({TargetEventKind::kSessionClosed, s.id, s.epoch, s.initiator_name, s.mac, reason});
+  // Commands of this session still queued for the owner cannot be answered.
+  std::erase_if(commands_, [&](const IncomingCommand& c) { return c.session_id == session_id; });
+  sessions_.erase(it);
+}
+
+void TargetEndpoint::push_event(TargetEvent e) {
+  if (events_.size() >= kMaxEvents) events_.pop_front();
+  events_.push_back(std::move(e));
+}
+
+std::optional<TargetEvent> TargetEndpoint::pop_event() {
+  if (events_.empty()) return std::nullopt;
+  TargetEvent e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
+void TargetEndpoint::poll(TimePoint now, FrameSink& sink) {
+  std::vector<uint32_t> dead;
+  for (auto& [id, s] : sessions_) {
+    const uint32_t dead_ms = s->reply.dead_time_ms;
+    if (dead_ms != 0 && now - s->last_rx >= milliseconds(dead_ms)) dead.push_back(id);
+  }
+  for (uint32_t id : dead) {
+    ++stats_.sessions_reclaimed;
+    close_session(id, DisconnectReason::kDeadPeer);
+  }
+  outbox_->flush(sink);
+  for (auto& [id, s] : sessions_) {
+    s->connection->poll(now, sink);
+    drain_pdus(*s);
+  }
+}
+
+TimePoint TargetEndpoint::next_deadline() const {
+  if (!outbox_->empty()) return TimePoint::min();
+  TimePoint t = kNever;
+  for (const auto& [id, s] : sessions_) {
+    t = detail::earliest(t, s->connection->next_deadline());
+    if (s->reply.dead_time_ms != 0)
+      t = detail::earliest(t, s->last_rx + milliseconds(s->reply.dead_time_ms));
+  }
+  return t;
+}
+
+SessionInfo TargetEndpoint::info(const Session& s) const {
+  SessionInfo i;
+  i.session_id = s.id;
+  i.epoch = s.epoch;
+  i.initiator_name = s.initiator_name;
+  i.initiator_mac = s.mac;
+  i.established_at = s.established_at;
+  i.last_heard = s.last_rx;
+  i.commands = s.commands;
+  i.replies = s.replies;
+  i.malformed_pdus = s.malformed_pdus;
+  i.negotiated = s.reply;
+  i.cache = s.cache.stats();
+  i.transport = s.connection->stats();
+  return i;
+}
+
+std::optional<SessionInfo> TargetEndpoint::session(uint32_t session_id) const {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return std::nullopt;
+  return info(*it->second);
+}
+
+std::vector<SessionInfo> TargetEndpoint::sessions() const {
+  std::vector<SessionInfo> out;
+  out.reserve(sessions_.size());
+  for (const auto& [id, s] : sessions_) out.push_back(info(*s));
+  return out;
+}
+
+Connection* TargetEndpoint::connection(uint32_t session_id) {
+  auto it = sessions_.find(session_id);
+  return it == sessions_.end() ? nullptr : it->second->connection.get();
+}
+
+}  // namespace hyperscsi::proto

@@ -1,0 +1,198 @@
+// TargetEndpoint: all protocol-level state of one target on one port.
+//
+// It answers discovery (unicast, filtered by target name, LUNs from a
+// callback so access lists can hide some) and can announce itself; accepts
+// logins through a policy callback, negotiates (negotiation.h), assigns
+// random nonzero session ids, answers a repeated login request (same
+// initiator nonce) with the same reply, and resumes a known session with the
+// next epoch and a new Connection (its ReplyCache is kept). It answers
+// keepalives with a frame of the same size, routes frames by session id
+// (unknown session -> Disconnect kUnknownSession, old epoch -> kStaleEpoch,
+// both rate-limited per source MAC), reclaims sessions silent for the dead
+// time, answers orderly disconnects and bounds the number of sessions.
+//
+// Commands: every complete command PDU goes through the session's ReplyCache
+// and is exposed by pop_command() with the decision. The owner executes
+// kExecute and kReexecuteIdempotent commands (needs_execution()) and answers
+// with send_reply(), which stores the reply in the cache and sends it. For
+// kReplay the endpoint has already resent the stored reply; for kInProgress
+// the pending reply will answer the duplicate: both are exposed for counting
+// only. Stale and out-of-window cmd_sn are dropped and counted.
+//
+// Ownership: the endpoint owns its sessions, their Connections and caches.
+// Callbacks are called synchronously from on_frame() and must not call back
+// into the endpoint. No I/O, no clock; the data path never throws; malformed
+// bodies are counted and dropped.
+// Thread-safety: none; one owner thread (the target engine's port thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "hyperscsi/proto/clock.h"
+#include "hyperscsi/proto/connection.h"
+#include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/messages.h"
+#include "hyperscsi/proto/negotiation.h"
+#include "hyperscsi/proto/reply_cache.h"
+
+namespace hyperscsi::proto {
+
+namespace detail {
+class Outbox;
+}
+
+struct TargetConfig {
+  MacAddress local_mac{};
+  std::string target_name;
+  TargetLimits limits;
+  size_t max_sessions = 256;
+  TransportParams transport;  // RTO, congestion and queue settings; negotiated values override
+  ReplyCacheLimits reply_cache;
+  Duration reject_interval =
+      milliseconds(100);  // at most one rejection per source MAC per interval
+  uint64_t seed = 1;      // session ids (deterministic in tests)
+};
+
+// Decides a login: kOk admits it, anything else refuses with that status.
+// Gets the whole request (initiator name, auth bytes) and the source MAC.
+using LoginPolicy = std::function<LoginStatus(const LoginRequest&, const MacAddress&)>;
+// The LUNs an initiator may see (for discovery replies). Empty name and the
+// broadcast MAC for announcements.
+using LunLister = std::function<std::vector<LunInfo>(std::string_view initiator_name,
+                                                     const MacAddress& initiator_mac)>;
+
+enum class TargetEventKind : uint8_t { kSessionEstablished, kSessionResumed, kSessionClosed };
+struct TargetEvent {
+  TargetEventKind kind = TargetEventKind::kSessionEstablished;
+  uint32_t session_id = 0;
+  uint16_t epoch = 0;
+  std::string initiator_name;
+  MacAddress initiator_mac{};
+  DisconnectReason reason = DisconnectReason::kNormal;  // kSessionClosed: why
+};
+
+struct IncomingCommand {
+  uint32_t session_id = 0;
+  uint16_t tag = 0;
+  CacheDecision decision = CacheDecision::kExecute;
+  CommandHeader header;
+  std::vector<uint8_t> pdu;  // the whole command PDU
+  size_t data_out_offset = 0;
+  bool needs_execution() const {
+    return decision == CacheDecision::kExecute || decision == CacheDecision::kReexecuteIdempotent;
+  }
+  std::span<const uint8_t> data_out() const {
+    return std::span<const uint8_t>(pdu).subspan(data_out_offset);
+  }
+};
+
+struct SessionInfo {
+  uint32_t session_id = 0;
+  uint16_t epoch = 0;
+  std::string initiator_name;
+  MacAddress initiator_mac{};
+  TimePoint established_at{};
+  TimePoint last_heard{};
+  uint64_t commands = 0;  // commands handed to the owner for execution
+  uint64_t replies = 0;   // replies sent by the owner
+  uint64_t malformed_pdus = 0;
+  LoginReply negotiated;
+  ReplyCacheStats cache;
+  TransportStats transport;  // bytes, retransmissions, srtt/rto, cwnd, peer window
+};
+
+struct TargetStats {
+  uint64_t discovery_requests = 0;
+  uint64_t discovery_replies = 0;
+  uint64_t announcements = 0;
+  uint64_t logins_accepted = 0;
+  uint64_t logins_refused = 0;
+  uint64_t duplicate_logins = 0;
+  uint64_t resumes = 0;
+  uint64_t resumes_failed = 0;
+  uint64_t keepalives_answered = 0;
+  uint64_t unknown_session = 0;
+  uint64_t stale_epoch = 0;
+  uint64_t rejections_sent = 0;
+  uint64_t rejections_suppressed = 0;    // by the per-source rate limit
+  uint64_t disconnects = 0;              // orderly, by either side
+  uint64_t sessions_reclaimed = 0;       // dead peers
+  uint64_t command_protocol_errors = 0;  // stale / out-of-window cmd_sn
+  uint64_t malformed = 0;
+  uint64_t frames_ignored = 0;
+};
+
+class TargetEndpoint {
+ public:
+  explicit TargetEndpoint(TargetConfig config, LoginPolicy policy = {}, LunLister luns = {});
+  ~TargetEndpoint();
+  TargetEndpoint(const TargetEndpoint&) = delete;
+  TargetEndpoint& operator=(const TargetEndpoint&) = delete;
+
+  // Queues an unsolicited broadcast DiscoveryReply (nonce 0).
+  void announce(TimePoint now);
+
+  void on_frame(const FrameView& frame, TimePoint now);
+  void poll(TimePoint now, FrameSink& sink);
+  TimePoint next_deadline() const;
+
+  std::optional<IncomingCommand> pop_command();
+  // Stores the reply in the session's ReplyCache and sends it. `reexecutable`:
+  // the command was READ-like, so its data-in may be dropped from the cache
+  // under memory pressure and recomputed. False if the session is gone, the
+  // reply is malformed or the Connection refuses it.
+  bool send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn,
+                  std::vector<uint8_t> reply_pdu, bool reexecutable);
+  // The owner could not execute a command: a later duplicate runs afresh.
+  void abandon(uint32_t session_id, uint32_t cmd_sn);
+  // Ends a session from the target's side (sends 0x13 with `reason`, frees it).
+  bool disconnect(uint32_t session_id, DisconnectReason reason, TimePoint now);
+
+  std::optional<TargetEvent> pop_event();
+
+  size_t session_count() const { return sessions_.size(); }
+  std::optional<SessionInfo> session(uint32_t session_id) const;
+  std::vector<SessionInfo> sessions() const;
+  Connection* connection(uint32_t session_id);
+  const TargetStats& stats() const { return stats_; }
+  const TargetConfig& config() const { return config_; }
+
+ private:
+  struct Session;
+  void on_discovery(const FrameView& frame);
+  void on_login(const FrameView& frame, TimePoint now);
+  void on_session_frame(const FrameView& frame, TimePoint now);
+  void refuse_login(const FrameView& frame, const LoginRequest& req, LoginStatus status);
+  void send_login_reply(const MacAddress& dst, const LoginReply& reply);
+  void reject(const FrameView& frame, DisconnectReason reason, TimePoint now);
+  void drain_pdus(Session& s);
+  void start_connection(Session& s, TimePoint now);
+  void close_session(uint32_t session_id, DisconnectReason reason);
+  void push_event(TargetEvent e);
+  uint32_t new_session_id();
+  SessionInfo info(const Session& s) const;
+
+  TargetConfig config_;
+  LoginPolicy policy_;
+  LunLister luns_;
+  std::mt19937_64 rng_;
+  std::unique_ptr<detail::Outbox> outbox_;
+  std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
+  std::deque<IncomingCommand> commands_;
+  std::deque<TargetEvent> events_;
+  std::map<MacAddress, TimePoint> last_reject_;
+  TargetStats stats_;
+};
+
+}  // namespace hyperscsi::proto
