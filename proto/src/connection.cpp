@@ -1,1 +1,615 @@
-// placeholder: filled in by its module's work
+// Connection: sender (fragmentation, send window, retransmission), receiver
+// (sequence tracking, acks, SACK) and reassembly glued together.
+//
+// Sequence numbers start at 0 in both directions for every new Connection:
+// sessions are fenced by session_id and epoch, so a random ISN buys nothing.
+#include "hyperscsi/proto/connection.h"
+
+#include <algorithm>
+#include <bitset>
+#include <deque>
+
+#include "hyperscsi/proto/congestion.h"
+#include "hyperscsi/proto/reassembly.h"
+#include "hyperscsi/proto/rtt.h"
+#include "hyperscsi/proto/seq.h"
+
+namespace hyperscsi::proto {
+
+namespace {
+
+// SACKed frames above an unacknowledged one that declare it lost (RFC 6675
+// DupThresh), and standalone duplicate acks that do the same without SACK.
+constexpr uint32_t kLossThreshold = 3;
+constexpr uint32_t kDupAckThreshold = 3;
+
+size_t key_of(Opcode op, uint16_t tag) {
+  return (op == Opcode::kCommandReply ? kMaxTag + 1u : 0u) + (tag & kMaxTag);
+}
+
+uint32_t ring_size_for(uint32_t window) {
+  uint32_t n = 64;
+  while (n < window) n *= 2;
+  return n;
+}
+
+}  // namespace
+
+// A PDU accepted by send_pdu, alive until every fragment is acknowledged.
+struct OutPdu {
+  Opcode opcode = Opcode::kCommandRequest;
+  uint16_t tag = 0;
+  std::vector<uint8_t> bytes;
+  uint32_t next_offset = 0;
+  uint16_t next_fragment = 0;
+  bool all_sent = false;
+  uint32_t frames_unacked = 0;  // sent and not yet acked or SACKed
+};
+
+// One sequenced frame sent and not yet cumulatively acknowledged.
+struct TxFrame {
+  std::shared_ptr<OutPdu> pdu;
+  uint32_t offset = 0;
+  uint32_t length = 0;
+  uint16_t fragment = 0;
+  bool last = false;
+  bool retransmitted = false;  // Karn: no RTT sample from this frame
+  bool sacked = false;
+  bool lost = false;  // presumed lost, queued for retransmission
+  TimePoint sent_at{};
+};
+
+struct Connection::Impl {
+  Impl(const TransportParams& p, const Endpoint& e)
+      : params(p),
+        ep(e),
+        rtt(p.rto),
+        cc(p.initial_cwnd, p.max_cwnd),
+        reasm(p.max_pdu, p.reassembly_limit),
+        frag_payload(max_payload(p.mtu)),
+        peer_window(e.peer_window),
+        ring_mask(ring_size_for(p.receive_window) - 1),
+        ring((ring_size_for(p.receive_window) + 63) / 64) {}
+
+  // ---- sender ----
+  bool send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu);
+  void process_ack(const FrameView& f, TimePoint now);
+  void frame_acked(TxFrame& f);
+  void detect_sack_losses(TimePoint now);
+  bool may_retransmit(const TxFrame& f, TimePoint now) const;
+  void mark_lost(TxFrame& f, uint32_t seq);
+  void on_timeout(TimePoint now);
+  uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
+  uint32_t unacked() const { return static_cast<uint32_t>(flight.size()) - sacked_count; }
+  bool can_send_new() const {
+    return !queue.empty() && pipe() < cc.cwnd() && flight.size() < peer_window;
+  }
+  bool can_retransmit() const {
+    return lost_count > 0 && (pipe() < cc.cwnd() || flight.front().lost);
+  }
+
+  // ---- receiver ----
+  void receive_data(const FrameView& f, TimePoint now);
+  bool test(uint32_t seq) const { return (ring[(seq & ring_mask) / 64] >> (seq & 63)) & 1u; }
+  void set(uint32_t seq) { ring[(seq & ring_mask) / 64] |= uint64_t{1} << (seq & 63); }
+  void clear(uint32_t seq) { ring[(seq & ring_mask) / 64] &= ~(uint64_t{1} << (seq & 63)); }
+  void compute_sacks();
+  bool ack_owed(TimePoint now) const {
+    return ack_now || (unacked_rx > 0 && (unacked_rx >= params.ack_every || now >= ack_deadline));
+  }
+  void ack_sent() {
+    unacked_rx = 0;
+    ack_now = false;
+    ack_deadline = kNever;
+  }
+
+  // ---- emission ----
+  FrameHeader base_header(Opcode op) const;
+  bool fill_ack(FrameHeader& h, size_t sack_room);
+  bool emit(FrameHeader& h, std::span<const uint8_t> payload, bool all_sacks, FrameSink& sink);
+  bool transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink);
+  void poll(TimePoint now, FrameSink& sink);
+  TimePoint next_deadline() const;
+
+  TransportParams params;
+  Endpoint ep;
+  mutable TransportStats stats;
+  RttEstimator rtt;
+  CongestionControl cc;
+  Reassembler reasm;
+  size_t frag_payload;
+  TimePoint last_now{};
+
+  // Sender state.
+  uint32_t snd_una = 0;                       // oldest unacknowledged sequence number
+  uint32_t snd_nxt = 0;                       // next new sequence number
+  std::deque<TxFrame> flight;                 // flight[i] is sequence snd_una + i
+  std::deque<std::shared_ptr<OutPdu>> queue;  // PDUs with fragments not yet sent
+  std::deque<uint32_t> lost_queue;  // sequence numbers to retransmit (stale entries skipped)
+  uint32_t sacked_count = 0;
+  uint32_t lost_count = 0;
+  uint32_t high_sacked = 0;  // one past the highest SACKed sequence number
+  uint32_t dupacks = 0;
+  uint16_t peer_window;
+  uint32_t window_ack = 0;  // ack of the frame the peer window was taken from
+  std::bitset<2 * (kMaxTag + 1)> busy_keys;
+  size_t queue_bytes = 0;
+  TimePoint rtx_deadline = kNever;
+  TimePoint probe_deadline = kNever;
+  uint32_t probes = 0;
+
+  // Receiver state.
+  uint32_t rcv_nxt = 0;   // cumulative ack: next in-order sequence number expected
+  uint32_t rcv_high = 0;  // one past the highest sequence number received
+  uint32_t ring_mask;
+  std::vector<uint64_t> ring;  // received bits for [rcv_nxt, rcv_nxt + window)
+  uint32_t unacked_rx = 0;     // frames received since our last ack went out
+  bool ack_now = false;
+  TimePoint ack_deadline = kNever;
+  SackList sacks;
+  bool sacks_dirty = false;
+  std::deque<ReceivedPdu> ready;
+};
+
+// ---------------------------------------------------------------- sender --
+
+bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu) {
+  if (!is_sequenced(op) || tag > kMaxTag || frag_payload == 0) return false;
+  if (pdu.size() > params.max_pdu) return false;
+  const size_t fragments = pdu.empty() ? 1 : (pdu.size() + frag_payload - 1) / frag_payload;
+  if (fragments > kMaxFragmentsPerPdu) return false;
+  if (queue_bytes + pdu.size() > params.send_queue_limit) return false;
+  const size_t key = key_of(op, tag);
+  if (busy_keys.test(key)) return false;
+  busy_keys.set(key);
+  queue_bytes += pdu.size();
+  auto out = std::make_shared<OutPdu>();
+  out->opcode = op;
+  out->tag = tag;
+  out->bytes = std::move(pdu);
+  queue.push_back(std::move(out));
+  return true;
+}
+
+void Connection::Impl::frame_acked(TxFrame& f) {
+  OutPdu& p = *f.pdu;
+  if (--p.frames_unacked == 0 && p.all_sent) {
+    // Every fragment is in: the tag may be reused.
+    busy_keys.reset(key_of(p.opcode, p.tag));
+    queue_bytes -= p.bytes.size();
+  }
+}
+
+void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
+  const FrameHeader& h = frame.header;
+  const uint32_t ack = h.ext.ack;
+  // An ack for data never sent, or older than what is already acked: ignore.
+  if (seq_gt(ack, snd_nxt) || seq_lt(ack, snd_una)) return;
+  if (seq_geq(ack, window_ack)) {
+    window_ack = ack;
+    peer_window = h.ext.window;
+  }
+
+  uint32_t newly = 0;
+  // The newest frame this ack covers gives the RTT sample (Karn's rule is
+  // applied by the estimator: not if that frame was retransmitted).
+  bool have_sample = false;
+  uint32_t sample_seq = 0;
+  TimePoint sample_sent{};
+  bool sample_retransmitted = false;
+  auto candidate = [&](const TxFrame& f, uint32_t seq) {
+    if (have_sample && !seq_gt(seq, sample_seq)) return;
+    have_sample = true;
+    sample_seq = seq;
+    sample_sent = f.sent_at;
+    sample_retransmitted = f.retransmitted;
+  };
+
+  const bool advanced = seq_gt(ack, snd_una);
+  while (seq_lt(snd_una, ack)) {
+    TxFrame& f = flight.front();
+    if (f.sacked) {
+      --sacked_count;
+    } else {
+      ++newly;
+      frame_acked(f);
+      candidate(f, snd_una);
+    }
+    if (f.lost) --lost_count;
+    flight.pop_front();
+    ++snd_una;
+  }
+
+  bool sack_news = false;
+  for (const SackBlock& b : h.sacks.view()) {
+    const uint32_t start = seq_max(b.start, snd_una);
+    if (!seq_lt(start, b.end) || seq_gt(b.end, snd_nxt)) continue;  // empty or out of range
+    for (uint32_t s = start; s != b.end; ++s) {
+      TxFrame& f = flight[static_cast<size_t>(seq_diff(s, snd_una))];
+      if (f.sacked) continue;
+      f.sacked = true;
+      ++sacked_count;
+      if (f.lost) {
+        f.lost = false;
+        --lost_count;
+      }
+      ++newly;
+      frame_acked(f);
+      candidate(f, s);
+      if (seq_geq(s + 1, high_sacked)) high_sacked = s + 1;
+      sack_news = true;
+    }
+  }
+  if (have_sample) (void)rtt.on_sample(now - sample_sent, sample_retransmitted);
+
+  if (advanced) {
+    dupacks = 0;
+  } else if (newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
+             !flight.empty() && ++dupacks == kDupAckThreshold) {
+    // Classic fast retransmit for peers that do not send SACK blocks.
+    TxFrame& head = flight.front();
+    if (!head.lost && may_retransmit(head, now)) {
+      mark_lost(head, snd_una);
+      ++stats.fast_retransmits;
+      cc.on_loss(unacked(), snd_nxt);
+    }
+  }
+  if (sack_news) detect_sack_losses(now);
+  cc.on_ack(newly, snd_una);
+
+  if (flight.empty()) {
+    rtx_deadline = kNever;
+  } else if (advanced) {
+    rtx_deadline = now + rtt.rto();  // restart for the (new) oldest frame
+  }
+}
+
+bool Connection::Impl::may_retransmit(const TxFrame& f, TimePoint now) const {
+  // Each hole at most once per round trip (a retransmission needs an RTT to
+  // be acknowledged).
+  return !f.retransmitted || now - f.sent_at >= rtt.base_rto();
+}
+
+void Connection::Impl::mark_lost(TxFrame& f, uint32_t seq) {
+  f.lost = true;
+  ++lost_count;
+  lost_queue.push_back(seq);
+}
+
+void Connection::Impl::detect_sack_losses(TimePoint now) {
+  if (!seq_gt(high_sacked, snd_una)) return;
+  const auto top = static_cast<size_t>(seq_diff(high_sacked, snd_una));
+  uint32_t sacked_above = sacked_count;  // every SACKed frame is below high_sacked
+  uint32_t marked = 0;
+  for (size_t i = 0; i < top && i < flight.size() && sacked_above >= kLossThreshold; ++i) {
+    TxFrame& f = flight[i];
+    if (f.sacked) {
+      --sacked_above;
+      continue;
+    }
+    if (f.lost || !may_retransmit(f, now)) continue;
+    mark_lost(f, snd_una + static_cast<uint32_t>(i));
+    ++marked;
+  }
+  if (marked > 0) {
+    stats.fast_retransmits += marked;
+    cc.on_loss(unacked(), snd_nxt);
+  }
+}
+
+void Connection::Impl::on_timeout(TimePoint now) {
+  if (unacked() == 0) {
+    rtx_deadline = kNever;
+    return;
+  }
+  ++stats.timeouts;
+  rtt.on_timeout();
+  cc.on_timeout(unacked(), snd_nxt);
+  // Everything not SACKed is presumed lost; it goes out again as the
+  // (collapsed) window allows, oldest first.
+  lost_queue.clear();
+  lost_count = 0;
+  for (size_t i = 0; i < flight.size(); ++i) {
+    TxFrame& f = flight[i];
+    f.lost = false;
+    if (!f.sacked) mark_lost(f, snd_una + static_cast<uint32_t>(i));
+  }
+  dupacks = 0;
+  rtx_deadline = now + rtt.rto();
+}
+
+// -------------------------------------------------------------- receiver --
+
+void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
+  const FrameHeader& h = frame.header;
+  const uint32_t seq = h.ext.seq;
+  const int32_t d = seq_diff(seq, rcv_nxt);
+  const int32_t window = params.receive_window;
+  if (d >= window) {
+    ++stats.out_of_window;
+    return;
+  }
+  if (d < 0 || test(seq)) {
+    // Already have it: the ack that covered it was probably lost. Re-ack.
+    ++stats.duplicates_received;
+    ack_now = true;
+    return;
+  }
+  const FragmentResult r = reasm.add(Fragment::from_frame(frame));
+  // No room for a new partial PDU: do not acknowledge, the sender retries.
+  if (r == FragmentResult::kNoMemory) return;
+  // Any other rejection (counted by the reassembler) still consumes the
+  // sequence number, or a broken sender would retransmit it forever.
+  set(seq);
+  ++stats.frames_received;
+  if (seq_geq(seq, rcv_high)) rcv_high = seq + 1;
+  if (d > 0) {
+    ack_now = true;  // out of order: tell the sender about the hole at once
+  } else {
+    uint32_t advanced = 0;
+    while (test(rcv_nxt)) {
+      clear(rcv_nxt);
+      ++rcv_nxt;
+      ++advanced;
+    }
+    if (advanced > 1 || rcv_nxt != rcv_high) ack_now = true;  // a hole was filled
+  }
+  sacks_dirty = true;
+  ++unacked_rx;
+  if (params.delayed_ack <= Duration::zero() || unacked_rx >= params.ack_every) ack_now = true;
+  if (ack_deadline == kNever) ack_deadline = now + params.delayed_ack;
+  while (auto pdu = reasm.pop()) {
+    ++stats.pdus_received;
+    stats.bytes_received += pdu->bytes.size();
+    ready.push_back(std::move(*pdu));
+  }
+}
+
+void Connection::Impl::compute_sacks() {
+  if (!sacks_dirty) return;
+  sacks_dirty = false;
+  sacks.count = 0;
+  if (!params.sack) return;
+  // Lowest blocks first: they describe the holes the sender must fill first.
+  uint32_t s = rcv_nxt;
+  while (seq_lt(s, rcv_high) && sacks.count < kMaxSackBlocks) {
+    while (seq_lt(s, rcv_high) && !test(s)) ++s;
+    if (!seq_lt(s, rcv_high)) break;
+    const uint32_t start = s;
+    while (seq_lt(s, rcv_high) && test(s)) ++s;
+    sacks.push({start, s});
+  }
+}
+
+// -------------------------------------------------------------- emission --
+
+FrameHeader Connection::Impl::base_header(Opcode op) const {
+  FrameHeader h;
+  h.dst = ep.peer;
+  h.src = ep.local;
+  h.common.opcode = op;
+  h.common.tag = 0;
+  h.common.fragment = 0;
+  h.common.last_fragment = true;
+  h.ext.flags = params.checksum ? kFlagChecksum : 0;
+  h.ext.session_id = ep.session_id;
+  h.ext.epoch = ep.epoch;
+  h.ext.seq = snd_nxt;
+  return h;
+}
+
+bool Connection::Impl::fill_ack(FrameHeader& h, size_t sack_room) {
+  h.ext.flags |= kFlagAck;
+  h.ext.ack = rcv_nxt;
+  h.ext.window = params.receive_window;
+  compute_sacks();
+  const size_t fit = std::min<size_t>(sacks.count, sack_room / kSackBlockSize);
+  h.sacks.count = 0;
+  for (size_t i = 0; i < fit; ++i) h.sacks.push(sacks.blocks[i]);
+  return fit == sacks.count;
+}
+
+bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, bool all_sacks,
+                            FrameSink& sink) {
+  const size_t size = encoded_size(h, payload.size());
+  const std::span<uint8_t> buf = sink.acquire(size);
+  if (buf.size() < size) return false;  // no buffer now: retry at the next poll
+  const size_t n = encode_frame(buf, h, payload);
+  if (n == 0) return false;  // cannot happen with the fields we set; nothing was committed
+  sink.commit(n);
+  // This frame told the peer everything it needs to know about our receive side.
+  if (all_sacks) ack_sent();
+  return true;
+}
+
+bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink) {
+  FrameHeader h = base_header(f.pdu->opcode);
+  h.common.tag = f.pdu->tag;
+  h.common.fragment = f.fragment;
+  h.common.last_fragment = f.last;
+  h.ext.seq = seq;
+  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes.size());
+  h.ext.pdu_offset = f.offset;
+  if (retransmit) h.ext.flags |= kFlagRetransmit;
+  // SACK blocks ride along only in the room the payload leaves in the MTU.
+  const size_t used = kHeaderSize + f.length;
+  const bool all = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
+  const std::span<const uint8_t> payload(f.pdu->bytes.data() + f.offset, f.length);
+  return emit(h, payload, all, sink);
+}
+
+void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
+  if (now > last_now) last_now = now;
+  if (now >= rtx_deadline) on_timeout(now);
+
+  // 1. Retransmissions, oldest first, within the congestion window (the
+  // frame blocking the cumulative ack always may go).
+  while (!lost_queue.empty()) {
+    const uint32_t seq = lost_queue.front();
+    const int32_t idx = seq_diff(seq, snd_una);
+    if (idx < 0 || static_cast<size_t>(idx) >= flight.size() ||
+        !flight[static_cast<size_t>(idx)].lost) {
+      lost_queue.pop_front();  // acknowledged meanwhile
+      continue;
+    }
+    TxFrame& f = flight[static_cast<size_t>(idx)];
+    if (pipe() >= cc.cwnd() && idx != 0) break;
+    if (!transmit(f, seq, true, sink)) return;
+    lost_queue.pop_front();
+    f.lost = false;
+    --lost_count;
+    f.retransmitted = true;
+    f.sent_at = now;
+    ++stats.frames_retransmitted;
+    if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
+  }
+
+  // 2. New frames within min(cwnd, peer window).
+  while (can_send_new()) {
+    OutPdu& p = *queue.front();
+    TxFrame f;
+    f.pdu = queue.front();
+    f.offset = p.next_offset;
+    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes.size() - p.next_offset));
+    f.fragment = p.next_fragment;
+    f.last = p.next_offset + f.length == p.bytes.size();
+    f.sent_at = now;
+    if (!transmit(f, snd_nxt, false, sink)) return;
+    p.next_offset += f.length;
+    ++p.next_fragment;
+    ++p.frames_unacked;
+    flight.push_back(std::move(f));
+    ++snd_nxt;
+    ++stats.frames_sent;
+    stats.bytes_sent += flight.back().length;
+    if (flight.back().last) {
+      p.all_sent = true;
+      ++stats.pdus_sent;
+      queue.pop_front();
+    }
+    const uint32_t wnd = CongestionControl::send_window(cc.cwnd(), peer_window);
+    const uint32_t in_flight = pipe();
+    if (in_flight > stats.max_in_flight) {
+      stats.max_in_flight = in_flight;
+      stats.max_allowed_window = wnd;
+    }
+    if (in_flight > wnd || flight.size() > peer_window) stats.window_violated = true;
+    if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
+  }
+
+  // 3. Zero-window probe: with nothing in flight no ack will come to open
+  // the window, so ask for one (ack-now) after an RTO, backing off.
+  if (!queue.empty() && flight.empty() && peer_window == 0) {
+    if (probe_deadline == kNever) {
+      probe_deadline = now + rtt.rto();
+    } else if (now >= probe_deadline) {
+      FrameHeader h = base_header(Opcode::kAck);
+      h.ext.flags |= kFlagAckNow;
+      const bool all = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
+      if (!emit(h, {}, all, sink)) return;
+      ++stats.acks_sent;
+      ++probes;
+      Duration wait = rtt.rto();
+      for (uint32_t i = 0; i < probes && wait < params.rto.max; ++i) wait *= 2;
+      probe_deadline = now + std::min(wait, params.rto.max);
+    }
+  } else {
+    probe_deadline = kNever;
+    probes = 0;
+  }
+
+  // 4. A standalone ack if one is owed and nothing above carried it.
+  if (ack_owed(now)) {
+    FrameHeader h = base_header(Opcode::kAck);
+    (void)fill_ack(h, kMaxSackBlocks * kSackBlockSize);  // all blocks fit an ack
+    if (emit(h, {}, true, sink)) ++stats.acks_sent;
+  }
+}
+
+TimePoint Connection::Impl::next_deadline() const {
+  if (ack_now || (unacked_rx > 0 && unacked_rx >= params.ack_every)) return last_now;
+  if (can_retransmit() || can_send_new()) return last_now;
+  if (!queue.empty() && flight.empty() && peer_window == 0 && probe_deadline == kNever)
+    return last_now;  // poll arms the probe timer
+  TimePoint t = rtx_deadline;
+  if (unacked_rx > 0) t = std::min(t, ack_deadline);
+  return std::min(t, probe_deadline);
+}
+
+// ------------------------------------------------------------ Connection --
+
+Connection::Connection(const TransportParams& params, const Endpoint& endpoint)
+    : impl_(std::make_unique<Impl>(params, endpoint)) {}
+
+Connection::~Connection() = default;
+
+bool Connection::send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu) {
+  return impl_->send_pdu(opcode, tag, std::move(pdu));
+}
+
+void Connection::on_frame(const FrameView& frame, TimePoint now) {
+  Impl& s = *impl_;
+  if (now > s.last_now) s.last_now = now;
+  const FrameHeader& h = frame.header;
+  if (h.ext.flags & kFlagAck) s.process_ack(frame, now);
+  if (is_sequenced(h.common.opcode)) s.receive_data(frame, now);
+  if (h.ext.flags & kFlagAckNow) s.ack_now = true;
+}
+
+std::optional<ReceivedPdu> Connection::pop_pdu() {
+  if (impl_->ready.empty()) return std::nullopt;
+  ReceivedPdu p = std::move(impl_->ready.front());
+  impl_->ready.pop_front();
+  return p;
+}
+
+void Connection::poll(TimePoint now, FrameSink& sink) {
+  impl_->poll(now, sink);
+}
+
+TimePoint Connection::next_deadline() const {
+  return impl_->next_deadline();
+}
+
+FrameHeader Connection::control_header(Opcode opcode, uint8_t extra_flags) const {
+  FrameHeader h = impl_->base_header(opcode);
+  h.ext.flags |= kFlagAck | extra_flags;
+  h.ext.ack = impl_->rcv_nxt;
+  h.ext.window = impl_->params.receive_window;
+  return h;
+}
+
+bool Connection::idle() const {
+  const Impl& s = *impl_;
+  return s.queue.empty() && s.flight.empty() && s.unacked_rx == 0 && !s.ack_now;
+}
+
+size_t Connection::send_queue_bytes() const {
+  return impl_->queue_bytes;
+}
+
+uint32_t Connection::in_flight() const {
+  return impl_->unacked();
+}
+
+const TransportStats& Connection::stats() const {
+  const Impl& s = *impl_;
+  TransportStats& st = s.stats;
+  st.srtt = s.rtt.srtt();
+  st.rttvar = s.rtt.rttvar();
+  st.rto = s.rtt.rto();
+  st.cwnd = s.cc.cwnd();
+  st.ssthresh = s.cc.ssthresh();
+  st.peer_window = s.peer_window;
+  return st;
+}
+
+const Endpoint& Connection::endpoint() const {
+  return impl_->ep;
+}
+
+const TransportParams& Connection::params() const {
+  return impl_->params;
+}
+
+}  // namespace hyperscsi::proto

@@ -272,9 +272,10 @@ TEST(Reassembly, RandomOrderWithDuplicatesAndInterleavedTags) {
     ASSERT_NE(res, FragmentResult::kInconsistent);
   }
   EXPECT_EQ(completed, 20u);
-  EXPECT_EQ(r.stats().fragments_accepted, unique);
   // Duplicates arriving after their PDU completed start a new partial PDU
   // (the connection's sequence numbers filter those before reassembly).
+  EXPECT_GE(r.stats().fragments_accepted, unique);
+  EXPECT_GT(dups, 0u);
   EXPECT_EQ(dups + r.stats().fragments_accepted, all.size());
   std::vector<bool> seen(20);
   for (int i = 0; i < 20; ++i) {
