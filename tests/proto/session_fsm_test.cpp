@@ -1,0 +1,560 @@
+// Session state machines end to end: DiscoveryClient, InitiatorSession and
+// TargetEndpoint exchanging real encoded frames through an in-test channel
+// (session_lab.h) under a virtual clock.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <optional>
+
+#include "hyperscsi/proto/discovery.h"
+#include "hyperscsi/proto/initiator_session.h"
+#include "hyperscsi/proto/target_session.h"
+#include "session_lab.h"
+
+namespace hyperscsi::proto {
+namespace {
+
+using test::Executor;
+using test::Lab;
+using test::mac;
+using test::Node;
+using test::node_of;
+using test::read_command;
+
+const MacAddress kInitMac = mac(0x01);
+const MacAddress kTargetMac = mac(0x10);
+
+TargetConfig target_config(const std::string& name = "iqn.2026-11.test:disk",
+                           const MacAddress& m = kTargetMac) {
+  TargetConfig c;
+  c.local_mac = m;
+  c.target_name = name;
+  c.limits.mtu = 9000;
+  c.limits.keepalive_ms = 1000;
+  c.limits.dead_time_ms = 5000;
+  c.seed = 42;
+  return c;
+}
+
+InitiatorConfig initiator_config(uint16_t mtu = 1500, const std::string& name = "iqn.test:client") {
+  InitiatorConfig c;
+  c.local_mac = kInitMac;
+  c.initiator_name = name;
+  c.mtu = mtu;
+  c.seed = 7;
+  return c;
+}
+
+// One initiator and one target on one channel, with the target's executor.
+struct Pair {
+  explicit Pair(InitiatorConfig ic = initiator_config(), TargetConfig tc = target_config(),
+                LoginPolicy policy = {})
+      : initiator(std::move(ic)),
+        target(std::make_unique<TargetEndpoint>(std::move(tc), std::move(policy))) {
+    lab.add(node_of(kInitMac, initiator));
+    lab.add(Node{kTargetMac, [this](const FrameView& f, TimePoint t) { target->on_frame(f, t); },
+                 [this](TimePoint t, FrameSink& s) { target->poll(t, s); }});
+    exec.target = target.get();
+    lab.after_step = [this] { exec.run(); };
+  }
+  bool login() {
+    if (!initiator.login(kTargetMac, target->config().target_name, lab.now)) return false;
+    return lab.run_until(
+        [&] {
+          return initiator.state() != InitiatorState::kLoggingIn &&
+                 initiator.state() != InitiatorState::kVerifyingMtu;
+        },
+        seconds(10));
+  }
+  // Restarts the target process: all its sessions are forgotten.
+  void restart_target(TargetConfig tc) {
+    target = std::make_unique<TargetEndpoint>(std::move(tc));
+    exec = Executor{};
+    exec.target = target.get();
+  }
+  std::vector<TargetEvent> events() {
+    std::vector<TargetEvent> v;
+    while (auto e = target->pop_event()) v.push_back(*e);
+    return v;
+  }
+
+  Lab lab;
+  InitiatorSession initiator;
+  std::unique_ptr<TargetEndpoint> target;
+  Executor exec;
+};
+
+// ---------------------------------------------------------------- discovery
+
+TEST(Discovery, FindsTwoTargetsAndHonoursTheNameFilter) {
+  auto luns_a = [](std::string_view initiator, const MacAddress&) {
+    std::vector<LunInfo> v{{0, false, 512, 1000}, {1, true, 4096, 50}};
+    if (initiator == "iqn.test:restricted") v.pop_back();  // an access list hides LUN 1
+    return v;
+  };
+  TargetEndpoint a(target_config("iqn.test:a", mac(0x10)), {}, luns_a);
+  TargetEndpoint b(target_config("iqn.test:b", mac(0x11)), {},
+                   [](std::string_view, const MacAddress&) {
+                     return std::vector<LunInfo>{{7, false, 4096, 123}};
+                   });
+  DiscoveryConfig dc;
+  dc.local_mac = kInitMac;
+  dc.initiator_name = "iqn.test:client";
+  DiscoveryClient all(dc);
+  dc.target_filter = "iqn.test:b";
+  dc.local_mac = mac(0x02);
+  DiscoveryClient only_b(dc);
+  dc.target_filter.clear();
+  dc.initiator_name = "iqn.test:restricted";
+  dc.local_mac = mac(0x03);
+  DiscoveryClient restricted(dc);
+
+  Lab lab;
+  lab.add(node_of(mac(0x10), a));
+  lab.add(node_of(mac(0x11), b));
+  lab.add(node_of(kInitMac, all));
+  lab.add(node_of(mac(0x02), only_b));
+  lab.add(node_of(mac(0x03), restricted));
+  all.start(lab.now);
+  only_b.start(lab.now);
+  restricted.start(lab.now);
+  ASSERT_TRUE(lab.run_until([&] { return all.done(lab.now) && only_b.done(lab.now); }, seconds(3)));
+
+  ASSERT_EQ(all.results().size(), 2u);
+  for (const auto& t : all.results()) {
+    if (t.name == "iqn.test:a") {
+      EXPECT_EQ(t.mac, mac(0x10));
+      EXPECT_EQ(t.mtu, 9000);
+      EXPECT_EQ(t.luns.size(), 2u);
+    } else {
+      EXPECT_EQ(t.name, "iqn.test:b");
+      EXPECT_EQ(t.mac, mac(0x11));
+      ASSERT_EQ(t.luns.size(), 1u);
+      EXPECT_EQ(t.luns[0].lun, 7);
+      EXPECT_EQ(t.luns[0].num_blocks, 123u);
+    }
+  }
+  ASSERT_EQ(only_b.results().size(), 1u);
+  EXPECT_EQ(only_b.results()[0].name, "iqn.test:b");
+  for (const auto& t : restricted.results())
+    if (t.name == "iqn.test:a") {
+      EXPECT_EQ(t.luns.size(), 1u);
+    }
+  // The request is retransmitted within the window; results stay deduplicated.
+  EXPECT_EQ(all.stats().requests_sent, 3u);
+  EXPECT_EQ(a.stats().discovery_replies, 3u * 2u);  // `all` and `restricted`; b filtered
+  EXPECT_GE(all.stats().replies_accepted, 6u);
+}
+
+TEST(Discovery, RecordsAnnouncementsAndIgnoresOtherNonces) {
+  TargetEndpoint a(target_config("iqn.test:a", mac(0x10)));
+  DiscoveryConfig dc;
+  dc.local_mac = kInitMac;
+  DiscoveryClient client(dc);
+  Lab lab;
+  lab.add(node_of(mac(0x10), a));
+  lab.add(node_of(kInitMac, client));
+  lab.drop_if = [](const FrameView& f) {
+    return f.header.common.opcode == Opcode::kDiscoveryRequest;  // only announcements arrive
+  };
+  client.start(lab.now);
+  a.announce(lab.now);
+  // A reply to somebody else's request (another nonce) must be ignored.
+  DiscoveryReply other;
+  other.nonce = client.nonce() + 1;
+  other.target_name = "iqn.test:other";
+  std::vector<uint8_t> body;
+  encode(other, body);
+  FrameHeader h;
+  h.dst = kInitMac;
+  h.src = mac(0x20);
+  h.common.opcode = Opcode::kDiscoveryReply;
+  lab.inject(1, h, body);
+  lab.run_until([&] { return client.done(lab.now); }, seconds(3));
+  ASSERT_EQ(client.results().size(), 1u);
+  EXPECT_TRUE(client.results()[0].announced);
+  EXPECT_EQ(client.results()[0].name, "iqn.test:a");
+  EXPECT_EQ(client.stats().replies_ignored, 1u);
+}
+
+// ---------------------------------------------------------------- login
+
+TEST(Login, EstablishesWithNegotiatedParameters) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished) << p.initiator.failure().describe();
+  EXPECT_EQ(p.initiator.negotiated().mtu, 1500);  // min(1500, 9000)
+  EXPECT_NE(p.initiator.session_id(), 0u);
+  EXPECT_EQ(p.initiator.epoch(), 1);
+  ASSERT_EQ(p.target->session_count(), 1u);
+  auto info = p.target->session(p.initiator.session_id());
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->initiator_name, "iqn.test:client");
+  EXPECT_EQ(info->initiator_mac, kInitMac);
+  auto ev = p.events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, TargetEventKind::kSessionEstablished);
+  EXPECT_EQ(ev[0].session_id, p.initiator.session_id());
+
+  // Commands flow and replies come back over the session's Connection.
+  ASSERT_TRUE(p.initiator.send_command(3, read_command(1, 1, 4096)));
+  std::optional<ReceivedPdu> reply;
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return (reply = p.initiator.pop_reply()).has_value(); }, seconds(5)));
+  auto decoded = decode_reply(reply->bytes);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->header.cmd_sn, 1u);
+  EXPECT_EQ(decoded->data_in.size(), 4096u);
+  EXPECT_EQ(reply->tag, 3);
+  EXPECT_EQ(p.target->session(p.initiator.session_id())->commands, 1u);
+}
+
+TEST(Login, SurvivesLossAndAnswersARepeatedRequestIdempotently) {
+  Pair p;
+  int login_replies_dropped = 0;
+  p.lab.drop_if = [&](const FrameView& f) {
+    // Lose the first LoginReply: the initiator repeats the same request.
+    if (f.header.common.opcode == Opcode::kLoginReply && login_replies_dropped == 0) {
+      ++login_replies_dropped;
+      return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(p.login());
+  ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished) << p.initiator.failure().describe();
+  EXPECT_EQ(p.initiator.stats().login_requests_sent, 2u);
+  EXPECT_EQ(p.target->stats().duplicate_logins, 1u);
+  EXPECT_EQ(p.target->stats().logins_accepted, 1u);
+  EXPECT_EQ(p.target->session_count(), 1u);  // one session, not two
+}
+
+TEST(Login, EstablishesOverALossyChannel) {
+  Pair p;
+  p.lab.loss_percent = 30;
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished) << p.initiator.failure().describe();
+}
+
+TEST(Login, RefusedByPolicyReportsTheStatus) {
+  Pair p(initiator_config(1500, "iqn.test:intruder"), target_config(),
+         [](const LoginRequest& r, const MacAddress&) {
+           return r.initiator_name == "iqn.test:intruder" ? LoginStatus::kAccessDenied
+                                                          : LoginStatus::kOk;
+         });
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kFailed);
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kLoginRejected);
+  EXPECT_EQ(p.initiator.failure().login_status, LoginStatus::kAccessDenied);
+  EXPECT_EQ(p.target->session_count(), 0u);
+  EXPECT_EQ(p.target->stats().logins_refused, 1u);
+}
+
+TEST(Login, WrongTargetNameIsRefused) {
+  Pair p;
+  ASSERT_TRUE(p.initiator.login(kTargetMac, "iqn.test:nonexistent", p.lab.now));
+  p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kFailed; }, seconds(5));
+  EXPECT_EQ(p.initiator.failure().login_status, LoginStatus::kUnknownTarget);
+}
+
+TEST(Login, NoAnswerAfterBoundedRetries) {
+  Pair p;
+  p.lab.link_up = false;
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kFailed);
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kNoAnswer);
+  EXPECT_EQ(p.initiator.stats().login_requests_sent, 5u);
+}
+
+TEST(Login, TooManySessions) {
+  TargetConfig tc = target_config();
+  tc.max_sessions = 1;
+  Pair p(initiator_config(), tc);
+  ASSERT_TRUE(p.login());
+  ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  InitiatorConfig ic = initiator_config();
+  ic.local_mac = mac(0x05);
+  ic.seed = 99;
+  InitiatorSession second(ic);
+  p.lab.add(node_of(mac(0x05), second));
+  ASSERT_TRUE(second.login(kTargetMac, tc.target_name, p.lab.now));
+  p.lab.run_until([&] { return second.state() == InitiatorState::kFailed; }, seconds(5));
+  EXPECT_EQ(second.failure().login_status, LoginStatus::kTooManySessions);
+}
+
+// ---------------------------------------------------------------- MTU
+
+TEST(Mtu, MismatchIsDetectedAndNamed) {
+  Pair p(initiator_config(9000));
+  p.lab.max_frame = 1514;  // a 1500-byte switch between two 9000-byte hosts
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kFailed);
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kMtuMismatch);
+  EXPECT_EQ(p.initiator.failure().mtu, 9000);
+  EXPECT_NE(p.initiator.failure().describe().find("9000"), std::string::npos);
+  EXPECT_GT(p.lab.dropped_too_big, 0u);
+}
+
+TEST(Mtu, FullSizeProbePassesOnAJumboPath) {
+  Pair p(initiator_config(9000));
+  p.lab.max_frame = 9014;
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished) << p.initiator.failure().describe();
+  EXPECT_EQ(p.initiator.negotiated().mtu, 9000);
+  EXPECT_EQ(p.lab.dropped_too_big, 0u);
+}
+
+// ---------------------------------------------------------------- liveness
+
+TEST(Liveness, KeepalivesHoldAnIdleSession) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  p.lab.run_for(seconds(30), milliseconds(10));  // six dead times of idleness
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  EXPECT_EQ(p.target->session_count(), 1u);
+  EXPECT_GE(p.initiator.stats().keepalives_sent, 20u);
+  EXPECT_GE(p.target->stats().keepalives_answered, 20u);
+}
+
+TEST(Liveness, DeadPeerDetectedOnBothSides) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  p.events();
+  p.lab.link_up = false;
+  ASSERT_TRUE(p.lab.run_until(
+      [&] {
+        return p.initiator.state() == InitiatorState::kDead && p.target->session_count() == 0;
+      },
+      seconds(20), milliseconds(10)));
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kDeadPeer);
+  EXPECT_EQ(p.target->stats().sessions_reclaimed, 1u);
+  auto ev = p.events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, TargetEventKind::kSessionClosed);
+  EXPECT_EQ(ev[0].reason, DisconnectReason::kDeadPeer);
+  EXPECT_EQ(ev[0].session_id, id);
+  EXPECT_FALSE(p.target->session(id).has_value());
+}
+
+// ---------------------------------------------------------------- disconnect
+
+TEST(Disconnect, InitiatorEndsTheSessionOrderly) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  p.events();
+  ASSERT_TRUE(p.initiator.disconnect(p.lab.now));
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kClosed; }, seconds(5)));
+  EXPECT_EQ(p.initiator.stats().disconnects_sent, 1u);  // answered the first time
+  EXPECT_EQ(p.target->session_count(), 0u);
+  auto ev = p.events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].reason, DisconnectReason::kNormal);
+}
+
+TEST(Disconnect, InitiatorGivesUpAfterBoundedRetries) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  p.lab.link_up = false;
+  ASSERT_TRUE(p.initiator.disconnect(p.lab.now));
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kClosed; }, seconds(5)));
+  EXPECT_EQ(p.initiator.stats().disconnects_sent, 3u);
+}
+
+TEST(Disconnect, TargetEndsTheSession) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  ASSERT_TRUE(
+      p.target->disconnect(p.initiator.session_id(), DisconnectReason::kShutdown, p.lab.now));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kDisconnected; },
+                              seconds(5)));
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kDisconnectedByPeer);
+  EXPECT_EQ(p.initiator.failure().reason, DisconnectReason::kShutdown);
+  EXPECT_EQ(p.target->session_count(), 0u);
+  // The owner can log in again at once.
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+}
+
+// ---------------------------------------------------------------- routing
+
+std::optional<Disconnect> only_disconnect(const std::vector<std::vector<uint8_t>>& frames,
+                                          const MacAddress& to, uint32_t session_id,
+                                          uint16_t epoch) {
+  std::optional<Disconnect> found;
+  for (const auto& bytes : frames) {
+    auto f = decode_frame(bytes);
+    if (!f || f->header.common.opcode != Opcode::kDisconnect) continue;
+    if (f->header.dst != to || f->header.ext.session_id != session_id ||
+        f->header.ext.epoch != epoch)
+      continue;
+    auto d = decode_disconnect(f->payload);
+    if (d) found = *d;
+  }
+  return found;
+}
+
+TEST(Routing, UnknownSessionAndStaleEpochAreAnsweredRateLimited) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  std::vector<uint8_t> body;
+  encode(Keepalive{1, 0}, body);
+  FrameHeader h;
+  h.src = mac(0x33);
+  h.dst = kTargetMac;
+  h.common.opcode = Opcode::kKeepalive;
+  h.ext.session_id = id + 1;
+  h.ext.epoch = 1;
+  auto out = p.lab.inject(1, h, body);
+  auto d = only_disconnect(out, mac(0x33), id + 1, 1);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->reason, DisconnectReason::kUnknownSession);
+  // A second one at once is suppressed; after the interval it is answered.
+  EXPECT_FALSE(only_disconnect(p.lab.inject(1, h, body), mac(0x33), id + 1, 1).has_value());
+  EXPECT_EQ(p.target->stats().rejections_suppressed, 1u);
+  p.lab.now += milliseconds(150);
+  EXPECT_TRUE(only_disconnect(p.lab.inject(1, h, body), mac(0x33), id + 1, 1).has_value());
+
+  // A frame of the right session from another MAC is not let in either.
+  p.lab.now += milliseconds(150);
+  h.ext.session_id = id;
+  d = only_disconnect(p.lab.inject(1, h, body), mac(0x33), id, 1);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->reason, DisconnectReason::kUnknownSession);
+
+  // Old epoch, from the right MAC.
+  h.src = kInitMac;
+  h.ext.epoch = 0;
+  d = only_disconnect(p.lab.inject(1, h, body), kInitMac, id, 0);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->reason, DisconnectReason::kStaleEpoch);
+  EXPECT_EQ(p.target->stats().stale_epoch, 1u);
+  EXPECT_EQ(p.target->session_count(), 1u);  // the live session is untouched
+}
+
+TEST(Routing, InitiatorLearnsOfATargetRestartAndLogsInAgain) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t old_id = p.initiator.session_id();
+  p.restart_target(target_config());
+  // The next keepalive reaches a target that no longer knows the session.
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kDisconnected; },
+                              seconds(5)));
+  EXPECT_EQ(p.initiator.failure().reason, DisconnectReason::kUnknownSession);
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  EXPECT_NE(p.initiator.session_id(), 0u);
+  (void)old_id;
+}
+
+TEST(Routing, MalformedBodiesAreCountedAndDropped) {
+  Pair p;
+  const std::vector<uint8_t> garbage{0xff, 0x01, 0x02};
+  FrameHeader h;
+  h.src = kInitMac;
+  h.dst = kTargetMac;
+  for (Opcode op : {Opcode::kLoginRequest, Opcode::kDiscoveryRequest}) {
+    h.common.opcode = op;
+    EXPECT_TRUE(p.lab.inject(1, h, garbage).empty());
+  }
+  EXPECT_EQ(p.target->stats().malformed, 2u);
+  EXPECT_EQ(p.target->session_count(), 0u);
+}
+
+// ---------------------------------------------------------------- resume
+
+TEST(Resume, KeepsTheSessionIdAndBumpsTheEpoch) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  p.events();
+  p.lab.link_up = false;  // an outage shorter than the dead time
+  p.lab.run_for(seconds(2), milliseconds(10));
+  p.lab.link_up = true;
+  ASSERT_TRUE(p.initiator.resume(p.lab.now));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.established(); }, seconds(5)));
+  EXPECT_EQ(p.initiator.session_id(), id);
+  EXPECT_EQ(p.initiator.epoch(), 2);
+  EXPECT_EQ(p.target->session(id)->epoch, 2);
+  auto ev = p.events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, TargetEventKind::kSessionResumed);
+  EXPECT_EQ(p.target->stats().resumes, 1u);
+}
+
+TEST(Resume, UnknownSessionFailsAndAFreshLoginWorks) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  p.restart_target(target_config());
+  ASSERT_TRUE(p.initiator.resume(p.lab.now));
+  p.lab.run_until([&] { return p.initiator.state() == InitiatorState::kFailed; }, seconds(5));
+  EXPECT_EQ(p.initiator.failure().login_status, LoginStatus::kResumeFailed);
+  ASSERT_TRUE(p.login());
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  EXPECT_EQ(p.initiator.epoch(), 1);
+}
+
+// ---------------------------------------------------------------- exactly once
+
+TEST(ExactlyOnce, CommandResentAfterResumeIsReplayedNotReexecuted) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  // The reply is lost on the way back, and the link then goes away.
+  p.lab.drop_if = [](const FrameView& f) {
+    return f.header.common.opcode == Opcode::kCommandReply;
+  };
+  const auto cmd = read_command(5, 5, 2048);
+  ASSERT_TRUE(p.initiator.send_command(1, cmd));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.exec.executions.size() == 1; }, seconds(5)));
+  p.lab.run_for(milliseconds(50));
+  p.lab.link_up = false;
+  p.lab.run_for(seconds(1), milliseconds(10));
+  p.lab.link_up = true;
+  p.lab.drop_if = nullptr;
+
+  ASSERT_TRUE(p.initiator.resume(p.lab.now));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.established(); }, seconds(5)));
+  ASSERT_EQ(p.initiator.session_id(), id);
+  // The initiator resends the unanswered command with the same cmd_sn.
+  ASSERT_TRUE(p.initiator.send_command(2, cmd));
+  std::optional<ReceivedPdu> reply;
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return (reply = p.initiator.pop_reply()).has_value(); }, seconds(5)));
+  EXPECT_EQ(reply->bytes, Executor::reply_for(5, 2048));
+  EXPECT_EQ(reply->tag, 2);
+  EXPECT_EQ((p.exec.executions[{id, 5u}]), 1);  // executed once
+  ASSERT_FALSE(p.exec.decisions.empty());
+  EXPECT_EQ(p.exec.decisions.back(), CacheDecision::kReplay);
+  EXPECT_EQ(p.target->session(id)->cache.replays, 1u);
+}
+
+TEST(ExactlyOnce, DuplicateOfACommandStillExecutingWaitsForItsReply) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  p.exec.hold = true;  // a slow disk
+  const auto cmd = read_command(9, 9, 512);
+  ASSERT_TRUE(p.initiator.send_command(4, cmd));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.exec.held.size() == 1; }, seconds(5)));
+  p.lab.link_up = false;
+  p.lab.run_for(seconds(1), milliseconds(10));
+  p.lab.link_up = true;
+  ASSERT_TRUE(p.initiator.resume(p.lab.now));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.established(); }, seconds(5)));
+  ASSERT_TRUE(p.initiator.send_command(4, cmd));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.exec.decisions.size() == 2; }, seconds(5)));
+  EXPECT_EQ(p.exec.decisions.back(), CacheDecision::kInProgress);
+  p.exec.release_held();  // the disk finishes: the reply goes over the new Connection
+  std::optional<ReceivedPdu> reply;
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return (reply = p.initiator.pop_reply()).has_value(); }, seconds(5)));
+  EXPECT_EQ(reply->bytes, Executor::reply_for(9, 512));
+  EXPECT_EQ((p.exec.executions[{id, 9u}]), 1);
+}
+
+}  // namespace
+}  // namespace hyperscsi::proto
