@@ -58,9 +58,9 @@ bool fragment_consistent(Opcode op, const CommonHeader& c, const ExtHeader& e,
     return e.pdu_offset == 0 && c.fragment == 0 && c.last_fragment &&
            e.pdu_length == payload_length;
   }
-  // A sequenced frame always carries bytes of its PDU, and only the first
-  // fragment starts at offset 0.
-  if (payload_length == 0) return false;
+  // A sequenced frame carries bytes of its PDU (an empty PDU is one empty
+  // frame), and only the first fragment starts at offset 0.
+  if (payload_length == 0 && e.pdu_length != 0) return false;
   return (c.fragment == 0) == (e.pdu_offset == 0);
 }
 

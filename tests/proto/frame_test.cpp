@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -463,7 +464,11 @@ TEST(Frame, EncoderRejectsOutOfRangeAndNeverOverruns) {
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 99; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 200; }));  // last but short
   EXPECT_TRUE(rejects([](FrameHeader&, P& p) { p.clear(); }));               // sequenced, empty
-  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.fragment = 1; }));   // frag 1 at offset 0
+  EXPECT_FALSE(rejects([](FrameHeader& h, P& p) {  // an empty PDU is one empty frame
+    p.clear();
+    h.ext.pdu_length = 0;
+  }));
+  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.fragment = 1; }));  // frag 1 at offset 0
   EXPECT_TRUE(rejects([](FrameHeader& h, P& p) {
     p.assign(65536, 0);
     h.ext.pdu_length = 65536;
@@ -585,7 +590,9 @@ std::vector<uint8_t> valid_fragment(uint8_t flags = kFlagAck) {
 // checksum) is what the decoder reports.
 void refresh_crc(std::vector<uint8_t>& f) {
   uint8_t* hs = f.data() + kH;
-  const size_t covered = size_t{hs[5]} + 5 + hs[7] * kSackBlockSize + bytes::load_be16(hs + 32);
+  size_t covered = size_t{hs[5]} + 5 + hs[7] * kSackBlockSize + bytes::load_be16(hs + 32);
+  // Mutated lengths may point past the frame: sum only what is there.
+  covered = std::clamp(covered, kHeaderSize, f.size() - kH);
   bytes::store_be32(hs + 36, 0);
   bytes::store_be32(hs + 36, static_cast<uint32_t>(::crc32(0, hs, static_cast<uInt>(covered))));
 }
