@@ -1,0 +1,48 @@
+// The transport-independent command contract between an engine and the SCSI
+// layer. Thread-safety: plain values.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hyperscsi::scsi {
+
+// Identity of the I_T nexus a command arrived on. Unit attentions are kept per
+// nexus (initiator + session); persistent and RESERVE(6) reservations belong to
+// the initiator port (initiator name), so they survive a reconnect.
+struct Nexus {
+  std::string initiator;         // initiator port name
+  std::uint64_t session_id = 0;  // opaque, unique per login
+
+  bool operator==(const Nexus&) const = default;
+};
+
+struct CommandRequest {
+  std::span<const std::uint8_t> cdb;       // copied by execute(); may be freed after it returns
+  std::span<const std::uint8_t> data_out;  // borrowed until the completion callback has run
+  std::uint32_t expected_data_in = 0;      // initiator's buffer for data-in (bytes)
+  Nexus nexus;
+};
+
+enum class Residual : std::uint8_t { kNone, kUnderflow, kOverflow };
+
+// Residuals follow SAM-5: underflow = the command moved fewer bytes than the
+// expected length (residual = the difference); overflow = the command wanted
+// more than the expected length and only the expected length was moved.
+// For data-in the expected length is expected_data_in, for data-out it is
+// data_out.size(). A write whose data_out is shorter than its CDB requires is
+// not executed (CHECK CONDITION, INVALID FIELD IN CDB) and reports overflow.
+struct CommandResult {
+  std::uint8_t status = 0;            // status::k*
+  std::vector<std::uint8_t> sense;    // fixed format, present with CHECK CONDITION
+  std::vector<std::uint8_t> data_in;  // never longer than expected_data_in
+  Residual residual = Residual::kNone;
+  std::uint32_t residual_count = 0;
+};
+
+using CommandCallback = std::function<void(CommandResult)>;
+
+}  // namespace hyperscsi::scsi

@@ -1,0 +1,135 @@
+// LogicalUnit: executes SCSI commands (SPC-4/SBC-3) against one BlockStore.
+//
+// Driving it: an engine calls execute() for each command and watches
+// store().completion_fd() in its event loop, calling store().poll() when it is
+// readable; command completions are delivered from execute() (for commands
+// that need no I/O) or from inside store().poll(). Many commands may be in
+// flight at once; COMPARE AND WRITE is made atomic by LBA-range locking.
+//
+// Threading: a LogicalUnit and its store are owned by one thread (one event
+// loop per port); every method must be called on that thread, and callbacks
+// run on it. Nothing here throws on the data path: every failure is a SCSI
+// status with fixed-format sense data.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hyperscsi/scsi/command.h"
+#include "hyperscsi/scsi/sense.h"
+#include "hyperscsi/store/block_store.h"
+
+namespace hyperscsi::scsi {
+
+struct LuConfig {
+  std::string target_name = "hyperscsi-target";  // feeds the NAA identifier
+  std::uint64_t lun = 0;
+  std::string serial = "0";               // unit serial number (VPD 0x80), printable ASCII
+  std::string vendor = "HYPERSCS";        // 8 chars used
+  std::string product = "HyperSCSI LUN";  // 16 chars used
+  std::string revision = "0001";          // 4 chars used
+  std::uint32_t max_transfer_bytes = 8 * 1024 * 1024;  // per READ/WRITE/VERIFY
+  std::uint32_t max_unmap_blocks = 0x400000;           // per UNMAP command (VPD 0xB0)
+  std::uint32_t max_unmap_descriptors = 256;
+  std::uint64_t max_write_same_blocks = 0x400000;
+  std::uint8_t max_compare_and_write_blocks = 1;
+  std::uint16_t rotation_rate = 1;  // 1 = non-rotating (VPD 0xB1)
+  bool write_cache_enabled = true;  // WCE; when off every write is FUA
+};
+
+class Reservations;
+class RangeLock;
+
+class LogicalUnit {
+ public:
+  LogicalUnit(LuConfig config, std::unique_ptr<store::BlockStore> store);
+  ~LogicalUnit();
+  LogicalUnit(const LogicalUnit&) = delete;
+  LogicalUnit& operator=(const LogicalUnit&) = delete;
+
+  // Executes one command. The CDB and nexus are copied; req.data_out must stay
+  // valid until `done` runs. `done` runs exactly once, possibly before
+  // execute() returns. The LU must outlive every in-flight command
+  // (store().drain() before destroying it).
+  void execute(const CommandRequest& req, CommandCallback done);
+
+  store::BlockStore& store() { return *store_; }
+  const LuConfig& config() const { return config_; }
+  // 8-byte NAA (locally assigned, NAA=3) designator derived from target name,
+  // LUN and serial: stable across restarts.
+  std::array<std::uint8_t, 8> naa_identifier() const;
+  std::size_t commands_in_flight() const { return in_flight_; }
+  bool write_cache_enabled() const { return wce_; }
+
+  // LOGICAL UNIT RESET: RESERVE(6) released, UNIT ATTENTION 29/03 for every nexus.
+  void reset();
+  // The store's capacity changed: UNIT ATTENTION 2A/09 for every nexus.
+  void capacity_changed();
+  // The nexus ended: forget its unit-attention state.
+  void nexus_gone(const Nexus& nexus);
+
+ private:
+  struct Cmd;
+  struct NexusState {
+    Nexus nexus;
+    std::deque<Sense> unit_attentions;
+  };
+  NexusState& nexus_state(const Nexus& n);
+  void queue_ua_for_initiator(const std::string& initiator, const Sense& s,
+                              const Nexus* except = nullptr);
+  void queue_ua_all(const Sense& s, const Nexus* except = nullptr);
+
+  void dispatch(const std::shared_ptr<Cmd>& c);
+  void finish(const std::shared_ptr<Cmd>& c);
+  void fail(const std::shared_ptr<Cmd>& c, const Sense& s);
+  void good_data(const std::shared_ptr<Cmd>& c, std::vector<std::uint8_t> data,
+                 std::uint32_t allocation_length);
+
+  void do_request_sense(const std::shared_ptr<Cmd>& c);
+  void do_inquiry(const std::shared_ptr<Cmd>& c);
+  void do_read_capacity10(const std::shared_ptr<Cmd>& c);
+  void do_read_capacity16(const std::shared_ptr<Cmd>& c);
+  void do_read(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,
+               std::uint8_t protect);
+  void do_write(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks, bool fua,
+                std::uint8_t protect);
+  void do_verify(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,
+                 std::uint8_t byte1);
+  void do_sync_cache(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks);
+  void do_mode_sense(const std::shared_ptr<Cmd>& c, bool ten);
+  void do_mode_select(const std::shared_ptr<Cmd>& c, bool ten);
+  void do_start_stop(const std::shared_ptr<Cmd>& c);
+  void do_unmap(const std::shared_ptr<Cmd>& c);
+  void do_write_same(const std::shared_ptr<Cmd>& c, bool sixteen);
+  void do_compare_and_write(const std::shared_ptr<Cmd>& c);
+  void do_pr_in(const std::shared_ptr<Cmd>& c);
+  void do_pr_out(const std::shared_ptr<Cmd>& c);
+  void do_report_opcodes(const std::shared_ptr<Cmd>& c);
+
+  // Checks data_out holds `needed` bytes; fails the command otherwise.
+  bool take_data_out(const std::shared_ptr<Cmd>& c, std::size_t needed);
+  // Runs `body` under an LBA range lock, releasing it when the command ends.
+  void with_range_lock(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,
+                       bool exclusive, void (LogicalUnit::*body)(const std::shared_ptr<Cmd>&));
+  void run_read(const std::shared_ptr<Cmd>& c);
+  void run_write(const std::shared_ptr<Cmd>& c);
+  void run_verify(const std::shared_ptr<Cmd>& c);
+  void run_compare_and_write(const std::shared_ptr<Cmd>& c);
+  void run_write_same(const std::shared_ptr<Cmd>& c);
+  void run_unmap(const std::shared_ptr<Cmd>& c);
+
+  LuConfig config_;
+  std::unique_ptr<store::BlockStore> store_;
+  std::unique_ptr<Reservations> reservations_;
+  std::unique_ptr<RangeLock> range_lock_;
+  std::vector<NexusState> nexuses_;
+  std::size_t in_flight_ = 0;
+  bool wce_;
+  bool started_ = true;
+};
+
+}  // namespace hyperscsi::scsi

@@ -1,0 +1,132 @@
+// BlockStore: the narrow, asynchronous backing-store interface the SCSI layer
+// drives (in the spirit of LIO's backend ops: read, write, flush, unmap,
+// capacity). All CDB handling lives in the SCSI layer; a store only moves bytes.
+//
+// Threading: a store is owned by one thread (the event-loop thread of a port).
+// Every method must be called from that thread. Completion callbacks never run
+// inside a submit_* call; they run only inside poll() or drain(), on the owner
+// thread. completion_fd() may be watched by an event loop (readable when poll()
+// has work); the fd itself is safe to poll from any thread.
+//
+// Ownership: buffers passed to submit_read/submit_write are owned by the caller
+// and must stay valid and unmodified until that request's callback has run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "hyperscsi/proto/result.h"
+
+namespace hyperscsi::store {
+
+// Outcome of one data-path request (the data path never throws).
+enum class IoStatus : std::uint8_t {
+  kOk,
+  kMediumError,  // EIO and other device failures
+  kNoSpace,      // ENOSPC / EDQUOT: thin-provisioning space exhausted
+  kReadOnly,     // write/unmap on a read-only store, or EROFS
+  kOutOfRange,   // request beyond capacity or not block aligned
+  kUnsupported,  // e.g. unmap on a store without discard support
+};
+
+const char* to_string(IoStatus s);
+// Maps an errno from a failed syscall or CQE to an IoStatus.
+IoStatus io_status_from_errno(int err);
+
+using IoCallback = std::function<void(IoStatus)>;
+
+// Monotonic counters, read from the owner thread.
+struct StoreCounters {
+  std::uint64_t reads = 0;       // read requests accepted
+  std::uint64_t writes = 0;      // write requests accepted
+  std::uint64_t fua_writes = 0;  // of which with FUA
+  std::uint64_t flushes = 0;     // flush requests that reached the device (fsync issued)
+  std::uint64_t unmaps = 0;      // unmap requests accepted
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_written = 0;
+  std::uint64_t batches = 0;        // io_uring_submit calls (or poll rounds for RAM)
+  std::uint64_t ops_submitted = 0;  // kernel operations after merging
+  std::uint64_t merged = 0;         // requests folded into a neighbour's vectored op
+  std::uint64_t bounced = 0;        // requests copied through an aligned bounce buffer
+  std::uint64_t errors = 0;         // requests completed with a status other than kOk
+};
+
+class BlockStore {
+ public:
+  virtual ~BlockStore() = default;
+  BlockStore() = default;
+  BlockStore(const BlockStore&) = delete;
+  BlockStore& operator=(const BlockStore&) = delete;
+
+  virtual std::uint32_t block_size() const = 0;
+  virtual std::uint64_t num_blocks() const = 0;
+  std::uint64_t size_bytes() const { return num_blocks() * block_size(); }
+  virtual bool read_only() const = 0;
+  virtual bool supports_unmap() const = 0;
+  // After unmap, reads return zeros (files, RAM; not guaranteed by every disk).
+  virtual bool unmapped_reads_zero() const { return supports_unmap(); }
+  // Human readable description ("file:/srv/disk.img", "ram:1073741824").
+  virtual std::string describe() const = 0;
+
+  // Byte offsets and lengths; both must be multiples of block_size() and within
+  // capacity, else the callback gets kOutOfRange. Requests are queued and handed
+  // to the kernel in one batch by submit() (poll() also submits).
+  virtual void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) = 0;
+  virtual void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
+                            IoCallback cb) = 0;
+  // Completes only after every write that completed before the flush was
+  // submitted, and every write submitted before it, is on stable storage.
+  virtual void submit_flush(IoCallback cb) = 0;
+  // Deallocates the range; later reads return zeros.
+  virtual void submit_unmap(std::uint64_t offset, std::uint64_t length, IoCallback cb) = 0;
+
+  // Hands queued requests to the device (one batch). Cheap when nothing queued.
+  virtual void submit() = 0;
+  // Event-loop integration: readable when completions may be waiting.
+  virtual int completion_fd() const = 0;
+  // Submits queued requests, reaps finished ones and runs their callbacks on
+  // the calling thread without blocking. Returns the number of callbacks run.
+  virtual std::size_t poll() = 0;
+  // Blocks until every request accepted so far has completed (callbacks run).
+  virtual void drain() = 0;
+  // Requests accepted whose callbacks have not run yet.
+  virtual std::size_t in_flight() const = 0;
+
+  virtual StoreCounters counters() const = 0;
+};
+
+struct StoreError {
+  enum class Kind : std::uint8_t {
+    kBadSpec,          // unparsable spec or size string
+    kNotFound,         // path does not exist and no size was given to create it
+    kOpenFailed,       // open/stat failed (permission, ...)
+    kBadSize,          // size not a multiple of the block size, zero, or too large
+    kBadBlockSize,     // block size not 512/4096 or incompatible with the device
+    kUnsupportedType,  // neither regular file nor block device
+    kIoSetupFailed,    // io_uring or eventfd setup failed
+  };
+  Kind kind = Kind::kBadSpec;
+  std::string message;  // names the path and the reason
+};
+
+struct StoreOptions {
+  std::uint32_t block_size = 512;  // 512 or 4096
+  bool read_only = false;
+  bool direct_io = false;         // O_DIRECT for file and block stores
+  std::uint64_t create_size = 0;  // create a missing file of this size (bytes); 0 = don't
+  unsigned queue_depth = 256;     // io_uring SQ entries
+};
+
+// Parses "512", "64K", "1M", "1G", "2T" (binary multiples). Bounded and overflow checked.
+Result<std::uint64_t, StoreError> parse_size(std::string_view text);
+
+// spec: a path (regular file or block device, auto-detected) or "ram:SIZE".
+Result<std::unique_ptr<BlockStore>, StoreError> open_store(std::string_view spec,
+                                                           const StoreOptions& options);
+
+}  // namespace hyperscsi::store

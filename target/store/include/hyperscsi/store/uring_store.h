@@ -1,0 +1,27 @@
+// io_uring-backed stores for regular files and block devices.
+//
+// Requests queued with submit_* are handed to the kernel in batches (one
+// io_uring_submit per batch). Within a batch, reads and writes between two
+// barriers (flush, unmap) are sorted by offset and adjacent requests of the
+// same kind (and same FUA flag) are merged into one readv/writev. FUA writes
+// use RWF_DSYNC; flush is IORING_OP_FSYNC (datasync) issued with IO_DRAIN so it
+// covers every write submitted before it. Unmap: fallocate(PUNCH_HOLE |
+// KEEP_SIZE) through io_uring for files, BLKDISCARD (synchronous, completed in
+// the next poll()) for block devices. With O_DIRECT, requests whose buffer is
+// not aligned for direct I/O are copied through an aligned bounce buffer.
+// Threading: as BlockStore (one owner thread).
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "hyperscsi/store/block_store.h"
+
+namespace hyperscsi::store {
+
+// Opens a regular file (creating it when options.create_size > 0 and it does
+// not exist) or a block device, auto-detected from the path.
+Result<std::unique_ptr<BlockStore>, StoreError> open_uring_store(std::string_view path,
+                                                                 const StoreOptions& options);
+
+}  // namespace hyperscsi::store
