@@ -558,3 +558,53 @@ TEST(ExactlyOnce, DuplicateOfACommandStillExecutingWaitsForItsReply) {
 
 }  // namespace
 }  // namespace hyperscsi::proto
+
+namespace hyperscsi::proto {
+namespace {
+
+TEST(ExactlyOnce, ReadWhoseCachedDataWasDroppedIsReexecuted) {
+  TargetConfig tc = target_config();
+  tc.reply_cache.data_budget_bytes = 1000;  // smaller than one read's data
+  Pair p(initiator_config(), tc);
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  p.lab.drop_if = [](const FrameView& f) {
+    return f.header.common.opcode == Opcode::kCommandReply;
+  };
+  const auto cmd = read_command(20, 20, 2048);
+  ASSERT_TRUE(p.initiator.send_command(1, cmd));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.exec.executions.size() == 1; }, seconds(5)));
+  EXPECT_GT(p.target->session(id)->cache.data_dropped_bytes, 0u);
+  p.lab.link_up = false;
+  p.lab.run_for(seconds(1), milliseconds(10));
+  p.lab.link_up = true;
+  p.lab.drop_if = nullptr;
+  ASSERT_TRUE(p.initiator.resume(p.lab.now));
+  ASSERT_TRUE(p.lab.run_until([&] { return p.initiator.established(); }, seconds(5)));
+  ASSERT_TRUE(p.initiator.send_command(2, cmd));
+  std::optional<ReceivedPdu> reply;
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return (reply = p.initiator.pop_reply()).has_value(); }, seconds(5)));
+  EXPECT_EQ(reply->bytes, Executor::reply_for(20, 2048));
+  EXPECT_EQ(p.exec.decisions.back(), CacheDecision::kReexecuteIdempotent);
+  EXPECT_EQ((p.exec.executions[{id, 20u}]), 2);  // a read may run twice; it has no side effect
+}
+
+TEST(ExactlyOnce, StaleAndFarOutCommandsAreDroppedNotExecuted) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  ASSERT_TRUE(p.initiator.send_command(1, read_command(100, 100, 512)));
+  ASSERT_TRUE(p.initiator.send_command(2, read_command(101, 101, 512)));  // confirms reply 100
+  ASSERT_TRUE(p.initiator.send_command(3, read_command(100, 101, 512)));  // late duplicate
+  ASSERT_TRUE(p.initiator.send_command(4, read_command(101 + 100000, 101, 512)));
+  ASSERT_TRUE(
+      p.lab.run_until([&] { return p.target->stats().command_protocol_errors == 2; }, seconds(5)));
+  EXPECT_EQ(p.exec.executions.size(), 2u);
+  EXPECT_EQ((p.exec.executions[{id, 100u}]), 1);
+  EXPECT_EQ(p.target->session(id)->cache.stale, 1u);
+  EXPECT_EQ(p.target->session(id)->cache.out_of_window, 1u);
+}
+
+}  // namespace
+}  // namespace hyperscsi::proto
