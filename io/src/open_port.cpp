@@ -2,7 +2,9 @@
 // dispatches, and wraps the port in a pcap recorder when asked.
 #include <string>
 
+#include "hyperscsi/io/afpacket_port.h"
 #include "hyperscsi/io/mem_link.h"
+#include "hyperscsi/io/pcap_port.h"
 #include "hyperscsi/io/port.h"
 #ifdef HYPERSCSI_WITH_DPDK
 #include "hyperscsi/dpdk/dpdk_port.h"
@@ -28,10 +30,8 @@ Result<std::unique_ptr<Port>, PortError> open_backend(std::string_view kind, std
                                 "dpdk: this build has no DPDK backend (HYPERSCSI_WITH_DPDK=OFF)"});
 #endif
   }
-  if (kind == "afpacket" || kind == "pcap") {
-    return Unexpected(
-        PortError{PortErrorKind::kUnavailable, std::string(kind) + ": backend not built yet"});
-  }
+  if (kind == "afpacket") return open_afpacket_port(rest, options);
+  if (kind == "pcap") return open_pcap_port(rest, options);
   return Unexpected(bad_spec("unknown port kind '" + std::string(kind) +
                              "' (valid: " + std::string(kValidKinds) + ")"));
 }
@@ -49,7 +49,9 @@ Result<std::unique_ptr<Port>, PortError> open_port(std::string_view spec,
   const std::string_view rest = spec.substr(colon + 1);
   if (rest.empty() && (kind == "afpacket" || kind == "pcap"))
     return Unexpected(bad_spec("port spec '" + std::string(spec) + "' names no interface"));
-  return open_backend(kind, rest, options);
+  auto port = open_backend(kind, rest, options);
+  if (!port || options.record_pcap.empty()) return port;
+  return make_recording_port(std::move(port).value(), options.record_pcap);
 }
 
 }  // namespace hyperscsi::io

@@ -1,0 +1,360 @@
+#include "hyperscsi/io/afpacket_port.h"
+
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ether.h"
+#include "hyperscsi/io/heap_pool.h"
+#include "netif.h"
+
+namespace hyperscsi::io {
+namespace {
+
+constexpr uint32_t kBlockTimeoutMs = 1;
+constexpr size_t kMinBlock = 1u << 16;
+constexpr int kSocketBuffer = 8 << 20;  // room for several jumbo bursts
+
+sock_filter stmt(uint16_t code, uint32_t k) {
+  return {code, 0, 0, k};
+}
+sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
+  return {code, jt, jf, k};
+}
+
+// The classic BPF program described in afpacket_port.h. Jump offsets are
+// relative to the next instruction.
+std::vector<sock_filter> hyperscsi_filter(uint16_t vid) {
+  constexpr uint32_t kAd = static_cast<uint32_t>(SKF_AD_OFF);
+  constexpr uint16_t kLdAbsW = BPF_LD | BPF_W | BPF_ABS;
+  constexpr uint16_t kLdAbsH = BPF_LD | BPF_H | BPF_ABS;
+  constexpr uint16_t kJeq = BPF_JMP | BPF_JEQ | BPF_K;
+  constexpr uint16_t kAnd = BPF_ALU | BPF_AND | BPF_K;
+  constexpr uint16_t kRet = BPF_RET | BPF_K;
+  constexpr uint32_t kAccept = 0x40000;  // bytes to keep: more than any frame
+  if (vid == 0) {
+    return {
+        stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
+        jump(kJeq, PACKET_OUTGOING, 4, 0),              // 1 -> reject
+        stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
+        jump(kJeq, 0, 0, 2),                            // 3 tagged -> reject
+        stmt(kLdAbsH, 12),                              // 4
+        jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 5
+        stmt(kRet, kAccept),                            // 6
+        stmt(kRet, 0),                                  // 7
+    };
+  }
+  return {
+      stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
+      jump(kJeq, PACKET_OUTGOING, 15, 0),             // 1 -> 17
+      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
+      jump(kJeq, 0, 5, 0),                            // 3 no aux tag -> 9
+      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG),           // 4
+      stmt(kAnd, 0x0fff),                             // 5
+      jump(kJeq, vid, 0, 10),                         // 6 -> 17
+      stmt(kLdAbsH, 12),                              // 7
+      jump(kJeq, detail::kEtherTypeHyperScsi, 7, 8),  // 8 -> 16 / 17
+      stmt(kLdAbsH, 12),                              // 9 in-band tag?
+      jump(kJeq, detail::kEtherTypeVlan, 0, 6),       // 10 -> 17
+      stmt(kLdAbsH, 14),                              // 11
+      stmt(kAnd, 0x0fff),                             // 12
+      jump(kJeq, vid, 0, 3),                          // 13 -> 17
+      stmt(kLdAbsH, 16),                              // 14
+      jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 15 -> 16 / 17
+      stmt(kRet, kAccept),                            // 16
+      stmt(kRet, 0),                                  // 17
+  };
+}
+
+size_t round_up_pow2(size_t v) {
+  size_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+class AfPacketPort final : public Port {
+ public:
+  AfPacketPort(std::string spec, detail::InterfaceInfo info, const PortOptions& opt)
+      : spec_(std::move(spec)),
+        info_(std::move(info)),
+        vid_(opt.vlan_id),
+        pcp_(opt.vlan_priority),
+        pool_(opt.pool_size, info_.mtu) {}
+
+  ~AfPacketPort() override {
+    if (ring_ != nullptr) ::munmap(ring_, ring_size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  AfPacketPort(const AfPacketPort&) = delete;
+  AfPacketPort& operator=(const AfPacketPort&) = delete;
+
+  Status<PortError> open(const PortOptions& opt);
+
+  std::string_view spec() const override { return spec_; }
+  MacAddress mac() const override { return info_.mac; }
+  size_t mtu() const override { return info_.mtu; }
+  PortCounters counters() const override {
+    tpacket_stats_v3 st{};
+    socklen_t len = sizeof st;
+    // The kernel resets these on read: accumulate.
+    if (::getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0)
+      counters_.rx_dropped += st.tp_drops;
+    return counters_;
+  }
+  int fd() const override { return fd_; }
+  Packet alloc() override { return pool_.alloc(); }
+  size_t rx_burst(std::span<Packet> out) override;
+  size_t tx_burst(std::span<Packet> pkts) override;
+
+ private:
+  tpacket_block_desc* block(size_t i) {
+    return reinterpret_cast<tpacket_block_desc*>(ring_ + i * block_size_);
+  }
+  // Copies one ring frame into a Packet; false if it is to be skipped.
+  bool take_frame(const tpacket3_hdr* hdr, Packet& out);
+
+  std::string spec_;
+  detail::InterfaceInfo info_;
+  uint16_t vid_;
+  uint8_t pcp_;
+  HeapPacketPool pool_;
+  int fd_ = -1;
+  uint8_t* ring_ = nullptr;
+  size_t ring_size_ = 0;
+  size_t block_size_ = 0;
+  size_t block_count_ = 0;
+  // Position in the ring: current block, and how far into it we got when a
+  // burst filled up mid-block.
+  size_t cur_block_ = 0;
+  uint32_t pkts_done_ = 0;
+  uint32_t next_offset_ = 0;
+  mutable PortCounters counters_;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iovs_;
+};
+
+Status<PortError> AfPacketPort::open(const PortOptions& opt) {
+  const std::string who = "afpacket:" + info_.name;
+  // Protocol 0: receive nothing until the filter and ring are in place and
+  // bind() selects ETH_P_ALL.
+  fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return Unexpected(detail::errno_error(who + ": socket(AF_PACKET)", errno));
+
+  auto filter = hyperscsi_filter(vid_);
+  sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+  if (::setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+    return Unexpected(detail::errno_error(who + ": SO_ATTACH_FILTER", errno));
+  int one = 1;
+  // Best effort (Linux >= 4.20); the filter and rx_burst drop outgoing frames anyway.
+  (void)::setsockopt(fd_, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
+  int sz = kSocketBuffer;
+  if (::setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) < 0)
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  if (::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  if (opt.qdisc_bypass && ::setsockopt(fd_, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
+    return Unexpected(detail::errno_error(who + ": PACKET_QDISC_BYPASS", errno));
+
+  int version = TPACKET_V3;
+  if (::setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0)
+    return Unexpected(detail::errno_error(who + ": PACKET_VERSION TPACKET_V3", errno));
+  const size_t frame_max = TPACKET_ALIGN(TPACKET3_HDRLEN) + info_.mtu + 18 + 64;
+  block_size_ = std::max(kMinBlock, round_up_pow2(4 * frame_max));
+  if (opt.ring_bytes < 2 * block_size_)
+    return Unexpected(
+        PortError{PortErrorKind::kBadArgument, who + ": ring_bytes must be at least " +
+                                                   std::to_string(2 * block_size_) + " at MTU " +
+                                                   std::to_string(info_.mtu)});
+  block_count_ = opt.ring_bytes / block_size_;
+  const size_t frame_size = TPACKET_ALIGN(frame_max);
+  tpacket_req3 req{};
+  req.tp_block_size = static_cast<unsigned>(block_size_);
+  req.tp_block_nr = static_cast<unsigned>(block_count_);
+  req.tp_frame_size = static_cast<unsigned>(frame_size);
+  req.tp_frame_nr = static_cast<unsigned>((block_size_ / frame_size) * block_count_);
+  req.tp_retire_blk_tov = kBlockTimeoutMs;
+  if (::setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
+    return Unexpected(detail::errno_error(who + ": PACKET_RX_RING", errno));
+  ring_size_ = block_size_ * block_count_;
+  void* m = ::mmap(nullptr, ring_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (m == MAP_FAILED) return Unexpected(detail::errno_error(who + ": mmap ring", errno));
+  ring_ = static_cast<uint8_t*>(m);
+
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = info_.index;
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0)
+    return Unexpected(detail::errno_error(who + ": bind", errno));
+  if (opt.fanout_group >= 0) {
+    if (opt.fanout_group > 0xffff)
+      return Unexpected(
+          PortError{PortErrorKind::kBadArgument, who + ": fanout_group must be within 0..65535"});
+    int arg = opt.fanout_group | (PACKET_FANOUT_HASH << 16);
+    if (::setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0)
+      return Unexpected(detail::errno_error(
+          who + ": PACKET_FANOUT group " + std::to_string(opt.fanout_group), errno));
+  }
+  return {};
+}
+
+bool AfPacketPort::take_frame(const tpacket3_hdr* hdr, Packet& out) {
+  const auto* sll = reinterpret_cast<const sockaddr_ll*>(reinterpret_cast<const uint8_t*>(hdr) +
+                                                         TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+  if (sll->sll_pkttype == PACKET_OUTGOING) return false;
+  if (hdr->tp_snaplen < hdr->tp_len || hdr->tp_snaplen < detail::kEthHeader) {
+    ++counters_.rx_errors;  // truncated by the ring
+    return false;
+  }
+  const uint8_t* data = reinterpret_cast<const uint8_t*>(hdr) + hdr->tp_mac;
+  size_t len = hdr->tp_snaplen;
+  const bool aux_tag = (hdr->tp_status & TP_STATUS_VLAN_VALID) != 0;
+  bool inband_tag = false;
+  if (aux_tag) {
+    if (vid_ == 0 || (hdr->hv1.tp_vlan_tci & 0x0fff) != vid_) return false;
+  } else if (vid_ != 0) {
+    if (len < detail::kEthHeader + detail::kVlanTag ||
+        detail::load_be16(data + 12) != detail::kEtherTypeVlan ||
+        (detail::load_be16(data + 14) & 0x0fff) != vid_)
+      return false;
+    inband_tag = true;
+  }
+  if (detail::ether_type(data + (inband_tag ? 4 : 0), len) != detail::kEtherTypeHyperScsi)
+    return false;
+  out = pool_.alloc();
+  if (!out || !out.resize(len)) {
+    out.reset();
+    ++counters_.rx_dropped;  // no buffer
+    return false;
+  }
+  std::memcpy(out.data(), data, len);
+  if (inband_tag) detail::strip_vlan(out);
+  return true;
+}
+
+size_t AfPacketPort::rx_burst(std::span<Packet> out) {
+  size_t n = 0;
+  while (n < out.size()) {
+    tpacket_block_desc* bd = block(cur_block_);
+    if ((__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) == 0) break;
+    const uint32_t num = bd->hdr.bh1.num_pkts;
+    if (pkts_done_ == 0) next_offset_ = bd->hdr.bh1.offset_to_first_pkt;
+    while (pkts_done_ < num && n < out.size()) {
+      if (next_offset_ + sizeof(tpacket3_hdr) > block_size_) {  // corrupt descriptor
+        ++counters_.rx_errors;
+        pkts_done_ = num;
+        break;
+      }
+      const auto* hdr = reinterpret_cast<const tpacket3_hdr*>(reinterpret_cast<const uint8_t*>(bd) +
+                                                              next_offset_);
+      if (take_frame(hdr, out[n])) {
+        ++counters_.rx_frames;
+        counters_.rx_bytes += out[n].size();
+        ++n;
+      }
+      next_offset_ += hdr->tp_next_offset;
+      ++pkts_done_;
+    }
+    if (pkts_done_ < num) break;  // `out` full mid-block: resume here next time
+    __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    pkts_done_ = 0;
+    cur_block_ = (cur_block_ + 1) % block_count_;
+  }
+  return n;
+}
+
+size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
+  const size_t max_frame = info_.mtu + detail::kEthHeader;
+  size_t done = 0;
+  while (done < pkts.size()) {
+    // Collect a run of valid frames; invalid ones are taken and counted.
+    msgs_.clear();
+    iovs_.clear();
+    size_t first = done;
+    for (size_t i = done; i < pkts.size(); ++i) {
+      Packet& p = pkts[i];
+      const bool valid = p && p.size() >= detail::kEthHeader && p.size() <= max_frame &&
+                         (vid_ == 0 || detail::insert_vlan(p, vid_, pcp_));
+      if (!valid) {
+        if (i == first) {
+          ++counters_.tx_errors;
+          p.reset();
+          first = ++done;
+          continue;
+        }
+        break;
+      }
+      iovs_.push_back({p.data(), p.size()});
+    }
+    if (iovs_.empty()) continue;
+    msgs_.resize(iovs_.size());
+    for (size_t i = 0; i < iovs_.size(); ++i) {
+      msgs_[i] = {};
+      msgs_[i].msg_hdr.msg_iov = &iovs_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int sent =
+        ::sendmmsg(fd_, msgs_.data(), static_cast<unsigned>(msgs_.size()), MSG_DONTWAIT);
+    if (sent < 0) {
+      const int err = errno;
+      // The VLAN tags inserted above stay: strip them from what the caller keeps.
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR) {
+        for (size_t i = first; i < first + iovs_.size(); ++i)
+          if (vid_ != 0) detail::strip_vlan(pkts[i]);
+        ++counters_.tx_dropped;
+        return done;
+      }
+      // Hard error (e.g. ENETDOWN): the first frame is lost, like on a dead wire.
+      ++counters_.tx_errors;
+      pkts[first].reset();
+      for (size_t i = first + 1; i < first + iovs_.size(); ++i)
+        if (vid_ != 0) detail::strip_vlan(pkts[i]);
+      ++done;
+      continue;
+    }
+    for (int i = 0; i < sent; ++i) {
+      ++counters_.tx_frames;
+      counters_.tx_bytes += pkts[first + static_cast<size_t>(i)].size();
+      pkts[first + static_cast<size_t>(i)].reset();
+    }
+    done += static_cast<size_t>(sent);
+    if (static_cast<size_t>(sent) < iovs_.size()) {
+      for (size_t i = done; i < first + iovs_.size(); ++i)
+        if (vid_ != 0) detail::strip_vlan(pkts[i]);
+      ++counters_.tx_dropped;
+      return done;
+    }
+  }
+  return done;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Port>, PortError> open_afpacket_port(std::string_view iface,
+                                                            const PortOptions& options) {
+  auto info = detail::require_up_interface("afpacket", iface);
+  if (!info) return Unexpected(info.error());
+  if (options.vlan_id > 4094 || options.vlan_priority > 7)
+    return Unexpected(PortError{PortErrorKind::kBadArgument,
+                                "afpacket: vlan_id must be 0..4094 and vlan_priority 0..7"});
+  if (options.pool_size == 0)
+    return Unexpected(PortError{PortErrorKind::kBadArgument, "afpacket: pool_size must be > 0"});
+  auto port =
+      std::make_unique<AfPacketPort>("afpacket:" + std::string(iface), std::move(*info), options);
+  auto st = port->open(options);
+  if (!st) return Unexpected(st.error());
+  std::unique_ptr<Port> out = std::move(port);
+  return out;
+}
+
+}  // namespace hyperscsi::io

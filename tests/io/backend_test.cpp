@@ -1,0 +1,353 @@
+// AF_PACKET and libpcap backends over a veth pair between two namespaces the
+// test creates: every pairing, MTU 1500 and 9000, untagged and 802.1Q.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/frame.h"
+#include "hyperscsi/test_support/netns.h"
+#include "test_frames.h"
+
+namespace hyperscsi::io {
+namespace {
+
+using namespace std::chrono_literals;
+using test_support::NetnsConfig;
+using test_support::NetnsPair;
+using test_support::running_as_root;
+using testing::fill_frame;
+using testing::frame_intact;
+using testing::frame_seq;
+
+#define SKIP_UNLESS_ROOT() \
+  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)"
+
+using PortPtr = std::unique_ptr<Port>;
+
+PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind,
+                const PortOptions& opt = {}) {
+  const std::string spec = kind + ":" + (side_a ? net.iface_a() : net.iface_b());
+  auto fn = [&]() -> PortPtr {
+    auto r = open_port(spec, opt);
+    if (!r.ok()) {
+      ADD_FAILURE() << spec << ": " << r.error().message;
+      return nullptr;
+    }
+    return std::move(r).value();
+  };
+  auto out = side_a ? net.run_in_a(fn) : net.run_in_b(fn);
+  return out ? std::move(*out) : nullptr;
+}
+
+// Sends `count` frames of `size` bytes in bursts of 32 from `tx` to `rx`,
+// retrying what tx_burst leaves; returns the sequence numbers received,
+// waiting at most a few seconds for stragglers.
+std::vector<uint32_t> exchange(Port& tx, Port& rx, uint32_t count, size_t size,
+                               std::vector<Packet>* keep = nullptr) {
+  std::vector<uint32_t> got;
+  std::vector<Packet> in(32);
+  std::vector<Packet> pending;
+  uint32_t next = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto receive = [&] {
+    const size_t n = rx.rx_burst(in);
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_TRUE(frame_intact(in[i])) << "seq " << frame_seq(in[i]) << " size " << in[i].size();
+      EXPECT_EQ(in[i].size(), size);
+      got.push_back(frame_seq(in[i]));
+      if (keep != nullptr) keep->push_back(std::move(in[i]));
+      in[i].reset();
+    }
+    return n;
+  };
+  while (std::chrono::steady_clock::now() < deadline &&
+         (next < count || !pending.empty() || got.size() < count)) {
+    while (pending.size() < 32 && next < count) {
+      Packet p = tx.alloc();
+      if (!p) break;
+      EXPECT_TRUE(fill_frame(p, rx.mac(), tx.mac(), next++, size));
+      pending.push_back(std::move(p));
+    }
+    if (!pending.empty()) {
+      const size_t n = tx.tx_burst(pending);
+      pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    if (receive() == 0 && next >= count && pending.empty()) rx.wait_rx(20ms);
+  }
+  // Anything more would be a duplicate: give it a moment to show up.
+  rx.wait_rx(20ms);
+  receive();
+  return got;
+}
+
+struct Case {
+  std::string tx_kind;
+  std::string rx_kind;
+  size_t mtu;
+  uint16_t vlan;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.tx_kind + "_to_" + info.param.rx_kind + "_mtu" +
+         std::to_string(info.param.mtu) + (info.param.vlan ? "_vlan" : "_untagged");
+}
+
+class BackendPair : public ::testing::TestWithParam<Case> {};
+
+TEST_P(BackendPair, FullSizeFramesPassBothWaysInBurstsAndCountersMove) {
+  SKIP_UNLESS_ROOT();
+  const Case c = GetParam();
+  NetnsPair net({.mtu = c.mtu});
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortOptions opt;
+  opt.vlan_id = c.vlan;
+  PortPtr a = open_in(net, true, c.tx_kind, opt);
+  PortPtr b = open_in(net, false, c.rx_kind, opt);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->mtu(), c.mtu);
+  EXPECT_EQ(b->mtu(), c.mtu);
+  EXPECT_NE(a->mac(), b->mac());
+  EXPECT_GE(a->fd(), 0);
+
+  const size_t full = c.mtu + 14;
+  constexpr uint32_t kFrames = 256;
+  auto got = exchange(*a, *b, kFrames, full);
+  EXPECT_EQ(got.size(), kFrames);  // veth does not lose frames at this rate
+  for (uint32_t i = 0; i < got.size() && i < kFrames; ++i) EXPECT_EQ(got[i], i);
+  auto back = exchange(*b, *a, 64, 60);
+  EXPECT_EQ(back.size(), 64u);
+
+  const PortCounters ca = a->counters();
+  const PortCounters cb = b->counters();
+  EXPECT_EQ(ca.tx_frames, kFrames);
+  EXPECT_GE(ca.tx_bytes, kFrames * full);
+  EXPECT_EQ(cb.rx_frames, kFrames);
+  EXPECT_EQ(cb.rx_bytes, kFrames * full);
+  EXPECT_EQ(cb.tx_frames, 64u);
+  EXPECT_EQ(ca.rx_frames, 64u);  // its own 256 frames were never delivered back to it
+  EXPECT_EQ(ca.rx_errors + cb.rx_errors + ca.tx_errors + cb.tx_errors, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Io, BackendPair,
+    ::testing::Values(Case{"afpacket", "afpacket", 1500, 0}, Case{"afpacket", "afpacket", 9000, 0},
+                      Case{"afpacket", "afpacket", 1500, 100},
+                      Case{"afpacket", "afpacket", 9000, 100}, Case{"pcap", "pcap", 1500, 0},
+                      Case{"pcap", "pcap", 9000, 0}, Case{"pcap", "pcap", 1500, 100},
+                      Case{"pcap", "pcap", 9000, 100}, Case{"afpacket", "pcap", 1500, 0},
+                      Case{"pcap", "afpacket", 1500, 0}, Case{"afpacket", "pcap", 9000, 100},
+                      Case{"pcap", "afpacket", 9000, 100}),
+    case_name);
+
+// Sends raw frames (already complete, tags included) from inside ns A.
+void send_raw(const NetnsPair& net, const std::vector<std::vector<uint8_t>>& frames) {
+  net.run_in_a([&] {
+    const int s = ::socket(AF_PACKET, SOCK_RAW, 0);
+    EXPECT_GE(s, 0);
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_ifindex = static_cast<int>(::if_nametoindex(net.iface_a().c_str()));
+    sll.sll_halen = 6;
+    for (const auto& f : frames)
+      EXPECT_EQ(::sendto(s, f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof sll),
+                static_cast<ssize_t>(f.size()));
+    ::close(s);
+    return 0;
+  });
+}
+
+std::vector<uint8_t> raw_frame(const MacAddress& dst, uint16_t vlan, uint16_t ether_type,
+                               uint32_t seq) {
+  std::vector<uint8_t> f(dst.begin(), dst.end());
+  const uint8_t src[6] = {0x02, 0, 0, 0, 0, 0x99};
+  f.insert(f.end(), src, src + 6);
+  if (vlan != 0) {
+    f.insert(f.end(), {0x81, 0x00, static_cast<uint8_t>(vlan >> 8), static_cast<uint8_t>(vlan)});
+  }
+  f.push_back(static_cast<uint8_t>(ether_type >> 8));
+  f.push_back(static_cast<uint8_t>(ether_type));
+  f.insert(f.end(), {0x00, 0x04, 0x00, 0x02, 0x21, static_cast<uint8_t>(seq >> 24),
+                     static_cast<uint8_t>(seq >> 16), static_cast<uint8_t>(seq >> 8),
+                     static_cast<uint8_t>(seq)});
+  f.resize(60, 0);
+  return f;
+}
+
+class BackendFilter : public ::testing::TestWithParam<std::tuple<std::string, uint16_t>> {};
+
+TEST_P(BackendFilter, OnlyHyperScsiFramesOfTheConfiguredVlanAreDelivered) {
+  SKIP_UNLESS_ROOT();
+  const auto [kind, vlan] = GetParam();
+  NetnsPair net{NetnsConfig{}};
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortOptions opt;
+  opt.vlan_id = vlan;
+  PortPtr b = open_in(net, false, kind, opt);
+  ASSERT_TRUE(b);
+  const MacAddress dst = b->mac();
+  const uint16_t other_vlan = vlan == 0 ? 200 : static_cast<uint16_t>(vlan + 1);
+  std::vector<std::vector<uint8_t>> frames = {
+      raw_frame(dst, 0, 0x0800, 1),                    // IPv4
+      raw_frame(dst, 0, 0x88A2, 2),                    // AoE
+      raw_frame(dst, vlan, 0x86DD, 3),                 // IPv6 on our VLAN (or untagged)
+      raw_frame(dst, other_vlan, 0x889A, 4),           // HyperSCSI on another VLAN
+      raw_frame(dst, vlan == 0 ? 100 : 0, 0x889A, 5),  // tagged when we are not, or vice versa
+      raw_frame(dst, vlan, 0x889A, 6),                 // the only one to deliver
+  };
+  send_raw(net, frames);
+  std::vector<Packet> in(8);
+  std::vector<uint32_t> seqs;
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    b->wait_rx(20ms);
+    const size_t n = b->rx_burst(in);
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(in[i].data()[12], 0x88);  // delivered untagged
+      EXPECT_EQ(in[i].data()[13], 0x9A);
+      seqs.push_back(frame_seq(in[i]));
+    }
+    if (!seqs.empty() && std::chrono::steady_clock::now() + 1500ms > deadline) break;
+  }
+  ASSERT_EQ(seqs.size(), 1u);
+  EXPECT_EQ(seqs[0], 6u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, BackendFilter,
+                         ::testing::Combine(::testing::Values("afpacket", "pcap"),
+                                            ::testing::Values(uint16_t{0}, uint16_t{100})),
+                         [](const auto& param_info) {
+                           return std::get<0>(param_info.param) +
+                                  (std::get<1>(param_info.param) ? "_vlan" : "_untagged");
+                         });
+
+TEST(BackendErrors, MissingInterfaceIsNamed) {
+  for (const char* kind : {"afpacket", "pcap"}) {
+    auto r = open_port(std::string(kind) + ":hsnoif" + std::to_string(::getpid()));
+    ASSERT_FALSE(r.ok()) << kind;
+    EXPECT_EQ(r.error().kind, PortErrorKind::kNoSuchInterface) << r.error().message;
+    EXPECT_NE(r.error().message.find("hsnoif"), std::string::npos) << r.error().message;
+  }
+}
+
+TEST(BackendErrors, InterfaceDownIsReported) {
+  SKIP_UNLESS_ROOT();
+  NetnsPair net{NetnsConfig{}};
+  ASSERT_TRUE(net.ok()) << net.error();
+  ASSERT_TRUE(net.set_up(net.ns_a(), net.iface_a(), false));
+  for (const char* kind : {"afpacket", "pcap"}) {
+    auto kind_and_msg = net.run_in_a([&] {
+      auto r = open_port(std::string(kind) + ":" + net.iface_a());
+      return r.ok() ? std::make_pair(PortErrorKind::kBackendFailure, std::string("opened"))
+                    : std::make_pair(r.error().kind, r.error().message);
+    });
+    ASSERT_TRUE(kind_and_msg);
+    EXPECT_EQ(kind_and_msg->first, PortErrorKind::kInterfaceDown) << kind_and_msg->second;
+    EXPECT_NE(kind_and_msg->second.find(net.iface_a()), std::string::npos) << kind_and_msg->second;
+  }
+}
+
+TEST(BackendErrors, WithoutCapNetRawThePermissionErrorIsTyped) {
+  SKIP_UNLESS_ROOT();
+  for (const char* kind : {"afpacket", "pcap"}) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // Child: drop to nobody, which drops every capability, then try.
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(100);
+      auto r = open_port(std::string(kind) + ":lo");
+      if (r.ok()) ::_exit(101);
+      ::_exit(static_cast<int>(r.error().kind) +
+              (r.error().message.find("root") != std::string::npos ? 0 : 50));
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), static_cast<int>(PortErrorKind::kPermission)) << kind;
+  }
+}
+
+TEST(Recording, PcapOfAnExchangeDecodesAsHyperScsiInTshark) {
+  SKIP_UNLESS_ROOT();
+  if (!NetnsPair::shell("command -v tshark")) GTEST_SKIP() << "tshark not installed";
+  NetnsPair net{NetnsConfig{}};
+  ASSERT_TRUE(net.ok()) << net.error();
+  const std::string path = "/tmp/hs" + std::to_string(::getpid()) + "_record.pcap";
+  PortOptions rec;
+  rec.record_pcap = path;
+  {
+    PortPtr a = open_in(net, true, "afpacket", rec);
+    PortPtr b = open_in(net, false, "pcap");
+    ASSERT_TRUE(a && b);
+    // Real protocol frames from proto's encoder: 10 out, 5 back.
+    auto send = [](Port& from, const Port& to, int n, proto::Opcode op) {
+      std::vector<Packet> v;
+      for (int i = 0; i < n; ++i) {
+        Packet p = from.alloc();
+        proto::FrameHeader h;
+        h.dst = to.mac();
+        h.src = from.mac();
+        h.common.opcode = op;
+        h.common.tag = static_cast<uint16_t>(i);
+        const size_t len = proto::encode_frame(p.writable(), h, {});
+        EXPECT_GT(len, 0u);
+        p.resize(len);
+        v.push_back(std::move(p));
+      }
+      EXPECT_EQ(from.tx_burst(v), static_cast<size_t>(n));
+    };
+    send(*a, *b, 10, proto::Opcode::kKeepalive);
+    send(*b, *a, 5, proto::Opcode::kAck);
+    std::vector<Packet> in(16);
+    size_t got = 0;
+    for (int i = 0; i < 200 && got < 5; ++i) {
+      a->wait_rx(10ms);
+      got += a->rx_burst(in);
+    }
+    EXPECT_EQ(got, 5u);
+    for (int i = 0; i < 50; ++i) b->rx_burst(in);  // drain B
+  }                                                // closing A flushes the file
+  std::string out;
+  ASSERT_TRUE(
+      NetnsPair::shell("tshark -r " + path + " -Y hyperscsi -T fields -e hyperscsi.cmd", &out))
+      << out;
+  std::remove(path.c_str());
+  // One line per frame with its opcode in decimal (stderr banners are skipped).
+  size_t keepalives = 0, acks = 0, lines = 0;
+  for (size_t pos = 0; pos < out.size();) {
+    size_t end = out.find('\n', pos);
+    if (end == std::string::npos) end = out.size();
+    const std::string line = out.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty() || line.find_first_not_of("0123456789") != std::string::npos) continue;
+    ++lines;
+    keepalives += line == "32";  // 0x20
+    acks += line == "33";        // 0x21
+  }
+  EXPECT_EQ(lines, 15u) << out;
+  EXPECT_EQ(keepalives, 10u) << out;
+  EXPECT_EQ(acks, 5u) << out;
+}
+
+TEST(Recording, UnwritablePathIsABadArgumentNamingTheFile) {
+  PortOptions rec;
+  rec.record_pcap = "/nonexistent-dir/x.pcap";
+  auto r = open_port("mem:recbad", rec);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, PortErrorKind::kBadArgument);
+  EXPECT_NE(r.error().message.find("/nonexistent-dir/x.pcap"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hyperscsi::io

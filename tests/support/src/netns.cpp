@@ -1,0 +1,103 @@
+#include "hyperscsi/test_support/netns.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+namespace hyperscsi::test_support {
+namespace {
+
+std::atomic<int> g_instances{0};
+
+}  // namespace
+
+bool running_as_root() {
+  return ::geteuid() == 0;
+}
+
+bool NetnsPair::shell(const std::string& cmd, std::string* output) {
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return false;
+  char buf[512];
+  std::string text;
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  const int rc = ::pclose(p);
+  if (output != nullptr) *output = text;
+  return rc == 0;
+}
+
+NetnsPair::NetnsPair(NetnsConfig config) : config_(config) {
+  const int k = g_instances.fetch_add(1);
+  const std::string base = "hs" + std::to_string(::getpid()) + "n" + std::to_string(k);
+  ns_a_ = base + "a";
+  ns_b_ = base + "b";
+  if_a_ = base + "a";
+  if_b_ = base + "b";
+  if (!running_as_root()) {
+    error_ = "needs root to create network namespaces";
+    return;
+  }
+  const std::string mtu = std::to_string(config_.mtu);
+  std::string out;
+  auto step = [&](const std::string& cmd) {
+    if (shell(cmd, &out)) return true;
+    error_ = "'" + cmd + "' failed: " + out;
+    return false;
+  };
+  ok_ = step("ip netns add " + ns_a_) && step("ip netns add " + ns_b_) &&
+        step("ip link add " + if_a_ + " netns " + ns_a_ + " mtu " + mtu + " type veth peer name " +
+             if_b_ + " netns " + ns_b_ + " mtu " + mtu) &&
+        step("ip -n " + ns_a_ + " link set " + if_a_ + " up") &&
+        step("ip -n " + ns_b_ + " link set " + if_b_ + " up") &&
+        step("ip -n " + ns_a_ + " link set lo up") && step("ip -n " + ns_b_ + " link set lo up");
+  if (ok_ && config_.vlan_id != 0) {
+    vlan_a_ = if_a_ + "t";
+    vlan_b_ = if_b_ + "t";
+    const std::string vid = std::to_string(config_.vlan_id);
+    ok_ = step("ip -n " + ns_a_ + " link add link " + if_a_ + " name " + vlan_a_ +
+               " type vlan id " + vid) &&
+          step("ip -n " + ns_b_ + " link add link " + if_b_ + " name " + vlan_b_ +
+               " type vlan id " + vid) &&
+          step("ip -n " + ns_a_ + " link set " + vlan_a_ + " up") &&
+          step("ip -n " + ns_b_ + " link set " + vlan_b_ + " up");
+  }
+  if (ok_ && config_.assign_ips) {
+    const std::string net = "198.18." + std::to_string(k % 256) + ".";
+    ip_a_ = net + "1";
+    ip_b_ = net + "2";
+    ok_ = step("ip -n " + ns_a_ + " addr add " + ip_a_ + "/24 dev " + if_a_) &&
+          step("ip -n " + ns_b_ + " addr add " + ip_b_ + "/24 dev " + if_b_);
+  }
+}
+
+NetnsPair::~NetnsPair() {
+  if (!running_as_root()) return;
+  // Deleting a namespace destroys the interfaces inside it (veth, VLAN).
+  shell("ip netns del " + ns_a_);
+  shell("ip netns del " + ns_b_);
+}
+
+bool NetnsPair::run_in(const std::string& ns, const std::function<void()>& fn) const {
+  bool entered = false;
+  std::thread t([&] {
+    const int fd = ::open(("/var/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    // setns affects only this thread: the caller's namespace is untouched.
+    entered = ::setns(fd, CLONE_NEWNET) == 0;
+    ::close(fd);
+    if (entered) fn();
+  });
+  t.join();
+  return entered;
+}
+
+bool NetnsPair::set_up(const std::string& ns, const std::string& iface, bool up) const {
+  return shell("ip -n " + ns + " link set " + iface + (up ? " up" : " down"));
+}
+
+}  // namespace hyperscsi::test_support
