@@ -129,18 +129,21 @@ struct Connection::Impl {
   uint32_t sacked_count = 0;
   uint32_t lost_count = 0;
   uint32_t high_sacked = 0;  // one past the highest SACKed sequence number
+  uint32_t high_acked = 0;   // one past the highest sequence number acked or SACKed
   uint32_t dupacks = 0;
   uint16_t peer_window;
   uint32_t window_ack = 0;  // ack of the frame the peer window was taken from
   std::bitset<2 * (kMaxTag + 1)> busy_keys;
   size_t queue_bytes = 0;
   TimePoint rtx_deadline = kNever;
+  TimePoint last_timeout = TimePoint::min();
   TimePoint probe_deadline = kNever;
   uint32_t probes = 0;
 
   // Receiver state.
-  uint32_t rcv_nxt = 0;   // cumulative ack: next in-order sequence number expected
-  uint32_t rcv_high = 0;  // one past the highest sequence number received
+  uint32_t rcv_nxt = 0;    // cumulative ack: next in-order sequence number expected
+  uint32_t rcv_high = 0;   // one past the highest sequence number received
+  uint32_t last_rcvd = 0;  // the most recently accepted sequence number
   uint32_t ring_mask;
   std::vector<uint64_t> ring;  // received bits for [rcv_nxt, rcv_nxt + window)
   uint32_t unacked_rx = 0;     // frames received since our last ack went out
@@ -240,7 +243,16 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
       sack_news = true;
     }
   }
-  if (have_sample) (void)rtt.on_sample(now - sample_sent, sample_retransmitted);
+  // Only a frame that advances the highest-acked frontier gives a sample: a
+  // frame acked late because it sat behind a hole (or beyond the SACK blocks
+  // the peer could fit) would report the hole's repair time, not the RTT.
+  // Nor does a frame sent before the last timeout: its own ack may have been
+  // lost and this one triggered by the timeout's retransmission (Karn's
+  // ambiguity, one step removed).
+  if (have_sample && seq_geq(sample_seq, high_acked) && sample_sent > last_timeout) {
+    (void)rtt.on_sample(now - sample_sent, sample_retransmitted);
+  }
+  if (have_sample && seq_geq(sample_seq, high_acked)) high_acked = sample_seq + 1;
 
   if (advanced) {
     dupacks = 0;
@@ -303,6 +315,7 @@ void Connection::Impl::on_timeout(TimePoint now) {
     return;
   }
   ++stats.timeouts;
+  last_timeout = now;
   rtt.on_timeout();
   cc.on_timeout(unacked(), snd_nxt);
   // Everything not SACKed is presumed lost; it goes out again as the
@@ -343,6 +356,7 @@ void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
   set(seq);
   ++stats.frames_received;
   if (seq_geq(seq, rcv_high)) rcv_high = seq + 1;
+  last_rcvd = seq;
   if (d > 0) {
     ack_now = true;  // out of order: tell the sender about the hole at once
   } else {
@@ -369,15 +383,25 @@ void Connection::Impl::compute_sacks() {
   if (!sacks_dirty) return;
   sacks_dirty = false;
   sacks.count = 0;
-  if (!params.sack) return;
-  // Lowest blocks first: they describe the holes the sender must fill first.
+  if (!params.sack || !seq_lt(rcv_nxt, rcv_high)) return;
+  // First the block holding the most recent arrival (RFC 2018): it tells the
+  // sender promptly what just got through, which keeps its RTT samples fresh.
+  SackBlock recent{0, 0};
+  if (seq_gt(last_rcvd, rcv_nxt) && seq_lt(last_rcvd, rcv_high) && test(last_rcvd)) {
+    uint32_t lo = last_rcvd, hi = last_rcvd + 1;
+    while (seq_gt(lo, rcv_nxt) && test(lo - 1)) --lo;
+    while (seq_lt(hi, rcv_high) && test(hi)) ++hi;
+    recent = {lo, hi};
+    sacks.push(recent);
+  }
+  // Then the lowest blocks: they bound the holes the sender must fill first.
   uint32_t s = rcv_nxt;
   while (seq_lt(s, rcv_high) && sacks.count < kMaxSackBlocks) {
     while (seq_lt(s, rcv_high) && !test(s)) ++s;
     if (!seq_lt(s, rcv_high)) break;
     const uint32_t start = s;
     while (seq_lt(s, rcv_high) && test(s)) ++s;
-    sacks.push({start, s});
+    if (!(SackBlock{start, s} == recent)) sacks.push({start, s});
   }
 }
 
@@ -442,26 +466,30 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
   if (now > last_now) last_now = now;
   if (now >= rtx_deadline) on_timeout(now);
 
-  // 1. Retransmissions, oldest first, within the congestion window (the
-  // frame blocking the cumulative ack always may go).
-  while (!lost_queue.empty()) {
-    const uint32_t seq = lost_queue.front();
-    const int32_t idx = seq_diff(seq, snd_una);
-    if (idx < 0 || static_cast<size_t>(idx) >= flight.size() ||
-        !flight[static_cast<size_t>(idx)].lost) {
-      lost_queue.pop_front();  // acknowledged meanwhile
-      continue;
-    }
-    TxFrame& f = flight[static_cast<size_t>(idx)];
-    if (pipe() >= cc.cwnd() && idx != 0) break;
-    if (!transmit(f, seq, true, sink)) return;
-    lost_queue.pop_front();
+  // 1. Retransmissions: first the frame blocking the cumulative ack (it may
+  // always go), then the others oldest-first within the congestion window.
+  auto retransmit = [&](size_t idx) {
+    TxFrame& f = flight[idx];
+    if (!transmit(f, snd_una + static_cast<uint32_t>(idx), true, sink)) return false;
     f.lost = false;
     --lost_count;
     f.retransmitted = true;
     f.sent_at = now;
     ++stats.frames_retransmitted;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
+    return true;
+  };
+  if (!flight.empty() && flight.front().lost && !retransmit(0)) return;
+  while (!lost_queue.empty()) {
+    const int32_t idx = seq_diff(lost_queue.front(), snd_una);
+    if (idx < 0 || static_cast<size_t>(idx) >= flight.size() ||
+        !flight[static_cast<size_t>(idx)].lost) {
+      lost_queue.pop_front();  // acknowledged or already resent meanwhile
+      continue;
+    }
+    if (pipe() >= cc.cwnd()) break;
+    if (!retransmit(static_cast<size_t>(idx))) return;
+    lost_queue.pop_front();
   }
 
   // 2. New frames within min(cwnd, peer window).

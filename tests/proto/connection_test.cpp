@@ -1,0 +1,739 @@
+// Connection tests: two real Connections joined by a simulated channel (loss,
+// reordering, duplication, corruption, finite line rate) on a virtual clock,
+// plus focused checks of fragmentation, acks, window probing and robustness.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <queue>
+#include <random>
+#include <vector>
+
+#include "hyperscsi/proto/connection.h"
+#include "hyperscsi/proto/seq.h"
+
+namespace hyperscsi::proto {
+namespace {
+
+constexpr MacAddress kMacA = {0x02, 0, 0, 0, 0, 0x0a};
+constexpr MacAddress kMacB = {0x02, 0, 0, 0, 0, 0x0b};
+
+// Collects frames written by a Connection.
+class VectorSink : public FrameSink {
+ public:
+  std::span<uint8_t> acquire(size_t size) override {
+    if (refuse) return {};
+    buf_.resize(size);
+    return buf_;
+  }
+  void commit(size_t length) override {
+    buf_.resize(length);
+    frames.push_back(std::move(buf_));
+    buf_ = {};
+  }
+  std::vector<std::vector<uint8_t>> frames;
+  bool refuse = false;
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+FrameView decode_ok(const std::vector<uint8_t>& bytes) {
+  auto r = decode_frame(bytes);
+  EXPECT_TRUE(r.ok());
+  return r.ok() ? r.value() : FrameView{};
+}
+
+// Deterministic PDU contents from (stream, index).
+void fill_pdu(std::vector<uint8_t>& out, size_t size, uint64_t seed) {
+  out.resize(size);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(out.data() + i, &x, 8);
+  }
+  for (; i < size; ++i) out[i] = static_cast<uint8_t>(x >> (8 * (i % 8)));
+}
+
+// ---------------------------------------------------------------------------
+// Simulated channel: one direction, finite rate, seeded impairments.
+struct Impairments {
+  double loss = 0;
+  double reorder = 0;  // probability of an extra random delay
+  double duplicate = 0;
+  double corrupt = 0;  // a flipped byte; decode_frame's checksum drops it
+  double rate_bps = 10e9;
+  Duration propagation = microseconds(20);
+};
+
+class Channel {
+ public:
+  Channel(const Impairments& imp, uint64_t seed) : imp_(imp), rng_(seed) {}
+
+  void send(std::vector<uint8_t> frame, TimePoint now) {
+    ++sent;
+    if (chance(imp_.loss)) {
+      ++lost;
+      return;
+    }
+    // Serialization at the line rate, then propagation.
+    const auto ser = std::chrono::nanoseconds(
+        static_cast<int64_t>(static_cast<double>(frame.size() + 24) * 8e9 / imp_.rate_bps));
+    busy_until_ = std::max(busy_until_, now) + ser;
+    wire_bytes += frame.size();
+    const bool dup = chance(imp_.duplicate);
+    if (dup) push(frame, busy_until_ + imp_.propagation + jitter());
+    if (chance(imp_.corrupt)) {
+      std::uniform_int_distribution<size_t> at(14, frame.size() - 1);
+      frame[at(rng_)] ^= 0x5A;
+    }
+    push(std::move(frame), busy_until_ + imp_.propagation + jitter());
+  }
+  TimePoint next() const { return q_.empty() ? kNever : q_.top().at; }
+  bool pop_due(TimePoint now, std::vector<uint8_t>& out) {
+    if (q_.empty() || q_.top().at > now) return false;
+    out = std::move(const_cast<Packet&>(q_.top()).bytes);
+    q_.pop();
+    return true;
+  }
+  bool empty() const { return q_.empty(); }
+
+  uint64_t sent = 0, lost = 0, wire_bytes = 0;
+
+ private:
+  struct Packet {
+    TimePoint at;
+    uint64_t order;
+    std::vector<uint8_t> bytes;
+    bool operator>(const Packet& o) const { return at != o.at ? at > o.at : order > o.order; }
+  };
+  bool chance(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  Duration jitter() {
+    if (!chance(imp_.reorder)) return Duration::zero();
+    return std::chrono::nanoseconds(std::uniform_int_distribution<int64_t>(1000, 200000)(rng_));
+  }
+  void push(std::vector<uint8_t> b, TimePoint at) { q_.push(Packet{at, order_++, std::move(b)}); }
+
+  Impairments imp_;
+  std::mt19937_64 rng_;
+  TimePoint busy_until_{};
+  uint64_t order_ = 0;
+  std::priority_queue<Packet, std::vector<Packet>, std::greater<>> q_;
+};
+
+// Sink that puts frames on a channel.
+class ChannelSink : public FrameSink {
+ public:
+  explicit ChannelSink(Channel& ch) : ch_(ch) {}
+  std::span<uint8_t> acquire(size_t size) override {
+    buf_.resize(size);
+    return buf_;
+  }
+  void commit(size_t length) override {
+    buf_.resize(length);
+    ch_.send(std::move(buf_), now);
+    buf_ = {};
+  }
+  TimePoint now{};
+
+ private:
+  Channel& ch_;
+  std::vector<uint8_t> buf_;
+};
+
+// One direction's workload: PDUs with log-uniform sizes and random tags, and
+// the receiver-side check that each arrives exactly once and bit-exact.
+class Stream {
+ public:
+  Stream(uint64_t seed, size_t count, size_t max_size) : rng_(seed), seed_(seed), count_(count) {
+    std::uniform_real_distribution<double> u(0, std::log(static_cast<double>(max_size)));
+    for (size_t i = 0; i < count; ++i)
+      sizes_.push_back(std::clamp<size_t>(static_cast<size_t>(std::exp(u(rng_))), 1, max_size));
+    received_.assign(count, false);
+  }
+
+  // Offers PDUs to `c` while it has queue room.
+  void feed(Connection& c, size_t queue_target) {
+    while (next_ < count_ && c.send_queue_bytes() < queue_target) {
+      const Opcode op = rng_() % 2 ? Opcode::kCommandRequest : Opcode::kCommandReply;
+      std::vector<uint8_t> pdu;
+      fill_pdu(pdu, sizes_[next_], seed_ * 1000003 + next_);
+      // Random tag; the Connection refuses one whose previous PDU is unacked.
+      bool sent = false;
+      for (int attempt = 0; attempt < 64 && !sent; ++attempt) {
+        const auto tag = static_cast<uint16_t>(rng_() % (kMaxTag + 1));
+        std::vector<uint8_t> copy = pdu;
+        if (c.send_pdu(op, tag, std::move(copy))) {
+          expected_[key(op, tag)].push_back(next_);
+          sent = true;
+        } else {
+          ++refused_busy;
+        }
+      }
+      if (!sent) return;  // all tried tags busy: later
+      ++next_;
+    }
+  }
+
+  void drain(Connection& c) {
+    std::vector<uint8_t> want;
+    while (auto p = c.pop_pdu()) {
+      auto& fifo = expected_[key(p->opcode, p->tag)];
+      ASSERT_FALSE(fifo.empty()) << "unexpected PDU tag " << p->tag;
+      const size_t idx = fifo.front();
+      fifo.pop_front();
+      ASSERT_FALSE(received_[idx]) << "PDU delivered twice: " << idx;
+      received_[idx] = true;
+      fill_pdu(want, sizes_[idx], seed_ * 1000003 + idx);
+      ASSERT_EQ(p->bytes.size(), want.size()) << "PDU " << idx;
+      ASSERT_TRUE(std::memcmp(p->bytes.data(), want.data(), want.size()) == 0)
+          << "PDU " << idx << " corrupted";
+      ++delivered;
+      bytes += want.size();
+    }
+  }
+
+  bool done() const { return delivered == count_; }
+  size_t delivered = 0;
+  uint64_t bytes = 0;
+  uint64_t refused_busy = 0;
+
+ private:
+  static int key(Opcode op, uint16_t tag) { return static_cast<int>(op) * 1024 + tag; }
+  std::mt19937_64 rng_;
+  uint64_t seed_;
+  size_t count_;
+  size_t next_ = 0;
+  std::vector<size_t> sizes_;
+  std::vector<bool> received_;
+  std::map<int, std::deque<size_t>> expected_;
+};
+
+struct SimResult {
+  bool completed = false;
+  Duration virtual_time{};
+  double wall_seconds = 0;
+  uint64_t decode_failures = 0;
+};
+
+// Runs both directions until every PDU arrived or a bound is hit.
+SimResult run_pair(Connection& a, Connection& b, Channel& ab, Channel& ba, Stream& sa, Stream& sb,
+                   Duration virtual_limit = seconds(3600), double wall_limit_s = 120) {
+  SimResult res;
+  const auto wall0 = std::chrono::steady_clock::now();
+  ChannelSink sink_a(ab), sink_b(ba);
+  TimePoint now{};
+  std::vector<uint8_t> frame;
+  uint64_t stalls = 0;
+  for (uint64_t iter = 0; iter < 200'000'000; ++iter) {
+    sa.feed(a, 8u << 20);
+    sb.feed(b, 8u << 20);
+    sink_a.now = sink_b.now = now;
+    a.poll(now, sink_a);
+    b.poll(now, sink_b);
+    if (sa.done() && sb.done() && a.idle() && b.idle() && ab.empty() && ba.empty()) {
+      res.completed = true;
+      break;
+    }
+    TimePoint t = std::min({ab.next(), ba.next(), a.next_deadline(), b.next_deadline()});
+    if (t == kNever) break;  // nothing will ever happen again: stuck
+    if (t <= now) {
+      if (++stalls > 100000) break;  // a deadline that poll never clears
+    } else {
+      stalls = 0;
+      now = t;
+    }
+    while (ab.pop_due(now, frame)) {
+      auto v = decode_frame(frame);
+      if (!v.ok()) {
+        ++res.decode_failures;
+        continue;
+      }
+      b.on_frame(v.value(), now);
+    }
+    while (ba.pop_due(now, frame)) {
+      auto v = decode_frame(frame);
+      if (!v.ok()) {
+        ++res.decode_failures;
+        continue;
+      }
+      a.on_frame(v.value(), now);
+    }
+    sa.drain(b);  // a's PDUs arrive at b
+    sb.drain(a);
+    if (::testing::Test::HasFatalFailure()) break;
+    if (std::getenv("SIM_TRACE") && (iter % 2000) == 0) {
+      const auto& st = a.stats();
+      std::printf(
+          "t=%.4f inflight=%u cwnd=%u rto=%lldus srtt=%lldus peerw=%u rtx=%llu to=%llu "
+          "q=%zu next=%.4f idle=%d/%d\n",
+          std::chrono::duration<double>(now - TimePoint{}).count(), a.in_flight(), st.cwnd,
+          (long long)std::chrono::duration_cast<microseconds>(st.rto).count(),
+          (long long)std::chrono::duration_cast<microseconds>(st.srtt).count(), st.peer_window,
+          (unsigned long long)st.frames_retransmitted, (unsigned long long)st.timeouts,
+          a.send_queue_bytes(),
+          std::chrono::duration<double>(a.next_deadline() - TimePoint{}).count(), a.idle(),
+          b.idle());
+    }
+    if (now - TimePoint{} > virtual_limit) break;
+    if ((iter & 1023) == 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count() >
+            wall_limit_s)
+      break;
+  }
+  res.virtual_time = now - TimePoint{};
+  res.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  return res;
+}
+
+Endpoint endpoint_a() {
+  Endpoint e;
+  e.local = kMacA;
+  e.peer = kMacB;
+  e.session_id = 7;
+  e.peer_window = 512;
+  return e;
+}
+Endpoint endpoint_b() {
+  Endpoint e = endpoint_a();
+  std::swap(e.local, e.peer);
+  return e;
+}
+
+void print_stats(const char* who, const TransportStats& s) {
+  std::printf(
+      "  %s: pdus sent %llu recv %llu, frames sent %llu rtx %llu fast %llu timeouts %llu acks "
+      "%llu dup %llu oow %llu, max_in_flight %u (window %u), cwnd %u ssthresh %u srtt %lld us\n",
+      who, (unsigned long long)s.pdus_sent, (unsigned long long)s.pdus_received,
+      (unsigned long long)s.frames_sent, (unsigned long long)s.frames_retransmitted,
+      (unsigned long long)s.fast_retransmits, (unsigned long long)s.timeouts,
+      (unsigned long long)s.acks_sent, (unsigned long long)s.duplicates_received,
+      (unsigned long long)s.out_of_window, s.max_in_flight, s.max_allowed_window, s.cwnd,
+      s.ssthresh, (long long)std::chrono::duration_cast<std::chrono::microseconds>(s.srtt).count());
+}
+
+struct SimCase {
+  size_t pdus;
+  size_t max_size;
+  Impairments imp;
+  uint64_t seed;
+};
+
+void run_case(const SimCase& sc, const TransportParams& params = {}) {
+  Connection a(params, endpoint_a()), b(params, endpoint_b());
+  Channel ab(sc.imp, sc.seed * 11 + 1), ba(sc.imp, sc.seed * 13 + 2);
+  Stream sa(sc.seed * 17 + 3, sc.pdus, sc.max_size), sb(sc.seed * 19 + 4, sc.pdus, sc.max_size);
+  const SimResult r = run_pair(a, b, ab, ba, sa, sb);
+  std::printf(
+      "  %zu PDUs each way, %.1f MB + %.1f MB, virtual %.3f s, wall %.2f s, "
+      "decode failures %llu\n",
+      sc.pdus, sa.bytes / 1e6, sb.bytes / 1e6,
+      std::chrono::duration<double>(r.virtual_time).count(), r.wall_seconds,
+      (unsigned long long)r.decode_failures);
+  print_stats("A", a.stats());
+  print_stats("B", b.stats());
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  EXPECT_TRUE(r.completed) << "delivered " << sa.delivered << " and " << sb.delivered << " of "
+                           << sc.pdus;
+  EXPECT_FALSE(a.stats().window_violated);
+  EXPECT_FALSE(b.stats().window_violated);
+  EXPECT_LE(a.stats().max_in_flight, a.stats().max_allowed_window);
+  EXPECT_EQ(a.stats().pdus_received, sc.pdus);
+  EXPECT_EQ(b.stats().pdus_received, sc.pdus);
+  EXPECT_EQ(a.send_queue_bytes(), 0u);
+  EXPECT_EQ(b.send_queue_bytes(), 0u);
+  if (sc.imp.loss > 0) {
+    EXPECT_GT(a.stats().frames_retransmitted, 0u);
+    EXPECT_GT(b.stats().frames_retransmitted, 0u);
+  }
+  if (sc.imp.corrupt > 0) {
+    EXPECT_GT(r.decode_failures, 0u);
+  }
+}
+
+// The acceptance run: 10,000 PDUs each way, 1 B .. 1 MiB, 10% loss, 10%
+// reordering, 5% duplication, 0.5% corruption, both directions at once.
+TEST(ConnectionSim, LossyReorderingDuplicatingBothDirections) {
+  Impairments imp;
+  imp.loss = 0.10;
+  imp.reorder = 0.10;
+  imp.duplicate = 0.05;
+  imp.corrupt = 0.005;
+  run_case({10000, 1u << 20, imp, 1});
+}
+
+TEST(ConnectionSim, HeavyLossStillCompletes) {
+  Impairments imp;
+  imp.loss = 0.30;
+  imp.reorder = 0.10;
+  imp.duplicate = 0.05;
+  run_case({300, 1u << 20, imp, 2});
+}
+
+TEST(ConnectionSim, NoSackStillRecovers) {
+  Impairments imp;
+  imp.loss = 0.05;
+  imp.reorder = 0.05;
+  TransportParams p;
+  p.sack = false;
+  run_case({300, 256u << 10, imp, 3}, p);
+}
+
+TEST(ConnectionSim, Mtu9000) {
+  Impairments imp;
+  imp.loss = 0.05;
+  imp.reorder = 0.05;
+  imp.duplicate = 0.05;
+  TransportParams p;
+  p.mtu = 9000;
+  run_case({500, 1u << 20, imp, 4}, p);
+}
+
+// Without loss the window opens up and the link runs at its line rate.
+TEST(ConnectionSim, NoLossReachesLineRate) {
+  TransportParams params;
+  Impairments imp;
+  imp.rate_bps = 10e9;
+  Connection a(params, endpoint_a()), b(params, endpoint_b());
+  Channel ab(imp, 5), ba(imp, 6);
+  Stream sa(7, 400, 1u << 20), sb(8, 0, 1);
+  const SimResult r = run_pair(a, b, ab, ba, sa, sb);
+  ASSERT_TRUE(r.completed);
+  const double secs = std::chrono::duration<double>(r.virtual_time).count();
+  const double goodput = static_cast<double>(sa.bytes) * 8 / secs;
+  const double payload_share = 1460.0 / (1514 + 24);  // headers + preamble/IFG per frame
+  std::printf("  goodput %.2f Gbit/s of %.2f possible; cwnd %u, max in flight %u\n", goodput / 1e9,
+              imp.rate_bps * payload_share / 1e9, a.stats().cwnd, a.stats().max_in_flight);
+  EXPECT_GT(a.stats().cwnd, params.initial_cwnd);
+  EXPECT_GT(a.stats().max_in_flight, params.initial_cwnd);
+  EXPECT_GT(goodput, 0.85 * imp.rate_bps * payload_share);
+  EXPECT_EQ(a.stats().frames_retransmitted, 0u);
+  EXPECT_EQ(a.stats().timeouts, 0u);
+  EXPECT_FALSE(a.stats().window_violated);
+}
+
+// ---------------------------------------------------------------------------
+// Focused behaviour.
+
+TEST(Connection, FragmentsFillTheMtu) {
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  e.peer_window = 1024;
+  p.initial_cwnd = 1024;
+  Connection c(p, e);
+  std::vector<uint8_t> pdu;
+  fill_pdu(pdu, 100000, 1);
+  ASSERT_TRUE(c.send_pdu(Opcode::kCommandRequest, 300, pdu));
+  VectorSink sink;
+  c.poll(TimePoint{}, sink);
+  const size_t chunk = max_payload(1500);
+  ASSERT_EQ(sink.frames.size(), (pdu.size() + chunk - 1) / chunk);
+  std::vector<uint8_t> joined;
+  for (size_t i = 0; i < sink.frames.size(); ++i) {
+    EXPECT_LE(sink.frames[i].size(), 1514u);
+    const FrameView v = decode_ok(sink.frames[i]);
+    EXPECT_EQ(v.header.common.opcode, Opcode::kCommandRequest);
+    EXPECT_EQ(v.header.common.tag, 300);
+    EXPECT_EQ(v.header.common.fragment, i);
+    EXPECT_EQ(v.header.common.last_fragment, i + 1 == sink.frames.size());
+    EXPECT_EQ(v.header.ext.seq, i);  // ISN 0
+    EXPECT_EQ(v.header.ext.pdu_length, pdu.size());
+    EXPECT_EQ(v.header.ext.pdu_offset, i * chunk);
+    EXPECT_TRUE(v.header.ext.flags & kFlagChecksum);
+    EXPECT_TRUE(v.header.ext.flags & kFlagAck);
+    EXPECT_EQ(v.header.ext.session_id, 7u);
+    EXPECT_EQ(v.header.dst, kMacB);
+    if (i + 1 < sink.frames.size()) {
+      EXPECT_EQ(v.payload.size(), chunk);
+    }
+    joined.insert(joined.end(), v.payload.begin(), v.payload.end());
+  }
+  EXPECT_EQ(joined, pdu);
+  EXPECT_EQ(c.in_flight(), sink.frames.size());
+  EXPECT_EQ(c.stats().bytes_sent, pdu.size());
+}
+
+TEST(Connection, SendPduRefusals) {
+  TransportParams p;
+  p.max_pdu = 1u << 20;
+  p.send_queue_limit = 3u << 20;
+  Connection c(p, endpoint_a());
+  EXPECT_FALSE(c.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>((1u << 20) + 1)));
+  EXPECT_FALSE(c.send_pdu(Opcode::kAck, 1, std::vector<uint8_t>(10)));
+  EXPECT_FALSE(c.send_pdu(Opcode::kCommandRequest, 512, std::vector<uint8_t>(10)));
+  EXPECT_TRUE(c.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(10)));
+  EXPECT_FALSE(c.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(10)));  // busy tag
+  EXPECT_TRUE(c.send_pdu(Opcode::kCommandReply, 1, std::vector<uint8_t>(10)));     // other opcode
+  EXPECT_TRUE(c.send_pdu(Opcode::kCommandRequest, 2, std::vector<uint8_t>(1u << 20)));
+  EXPECT_TRUE(c.send_pdu(Opcode::kCommandRequest, 3, std::vector<uint8_t>(1u << 20)));
+  EXPECT_FALSE(c.send_pdu(Opcode::kCommandRequest, 4, std::vector<uint8_t>(1u << 20)));  // queue
+  EXPECT_EQ(c.send_queue_bytes(), 20u + (2u << 20));
+  // Too many fragments: a tiny MTU makes 1024 fragments too few.
+  TransportParams small;
+  small.mtu = 100;  // 60 bytes per fragment
+  Connection d(small, endpoint_a());
+  EXPECT_TRUE(d.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(60 * 1024)));
+  EXPECT_FALSE(d.send_pdu(Opcode::kCommandRequest, 2, std::vector<uint8_t>(60 * 1024 + 1)));
+}
+
+TEST(Connection, TagReusableOnlyAfterAck) {
+  TransportParams p;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 5, std::vector<uint8_t>(3000, 1)));
+  VectorSink sa, sb;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 3u);
+  for (auto& f : sa.frames) b.on_frame(decode_ok(f), TimePoint{} + microseconds(10));
+  auto got = b.pop_pdu();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->bytes, std::vector<uint8_t>(3000, 1));
+  EXPECT_FALSE(a.send_pdu(Opcode::kCommandRequest, 5, {}));  // not acked yet
+  b.poll(TimePoint{} + microseconds(10), sb);
+  ASSERT_FALSE(sb.frames.empty());
+  for (auto& f : sb.frames) a.on_frame(decode_ok(f), TimePoint{} + microseconds(20));
+  EXPECT_EQ(a.in_flight(), 0u);
+  EXPECT_TRUE(a.idle());
+  EXPECT_TRUE(a.send_pdu(Opcode::kCommandRequest, 5, {}));
+  EXPECT_GT(a.stats().srtt, Duration::zero());
+}
+
+TEST(Connection, DelayedAckThenAckEvery) {
+  TransportParams p;  // delayed_ack 500 us, ack_every 4
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 6, 7)));
+  VectorSink sa;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 6u);
+  const TimePoint t0 = TimePoint{} + microseconds(100);
+  VectorSink sb;
+  b.on_frame(decode_ok(sa.frames[0]), t0);
+  b.poll(t0, sb);
+  EXPECT_TRUE(sb.frames.empty());  // delayed
+  EXPECT_EQ(b.next_deadline(), t0 + p.delayed_ack);
+  b.poll(t0 + p.delayed_ack, sb);
+  ASSERT_EQ(sb.frames.size(), 1u);
+  FrameView ack = decode_ok(sb.frames[0]);
+  EXPECT_EQ(ack.header.common.opcode, Opcode::kAck);
+  EXPECT_EQ(ack.header.ext.ack, 1u);
+  EXPECT_EQ(ack.header.ext.window, p.receive_window);
+  sb.frames.clear();
+  const TimePoint t1 = t0 + milliseconds(1);
+  for (int i = 1; i < 5; ++i) b.on_frame(decode_ok(sa.frames[i]), t1);
+  b.poll(t1, sb);  // four frames: ack at once
+  ASSERT_EQ(sb.frames.size(), 1u);
+  EXPECT_EQ(decode_ok(sb.frames[0]).header.ext.ack, 5u);
+  EXPECT_EQ(b.stats().acks_sent, 2u);
+}
+
+TEST(Connection, OutOfOrderAcksAtOnceWithSack) {
+  TransportParams p;
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 8, 7)));
+  VectorSink sa, sb;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 8u);
+  const TimePoint t = TimePoint{} + microseconds(50);
+  b.on_frame(decode_ok(sa.frames[0]), t);
+  b.on_frame(decode_ok(sa.frames[2]), t);
+  b.on_frame(decode_ok(sa.frames[3]), t);
+  b.on_frame(decode_ok(sa.frames[5]), t);
+  b.on_frame(decode_ok(sa.frames[3]), t);  // duplicate
+  EXPECT_EQ(b.stats().duplicates_received, 1u);
+  b.poll(t, sb);
+  ASSERT_EQ(sb.frames.size(), 1u);
+  const FrameView ack = decode_ok(sb.frames[0]);
+  EXPECT_EQ(ack.header.ext.ack, 1u);
+  ASSERT_EQ(ack.header.sacks.count, 2);
+  // The block of the most recent arrival first, then the lowest ones.
+  EXPECT_EQ(ack.header.sacks.blocks[0], (SackBlock{5, 6}));
+  EXPECT_EQ(ack.header.sacks.blocks[1], (SackBlock{2, 4}));
+  a.on_frame(ack, t + microseconds(50));
+  EXPECT_EQ(a.in_flight(), 4u);  // 1, 4, 6, 7 outstanding
+  // Three more SACKed frames above the holes declare frame 1 lost.
+  b.on_frame(decode_ok(sa.frames[6]), t);
+  b.on_frame(decode_ok(sa.frames[7]), t);
+  sb.frames.clear();
+  b.poll(t, sb);
+  ASSERT_EQ(sb.frames.size(), 1u);
+  a.on_frame(decode_ok(sb.frames[0]), t + microseconds(60));
+  EXPECT_GT(a.stats().fast_retransmits, 0u);
+  sa.frames.clear();
+  a.poll(t + microseconds(60), sa);
+  ASSERT_FALSE(sa.frames.empty());
+  const FrameView rtx = decode_ok(sa.frames[0]);
+  EXPECT_EQ(rtx.header.ext.seq, 1u);
+  EXPECT_TRUE(rtx.header.ext.flags & kFlagRetransmit);
+  for (auto& f : sa.frames) b.on_frame(decode_ok(f), t + microseconds(70));
+  EXPECT_TRUE(b.pop_pdu());
+}
+
+TEST(Connection, RetransmitsOnTimeoutWithBackoff) {
+  TransportParams p;
+  Connection a(p, endpoint_a());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(100, 1)));
+  VectorSink s;
+  a.poll(TimePoint{}, s);
+  ASSERT_EQ(s.frames.size(), 1u);
+  const TimePoint d1 = a.next_deadline();
+  EXPECT_EQ(d1, TimePoint{} + p.rto.initial);
+  a.poll(d1, s);
+  ASSERT_EQ(s.frames.size(), 2u);
+  EXPECT_TRUE(decode_ok(s.frames[1]).header.ext.flags & kFlagRetransmit);
+  EXPECT_EQ(a.stats().timeouts, 1u);
+  EXPECT_EQ(a.stats().cwnd, 1u);
+  const TimePoint d2 = a.next_deadline();
+  EXPECT_EQ(d2 - d1, 2 * p.rto.initial);  // doubled
+  a.poll(d2, s);
+  EXPECT_EQ(a.next_deadline() - d2, 4 * p.rto.initial);
+  EXPECT_EQ(a.stats().frames_retransmitted, 2u);
+}
+
+TEST(Connection, ZeroWindowIsProbed) {
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  e.peer_window = 0;
+  Connection a(p, e), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(5000, 3)));
+  VectorSink sa, sb;
+  a.poll(TimePoint{}, sa);
+  EXPECT_TRUE(sa.frames.empty());  // window closed: nothing sent
+  const TimePoint probe_at = a.next_deadline();
+  ASSERT_NE(probe_at, kNever);
+  a.poll(probe_at, sa);
+  ASSERT_EQ(sa.frames.size(), 1u);
+  const FrameView probe = decode_ok(sa.frames[0]);
+  EXPECT_TRUE(probe.header.ext.flags & kFlagAckNow);
+  b.on_frame(probe, probe_at);
+  b.poll(probe_at, sb);
+  ASSERT_EQ(sb.frames.size(), 1u);  // the window update
+  a.on_frame(decode_ok(sb.frames[0]), probe_at);
+  EXPECT_EQ(a.stats().peer_window, p.receive_window);
+  sa.frames.clear();
+  a.poll(probe_at, sa);
+  EXPECT_EQ(sa.frames.size(), 4u);
+}
+
+TEST(Connection, EmptySinkLosesNothing) {
+  TransportParams p;
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  std::vector<uint8_t> pdu;
+  fill_pdu(pdu, 20000, 9);
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandReply, 9, pdu));
+  VectorSink s;
+  s.refuse = true;
+  a.poll(TimePoint{}, s);
+  EXPECT_TRUE(s.frames.empty());
+  EXPECT_EQ(a.in_flight(), 0u);
+  s.refuse = false;
+  a.poll(TimePoint{}, s);
+  EXPECT_EQ(s.frames.size(), 14u);
+  for (auto& f : s.frames) b.on_frame(decode_ok(f), TimePoint{});
+  auto got = b.pop_pdu();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->bytes, pdu);
+  EXPECT_EQ(got->opcode, Opcode::kCommandReply);
+}
+
+TEST(Connection, DropsFramesBeyondTheWindow) {
+  TransportParams p;
+  p.receive_window = 8;
+  Connection b(p, endpoint_b());
+  std::vector<uint8_t> payload(10, 1);
+  FrameView v;
+  v.header.common.opcode = Opcode::kCommandRequest;
+  v.header.common.last_fragment = true;
+  v.header.ext.pdu_length = 10;
+  v.payload = payload;
+  v.header.ext.seq = 8;
+  b.on_frame(v, TimePoint{});
+  EXPECT_EQ(b.stats().out_of_window, 1u);
+  v.header.ext.seq = 0xFFFFFFF0u;  // "before" 0: an old duplicate
+  b.on_frame(v, TimePoint{});
+  EXPECT_EQ(b.stats().duplicates_received, 1u);
+  v.header.ext.seq = 7;
+  b.on_frame(v, TimePoint{});
+  EXPECT_EQ(b.stats().frames_received, 1u);
+  EXPECT_TRUE(b.pop_pdu());
+}
+
+TEST(Connection, ReassemblyMemoryLimitIsBackpressure) {
+  TransportParams p;
+  p.reassembly_limit = 150000;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  Impairments imp;
+  Channel ab(imp, 1), ba(imp, 2);
+  Stream sa(3, 50, 120000), sb(4, 0, 1);
+  const SimResult r = run_pair(a, b, ab, ba, sa, sb);
+  EXPECT_TRUE(r.completed);
+  EXPECT_EQ(b.stats().pdus_received, 50u);
+}
+
+// Garbage from the wire: random headers, acks for unsent data, SACK blocks out
+// of range, fragments contradicting earlier ones. Nothing may crash.
+TEST(Connection, SurvivesGarbageFrames) {
+  TransportParams p;
+  p.receive_window = 64;
+  Connection c(p, endpoint_a());
+  for (uint16_t t = 0; t < 20; ++t)
+    ASSERT_TRUE(c.send_pdu(Opcode::kCommandRequest, t, std::vector<uint8_t>(5000, 1)));
+  VectorSink s;
+  c.poll(TimePoint{}, s);
+  std::mt19937_64 rng(1234);
+  std::vector<uint8_t> buf(9000);
+  for (auto& x : buf) x = static_cast<uint8_t>(rng());
+  TimePoint now{};
+  for (int i = 0; i < 200000; ++i) {
+    now += microseconds(rng() % 100);
+    FrameView v;
+    auto& h = v.header;
+    h.common.opcode =
+        static_cast<Opcode>(std::array<uint8_t, 5>{0x00, 0x01, 0x20, 0x21, 0x13}[rng() % 5]);
+    h.common.tag = static_cast<uint16_t>(rng() % 512);
+    h.common.fragment = static_cast<uint16_t>(rng() % 1024);
+    h.common.last_fragment = rng() % 2;
+    h.ext.flags = static_cast<uint8_t>(rng() & kFlagsKnown);
+    h.ext.window = static_cast<uint16_t>(rng());
+    h.ext.seq = rng() % 4 ? static_cast<uint32_t>(rng() % 100) : static_cast<uint32_t>(rng());
+    h.ext.ack = rng() % 4 ? static_cast<uint32_t>(rng() % 200) : static_cast<uint32_t>(rng());
+    h.ext.pdu_length =
+        rng() % 3 ? static_cast<uint32_t>(rng() % 20000) : static_cast<uint32_t>(rng());
+    h.ext.pdu_offset = static_cast<uint32_t>(rng() % 20000);
+    const auto nsack = rng() % (kMaxSackBlocks + 1);
+    for (size_t k = 0; k < nsack; ++k)
+      h.sacks.push({static_cast<uint32_t>(rng() % 300), static_cast<uint32_t>(rng() % 300)});
+    v.payload = std::span<const uint8_t>(buf.data(), rng() % 1500);
+    c.on_frame(v, now);
+    if (i % 64 == 0) c.poll(now, s);
+    while (c.pop_pdu()) {
+    }
+    if (s.frames.size() > 10000) s.frames.clear();
+  }
+  // Random bytes through the decoder, too.
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> f(60 + rng() % 200);
+    for (auto& x : f) x = static_cast<uint8_t>(rng());
+    f[12] = 0x88;
+    f[13] = 0x9A;
+    auto d = decode_frame(f);
+    if (d.ok()) c.on_frame(d.value(), now);
+  }
+  const auto& st = c.stats();
+  EXPECT_GT(st.out_of_window, 0u);
+  EXPECT_GT(st.duplicates_received, 0u);
+  EXPECT_GT(st.frames_received, 0u);
+  EXPECT_FALSE(st.window_violated);
+  EXPECT_LE(c.in_flight(), 4096u);
+}
+
+}  // namespace
+}  // namespace hyperscsi::proto
