@@ -151,6 +151,61 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"pcap", "afpacket", 9000, 100}),
     case_name);
 
+TEST(AfPacketOptions, FanoutGroupSharesFramesAndQdiscBypassSends) {
+  SKIP_UNLESS_ROOT();
+  NetnsPair net{NetnsConfig{}};
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortOptions tx_opt;
+  tx_opt.qdisc_bypass = true;
+  PortOptions fan;
+  fan.fanout_group = 77;
+  PortPtr a = open_in(net, true, "afpacket", tx_opt);
+  PortPtr b1 = open_in(net, false, "afpacket", fan);
+  PortPtr b2 = open_in(net, false, "afpacket", fan);
+  ASSERT_TRUE(a && b1 && b2);
+  constexpr uint32_t kFrames = 200;
+  std::vector<Packet> batch;
+  for (uint32_t i = 0; i < kFrames; ++i) {
+    Packet p = a->alloc();
+    ASSERT_TRUE(fill_frame(p, b1->mac(), a->mac(), i, 200));
+    batch.push_back(std::move(p));
+  }
+  size_t sent = 0;
+  for (int tries = 0; tries < 1000 && sent < kFrames; ++tries)
+    sent += a->tx_burst(std::span<Packet>(batch).subspan(sent));
+  ASSERT_EQ(sent, kFrames);
+  std::vector<uint32_t> seen(kFrames, 0);
+  std::vector<Packet> in(32);
+  size_t total = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (total < kFrames && std::chrono::steady_clock::now() < deadline) {
+    b1->wait_rx(5ms);
+    for (Port* p : {b1.get(), b2.get()}) {
+      const size_t n = p->rx_burst(in);
+      for (size_t i = 0; i < n; ++i)
+        if (frame_seq(in[i]) < kFrames) ++seen[frame_seq(in[i])];
+      total += n;
+    }
+  }
+  // A fanout group delivers each frame to exactly one member.
+  EXPECT_EQ(total, kFrames);
+  for (uint32_t i = 0; i < kFrames; ++i) EXPECT_EQ(seen[i], 1u) << i;
+  EXPECT_EQ(b1->counters().rx_frames + b2->counters().rx_frames, kFrames);
+}
+
+TEST(AfPacketOptions, TooSmallRingIsABadArgument) {
+  SKIP_UNLESS_ROOT();
+  NetnsPair net{NetnsConfig{}};
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortOptions opt;
+  opt.ring_bytes = 4096;
+  auto r = net.run_in_a([&] { return open_port("afpacket:" + net.iface_a(), opt); });
+  ASSERT_TRUE(r);
+  ASSERT_FALSE(r->ok());
+  EXPECT_EQ(r->error().kind, PortErrorKind::kBadArgument);
+  EXPECT_NE(r->error().message.find("ring_bytes"), std::string::npos);
+}
+
 // Sends raw frames (already complete, tags included) from inside ns A.
 void send_raw(const NetnsPair& net, const std::vector<std::vector<uint8_t>>& frames) {
   net.run_in_a([&] {
