@@ -104,6 +104,7 @@ class Channel {
     return true;
   }
   bool empty() const { return q_.empty(); }
+  void set_propagation(Duration d) { imp_.propagation = d; }
 
   uint64_t sent = 0, lost = 0, wire_bytes = 0;
 
@@ -418,6 +419,41 @@ TEST(ConnectionSim, NoLossReachesLineRate) {
   EXPECT_EQ(a.stats().frames_retransmitted, 0u);
   EXPECT_EQ(a.stats().timeouts, 0u);
   EXPECT_FALSE(a.stats().window_violated);
+}
+
+// The RTO follows the path: 1 ms RTT, then 20 ms, then 1 ms again.
+TEST(ConnectionSim, RtoFollowsChangedRtt) {
+  TransportParams params;
+  Impairments imp;
+  Connection a(params, endpoint_a()), b(params, endpoint_b());
+  Channel ab(imp, 21), ba(imp, 22);
+  auto phase = [&](Duration one_way, uint64_t seed) {
+    ab.set_propagation(one_way);
+    ba.set_propagation(one_way);
+    Stream sa(seed, 400, 64u << 10), sb(seed + 1, 400, 64u << 10);
+    const SimResult r = run_pair(a, b, ab, ba, sa, sb);
+    EXPECT_TRUE(r.completed);
+    const auto srtt = std::chrono::duration_cast<microseconds>(a.stats().srtt).count();
+    const auto rto = std::chrono::duration_cast<microseconds>(a.stats().rto).count();
+    std::printf("  one-way %lld us: srtt %lld us, rto %lld us, timeouts so far %llu\n",
+                (long long)std::chrono::duration_cast<microseconds>(one_way).count(),
+                (long long)srtt, (long long)rto, (unsigned long long)a.stats().timeouts);
+    return std::pair{srtt, rto};
+  };
+  // Delayed acks (500 us) and serialization add to the propagation delay.
+  auto [s1, r1] = phase(microseconds(500), 100);
+  EXPECT_GT(s1, 900);
+  EXPECT_LT(s1, 3000);
+  EXPECT_LT(r1, 10000);
+  // The jump to 20 ms makes the 2 ms RTO fire spuriously; backoff (and
+  // Karn's rule) carry the RTO up until fresh samples arrive.
+  auto [s2, r2] = phase(milliseconds(10), 200);
+  EXPECT_GT(s2, 18000);
+  EXPECT_LT(s2, 30000);
+  EXPECT_GT(r2, 20000);
+  auto [s3, r3] = phase(microseconds(500), 300);
+  EXPECT_LT(s3, 3000);
+  EXPECT_LT(r3, 10000);
 }
 
 // ---------------------------------------------------------------------------
