@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -113,6 +115,24 @@ TEST(OpenErrors, MissingInterfaceIsNamedOrNonRootIsRefused) {
   EXPECT_EQ(r.error().kind, io::PortErrorKind::kNoSuchInterface);
   EXPECT_NE(r.error().message.find("'" + iface + "'"), std::string::npos) << r.error().message;
   EXPECT_NE(r.error().message.find("net_af_packet0"), std::string::npos) << r.error().message;
+}
+
+TEST(OpenErrors, MemifWithoutHugepagesSaysWhatToDo) {
+  if (!is_root()) GTEST_SKIP() << "needs root (the check runs after the root check)";
+  std::ifstream meminfo("/proc/meminfo");
+  long free_pages = -1;
+  for (std::string key; meminfo >> key;)
+    if (key == "HugePages_Free:") meminfo >> free_pages;
+  // With hugepages present this would initialise the EAL in this process.
+  if (free_pages != 0)
+    GTEST_SKIP() << "hugepages are reserved on this machine; the error path is not reachable";
+  auto r = open_dpdk_port(
+      "--in-memory,--no-pci,--vdev=net_memif0,role=server,socket=/tmp/none.sock", {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, io::PortErrorKind::kBackendFailure);
+  EXPECT_NE(r.error().message.find("net_memif needs hugepages"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("nr_hugepages"), std::string::npos) << r.error().message;
 }
 
 // ---- Subprocesses: each initialises its own EAL ---------------------------
@@ -328,6 +348,61 @@ INSTANTIATE_TEST_SUITE_P(MtuAndVlan, AfPacketVsRaw,
                                   (p.param.vlan ? "_vlan" + std::to_string(p.param.vlan)
                                                 : "_untagged");
                          });
+
+// ---- Two DPDK processes joined by net_memif -------------------------------
+
+TEST(MemifPair, FramesFlowBothWaysAndOtherEtherTypesAreFiltered) {
+  if (!is_root()) GTEST_SKIP() << "needs root (hugepages, DPDK EAL)";
+  testing::HugepageReservation huge;
+  ASSERT_TRUE(huge.ok()) << "could not reserve 512 hugepages or mount hugetlbfs";
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / testing::unique_name("memif");
+  std::filesystem::create_directories(dir);
+  struct RemoveDir {
+    std::filesystem::path p;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  } remove_dir{dir};
+  const std::string sock = (dir / "memif.sock").string();
+  auto spec = [&](const std::string& role, const std::string& prefix) {
+    return "--in-memory," + common_eal(prefix) + ",--vdev=net_memif0,role=" + role +
+           ",socket=" + sock;
+  };
+  Peer server("", {spec("server", "ms"), "0", "1024"});
+  const auto s_ready = words(server.reply(30000));
+  ASSERT_FALSE(s_ready.empty());
+  ASSERT_EQ(s_ready[0], "READY");
+  Peer client("", {spec("client", "mc"), "0", "1024"});
+  const auto c_ready = words(client.reply(30000));
+  ASSERT_FALSE(c_ready.empty());
+  ASSERT_EQ(c_ready[0], "READY");
+  ASSERT_EQ(server.command("link 15000"), "LINK 1");
+  ASSERT_EQ(client.command("link 15000"), "LINK 1");
+
+  // client -> server: 200 frames, mbuf-built, bursts of 32, plus 10 of another EtherType
+  EXPECT_EQ(client.command("send 10 100 8 " + s_ready[1] + " 900 mbuf 88a2"), "SENT 10");
+  server.send_line("recv 200 20000");
+  EXPECT_EQ(client.command("send 200 1000 32 " + s_ready[1] + " 0 mbuf 889a"), "SENT 200");
+  auto w = words(server.reply(30000));
+  ASSERT_EQ(w.size(), 6u);
+  EXPECT_EQ(w[1], "200");
+  EXPECT_EQ(w[2], "0");
+  EXPECT_EQ(w[3], std::to_string(199 * 200 / 2));
+  auto c = words(server.command("counters"));
+  ASSERT_EQ(c.size(), 10u);
+  EXPECT_EQ(c[9], "10") << "the other EtherType was filtered";
+
+  // server -> client: full-size frames from a heap pool (copied), bursts of 8
+  client.send_line("recv 100 20000");
+  EXPECT_EQ(server.command("send 100 1514 8 " + c_ready[1] + " 0 heap 889a"), "SENT 100");
+  w = words(client.reply(30000));
+  ASSERT_EQ(w.size(), 6u);
+  EXPECT_EQ(w[1], "100");
+  EXPECT_EQ(w[2], "0");
+  EXPECT_EQ(w[5], "1514");
+}
 
 }  // namespace
 }  // namespace hyperscsi::dpdk

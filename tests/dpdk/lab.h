@@ -95,6 +95,13 @@ class Peer {
     std::vector<char*> argv;
     for (auto& s : argv_s) argv.push_back(s.data());
     argv.push_back(nullptr);
+    for (const auto& a : args) {  // the EAL's runtime directory, removed after the peer exits
+      const size_t at = a.find("--file-prefix=");
+      if (at == std::string::npos) continue;
+      std::string prefix = a.substr(at + 14);
+      prefix = prefix.substr(0, prefix.find(','));
+      if (!prefix.empty()) runtime_dir_ = "/var/run/dpdk/" + prefix;
+    }
     pid_ = fork();
     if (pid_ == 0) {
       dup2(to_child[0], 0);
@@ -125,6 +132,10 @@ class Peer {
       }
     }
     if (out_ >= 0) close(out_);
+    if (!runtime_dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(runtime_dir_, ec);
+    }
   }
   Peer(const Peer&) = delete;
   Peer& operator=(const Peer&) = delete;
@@ -168,6 +179,7 @@ class Peer {
   int status_ = 0;
   bool reaped_ = false;
   std::string buf_;
+  std::string runtime_dir_;
 };
 
 inline std::vector<std::string> words(const std::string& s) {
