@@ -226,7 +226,7 @@ struct SimResult {
 
 // Runs both directions until every PDU arrived or a bound is hit.
 SimResult run_pair(Connection& a, Connection& b, Channel& ab, Channel& ba, Stream& sa, Stream& sb,
-                   Duration virtual_limit = seconds(3600), double wall_limit_s = 120) {
+                   Duration virtual_limit = seconds(3600), double wall_limit_s = 250) {
   SimResult res;
   const auto wall0 = std::chrono::steady_clock::now();
   ChannelSink sink_a(ab), sink_b(ba);
