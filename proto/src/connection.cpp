@@ -253,6 +253,10 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     (void)rtt.on_sample(now - sample_sent, sample_retransmitted);
   }
   if (have_sample && seq_geq(sample_seq, high_acked)) high_acked = sample_seq + 1;
+  // Keep the frontiers within serial-number reach of snd_una (they are only
+  // meaningful above it).
+  high_acked = seq_max(high_acked, snd_una);
+  high_sacked = seq_max(high_sacked, snd_una);
 
   if (advanced) {
     dupacks = 0;
