@@ -608,3 +608,41 @@ TEST(ExactlyOnce, StaleAndFarOutCommandsAreDroppedNotExecuted) {
 
 }  // namespace
 }  // namespace hyperscsi::proto
+
+namespace hyperscsi::proto {
+namespace {
+
+// Whatever arrives from the wire, the session objects neither crash nor
+// lose their live session: random bodies under every opcode, with the live
+// session's id and epoch and with random ones.
+TEST(Robustness, RandomBodiesNeverCrashOrKillTheSession) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  const uint32_t id = p.initiator.session_id();
+  std::mt19937 rng(2026);
+  const Opcode ops[] = {Opcode::kDiscoveryRequest, Opcode::kDiscoveryReply, Opcode::kLoginRequest,
+                        Opcode::kLoginReply,       Opcode::kKeepalive,      Opcode::kAck};
+  for (int i = 0; i < 3000; ++i) {
+    std::vector<uint8_t> body(rng() % 64);
+    for (auto& b : body) b = static_cast<uint8_t>(rng());
+    FrameHeader h;
+    h.common.opcode = ops[rng() % std::size(ops)];
+    const bool to_target = rng() % 2 == 0;
+    h.src = to_target ? kInitMac : kTargetMac;
+    h.dst = to_target ? kTargetMac : kInitMac;
+    h.ext.session_id = rng() % 2 ? id : static_cast<uint32_t>(rng());
+    h.ext.epoch = rng() % 2 ? p.initiator.epoch() : static_cast<uint16_t>(rng());
+    h.ext.flags = static_cast<uint8_t>(rng() & (kFlagResponse | kFlagAckNow));
+    (void)p.lab.inject(to_target ? 1 : 0, h, body);
+  }
+  EXPECT_GT(p.target->stats().malformed, 0u);
+  EXPECT_GT(p.initiator.stats().malformed, 0u);
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+  EXPECT_TRUE(p.target->session(id).has_value());
+  // And the session still carries commands.
+  ASSERT_TRUE(p.initiator.send_command(1, read_command(1, 1, 100)));
+  EXPECT_TRUE(p.lab.run_until([&] { return p.initiator.pop_reply().has_value(); }, seconds(5)));
+}
+
+}  // namespace
+}  // namespace hyperscsi::proto
