@@ -1,0 +1,273 @@
+// Initiator: the client side of the HyperSCSI stack as a C++ library.
+//
+// One Initiator owns one Port and one event-loop thread. The loop thread is
+// the only user of the port and of the protocol state machines
+// (proto::DiscoveryClient, proto::InitiatorSession); every public call posts
+// work to it (an eventfd wakes it) and, where it has a result, waits on a
+// future. It sleeps in epoll on the port's fd and the eventfd (busy-polls
+// poll-mode ports) with a timeout from the state machines' next_deadline().
+//
+// Commands: submit() queues a SCSI command; up to max_outstanding (at most
+// 512, the 9-bit tag space) are in flight on the session, the rest wait in a
+// FIFO inside the Initiator. Each gets a per-session cmd_sn; replies are
+// matched by tag and cmd_sn. Completion callbacks run on the loop thread:
+// they must not block (they may call submit()).
+//
+// Recovery: when the session dies (dead peer, or the target ended it, e.g.
+// because it restarted and answers kUnknownSession) the loop resumes the
+// session if it can, else logs in afresh (retrying with backoff), then
+// reissues every unanswered command with its original cmd_sn in cmd_sn
+// order. A command without a reply after Options::dead_time fails with
+// CompletionError::kDeadTime. A command is completed only by its reply, so a
+// write reported successful was executed by the target.
+//
+// Thread-safety: every public member function is safe from any thread,
+// except that none of them may be called from a completion callback other
+// than submit() and the async helpers (they would wait on the loop thread
+// itself). Destroying the Initiator ends the session without an orderly
+// disconnect (call disconnect() first) and fails pending commands with
+// kShutdown.
+// Errors: setup paths return Result<T, Error> with a typed ErrorKind and a
+// message naming what was wrong; the data path reports through
+// CommandResult and never throws.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/initiator_session.h"
+#include "hyperscsi/proto/messages.h"
+#include "hyperscsi/proto/result.h"
+
+namespace hyperscsi::initiator {
+
+using Duration = std::chrono::nanoseconds;
+
+enum class ErrorKind : uint8_t {
+  kInterfaceAbsent,  // the port's interface does not exist
+  kNotRoot,          // opening the port needs root / CAP_NET_RAW
+  kPort,             // any other port failure (message from the backend)
+  kNoTarget,         // no target answered (discovery or login)
+  kLunAbsent,        // the target does not export that LUN to us
+  kAccessDenied,     // the target refused the login (access list or authentication)
+  kMtuMismatch,      // full-MTU frames do not pass between the peers (message names the MTU)
+  kLoginRejected,    // refused for another reason (message says which)
+  kNotConnected,     // no session: call connect() first
+  kScsi,             // a setup command ended with CHECK CONDITION (message decodes the sense)
+  kCommandFailed,    // a setup command failed without SCSI status (dead time, shutdown...)
+  kInvalidArgument,
+};
+std::string_view to_string(ErrorKind k);
+
+struct Error {
+  ErrorKind kind = ErrorKind::kPort;
+  std::string message;
+};
+
+struct Options {
+  std::string initiator_name = "hyperscsi-initiator";
+  Duration dead_time = std::chrono::seconds(60);  // a command without reply for this long fails
+  Duration discovery_window = std::chrono::milliseconds(1000);
+  uint32_t max_outstanding = 512;  // commands in flight on the session (1..512)
+  uint32_t login_attempts = 5;     // per login; recovery keeps retrying until dead_time
+  Duration login_timeout = std::chrono::milliseconds(250);
+  Duration reconnect_backoff_max = std::chrono::seconds(2);
+  uint32_t max_transfer = (1u << 20) + 4096;  // PDU size we accept (negotiated down)
+  std::vector<uint8_t> auth;                  // opaque authentication bytes for login
+  uint64_t seed = 0;                          // 0: random nonces; else deterministic
+};
+
+struct TargetInfo {
+  io::MacAddress mac{};
+  std::string name;
+  uint16_t mtu = 0;
+  uint32_t features = 0;
+  std::vector<proto::LunInfo> luns;
+};
+
+// What a SCSI command needs. data_out is sent after the CDB; data_in_length
+// is the largest data-in accepted.
+struct ScsiCommand {
+  uint16_t lun = 0;
+  std::vector<uint8_t> cdb;  // 6..32 bytes
+  std::vector<uint8_t> data_out;
+  uint32_t data_in_length = 0;
+  uint8_t task_attribute = 0;  // 0 simple, 1 ordered, 2 head of queue
+};
+
+enum class CompletionError : uint8_t {
+  kNone,           // the target answered: look at status/sense
+  kDeadTime,       // no reply within Options::dead_time
+  kShutdown,       // the Initiator was destroyed or disconnected first
+  kInvalid,        // bad command (CDB length, transfer above the negotiated maximum)
+  kTargetFailure,  // the target answered kTargetFailure / kRejected
+};
+std::string_view to_string(CompletionError e);
+
+struct CommandResult {
+  CompletionError error = CompletionError::kNone;
+  std::string message;  // set when error != kNone
+  uint8_t status = 0;   // SCSI status (0 GOOD, 2 CHECK CONDITION, 8 BUSY...)
+  std::vector<uint8_t> sense;
+  std::vector<uint8_t> data_in;
+  uint32_t residual = 0;
+  bool good() const { return error == CompletionError::kNone && status == 0; }
+  // One line: "GOOD", "CHECK CONDITION: ILLEGAL REQUEST, invalid opcode", "dead time ...".
+  std::string describe() const;
+};
+
+using Completion = std::function<void(CommandResult&&)>;
+
+struct Capacity {
+  uint64_t num_blocks = 0;
+  uint32_t block_size = 0;
+  bool thin = false;  // LBPME from READ CAPACITY(16): UNMAP is meaningful
+};
+
+struct InquiryData {
+  uint8_t device_type = 0;
+  std::string vendor;    // trimmed
+  std::string product;   // trimmed
+  std::string revision;  // trimmed
+};
+
+struct Stats {
+  std::string state;  // session state (proto::to_string(InitiatorState)) or "not connected"
+  std::string target_name;
+  io::MacAddress target_mac{};
+  uint32_t session_id = 0;
+  uint16_t epoch = 0;
+  uint16_t mtu = 0;
+  uint32_t max_transfer = 0;
+  uint64_t submitted = 0;
+  uint64_t completed = 0;  // by a reply
+  uint64_t failed = 0;     // dead time, shutdown, invalid
+  uint64_t reissued = 0;   // commands sent again after recovery
+  uint64_t resumes = 0;    // successful resumes
+  uint64_t relogins = 0;   // successful fresh logins during recovery
+  uint64_t unmatched_replies = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint32_t in_flight = 0;
+  uint32_t queued = 0;
+  proto::TransportStats transport;
+  io::PortCounters port;
+};
+
+class Lun;
+
+class Initiator {
+ public:
+  // Takes the port; starts the loop thread.
+  static Result<std::unique_ptr<Initiator>, Error> create(std::unique_ptr<io::Port> port,
+                                                          Options options = {});
+  // Opens the port from a spec ("afpacket:eth1", "mem:NAME"...) first.
+  static Result<std::unique_ptr<Initiator>, Error> open(std::string_view port_spec,
+                                                        Options options = {});
+  ~Initiator();
+  Initiator(const Initiator&) = delete;
+  Initiator& operator=(const Initiator&) = delete;
+
+  // Broadcasts discovery and collects answers for Options::discovery_window.
+  // `target_filter` empty: every target. kNoTarget when nobody answered.
+  Result<std::vector<TargetInfo>, Error> discover(std::string_view target_filter = {});
+
+  // Logs in to a target (negotiation, MTU verification). Replaces any
+  // current session (pending commands fail with kShutdown).
+  Status<Error> connect(const TargetInfo& target);
+  // Discovers (filtered by name; empty: the only target) and connects.
+  Result<TargetInfo, Error> connect(std::string_view target_name);
+
+  // Orderly disconnect (bounded wait); pending commands fail with kShutdown.
+  void disconnect();
+
+  // Queues a command; `done` runs once, on the loop thread.
+  void submit(ScsiCommand command, Completion done);
+  std::future<CommandResult> execute(ScsiCommand command);
+
+  // A LUN of the connected target: checks that it exists and reads its
+  // capacity (READ CAPACITY(16), falling back to (10)).
+  Result<Lun, Error> open_lun(uint16_t lun);
+
+  Stats stats() const;
+  const TargetInfo& target() const;       // valid after connect()
+  uint32_t max_data_per_command() const;  // data bytes per command at the negotiated maximum
+  io::MacAddress local_mac() const;
+  size_t port_mtu() const;
+
+  class Impl;
+
+ private:
+  explicit Initiator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Block-level helpers for one LUN. Transfers are split over the negotiated
+// maximum; a split request completes when its last part does, with the first
+// failure's result. Cheap to copy; must not outlive its Initiator.
+class Lun {
+ public:
+  Lun(Initiator& initiator, uint16_t lun, Capacity capacity)
+      : initiator_(&initiator), lun_(lun), capacity_(capacity) {}
+
+  uint16_t number() const { return lun_; }
+  const Capacity& capacity() const { return capacity_; }
+  uint64_t size_bytes() const { return capacity_.num_blocks * capacity_.block_size; }
+
+  // Async: `done` gets data_in (reads) on the loop thread.
+  void read(uint64_t lba, uint32_t blocks, Completion done);
+  void write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua = false);
+  void flush(Completion done);
+  void unmap(uint64_t lba, uint64_t blocks, Completion done);
+
+  // Synchronous wrappers.
+  Result<std::vector<uint8_t>, Error> read_sync(uint64_t lba, uint32_t blocks);
+  Status<Error> write_sync(uint64_t lba, std::span<const uint8_t> data, bool fua = false);
+  Status<Error> flush_sync();
+  Status<Error> unmap_sync(uint64_t lba, uint64_t blocks);
+  Result<InquiryData, Error> inquiry();
+
+ private:
+  Initiator* initiator_;
+  uint16_t lun_;
+  Capacity capacity_;
+};
+
+// SCSI helpers shared by the library and the tools.
+namespace scsi {
+struct SenseInfo {
+  bool valid = false;
+  uint8_t key = 0;
+  uint8_t asc = 0;
+  uint8_t ascq = 0;
+};
+SenseInfo parse_sense(std::span<const uint8_t> sense);
+std::string_view sense_key_name(uint8_t key);
+// "LOGICAL BLOCK ADDRESS OUT OF RANGE" for known codes, else "ASC 0xNN ASCQ 0xNN".
+std::string asc_name(uint8_t asc, uint8_t ascq);
+std::string_view status_name(uint8_t status);
+// "ILLEGAL REQUEST: INVALID COMMAND OPERATION CODE".
+std::string describe_sense(std::span<const uint8_t> sense);
+
+std::vector<uint8_t> read_cdb(uint64_t lba, uint32_t blocks);
+std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua);
+std::vector<uint8_t> inquiry_cdb(uint16_t alloc);
+std::vector<uint8_t> read_capacity10_cdb();
+std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc);
+std::vector<uint8_t> synchronize_cache_cdb();
+std::vector<uint8_t> unmap_cdb(uint16_t param_len);
+// The UNMAP parameter list with one descriptor.
+std::vector<uint8_t> unmap_params(uint64_t lba, uint32_t blocks);
+InquiryData parse_inquiry(std::span<const uint8_t> data);
+}  // namespace scsi
+
+}  // namespace hyperscsi::initiator

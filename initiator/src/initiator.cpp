@@ -1,0 +1,764 @@
+// Initiator::Impl: the event loop that owns the port, the discovery client
+// and the session, and the command table (tags, cmd_sn, recovery, dead time).
+#include "hyperscsi/initiator/initiator.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/proto/discovery.h"
+#include "hyperscsi/proto/frame.h"
+
+namespace hyperscsi::initiator {
+
+using proto::TimePoint;
+using SteadyClock = std::chrono::steady_clock;
+
+std::string_view to_string(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::kInterfaceAbsent:
+      return "interface absent";
+    case ErrorKind::kNotRoot:
+      return "not root";
+    case ErrorKind::kPort:
+      return "port error";
+    case ErrorKind::kNoTarget:
+      return "no target answers";
+    case ErrorKind::kLunAbsent:
+      return "LUN absent";
+    case ErrorKind::kAccessDenied:
+      return "access denied";
+    case ErrorKind::kMtuMismatch:
+      return "MTU mismatch";
+    case ErrorKind::kLoginRejected:
+      return "login rejected";
+    case ErrorKind::kNotConnected:
+      return "not connected";
+    case ErrorKind::kScsi:
+      return "SCSI error";
+    case ErrorKind::kCommandFailed:
+      return "command failed";
+    case ErrorKind::kInvalidArgument:
+      return "invalid argument";
+  }
+  return "?";
+}
+
+std::string_view to_string(CompletionError e) {
+  switch (e) {
+    case CompletionError::kNone:
+      return "none";
+    case CompletionError::kDeadTime:
+      return "dead time expired";
+    case CompletionError::kShutdown:
+      return "initiator shut down";
+    case CompletionError::kInvalid:
+      return "invalid command";
+    case CompletionError::kTargetFailure:
+      return "target failure";
+  }
+  return "?";
+}
+
+std::string CommandResult::describe() const {
+  if (error != CompletionError::kNone) {
+    std::string s(to_string(error));
+    if (!message.empty()) s += ": " + message;
+    return s;
+  }
+  std::string s(scsi::status_name(status));
+  if (status == 0x02) s += ": " + scsi::describe_sense(sense);
+  return s;
+}
+
+namespace {
+
+struct Pending {
+  ScsiCommand cmd;
+  Completion done;
+  TimePoint deadline{};
+  uint64_t seq = 0;  // cmd_sn is its low 32 bits
+  uint16_t tag = 0;
+  bool sent = false;  // handed to the current Connection
+};
+
+CommandResult failed(CompletionError e, std::string message) {
+  CommandResult r;
+  r.error = e;
+  r.message = std::move(message);
+  return r;
+}
+
+Error map_session_failure(const proto::SessionFailure& f, const TargetInfo& target,
+                          size_t our_mtu) {
+  using proto::LoginStatus;
+  using proto::SessionError;
+  const std::string who = "target '" + target.name + "' (" + io::to_string(target.mac) + ")";
+  switch (f.error) {
+    case SessionError::kNoAnswer:
+      return {ErrorKind::kNoTarget, who + " did not answer the login"};
+    case SessionError::kMtuMismatch:
+      return {ErrorKind::kMtuMismatch,
+              "MTU mismatch with " + who + ": frames of the negotiated MTU " +
+                  std::to_string(f.mtu) +
+                  " do not pass (small frames do); set the same MTU on both ends and every "
+                  "switch between them"};
+    case SessionError::kLoginRejected:
+      switch (f.login_status) {
+        case LoginStatus::kAccessDenied:
+          return {ErrorKind::kAccessDenied, who + " denied access to this initiator"};
+        case LoginStatus::kAuthFailed:
+          return {ErrorKind::kAccessDenied, who + " rejected our authentication"};
+        case LoginStatus::kUnknownTarget:
+          return {ErrorKind::kNoTarget, who + " does not know that target name"};
+        case LoginStatus::kMtuMismatch:
+          return {ErrorKind::kMtuMismatch, "MTU mismatch with " + who + ": our MTU is " +
+                                               std::to_string(our_mtu) + ", the target's is " +
+                                               std::to_string(target.mtu)};
+        default:
+          return {ErrorKind::kLoginRejected,
+                  who + " rejected the login: " + std::string(proto::to_string(f.login_status))};
+      }
+    default:
+      return {ErrorKind::kLoginRejected, who + ": " + f.describe()};
+  }
+}
+
+}  // namespace
+
+class Initiator::Impl {
+ public:
+  Impl(std::unique_ptr<io::Port> port, Options options)
+      : port_(std::move(port)), options_(std::move(options)), sink_(*port_, 1024) {
+    options_.max_outstanding = std::clamp<uint32_t>(options_.max_outstanding, 1, 512);
+    if (options_.seed == 0) options_.seed = std::random_device{}() | 1ull << 40;
+    for (uint32_t t = options_.max_outstanding; t-- > 0;)
+      free_tags_.push_back(static_cast<uint16_t>(t));
+    by_tag_.assign(512, 0);
+  }
+
+  ~Impl() { stop(); }
+
+  Status<Error> start() {
+    event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (event_fd_ < 0 || epoll_fd_ < 0)
+      return Unexpected{Error{ErrorKind::kPort, "eventfd/epoll failed"}};
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = event_fd_;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+    if (port_->fd() >= 0) {
+      ev.data.fd = port_->fd();
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev);
+    }
+    thread_ = std::thread([this] { run(); });
+    return {};
+  }
+
+  void stop() {
+    if (thread_.joinable()) {
+      post([this] { stop_ = true; });
+      thread_.join();
+    }
+    // The loop is gone: fail what is left on this thread.
+    fail_all(CompletionError::kShutdown, "the initiator was destroyed");
+    if (event_fd_ >= 0) ::close(event_fd_);
+    if (epoll_fd_ >= 0) ::close(epoll_fd_);
+    event_fd_ = epoll_fd_ = -1;
+  }
+
+  // Runs `task` on the loop thread.
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(task_mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  }
+
+  template <typename T>
+  T call(std::function<T()> fn) {
+    auto p = std::make_shared<std::promise<T>>();
+    auto f = p->get_future();
+    post([p, fn = std::move(fn)] { p->set_value(fn()); });
+    return f.get();
+  }
+
+  // --- public operations (any thread) ---
+
+  Result<std::vector<TargetInfo>, Error> discover(std::string_view filter) {
+    auto p = std::make_shared<std::promise<std::vector<TargetInfo>>>();
+    auto f = p->get_future();
+    post([this, p, name = std::string(filter)] {
+      proto::DiscoveryConfig cfg;
+      cfg.local_mac = port_->mac();
+      cfg.initiator_name = options_.initiator_name;
+      cfg.target_filter = name;
+      cfg.window = options_.discovery_window;
+      cfg.seed = options_.seed + (++rounds_);
+      if (discovery_wait_) discovery_wait_->set_value({});
+      discovery_ = std::make_unique<proto::DiscoveryClient>(cfg);
+      discovery_->start(SteadyClock::now());
+      discovery_wait_ = p;
+    });
+    std::vector<TargetInfo> found = f.get();
+    if (found.empty()) {
+      std::string msg = "no target answered discovery on " + std::string(port_->spec());
+      if (!filter.empty()) msg += " (looking for '" + std::string(filter) + "')";
+      msg += " within " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::milliseconds>(options_.discovery_window)
+                     .count()) +
+             " ms";
+      return Unexpected{Error{ErrorKind::kNoTarget, msg}};
+    }
+    return found;
+  }
+
+  Status<Error> connect(const TargetInfo& target) {
+    auto p = std::make_shared<std::promise<Status<Error>>>();
+    auto f = p->get_future();
+    post([this, p, target] {
+      fail_all(CompletionError::kShutdown, "replaced by a new session");
+      if (connect_wait_)
+        connect_wait_->set_value(Unexpected{Error{ErrorKind::kNotConnected, "superseded"}});
+      target_ = target;
+      proto::InitiatorConfig cfg;
+      cfg.local_mac = port_->mac();
+      cfg.initiator_name = options_.initiator_name;
+      cfg.mtu = static_cast<uint16_t>(std::min<size_t>(port_->mtu(), 65535));
+      cfg.max_transfer = options_.max_transfer;
+      cfg.auth = options_.auth;
+      cfg.login_timeout = options_.login_timeout;
+      cfg.login_attempts = options_.login_attempts;
+      cfg.seed = options_.seed + (++rounds_);
+      session_ = std::make_unique<proto::InitiatorSession>(cfg);
+      connected_ = false;
+      recovering_ = false;
+      (void)session_->login(target.mac, target.name, SteadyClock::now());
+      connect_wait_ = p;
+    });
+    return f.get();
+  }
+
+  void disconnect() {
+    auto p = std::make_shared<std::promise<void>>();
+    auto f = p->get_future();
+    post([this, p] {
+      connected_ = false;
+      recovering_ = false;
+      fail_all(CompletionError::kShutdown, "disconnected");
+      if (session_ && session_->disconnect(SteadyClock::now()).ok()) {
+        disconnect_wait_ = p;
+        disconnect_deadline_ = SteadyClock::now() + std::chrono::seconds(2);
+      } else {
+        p->set_value();
+      }
+    });
+    f.get();
+  }
+
+  void submit(ScsiCommand command, Completion done) {
+    auto pending = std::make_unique<Pending>();
+    pending->cmd = std::move(command);
+    pending->done = std::move(done);
+    pending->deadline = SteadyClock::now() + options_.dead_time;
+    {
+      std::lock_guard lock(task_mutex_);
+      submissions_.push_back(std::move(pending));
+    }
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  }
+
+  Stats stats() {
+    return call<Stats>([this] { return snapshot(); });
+  }
+
+  uint32_t max_data() const { return max_data_.load(); }
+  const TargetInfo& target() const { return target_; }
+  io::Port& port() { return *port_; }
+
+ private:
+  // --- loop thread ---
+
+  void run() {
+    std::vector<io::Packet> rx(64);
+    while (!stop_) {
+      run_tasks();
+      if (stop_) break;
+      TimePoint now = SteadyClock::now();
+      receive(rx, now);
+      drain_replies();
+      recover(now);
+      admit(now);
+      send_unsent();
+      expire(now);
+      if (session_) session_->poll(now, sink_);
+      if (discovery_) discovery_->poll(now, sink_);
+      sink_.flush();
+      finish_waits(now);
+      wait(now);
+    }
+  }
+
+  void run_tasks() {
+    std::deque<std::function<void()>> tasks;
+    {
+      std::lock_guard lock(task_mutex_);
+      tasks.swap(tasks_);
+      while (!submissions_.empty()) {
+        waiting_.push_back(std::move(submissions_.front()));
+        submissions_.pop_front();
+        ++stats_.submitted;
+      }
+    }
+    uint64_t v;
+    [[maybe_unused]] ssize_t n = ::read(event_fd_, &v, sizeof v);
+    for (auto& t : tasks) t();
+  }
+
+  void receive(std::vector<io::Packet>& rx, TimePoint now) {
+    for (int burst = 0; burst < 16; ++burst) {
+      const size_t n = port_->rx_burst(std::span<io::Packet>(rx));
+      for (size_t i = 0; i < n; ++i) {
+        auto frame = proto::decode_frame(rx[i].bytes());
+        if (frame) {
+          const proto::FrameView& view = frame.value();
+          const auto op = view.header.common.opcode;
+          if (op == proto::Opcode::kDiscoveryReply || op == proto::Opcode::kDiscoveryRequest) {
+            if (discovery_) discovery_->on_frame(view, now);
+          } else if (session_) {
+            session_->on_frame(view, now);
+          }
+        } else {
+          ++malformed_frames_;
+        }
+        rx[i].reset();
+      }
+      if (n < rx.size()) break;
+    }
+  }
+
+  void drain_replies() {
+    if (!session_) return;
+    while (auto pdu = session_->pop_reply()) {
+      auto decoded = proto::decode_reply(pdu->bytes);
+      if (!decoded || pdu->tag >= by_tag_.size() || by_tag_[pdu->tag] == 0) {
+        ++stats_.unmatched_replies;
+        continue;
+      }
+      auto it = inflight_.find(by_tag_[pdu->tag]);
+      if (it == inflight_.end() ||
+          static_cast<uint32_t>(it->second->seq) != decoded->header.cmd_sn) {
+        ++stats_.unmatched_replies;  // a late reply of an expired command
+        continue;
+      }
+      std::unique_ptr<Pending> p = std::move(it->second);
+      release(it, p->tag);
+      CommandResult r;
+      const proto::ReplyHeader& h = decoded->header;
+      if (h.response != proto::CommandResponse::kCompleted) {
+        r.error = CompletionError::kTargetFailure;
+        r.message = h.response == proto::CommandResponse::kRejected
+                        ? "the target rejected the command PDU as malformed"
+                        : "the target could not execute the command";
+      }
+      r.status = h.status;
+      r.sense = h.sense;
+      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+      r.residual = h.residual;
+      ++stats_.completed;
+      stats_.bytes_in += r.data_in.size();
+      stats_.bytes_out += p->cmd.data_out.size();
+      if (p->done) p->done(std::move(r));
+    }
+  }
+
+  void release(std::map<uint64_t, std::unique_ptr<Pending>>::iterator it, uint16_t tag) {
+    by_tag_[tag] = 0;
+    free_tags_.push_back(tag);
+    inflight_.erase(it);
+  }
+
+  void recover(TimePoint now) {
+    if (!session_ || !connected_) return;
+    using S = proto::InitiatorState;
+    const S s = session_->state();
+    switch (s) {
+      case S::kEstablished:
+        if (recovering_) {
+          recovering_ = false;
+          if (last_attempt_resume_)
+            ++stats_.resumes;
+          else
+            ++stats_.relogins;
+          backoff_ = options_.login_timeout;
+          update_negotiated();
+        }
+        break;
+      case S::kDead:
+      case S::kDisconnected:
+        lost_session();
+        if ((session_->negotiated().features & proto::kFeatureSessionResume) != 0 &&
+            session_->resume(now).ok()) {
+          last_attempt_resume_ = true;
+        } else {
+          last_attempt_resume_ = false;
+          next_login_ = now;
+        }
+        break;
+      case S::kFailed:
+        if (!recovering_) lost_session();
+        if (last_attempt_resume_) {
+          last_attempt_resume_ = false;
+          next_login_ = now;  // the target forgot the session: log in afresh at once
+        }
+        if (next_login_ == proto::kNever) {
+          next_login_ = now + backoff_;
+          backoff_ = std::min<proto::Duration>(backoff_ * 2, options_.reconnect_backoff_max);
+        }
+        if (now >= next_login_) {
+          next_login_ = proto::kNever;
+          (void)session_->login(target_.mac, target_.name, now);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  // The session is gone: nothing we sent on it counts any more.
+  void lost_session() {
+    if (!recovering_) {
+      recovering_ = true;
+      backoff_ = options_.login_timeout;
+    }
+    for (auto& [seq, p] : inflight_) {
+      if (p->sent) ++stats_.reissued;
+      p->sent = false;
+    }
+  }
+
+  void update_negotiated() {
+    const uint32_t mt = session_->negotiated().max_transfer;
+    const uint32_t overhead = 512;  // command/reply headers with the largest CDB and sense
+    uint32_t data = mt > overhead ? mt - overhead : 0;
+    data &= ~4095u;
+    if (data == 0) data = 4096;
+    max_data_.store(data);
+  }
+
+  void admit(TimePoint now) {
+    while (!waiting_.empty() && !free_tags_.empty()) {
+      std::unique_ptr<Pending> p = std::move(waiting_.front());
+      waiting_.pop_front();
+      const auto& c = p->cmd;
+      if (c.cdb.empty() || c.cdb.size() > proto::kMaxCdbLength) {
+        finish_failed(std::move(p), CompletionError::kInvalid,
+                      "CDB of " + std::to_string(c.cdb.size()) + " bytes (1..32 allowed)");
+        continue;
+      }
+      const uint32_t mt = session_ && connected_ ? session_->negotiated().max_transfer : 0;
+      const size_t out_size = proto::kCommandHeaderFixedSize + c.cdb.size() + c.data_out.size();
+      const size_t in_size =
+          proto::kReplyHeaderFixedSize + proto::kMaxSenseLength + size_t{c.data_in_length};
+      if (mt != 0 && (out_size > mt || in_size > mt)) {
+        finish_failed(std::move(p), CompletionError::kInvalid,
+                      "transfer exceeds the negotiated maximum of " + std::to_string(mt) +
+                          " bytes per command");
+        continue;
+      }
+      (void)now;
+      p->seq = next_seq_++;
+      p->tag = free_tags_.back();
+      free_tags_.pop_back();
+      by_tag_[p->tag] = p->seq;
+      inflight_.emplace(p->seq, std::move(p));
+    }
+  }
+
+  std::vector<uint8_t> build_pdu(const Pending& p) const {
+    proto::CommandHeader h;
+    h.cmd_sn = static_cast<uint32_t>(p.seq);
+    h.reply_ack_sn = static_cast<uint32_t>(inflight_.begin()->first);
+    h.lun = p.cmd.lun;
+    if (p.cmd.data_in_length > 0) h.flags |= proto::kCommandFlagDataIn;
+    if (!p.cmd.data_out.empty()) h.flags |= proto::kCommandFlagDataOut;
+    h.task_attribute = p.cmd.task_attribute;
+    h.expected_data_in = p.cmd.data_in_length;
+    h.data_out_length = static_cast<uint32_t>(p.cmd.data_out.size());
+    h.cdb_length = static_cast<uint8_t>(p.cmd.cdb.size());
+    std::copy(p.cmd.cdb.begin(), p.cmd.cdb.end(), h.cdb.begin());
+    std::vector<uint8_t> pdu;
+    pdu.reserve(proto::kCommandHeaderFixedSize + h.cdb_length + p.cmd.data_out.size());
+    proto::encode(h, pdu);
+    pdu.insert(pdu.end(), p.cmd.data_out.begin(), p.cmd.data_out.end());
+    return pdu;
+  }
+
+  // Sends, in cmd_sn order, what the current Connection has not got yet.
+  // Stops at the first refusal so the order holds.
+  void send_unsent() {
+    if (!session_ || !session_->established()) return;
+    for (auto& [seq, p] : inflight_) {
+      if (p->sent) continue;
+      if (!session_->send_command(p->tag, build_pdu(*p))) break;
+      p->sent = true;
+    }
+  }
+
+  void expire(TimePoint now) {
+    const auto msg = [this] {
+      return "no reply from target '" + target_.name + "' within " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::seconds>(options_.dead_time).count()) +
+             " s (session " + std::string(session_ ? proto::to_string(session_->state()) : "none") +
+             (session_ && session_->failure().error != proto::SessionError::kNone
+                  ? ": " + session_->failure().describe()
+                  : std::string()) +
+             ")";
+    };
+    while (!inflight_.empty() && inflight_.begin()->second->deadline <= now) {
+      auto it = inflight_.begin();
+      std::unique_ptr<Pending> p = std::move(it->second);
+      release(it, p->tag);
+      finish_failed(std::move(p), CompletionError::kDeadTime, msg());
+    }
+    while (!waiting_.empty() && waiting_.front()->deadline <= now) {
+      std::unique_ptr<Pending> p = std::move(waiting_.front());
+      waiting_.pop_front();
+      finish_failed(std::move(p), CompletionError::kDeadTime, msg());
+    }
+  }
+
+  void finish_failed(std::unique_ptr<Pending> p, CompletionError e, std::string message) {
+    ++stats_.failed;
+    if (p->done) p->done(failed(e, std::move(message)));
+  }
+
+  void fail_all(CompletionError e, const std::string& message) {
+    std::deque<std::unique_ptr<Pending>> all;
+    for (auto& [seq, p] : inflight_) all.push_back(std::move(p));
+    inflight_.clear();
+    free_tags_.clear();
+    for (uint32_t t = options_.max_outstanding; t-- > 0;)
+      free_tags_.push_back(static_cast<uint16_t>(t));
+    std::fill(by_tag_.begin(), by_tag_.end(), 0);
+    for (auto& p : waiting_) all.push_back(std::move(p));
+    waiting_.clear();
+    {
+      std::lock_guard lock(task_mutex_);
+      for (auto& p : submissions_) all.push_back(std::move(p));
+      submissions_.clear();
+    }
+    for (auto& p : all) finish_failed(std::move(p), e, message);
+  }
+
+  void finish_waits(TimePoint now) {
+    if (discovery_ && discovery_->done(now)) {
+      std::vector<TargetInfo> out;
+      for (const auto& t : discovery_->results())
+        out.push_back(TargetInfo{t.mac, t.name, t.mtu, t.features, t.luns});
+      if (discovery_wait_) discovery_wait_->set_value(std::move(out));
+      discovery_wait_.reset();
+      discovery_.reset();
+    }
+    if (connect_wait_ && session_) {
+      const auto s = session_->state();
+      if (s == proto::InitiatorState::kEstablished) {
+        connected_ = true;
+        update_negotiated();
+        connect_wait_->set_value({});
+        connect_wait_.reset();
+      } else if (s != proto::InitiatorState::kLoggingIn &&
+                 s != proto::InitiatorState::kVerifyingMtu) {
+        connect_wait_->set_value(
+            Unexpected{map_session_failure(session_->failure(), target_, port_->mtu())});
+        connect_wait_.reset();
+      }
+    }
+    if (disconnect_wait_ && session_) {
+      const auto s = session_->state();
+      if (s != proto::InitiatorState::kDisconnecting || now >= disconnect_deadline_) {
+        disconnect_wait_->set_value();
+        disconnect_wait_.reset();
+      }
+    }
+  }
+
+  void wait(TimePoint now) {
+    TimePoint until = now + std::chrono::milliseconds(100);
+    if (session_) until = std::min(until, session_->next_deadline());
+    if (discovery_) until = std::min(until, discovery_->next_deadline());
+    if (!inflight_.empty()) until = std::min(until, inflight_.begin()->second->deadline);
+    if (!waiting_.empty()) until = std::min(until, waiting_.front()->deadline);
+    if (next_login_ != proto::kNever) until = std::min(until, next_login_);
+    if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
+    if (port_->poll_mode()) until = now;  // busy-poll
+    const auto left = until > now ? until - now : proto::Duration::zero();
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(left).count());
+    ts.tv_nsec = static_cast<long>((left - std::chrono::seconds(ts.tv_sec)).count());
+    epoll_event evs[4];
+    ::epoll_pwait2(epoll_fd_, evs, 4, &ts, nullptr);
+  }
+
+  Stats snapshot() const {
+    Stats s = stats_;
+    if (session_) {
+      s.state = std::string(proto::to_string(session_->state()));
+      s.session_id = session_->session_id();
+      s.epoch = session_->epoch();
+      s.mtu = session_->negotiated().mtu;
+      s.max_transfer = session_->negotiated().max_transfer;
+      if (session_->connection()) s.transport = session_->connection()->stats();
+    } else {
+      s.state = "not connected";
+    }
+    s.target_name = target_.name;
+    s.target_mac = target_.mac;
+    s.in_flight = static_cast<uint32_t>(inflight_.size());
+    s.queued = static_cast<uint32_t>(waiting_.size());
+    s.port = port_->counters();
+    return s;
+  }
+
+  std::unique_ptr<io::Port> port_;
+  Options options_;
+  io::PortSink sink_;
+  std::thread thread_;
+  int event_fd_ = -1;
+  int epoll_fd_ = -1;
+  bool stop_ = false;
+  uint64_t rounds_ = 0;
+
+  std::mutex task_mutex_;
+  std::deque<std::function<void()>> tasks_;
+  std::deque<std::unique_ptr<Pending>> submissions_;
+
+  // Loop-thread state.
+  std::unique_ptr<proto::DiscoveryClient> discovery_;
+  std::shared_ptr<std::promise<std::vector<TargetInfo>>> discovery_wait_;
+  std::unique_ptr<proto::InitiatorSession> session_;
+  std::shared_ptr<std::promise<Status<Error>>> connect_wait_;
+  std::shared_ptr<std::promise<void>> disconnect_wait_;
+  TimePoint disconnect_deadline_{};
+  TargetInfo target_;
+  bool connected_ = false;
+  bool recovering_ = false;
+  bool last_attempt_resume_ = false;
+  TimePoint next_login_ = proto::kNever;
+  proto::Duration backoff_{};
+
+  std::deque<std::unique_ptr<Pending>> waiting_;
+  std::map<uint64_t, std::unique_ptr<Pending>> inflight_;  // by seq: cmd_sn order
+  std::vector<uint64_t> by_tag_;                           // tag -> seq (0: free)
+  std::vector<uint16_t> free_tags_;
+  uint64_t next_seq_ = 1;
+  uint64_t malformed_frames_ = 0;
+  Stats stats_;
+  std::atomic<uint32_t> max_data_{64 * 1024};
+};
+
+// --- Initiator ---
+
+Initiator::Initiator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Initiator::~Initiator() = default;
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::create(std::unique_ptr<io::Port> port,
+                                                            Options options) {
+  if (!port) return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
+  auto impl = std::make_unique<Impl>(std::move(port), std::move(options));
+  if (auto st = impl->start(); !st) return Unexpected{st.error()};
+  return std::unique_ptr<Initiator>(new Initiator(std::move(impl)));
+}
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_spec,
+                                                          Options options) {
+  auto port = io::open_port(port_spec);
+  if (!port) {
+    const io::PortError& e = port.error();
+    switch (e.kind) {
+      case io::PortErrorKind::kNoSuchInterface:
+        return Unexpected{Error{ErrorKind::kInterfaceAbsent, "interface absent: " + e.message}};
+      case io::PortErrorKind::kPermission:
+        return Unexpected{
+            Error{ErrorKind::kNotRoot, "not root: opening " + std::string(port_spec) +
+                                           " needs root (CAP_NET_RAW): " + e.message}};
+      default:
+        return Unexpected{Error{ErrorKind::kPort,
+                                "cannot open port " + std::string(port_spec) + ": " + e.message}};
+    }
+  }
+  return create(std::move(port.value()), std::move(options));
+}
+
+Result<std::vector<TargetInfo>, Error> Initiator::discover(std::string_view target_filter) {
+  return impl_->discover(target_filter);
+}
+
+Status<Error> Initiator::connect(const TargetInfo& target) {
+  return impl_->connect(target);
+}
+
+Result<TargetInfo, Error> Initiator::connect(std::string_view target_name) {
+  auto found = impl_->discover(target_name);
+  if (!found) return Unexpected{found.error()};
+  std::vector<TargetInfo>& list = found.value();
+  if (target_name.empty() && list.size() > 1) {
+    std::string names;
+    for (const auto& t : list) names += (names.empty() ? "" : ", ") + t.name;
+    return Unexpected{Error{ErrorKind::kInvalidArgument,
+                            "several targets answered (" + names + "): choose one with --target"}};
+  }
+  const TargetInfo& t = list.front();
+  if (auto st = impl_->connect(t); !st) return Unexpected{st.error()};
+  return t;
+}
+
+void Initiator::disconnect() {
+  impl_->disconnect();
+}
+
+void Initiator::submit(ScsiCommand command, Completion done) {
+  impl_->submit(std::move(command), std::move(done));
+}
+
+std::future<CommandResult> Initiator::execute(ScsiCommand command) {
+  auto p = std::make_shared<std::promise<CommandResult>>();
+  auto f = p->get_future();
+  impl_->submit(std::move(command), [p](CommandResult&& r) { p->set_value(std::move(r)); });
+  return f;
+}
+
+Stats Initiator::stats() const {
+  return impl_->stats();
+}
+const TargetInfo& Initiator::target() const {
+  return impl_->target();
+}
+uint32_t Initiator::max_data_per_command() const {
+  return impl_->max_data();
+}
+io::MacAddress Initiator::local_mac() const {
+  return impl_->port().mac();
+}
+size_t Initiator::port_mtu() const {
+  return impl_->port().mtu();
+}
+
+}  // namespace hyperscsi::initiator
