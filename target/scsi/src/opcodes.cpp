@@ -73,6 +73,7 @@ std::vector<std::uint8_t> one_command(const OpcodeInfo& info) {
   std::vector<std::uint8_t> d{0x00, 0x03, static_cast<std::uint8_t>(n >> 8),
                               static_cast<std::uint8_t>(n)};
   d.insert(d.end(), info.usage.begin(), info.usage.end());
+  d[4] = info.opcode;  // the map's first byte is the operation code itself
   // For service-action commands the SA field of the map holds the SA value.
   if (info.has_sa && d.size() > 5) d[5] = static_cast<std::uint8_t>(info.sa & 0x1F);
   return d;

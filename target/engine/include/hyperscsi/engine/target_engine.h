@@ -1,0 +1,143 @@
+// TargetEngine: serves SCSI logical units to HyperSCSI initiators over one or
+// more ports.
+//
+// One event-loop thread per port. Each loop owns that port's
+// proto::TargetEndpoint (discovery, login, sessions, exactly-once replies) and
+// waits with epoll on the port fd (busy-polls poll-mode ports), the store
+// completion fds of the LUNs it has commands on, and an eventfd for control,
+// with the endpoint's next deadline as timeout. A received frame is decoded
+// (malformed ones are counted and logged at a limited rate, never fatal), fed
+// to the endpoint; each command is checked against the LUN's access list,
+// executed on its scsi::LogicalUnit and answered with a reply PDU (ReplyHeader,
+// sense, data-in, residuals) through TargetEndpoint::send_reply.
+//
+// LUNs are shared by all ports: a LogicalUnit is used under its own mutex and
+// its completions are handed to the loop the command came from through that
+// loop's mailbox, so commands from any port may reach any LUN.
+//
+// Ownership: the engine owns its ports, endpoints and logical units. A removed
+// LUN disappears at once for new commands; it is flushed and destroyed after
+// its in-flight commands have completed.
+// Thread-safety: every public method may be called from any thread (the
+// daemon's main thread); the engine's own threads never call back into the
+// caller except through spdlog.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "hyperscsi/engine/access.h"
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/negotiation.h"
+#include "hyperscsi/proto/reply_cache.h"
+#include "hyperscsi/proto/result.h"
+#include "hyperscsi/proto/target_session.h"
+#include "hyperscsi/scsi/logical_unit.h"
+
+namespace hyperscsi::engine {
+
+struct EngineError {
+  std::string message;
+};
+
+struct EngineConfig {
+  std::string target_name = "hyperscsi-target";
+  // What the target offers at login. mtu 0: each port's own MTU.
+  proto::TargetLimits limits{.mtu = 0};
+  proto::TransportParams transport;
+  proto::ReplyCacheLimits reply_cache;
+  size_t max_sessions = 256;
+  uint64_t seed = 0;     // session-id randomness; 0: from std::random_device
+  size_t rx_burst = 32;  // frames taken from the port per rx_burst call
+  std::chrono::milliseconds malformed_log_interval{1000};  // at most one log line per interval
+  bool announce_at_start = true;  // broadcast a DiscoveryReply when a loop starts
+};
+
+// One LUN to serve.
+struct LunDefinition {
+  uint16_t lun = 0;
+  std::unique_ptr<scsi::LogicalUnit> unit;
+  AccessList access;
+};
+
+// Counters of the whole engine (sums over its ports).
+struct EngineStats {
+  uint64_t frames_received = 0;
+  uint64_t malformed_frames = 0;   // decode_frame refused them
+  uint64_t frames_not_for_us = 0;  // unicast to another MAC
+  uint64_t commands_executed = 0;  // handed to a LogicalUnit
+  uint64_t commands_denied = 0;    // LUN exists but the access list hides it
+  uint64_t commands_absent = 0;    // LUN does not exist
+  uint64_t commands_busy = 0;      // refused with BUSY while draining
+  uint64_t replays = 0;            // duplicates answered from the reply cache
+  uint64_t replies_sent = 0;
+  uint64_t replies_failed = 0;  // session gone or the connection refused the reply
+  proto::TargetStats endpoint;  // summed over ports (as of the last sessions() call)
+};
+
+// A session as seen by the stats interface.
+struct SessionReport {
+  std::string port;  // spec of the port it runs on
+  proto::SessionInfo info;
+};
+
+struct DrainReport {
+  bool completed = true;        // everything finished and was acknowledged within the timeout
+  size_t commands_left = 0;     // commands still executing when the timeout hit
+  size_t sessions_unacked = 0;  // sessions whose replies were not all acknowledged
+  size_t flush_errors = 0;      // LUNs whose final flush failed
+};
+
+class PortLoop;
+class LunDirectory;
+
+class TargetEngine {
+ public:
+  TargetEngine(EngineConfig config, std::vector<std::unique_ptr<io::Port>> ports);
+  ~TargetEngine();  // stop() if still running, then flushes and closes every LUN
+  TargetEngine(const TargetEngine&) = delete;
+  TargetEngine& operator=(const TargetEngine&) = delete;
+
+  // LUN table. Errors: duplicate LUN, no unit.
+  Status<EngineError> add_lun(LunDefinition def);
+  // False if absent. New commands see the LUN absent at once; commands in
+  // flight finish, then the unit is flushed and destroyed.
+  bool remove_lun(uint16_t lun);
+  // Replaces a LUN's access list; false if absent. Applies to the next command.
+  bool set_access(uint16_t lun, AccessList access);
+  std::vector<uint16_t> luns() const;
+  bool has_lun(uint16_t lun) const;
+
+  // Starts one thread per port. Errors: already started, epoll/eventfd setup.
+  Status<EngineError> start();
+  // Stops accepting commands (BUSY), waits up to `timeout` for in-flight
+  // commands to complete and their replies to be acknowledged, flushes every
+  // LUN's store, ends the sessions (Disconnect kShutdown) and stops the loops.
+  DrainReport drain(std::chrono::milliseconds timeout);
+  // Stops the loops at once (no drain). Idempotent.
+  void stop();
+  bool running() const { return running_; }
+
+  // Sessions of every port, fresh from the loops (waits up to `timeout`).
+  std::vector<SessionReport> sessions(
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const;
+  EngineStats stats() const;
+  const EngineConfig& config() const { return config_; }
+  size_t port_count() const { return loops_.size(); }
+
+ private:
+  size_t flush_all_luns();
+
+  EngineConfig config_;
+  std::shared_ptr<LunDirectory> directory_;
+  std::vector<std::unique_ptr<PortLoop>> loops_;
+  mutable std::mutex control_mu_;  // start/drain/stop
+  std::atomic<bool> running_{false};
+};
+
+}  // namespace hyperscsi::engine

@@ -1,0 +1,466 @@
+#include "port_loop.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "hyperscsi/proto/bytes.h"
+#include "hyperscsi/scsi/sense.h"
+#include "reply_builder.h"
+
+namespace hyperscsi::engine {
+
+using proto::Clock;
+using proto::TimePoint;
+
+namespace {
+constexpr uint8_t kOpReportLuns = 0xA0;
+constexpr size_t kMaxRxRoundsPerWake = 8;  // bounds one iteration; the rest waits a turn
+// Upper bound on one epoll wait: loops re-check their flags at least this often.
+constexpr int kMaxWaitMs = 100;
+}  // namespace
+
+Mailbox::Mailbox() : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+Mailbox::~Mailbox() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Mailbox::wake() {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void Mailbox::push(Completion c) {
+  {
+    std::lock_guard lock(mu_);
+    items_.push_back(std::move(c));
+  }
+  wake();
+}
+
+std::deque<Completion> Mailbox::take() {
+  std::lock_guard lock(mu_);
+  return std::exchange(items_, {});
+}
+
+PortLoop::PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
+                   std::shared_ptr<LunDirectory> directory)
+    : config_(config), port_(std::move(port)), directory_(std::move(directory)) {
+  rx_.resize(std::max<size_t>(1, config_.rx_burst));
+}
+
+PortLoop::~PortLoop() {
+  stop(false);
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+}
+
+Status<EngineError> PortLoop::start() {
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  mailbox_ = std::make_shared<Mailbox>();
+  wake_fd_ = mailbox_->fd();
+  if (epoll_fd_ < 0 || wake_fd_ < 0)
+    return Unexpected(EngineError{std::string("epoll/eventfd: ") + std::strerror(errno)});
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
+    return Unexpected(EngineError{std::string("epoll_ctl: ") + std::strerror(errno)});
+  if (port_->fd() >= 0) {
+    ev.data.fd = port_->fd();
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev) != 0)
+      return Unexpected(EngineError{std::string("epoll_ctl port: ") + std::strerror(errno)});
+  }
+
+  proto::TargetConfig tc;
+  tc.local_mac = port_->mac();
+  tc.target_name = config_.target_name;
+  tc.limits = config_.limits;
+  if (tc.limits.mtu == 0)
+    tc.limits.mtu = static_cast<uint16_t>(std::min<size_t>(port_->mtu(), 65535));
+  tc.max_sessions = config_.max_sessions;
+  tc.transport = config_.transport;
+  tc.reply_cache = config_.reply_cache;
+  tc.seed = config_.seed;
+  if (tc.seed == 0) tc.seed = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
+  endpoint_ = std::make_unique<proto::TargetEndpoint>(
+      tc,
+      [this](const proto::LoginRequest& req, const MacAddress& mac) {
+        // Admitted when the initiator may see at least one LUN.
+        if (visible_luns(req.initiator_name, mac).empty()) {
+          spdlog::warn("{}: login of '{}' ({}) refused: no LUN visible to it", port_->spec(),
+                       req.initiator_name, format_mac(mac));
+          return proto::LoginStatus::kAccessDenied;
+        }
+        return proto::LoginStatus::kOk;
+      },
+      [this](std::string_view name, const MacAddress& mac) { return visible_luns(name, mac); });
+  sink_ = std::make_unique<io::PortSink>(*port_);
+  refresh_table();
+  thread_ = std::thread([this] { run(); });
+  return {};
+}
+
+void PortLoop::stop(bool disconnect) {
+  if (!thread_.joinable()) return;
+  disconnect_on_stop_ = disconnect;
+  stop_ = true;
+  wake();
+  thread_.join();
+}
+
+void PortLoop::wake() {
+  if (mailbox_) mailbox_->wake();
+}
+
+std::vector<proto::LunInfo> PortLoop::visible_luns(std::string_view name,
+                                                   const MacAddress& mac) const {
+  std::vector<proto::LunInfo> out;
+  const bool announcement = name.empty() && mac == proto::kBroadcastMac;
+  for (const auto& [n, slot] : *table_) {
+    // Announcements go to everyone: only open LUNs are named in them.
+    if (announcement ? slot.access->open() : slot.access->allows(name, mac))
+      out.push_back(slot.entry->info);
+  }
+  return out;
+}
+
+void PortLoop::refresh_table() {
+  const uint64_t g = directory_->generation();
+  if (g == table_generation_) return;
+  table_ = directory_->snapshot();
+  table_generation_ = g;
+}
+
+void PortLoop::run() {
+  spdlog::info("{}: serving target '{}' (mac {}, mtu {})", port_->spec(), config_.target_name,
+               format_mac(port_->mac()), port_->mtu());
+  if (config_.announce_at_start) endpoint_->announce(Clock::now());
+  while (!stop_) {
+    const TimePoint now = Clock::now();
+    epoll_event events[16];
+    const int n = ::epoll_wait(epoll_fd_, events, 16, timeout_ms(now));
+    if (n < 0 && errno != EINTR) {
+      spdlog::error("{}: epoll_wait: {}", port_->spec(), std::strerror(errno));
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == wake_fd_) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
+      }
+    }
+    refresh_table();
+    const TimePoint t = Clock::now();
+    receive(t);
+    take_commands();
+    poll_units();
+    answer_completions();
+    handle_events();
+    endpoint_->poll(Clock::now(), *sink_);
+    take_commands();  // poll() may have completed PDUs
+    answer_completions();
+    endpoint_->poll(Clock::now(), *sink_);
+    sink_->flush();
+    unwatch_idle();
+    update_drain_state();
+    publish_snapshot_if_asked();
+  }
+  if (disconnect_on_stop_) {
+    const TimePoint now = Clock::now();
+    for (const proto::SessionInfo& s : endpoint_->sessions())
+      endpoint_->disconnect(s.session_id, proto::DisconnectReason::kShutdown, now);
+    endpoint_->poll(now, *sink_);
+    sink_->flush();
+  }
+  // Commands still executing on units reply into the mailbox, which outlives
+  // this loop; their answers are simply not sent.
+  spdlog::info("{}: stopped", port_->spec());
+}
+
+int PortLoop::timeout_ms(TimePoint now) const {
+  if (port_->poll_mode()) return 0;
+  if (sink_->pending() > 0) return 1;  // the port refused frames: retry soon
+  const TimePoint d = endpoint_->next_deadline();
+  if (d <= now) return 0;
+  if (d == proto::kNever) return kMaxWaitMs;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d - now).count() + 1;
+  return static_cast<int>(std::min<int64_t>(ms, kMaxWaitMs));
+}
+
+void PortLoop::log_malformed(proto::DecodeError e, TimePoint now) {
+  ++malformed_since_log_;
+  if (now - last_malformed_log_ < config_.malformed_log_interval) return;
+  spdlog::warn("{}: dropped {} malformed frame(s), last: {}", port_->spec(), malformed_since_log_,
+               proto::to_string(e));
+  malformed_since_log_ = 0;
+  last_malformed_log_ = now;
+}
+
+void PortLoop::receive(TimePoint now) {
+  const MacAddress self = port_->mac();
+  for (size_t round = 0; round < kMaxRxRoundsPerWake; ++round) {
+    const size_t n = port_->rx_burst(std::span<io::Packet>(rx_));
+    for (size_t i = 0; i < n; ++i) {
+      io::Packet pkt = std::move(rx_[i]);
+      counters_.frames_received.fetch_add(1, std::memory_order_relaxed);
+      auto frame = proto::decode_frame(pkt.bytes());
+      if (!frame) {
+        counters_.malformed_frames.fetch_add(1, std::memory_order_relaxed);
+        log_malformed(frame.error(), now);
+        continue;
+      }
+      const MacAddress& dst = frame->header.dst;
+      const bool group = (dst[0] & 0x01) != 0;  // broadcast or multicast
+      if (!group && dst != self) {
+        counters_.frames_not_for_us.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      endpoint_->on_frame(*frame, now);
+    }
+    if (n < rx_.size()) break;
+  }
+}
+
+const PortLoop::Peer* PortLoop::peer_of(uint32_t session_id) {
+  auto it = peers_.find(session_id);
+  if (it != peers_.end()) return &it->second;
+  auto info = endpoint_->session(session_id);
+  if (!info) return nullptr;
+  return &peers_.emplace(session_id, Peer{info->initiator_name, info->initiator_mac}).first->second;
+}
+
+void PortLoop::take_commands() {
+  while (auto cmd = endpoint_->pop_command()) handle_command(std::move(*cmd));
+}
+
+void PortLoop::handle_command(proto::IncomingCommand cmd) {
+  if (!cmd.needs_execution()) {
+    counters_.replays.fetch_add(1, std::memory_order_relaxed);  // the endpoint answered it
+    return;
+  }
+  if (cmd.header.cdb_length == 0) {
+    scsi::CommandResult r;
+    r.status = scsi::status::kCheckCondition;
+    r.sense = scsi::encode_fixed_sense(scsi::sense::invalid_opcode());
+    answer_now(std::move(cmd), std::move(r), false);
+    return;
+  }
+  if (draining_) {
+    counters_.commands_busy.fetch_add(1, std::memory_order_relaxed);
+    scsi::CommandResult r;
+    r.status = scsi::status::kBusy;
+    answer_now(std::move(cmd), std::move(r), false);
+    return;
+  }
+  const Peer* found = peer_of(cmd.session_id);
+  if (!found) {
+    endpoint_->abandon(cmd.session_id, cmd.header.cmd_sn);
+    return;
+  }
+  const Peer peer = *found;
+  const uint8_t opcode = cmd.header.cdb[0];
+  if (opcode == kOpReportLuns) {
+    report_luns(std::move(cmd), peer);
+    return;
+  }
+  auto p = std::make_shared<PendingCommand>();
+  p->reexecutable = is_reexecutable(opcode);
+  p->cmd = std::move(cmd);
+  auto it = table_->find(p->cmd.header.lun);
+  const bool exists = it != table_->end();
+  if (exists && it->second.access->allows(peer.name, peer.mac)) {
+    execute_on(it->second.entry, std::move(p), peer);
+    return;
+  }
+  // Absent or hidden: the SPC-4 answers for a LUN that is not there.
+  (exists ? counters_.commands_denied : counters_.commands_absent)
+      .fetch_add(1, std::memory_order_relaxed);
+  scsi::CommandRequest req;
+  req.cdb = p->cmd.header.cdb_view();
+  req.data_out = p->cmd.data_out();
+  req.expected_data_in = p->cmd.header.expected_data_in;
+  req.nexus = scsi::Nexus{peer.name, p->cmd.session_id};
+  ++in_flight_local_;
+  absent_.execute(p->cmd.header.lun, req, [mb = mailbox_, p](scsi::CommandResult r) mutable {
+    mb->push(Completion{std::move(p), std::move(r)});
+  });
+}
+
+void PortLoop::execute_on(const std::shared_ptr<LunEntry>& entry, std::shared_ptr<PendingCommand> p,
+                          const Peer& peer) {
+  p->entry = entry;
+  counters_.commands_executed.fetch_add(1, std::memory_order_relaxed);
+  scsi::CommandRequest req;
+  req.cdb = p->cmd.header.cdb_view();
+  req.data_out = p->cmd.data_out();
+  req.expected_data_in = p->cmd.header.expected_data_in;
+  req.nexus = scsi::Nexus{peer.name, p->cmd.session_id};
+  watch(entry);
+  ++in_flight_local_;
+  std::lock_guard lock(entry->mu);
+  if (!entry->unit) {  // flushed away by a racing shutdown
+    scsi::CommandResult r;
+    r.status = scsi::status::kCheckCondition;
+    r.sense = scsi::encode_fixed_sense(scsi::sense::lun_not_supported());
+    mailbox_->push(Completion{std::move(p), std::move(r)});
+    return;
+  }
+  // The callback moves its reference into the mailbox, so the entry is never
+  // released while its mutex is held.
+  entry->unit->execute(req, [mb = mailbox_, p](scsi::CommandResult r) mutable {
+    mb->push(Completion{std::move(p), std::move(r)});
+  });
+  entry->unit->store().submit();
+}
+
+void PortLoop::report_luns(proto::IncomingCommand cmd, const Peer& peer) {
+  std::vector<uint16_t> visible;
+  for (const auto& [n, slot] : *table_)
+    if (slot.access->allows(peer.name, peer.mac)) visible.push_back(n);
+  scsi::CommandResult r =
+      build_report_luns(cmd.header.cdb_view(), visible, cmd.header.expected_data_in);
+  answer_now(std::move(cmd), std::move(r), true);
+}
+
+void PortLoop::answer_now(proto::IncomingCommand cmd, scsi::CommandResult result,
+                          bool reexecutable) {
+  PendingCommand p;
+  p.cmd = std::move(cmd);
+  p.reexecutable = reexecutable;
+  send(p, result);
+}
+
+void PortLoop::send(const PendingCommand& p, const scsi::CommandResult& result) {
+  std::vector<uint8_t> pdu = build_reply_pdu(p.cmd.header.cmd_sn, result);
+  if (endpoint_->send_reply(p.cmd.session_id, p.cmd.tag, p.cmd.header.cmd_sn, std::move(pdu),
+                            p.reexecutable)) {
+    counters_.replies_sent.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    counters_.replies_failed.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void PortLoop::poll_units() {
+  for (auto& [raw, entry] : watched_) {
+    std::lock_guard lock(entry->mu);
+    if (entry->unit) entry->unit->store().poll();
+  }
+}
+
+void PortLoop::answer_completions() {
+  std::deque<Completion> done = mailbox_->take();
+  for (Completion& c : done) {
+    if (in_flight_local_ > 0) --in_flight_local_;
+    send(*c.pending, c.result);
+  }
+  // `done` releases the PendingCommands (and maybe the last LunEntry) here,
+  // outside every unit's mutex.
+}
+
+void PortLoop::watch(const std::shared_ptr<LunEntry>& entry) {
+  if (watched_.count(entry.get()) != 0) return;
+  watched_.emplace(entry.get(), entry);
+  if (entry->completion_fd < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = entry->completion_fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, entry->completion_fd, &ev) != 0 && errno != EEXIST)
+    spdlog::warn("{}: cannot watch LUN {} completions: {}", port_->spec(), entry->lun,
+                 std::strerror(errno));
+}
+
+void PortLoop::unwatch_idle() {
+  // A unit stays watched while it has commands; idle ones are dropped so a
+  // removed LUN can be released.
+  for (auto it = watched_.begin(); it != watched_.end();) {
+    bool idle;
+    {
+      std::lock_guard lock(it->second->mu);
+      idle = !it->second->unit || (it->second->unit->commands_in_flight() == 0 &&
+                                   it->second->unit->store().in_flight() == 0);
+    }
+    if (!idle) {
+      ++it;
+      continue;
+    }
+    if (it->second->completion_fd >= 0)
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second->completion_fd, nullptr);
+    it = watched_.erase(it);
+  }
+}
+
+void PortLoop::handle_events() {
+  while (auto e = endpoint_->pop_event()) {
+    switch (e->kind) {
+      case proto::TargetEventKind::kSessionEstablished:
+        spdlog::info("{}: session {:08x} established with '{}' ({})", port_->spec(), e->session_id,
+                     e->initiator_name, format_mac(e->initiator_mac));
+        peers_[e->session_id] = Peer{e->initiator_name, e->initiator_mac};
+        break;
+      case proto::TargetEventKind::kSessionResumed:
+        spdlog::info("{}: session {:08x} resumed (epoch {})", port_->spec(), e->session_id,
+                     e->epoch);
+        peers_[e->session_id] = Peer{e->initiator_name, e->initiator_mac};
+        break;
+      case proto::TargetEventKind::kSessionClosed: {
+        spdlog::info("{}: session {:08x} of '{}' closed ({})", port_->spec(), e->session_id,
+                     e->initiator_name, proto::to_string(e->reason));
+        peers_.erase(e->session_id);
+        const scsi::Nexus nexus{e->initiator_name, e->session_id};
+        for (const auto& [n, slot] : *table_) {
+          std::lock_guard lock(slot.entry->mu);
+          if (slot.entry->unit) slot.entry->unit->nexus_gone(nexus);
+        }
+        break;
+      }
+    }
+  }
+}
+
+void PortLoop::update_drain_state() {
+  in_flight_.store(in_flight_local_);
+  if (!draining_) return;
+  size_t unacked = 0;
+  for (const proto::SessionInfo& s : endpoint_->sessions()) {
+    const proto::Connection* c = endpoint_->connection(s.session_id);
+    if (c && (c->in_flight() > 0 || c->send_queue_bytes() > 0)) ++unacked;
+  }
+  unacked_.store(unacked);
+}
+
+bool PortLoop::snapshot(std::vector<SessionReport>& sessions, proto::TargetStats& stats,
+                        std::chrono::milliseconds timeout) {
+  std::unique_lock lock(snap_mu_);
+  const uint64_t want = ++snap_requested_;
+  wake();
+  if (!thread_.joinable()) return false;
+  if (!snap_cv_.wait_for(lock, timeout, [&] { return snap_published_ >= want; })) return false;
+  sessions.insert(sessions.end(), snap_sessions_.begin(), snap_sessions_.end());
+  stats = snap_stats_;
+  return true;
+}
+
+void PortLoop::publish_snapshot_if_asked() {
+  {
+    std::lock_guard lock(snap_mu_);
+    if (snap_published_ >= snap_requested_) return;
+  }
+  std::vector<SessionReport> reports;
+  for (proto::SessionInfo& s : endpoint_->sessions())
+    reports.push_back(SessionReport{std::string(port_->spec()), std::move(s)});
+  {
+    std::lock_guard lock(snap_mu_);
+    snap_sessions_ = std::move(reports);
+    snap_stats_ = endpoint_->stats();
+    snap_published_ = snap_requested_;
+  }
+  snap_cv_.notify_all();
+}
+
+}  // namespace hyperscsi::engine

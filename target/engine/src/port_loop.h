@@ -1,0 +1,159 @@
+// PortLoop: the event loop of one port (one thread). See target_engine.h for
+// the data flow. Everything but the atomics, the mailbox and the snapshot
+// request is touched only by the loop thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "hyperscsi/engine/target_engine.h"
+#include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/scsi/lun_map.h"
+#include "lun_directory.h"
+
+namespace hyperscsi::engine {
+
+// A command handed to a LogicalUnit; keeps its PDU (the data-out) alive until
+// the completion has been answered.
+struct PendingCommand {
+  proto::IncomingCommand cmd;
+  std::shared_ptr<LunEntry> entry;  // null for commands answered without a unit
+  bool reexecutable = false;
+};
+
+struct Completion {
+  std::shared_ptr<PendingCommand> pending;
+  scsi::CommandResult result;
+};
+
+// Completions travel from whichever thread polled the store to the loop that
+// owns the command's session.
+class Mailbox {
+ public:
+  Mailbox();   // creates the eventfd (fd() < 0 if that failed)
+  ~Mailbox();  // closes it: the last holder may be a completion on another thread
+  Mailbox(const Mailbox&) = delete;
+  Mailbox& operator=(const Mailbox&) = delete;
+  void push(Completion c);
+  std::deque<Completion> take();
+  void wake();
+  int fd() const { return wake_fd_; }
+
+ private:
+  std::mutex mu_;
+  std::deque<Completion> items_;
+  int wake_fd_ = -1;
+};
+
+struct LoopCounters {
+  std::atomic<uint64_t> frames_received{0};
+  std::atomic<uint64_t> malformed_frames{0};
+  std::atomic<uint64_t> frames_not_for_us{0};
+  std::atomic<uint64_t> commands_executed{0};
+  std::atomic<uint64_t> commands_denied{0};
+  std::atomic<uint64_t> commands_absent{0};
+  std::atomic<uint64_t> commands_busy{0};
+  std::atomic<uint64_t> replays{0};
+  std::atomic<uint64_t> replies_sent{0};
+  std::atomic<uint64_t> replies_failed{0};
+};
+
+class PortLoop {
+ public:
+  PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
+           std::shared_ptr<LunDirectory> directory);
+  ~PortLoop();  // stops and joins
+
+  Status<EngineError> start();
+  // Asks the thread to end the sessions (if `disconnect`) and exit; joins it.
+  void stop(bool disconnect);
+  void set_draining() {
+    draining_ = true;
+    wake();
+  }
+  // For drain(): commands executing, and sessions with unacknowledged replies.
+  size_t commands_in_flight() const { return in_flight_.load(); }
+  size_t sessions_unacked() const { return unacked_.load(); }
+
+  // Fresh sessions and endpoint stats from the loop thread (waits up to `timeout`).
+  bool snapshot(std::vector<SessionReport>& sessions, proto::TargetStats& stats,
+                std::chrono::milliseconds timeout);
+  const LoopCounters& counters() const { return counters_; }
+  std::string_view spec() const { return port_->spec(); }
+
+ private:
+  struct Peer {
+    std::string name;
+    MacAddress mac{};
+  };
+
+  void run();
+  void wake();
+  void refresh_table();
+  void receive(proto::TimePoint now);
+  void poll_units();
+  void answer_completions();
+  void take_commands();
+  void handle_command(proto::IncomingCommand cmd);
+  void execute_on(const std::shared_ptr<LunEntry>& entry, std::shared_ptr<PendingCommand> p,
+                  const Peer& peer);
+  void report_luns(proto::IncomingCommand cmd, const Peer& peer);
+  void answer_now(proto::IncomingCommand cmd, scsi::CommandResult result, bool reexecutable);
+  void send(const PendingCommand& p, const scsi::CommandResult& result);
+  void handle_events();
+  void watch(const std::shared_ptr<LunEntry>& entry);
+  void unwatch_idle();
+  void publish_snapshot_if_asked();
+  void update_drain_state();
+  int timeout_ms(proto::TimePoint now) const;
+  const Peer* peer_of(uint32_t session_id);
+  std::vector<proto::LunInfo> visible_luns(std::string_view name, const MacAddress& mac) const;
+  void log_malformed(proto::DecodeError e, proto::TimePoint now);
+
+  const EngineConfig& config_;
+  std::unique_ptr<io::Port> port_;
+  std::shared_ptr<LunDirectory> directory_;
+  std::shared_ptr<const LunTable> table_;
+  uint64_t table_generation_ = 0;
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::shared_ptr<Mailbox> mailbox_;
+  std::unique_ptr<proto::TargetEndpoint> endpoint_;
+  std::unique_ptr<io::PortSink> sink_;
+  scsi::LunMap absent_;  // empty: answers for absent and hidden LUNs per SPC-4
+  std::map<LunEntry*, std::shared_ptr<LunEntry>> watched_;
+  std::unordered_map<uint32_t, Peer> peers_;
+  std::vector<io::Packet> rx_;
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> disconnect_on_stop_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<size_t> in_flight_{0};
+  std::atomic<size_t> unacked_{0};
+  size_t in_flight_local_ = 0;
+
+  // Snapshot requests from other threads.
+  std::mutex snap_mu_;
+  std::condition_variable snap_cv_;
+  uint64_t snap_requested_ = 0;
+  uint64_t snap_published_ = 0;
+  std::vector<SessionReport> snap_sessions_;
+  proto::TargetStats snap_stats_;
+
+  proto::TimePoint last_malformed_log_{};
+  uint64_t malformed_since_log_ = 0;
+  LoopCounters counters_;
+};
+
+}  // namespace hyperscsi::engine

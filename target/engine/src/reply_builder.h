@@ -1,0 +1,26 @@
+// Turning SCSI results into HyperSCSI reply PDUs, and the commands the engine
+// answers itself (REPORT LUNS filtered by access list).
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "hyperscsi/scsi/command.h"
+
+namespace hyperscsi::engine {
+
+// ReplyHeader (status, sense, residual flags and count) followed by data-in.
+std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, const scsi::CommandResult& result);
+
+// REPORT LUNS (SPC-4 6.33) listing `luns` (ascending), clipped to the CDB's
+// allocation length and `expected_data_in`.
+scsi::CommandResult build_report_luns(std::span<const uint8_t> cdb,
+                                      const std::vector<uint16_t>& luns, uint32_t expected_data_in);
+
+// Commands whose re-execution gives the same answer and changes nothing, so
+// the reply cache may drop their data-in and run them again.
+bool is_reexecutable(uint8_t opcode);
+
+}  // namespace hyperscsi::engine

@@ -1,0 +1,192 @@
+#include "hyperscsi/engine/target_engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "lun_directory.h"
+#include "port_loop.h"
+
+namespace hyperscsi::engine {
+
+using Clock = std::chrono::steady_clock;
+
+TargetEngine::TargetEngine(EngineConfig config, std::vector<std::unique_ptr<io::Port>> ports)
+    : config_(std::move(config)), directory_(std::make_shared<LunDirectory>()) {
+  for (auto& p : ports)
+    loops_.push_back(std::make_unique<PortLoop>(config_, std::move(p), directory_));
+}
+
+TargetEngine::~TargetEngine() {
+  stop();
+  loops_.clear();
+  // Dropping the table flushes and closes every LUN (LunEntry's destructor).
+  directory_->update([](LunTable& t) {
+    t.clear();
+    return true;
+  });
+}
+
+Status<EngineError> TargetEngine::add_lun(LunDefinition def) {
+  if (!def.unit) return Unexpected(EngineError{"LUN " + std::to_string(def.lun) + ": no unit"});
+  if (def.lun > scsi::kMaxLun)
+    return Unexpected(EngineError{"LUN " + std::to_string(def.lun) + " exceeds " +
+                                  std::to_string(scsi::kMaxLun)});
+  auto entry = std::make_shared<LunEntry>(def.lun, std::move(def.unit));
+  auto access = std::make_shared<const AccessList>(std::move(def.access));
+  bool duplicate = false;
+  directory_->update([&](LunTable& t) {
+    if (t.count(entry->lun) != 0) {
+      duplicate = true;
+      return false;
+    }
+    t.emplace(entry->lun, LunSlot{entry, access});
+    return true;
+  });
+  if (duplicate) {
+    // Not published: nobody else holds it, but its destructor would flush the
+    // unit; that is harmless for a unit that has seen no command.
+    return Unexpected(EngineError{"duplicate LUN " + std::to_string(def.lun)});
+  }
+  spdlog::info("LUN {}: {} blocks of {} bytes{}", entry->lun, entry->info.num_blocks,
+               entry->info.block_size, entry->info.read_only ? ", read-only" : "");
+  return {};
+}
+
+bool TargetEngine::remove_lun(uint16_t lun) {
+  const bool removed = directory_->update([&](LunTable& t) { return t.erase(lun) != 0; });
+  if (removed) spdlog::info("LUN {}: removed (closes once its commands finished)", lun);
+  return removed;
+}
+
+bool TargetEngine::set_access(uint16_t lun, AccessList access) {
+  auto list = std::make_shared<const AccessList>(std::move(access));
+  return directory_->update([&](LunTable& t) {
+    auto it = t.find(lun);
+    if (it == t.end()) return false;
+    it->second.access = list;
+    return true;
+  });
+}
+
+std::vector<uint16_t> TargetEngine::luns() const {
+  std::vector<uint16_t> out;
+  for (const auto& [n, slot] : *directory_->snapshot()) out.push_back(n);
+  return out;
+}
+
+bool TargetEngine::has_lun(uint16_t lun) const {
+  return directory_->snapshot()->count(lun) != 0;
+}
+
+Status<EngineError> TargetEngine::start() {
+  std::lock_guard lock(control_mu_);
+  if (running_) return Unexpected(EngineError{"engine already started"});
+  if (loops_.empty()) return Unexpected(EngineError{"no port to serve"});
+  for (auto& l : loops_) {
+    auto st = l->start();
+    if (!st) {
+      for (auto& s : loops_) s->stop(false);
+      return st;
+    }
+  }
+  running_ = true;
+  return {};
+}
+
+size_t TargetEngine::flush_all_luns() {
+  size_t errors = 0;
+  for (const auto& [n, slot] : *directory_->snapshot()) {
+    std::lock_guard lock(slot.entry->mu);
+    if (!slot.entry->flush_locked()) {
+      spdlog::error("LUN {}: flush failed", n);
+      ++errors;
+    }
+  }
+  return errors;
+}
+
+DrainReport TargetEngine::drain(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(control_mu_);
+  DrainReport report;
+  if (running_) {
+    for (auto& l : loops_) l->set_draining();
+    const auto deadline = Clock::now() + timeout;
+    // Let every loop see the flag and report its state at least once.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (;;) {
+      size_t cmds = 0, unacked = 0;
+      for (auto& l : loops_) {
+        cmds += l->commands_in_flight();
+        unacked += l->sessions_unacked();
+      }
+      report.commands_left = cmds;
+      report.sessions_unacked = unacked;
+      if (cmds == 0 && unacked == 0) break;
+      if (Clock::now() >= deadline) {
+        report.completed = false;
+        spdlog::warn("drain timed out: {} command(s) executing, {} session(s) unacknowledged", cmds,
+                     unacked);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  report.flush_errors = flush_all_luns();
+  if (report.flush_errors) report.completed = false;
+  for (auto& l : loops_) l->stop(true);
+  running_ = false;
+  return report;
+}
+
+void TargetEngine::stop() {
+  std::lock_guard lock(control_mu_);
+  for (auto& l : loops_) l->stop(false);
+  running_ = false;
+}
+
+std::vector<SessionReport> TargetEngine::sessions(std::chrono::milliseconds timeout) const {
+  std::vector<SessionReport> out;
+  proto::TargetStats ignored;
+  for (const auto& l : loops_) l->snapshot(out, ignored, timeout);
+  return out;
+}
+
+EngineStats TargetEngine::stats() const {
+  EngineStats s;
+  for (const auto& l : loops_) {
+    const LoopCounters& c = l->counters();
+    s.frames_received += c.frames_received.load();
+    s.malformed_frames += c.malformed_frames.load();
+    s.frames_not_for_us += c.frames_not_for_us.load();
+    s.commands_executed += c.commands_executed.load();
+    s.commands_denied += c.commands_denied.load();
+    s.commands_absent += c.commands_absent.load();
+    s.commands_busy += c.commands_busy.load();
+    s.replays += c.replays.load();
+    s.replies_sent += c.replies_sent.load();
+    s.replies_failed += c.replies_failed.load();
+    std::vector<SessionReport> unused;
+    proto::TargetStats t;
+    if (l->snapshot(unused, t, std::chrono::milliseconds(200))) {
+      s.endpoint.discovery_requests += t.discovery_requests;
+      s.endpoint.discovery_replies += t.discovery_replies;
+      s.endpoint.announcements += t.announcements;
+      s.endpoint.logins_accepted += t.logins_accepted;
+      s.endpoint.logins_refused += t.logins_refused;
+      s.endpoint.duplicate_logins += t.duplicate_logins;
+      s.endpoint.resumes += t.resumes;
+      s.endpoint.keepalives_answered += t.keepalives_answered;
+      s.endpoint.unknown_session += t.unknown_session;
+      s.endpoint.stale_epoch += t.stale_epoch;
+      s.endpoint.disconnects += t.disconnects;
+      s.endpoint.sessions_reclaimed += t.sessions_reclaimed;
+      s.endpoint.command_protocol_errors += t.command_protocol_errors;
+      s.endpoint.malformed += t.malformed;
+      s.endpoint.frames_ignored += t.frames_ignored;
+    }
+  }
+  return s;
+}
+
+}  // namespace hyperscsi::engine
