@@ -237,6 +237,9 @@ void UringStore::accept(Request r) {
       ++counters_.bounced;
     }
   }
+  // Wake the event loop so the next poll() submits this batch: everything
+  // queued until then goes to the kernel with one io_uring_submit.
+  if (pending_.empty() && done_.empty()) signal();
   pending_.push_back(std::move(r));
 }
 

@@ -75,7 +75,9 @@ class BlockStore {
 
   // Byte offsets and lengths; both must be multiples of block_size() and within
   // capacity, else the callback gets kOutOfRange. Requests are queued and handed
-  // to the kernel in one batch by submit() (poll() also submits).
+  // to the kernel in one batch by submit() or the next poll(); queuing work makes
+  // completion_fd() readable, so an event loop that polls on readability makes
+  // progress without calling submit() itself.
   virtual void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) = 0;
   virtual void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
                             IoCallback cb) = 0;

@@ -1,0 +1,202 @@
+#include "control.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace hyperscsi::daemon {
+
+namespace {
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+        else
+          out += c;
+    }
+  }
+  return out;
+}
+
+double us(proto::Duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+bool fill_addr(const std::string& path, sockaddr_un& addr) {
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) return false;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return true;
+}
+
+void set_timeouts(int fd, std::chrono::milliseconds t) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(t.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+}  // namespace
+
+std::string format_stats_text(const std::string& target, const std::vector<engine::SessionReport>& s,
+                              const engine::EngineStats& st) {
+  std::string out = fmt::format("target {}: {} session(s)\n", target, s.size());
+  out += fmt::format(
+      "frames received {}, malformed {}, commands executed {}, denied {}, absent {}, busy {}, "
+      "replays {}, replies {} (failed {}), logins {} (refused {}), reclaimed {}\n",
+      st.frames_received, st.malformed_frames, st.commands_executed, st.commands_denied,
+      st.commands_absent, st.commands_busy, st.replays, st.replies_sent, st.replies_failed,
+      st.endpoint.logins_accepted, st.endpoint.logins_refused, st.endpoint.sessions_reclaimed);
+  for (const auto& r : s) {
+    const auto& i = r.info;
+    out += fmt::format(
+        "session {:08x} epoch {} initiator '{}' mac {} port {}\n"
+        "  commands {} replies {} bytes in {} out {} frames out {} retransmitted {} "
+        "(fast {}, timeouts {}) srtt {:.0f}us rto {:.0f}us cwnd {} peer window {} "
+        "mtu {} replays {}\n",
+        i.session_id, i.epoch, i.initiator_name, engine::format_mac(i.initiator_mac), r.port,
+        i.commands, i.replies, i.transport.bytes_received, i.transport.bytes_sent,
+        i.transport.frames_sent, i.transport.frames_retransmitted, i.transport.fast_retransmits,
+        i.transport.timeouts, us(i.transport.srtt), us(i.transport.rto), i.transport.cwnd,
+        i.transport.peer_window, i.negotiated.mtu, i.cache.replays);
+  }
+  return out;
+}
+
+std::string format_stats_json(const std::string& target, const std::vector<engine::SessionReport>& s,
+                              const engine::EngineStats& st) {
+  std::string out = fmt::format(
+      "{{\"target\":\"{}\",\"engine\":{{\"frames_received\":{},\"malformed_frames\":{},"
+      "\"commands_executed\":{},\"commands_denied\":{},\"commands_absent\":{},"
+      "\"commands_busy\":{},\"replays\":{},\"replies_sent\":{},\"replies_failed\":{},"
+      "\"logins_accepted\":{},\"logins_refused\":{},\"sessions_reclaimed\":{}}},\"sessions\":[",
+      json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
+      st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
+      st.replies_failed, st.endpoint.logins_accepted, st.endpoint.logins_refused,
+      st.endpoint.sessions_reclaimed);
+  bool first = true;
+  for (const auto& r : s) {
+    const auto& i = r.info;
+    out += first ? "" : ",";
+    first = false;
+    out += fmt::format(
+        "{{\"session_id\":{},\"epoch\":{},\"initiator\":\"{}\",\"mac\":\"{}\",\"port\":\"{}\","
+        "\"commands\":{},\"replies\":{},\"bytes_in\":{},\"bytes_out\":{},\"frames_sent\":{},"
+        "\"retransmissions\":{},\"fast_retransmits\":{},\"timeouts\":{},\"srtt_us\":{:.1f},"
+        "\"rto_us\":{:.1f},\"cwnd\":{},\"peer_window\":{},\"mtu\":{},\"replays\":{}}}",
+        i.session_id, i.epoch, json_escape(i.initiator_name), engine::format_mac(i.initiator_mac),
+        json_escape(r.port), i.commands, i.replies, i.transport.bytes_received,
+        i.transport.bytes_sent, i.transport.frames_sent, i.transport.frames_retransmitted,
+        i.transport.fast_retransmits, i.transport.timeouts, us(i.transport.srtt),
+        us(i.transport.rto), i.transport.cwnd, i.transport.peer_window, i.negotiated.mtu,
+        i.cache.replays);
+  }
+  out += "]}\n";
+  return out;
+}
+
+ControlServer::~ControlServer() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+}
+
+Status<std::string> ControlServer::listen(const std::string& path, Handler handler) {
+  sockaddr_un addr;
+  if (!fill_addr(path, addr)) return Unexpected("control socket path '" + path + "' is too long");
+  std::error_code ec;
+  const auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  // A socket left by a crashed daemon: replace it if nobody answers on it.
+  struct stat sb{};
+  if (::lstat(path.c_str(), &sb) == 0) {
+    if (!S_ISSOCK(sb.st_mode)) return Unexpected("'" + path + "' exists and is not a socket");
+    if (control_request(path, "ping", std::chrono::milliseconds(200)).ok())
+      return Unexpected("another daemon answers on control socket '" + path + "'");
+    ::unlink(path.c_str());
+  }
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd_ < 0) return Unexpected(std::string("socket: ") + std::strerror(errno));
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 8) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd_);
+    fd_ = -1;
+    return Unexpected("control socket '" + path + "': " + why);
+  }
+  path_ = path;
+  handler_ = std::move(handler);
+  return {};
+}
+
+void ControlServer::serve_one() {
+  const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (c < 0) return;
+  set_timeouts(c, std::chrono::milliseconds(1000));
+  std::string request;
+  char buf[256];
+  while (request.size() < 256 && request.find('\n') == std::string::npos) {
+    const ssize_t n = ::read(c, buf, sizeof buf);
+    if (n <= 0) break;
+    request.append(buf, static_cast<size_t>(n));
+  }
+  if (auto nl = request.find('\n'); nl != std::string::npos) request.resize(nl);
+  const std::string answer = handler_ ? handler_(request) : std::string("error\n");
+  size_t off = 0;
+  while (off < answer.size()) {
+    const ssize_t n = ::send(c, answer.data() + off, answer.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  ::close(c);
+}
+
+Result<std::string, std::string> control_request(const std::string& path, const std::string& request,
+                                                 std::chrono::milliseconds timeout) {
+  sockaddr_un addr;
+  if (!fill_addr(path, addr)) return Unexpected("control socket path '" + path + "' is too long");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Unexpected(std::string("socket: ") + std::strerror(errno));
+  set_timeouts(fd, timeout);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    return Unexpected("cannot connect to control socket '" + path + "': " + why);
+  }
+  const std::string line = request + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    ::close(fd);
+    return Unexpected(std::string("send: ") + std::strerror(errno));
+  }
+  std::string answer;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      return Unexpected("reading the answer: " + why);
+    }
+    if (n == 0) break;
+    answer.append(buf, static_cast<size_t>(n));
+    if (answer.size() > (16u << 20)) break;
+  }
+  ::close(fd);
+  return answer;
+}
+
+}  // namespace hyperscsi::daemon
