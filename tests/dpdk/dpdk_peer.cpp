@@ -11,6 +11,7 @@
 //   counters                       -> @COUNTERS rxf rxb txf txb rxdrop txdrop rxerr txerr filtered
 //   open2 SPEC                     -> @OPEN2 ok | @OPEN2 <kind> <message>
 //   quit
+// An EAL_SPEC starting with "dpdk:" is opened through io::open_port.
 #include <unistd.h>
 
 #include <chrono>
@@ -94,7 +95,10 @@ int main(int argc, char** argv) {
   io::PortOptions opts;
   if (argc > 2) opts.vlan_id = static_cast<uint16_t>(std::atoi(argv[2]));
   if (argc > 3) opts.pool_size = static_cast<size_t>(std::atol(argv[3]));
-  auto opened = dpdk::open_dpdk_port(argv[1], opts);
+  // "dpdk:..." goes through the io factory (open_port), anything else straight to open_dpdk_port.
+  const std::string spec = argv[1];
+  auto opened =
+      spec.starts_with("dpdk:") ? io::open_port(spec, opts) : dpdk::open_dpdk_port(spec, opts);
   if (!opened) {
     reply("ERROR " + std::to_string(static_cast<int>(opened.error().kind)) + " " +
           opened.error().message);
@@ -102,6 +106,10 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<io::Port> port = std::move(opened.value());
   auto* dport = dynamic_cast<dpdk::DpdkPort*>(port.get());
+  if (dport == nullptr) {
+    reply("ERROR 5 the port opened from '" + spec + "' is not a DpdkPort");
+    return 3;
+  }
   reply("READY " + mac_hex(port->mac()) + " " + std::to_string(port->mtu()) + " " +
         std::to_string(port->fd()));
   HeapPool heap(port->mtu() + 18);
@@ -184,9 +192,9 @@ int main(int argc, char** argv) {
             std::to_string(c.rx_errors) + " " + std::to_string(c.tx_errors) + " " +
             std::to_string(dport->rx_filtered()));
     } else if (cmd == "open2") {
-      std::string spec;
-      in >> spec;
-      auto second = dpdk::open_dpdk_port(spec, opts);
+      std::string spec2;
+      in >> spec2;
+      auto second = dpdk::open_dpdk_port(spec2, opts);
       if (second)
         reply("OPEN2 ok");
       else
