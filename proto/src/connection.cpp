@@ -79,6 +79,7 @@ struct Connection::Impl {
   bool may_retransmit(const TxFrame& f, TimePoint now) const;
   void mark_lost(TxFrame& f, uint32_t seq);
   void on_timeout(TimePoint now);
+  TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
   uint32_t unacked() const { return static_cast<uint32_t>(flight.size()) - sacked_count; }
   bool can_send_new() const {
@@ -137,6 +138,7 @@ struct Connection::Impl {
   size_t queue_bytes = 0;
   TimePoint rtx_deadline = kNever;
   TimePoint last_timeout = TimePoint::min();
+  TimePoint latest_delivered_sent{};  // latest transmission time among acked frames
   TimePoint probe_deadline = kNever;
   uint32_t probes = 0;
 
@@ -201,6 +203,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   TimePoint sample_sent{};
   bool sample_retransmitted = false;
   auto candidate = [&](const TxFrame& f, uint32_t seq) {
+    latest_delivered_sent = std::max(latest_delivered_sent, f.sent_at);
     if (have_sample && !seq_gt(seq, sample_seq)) return;
     have_sample = true;
     sample_seq = seq;
@@ -295,14 +298,20 @@ void Connection::Impl::mark_lost(TxFrame& f, uint32_t seq) {
 void Connection::Impl::detect_sack_losses(TimePoint now) {
   if (!seq_gt(high_sacked, snd_una)) return;
   const auto top = static_cast<size_t>(seq_diff(high_sacked, snd_una));
+  // Two rules: DupThresh SACKed frames above a hole (RFC 6675), or, for small
+  // windows where three never come, a frame sent a quarter RTT or more after
+  // it has already been delivered (time-based, as RACK).
+  const Duration reorder = rtt.srtt() / 4;
   uint32_t sacked_above = sacked_count;  // every SACKed frame is below high_sacked
   uint32_t marked = 0;
-  for (size_t i = 0; i < top && i < flight.size() && sacked_above >= kLossThreshold; ++i) {
+  for (size_t i = 0; i < top && i < flight.size(); ++i) {
     TxFrame& f = flight[i];
     if (f.sacked) {
       --sacked_above;
       continue;
     }
+    const bool overtaken = f.sent_at + reorder < latest_delivered_sent;
+    if (sacked_above < kLossThreshold && !overtaken) continue;
     if (f.lost || !may_retransmit(f, now)) continue;
     mark_lost(f, snd_una + static_cast<uint32_t>(i));
     ++marked;
@@ -311,6 +320,19 @@ void Connection::Impl::detect_sack_losses(TimePoint now) {
     stats.fast_retransmits += marked;
     cc.on_loss(unacked(), snd_nxt);
   }
+}
+
+// A retransmission of the frame that blocks the cumulative ack can itself be
+// lost. When the send window is full nothing else is in transit, so no SACK
+// will report it: wait one smoothed round trip plus variance (not the
+// clamped RTO), then send it again without declaring a timeout.
+TimePoint Connection::Impl::head_recovery_deadline() const {
+  if (flight.empty() || !rtt.has_sample()) return kNever;
+  const TxFrame& head = flight.front();
+  if (!head.retransmitted || head.lost) return kNever;
+  const Duration wait =
+      std::min(rtt.base_rto(), std::max(rtt.srtt() + 4 * rtt.rttvar(), 2 * rtt.srtt()));
+  return head.sent_at + wait;
 }
 
 void Connection::Impl::on_timeout(TimePoint now) {
@@ -468,7 +490,12 @@ bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit,
 
 void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
   if (now > last_now) last_now = now;
-  if (now >= rtx_deadline) on_timeout(now);
+  if (now >= rtx_deadline) {
+    on_timeout(now);
+  } else if (now >= head_recovery_deadline()) {
+    mark_lost(flight.front(), snd_una);
+    ++stats.fast_retransmits;
+  }
 
   // 1. Retransmissions: first the frame blocking the cumulative ack (it may
   // always go), then the others oldest-first within the congestion window.
@@ -563,7 +590,7 @@ TimePoint Connection::Impl::next_deadline() const {
   if (can_retransmit() || can_send_new()) return last_now;
   if (!queue.empty() && flight.empty() && peer_window == 0 && probe_deadline == kNever)
     return last_now;  // poll arms the probe timer
-  TimePoint t = rtx_deadline;
+  TimePoint t = std::min(rtx_deadline, head_recovery_deadline());
   if (unacked_rx > 0) t = std::min(t, ack_deadline);
   return std::min(t, probe_deadline);
 }
