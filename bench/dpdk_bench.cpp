@@ -122,6 +122,7 @@ struct Child {
   std::string buf;
 
   Child(const std::vector<std::string>& args) {
+    signal(SIGPIPE, SIG_IGN);  // a child that died must not kill the orchestrator
     int a[2], b[2];
     if (pipe2(a, O_CLOEXEC) != 0 || pipe2(b, O_CLOEXEC) != 0) return;
     std::vector<std::string> s = args;
