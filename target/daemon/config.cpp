@@ -1,9 +1,9 @@
 #include "config.h"
 
+#include <toml++/toml.h>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/scsi/lun_map.h"
@@ -28,8 +28,8 @@ Status<ConfigError> read_field(const toml::table& t, std::string_view key, T& ou
   if (!n) return {};
   auto v = n->value<T>();
   if (!v) {
-    return Unexpected(error_at(origin, n,
-                               std::string(context) + "." + std::string(key) + " has the wrong type"));
+    return Unexpected(
+        error_at(origin, n, std::string(context) + "." + std::string(key) + " has the wrong type"));
   }
   out = *v;
   return {};
@@ -41,12 +41,14 @@ Status<ConfigError> read_size(const toml::table& t, std::string_view key, uint64
   if (!n) return {};
   std::string text;
   if (auto i = n->value<int64_t>()) {
-    if (*i <= 0) return Unexpected(error_at(origin, n, std::string(context) + ".size must be positive"));
+    if (*i <= 0)
+      return Unexpected(error_at(origin, n, std::string(context) + ".size must be positive"));
     text = std::to_string(*i);
   } else if (auto s = n->value<std::string>()) {
     text = *s;
   } else {
-    return Unexpected(error_at(origin, n, std::string(context) + ".size must be a number or \"10G\""));
+    return Unexpected(
+        error_at(origin, n, std::string(context) + ".size must be a number or \"10G\""));
   }
   auto sz = store::parse_size(text);
   if (!sz) return Unexpected(error_at(origin, n, "bad size '" + text + "': " + sz.error().message));
@@ -54,7 +56,8 @@ Status<ConfigError> read_size(const toml::table& t, std::string_view key, uint64
   return {};
 }
 
-Result<engine::AccessList, ConfigError> read_access(const toml::table& lun, const std::string& origin,
+Result<engine::AccessList, ConfigError> read_access(const toml::table& lun,
+                                                    const std::string& origin,
                                                     const std::string& context) {
   engine::AccessList list;
   const toml::node* n = lun.get("allow");
@@ -80,8 +83,8 @@ Result<engine::AccessList, ConfigError> read_access(const toml::table& lun, cons
       return Unexpected(error_at(origin, t, "initiator name longer than 223 bytes"));
     for (const auto& [k, v] : *t) {
       if (k != "initiator" && k != "mac")
-        return Unexpected(error_at(origin, &v, "unknown key '" + std::string(k.str()) + "' in " +
-                                                   context + ".allow"));
+        return Unexpected(error_at(
+            origin, &v, "unknown key '" + std::string(k.str()) + "' in " + context + ".allow"));
     }
     list.entries.push_back(std::move(entry));
   }
@@ -94,7 +97,8 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   if (!num) return Unexpected(error_at(origin, &t, "[[lun]] needs a number"));
   auto n = num->value<int64_t>();
   if (!n || *n < 0 || *n > static_cast<int64_t>(scsi::kMaxLun))
-    return Unexpected(error_at(origin, num, "lun number must be 0.." + std::to_string(scsi::kMaxLun)));
+    return Unexpected(
+        error_at(origin, num, "lun number must be 0.." + std::to_string(scsi::kMaxLun)));
   l.number = static_cast<uint16_t>(*n);
   const std::string ctx = "lun " + std::to_string(l.number);
   if (auto st = read_field(t, "store", l.store, origin, ctx); !st) return Unexpected(st.error());
@@ -103,14 +107,17 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   int64_t bs = 512;
   if (auto st = read_field(t, "block_size", bs, origin, ctx); !st) return Unexpected(st.error());
   if (bs != 512 && bs != 4096)
-    return Unexpected(error_at(origin, t.get("block_size"), ctx + ": block_size must be 512 or 4096"));
+    return Unexpected(
+        error_at(origin, t.get("block_size"), ctx + ": block_size must be 512 or 4096"));
   l.block_size = static_cast<uint32_t>(bs);
-  if (auto st = read_field(t, "read_only", l.read_only, origin, ctx); !st) return Unexpected(st.error());
-  if (auto st = read_field(t, "direct_io", l.direct_io, origin, ctx); !st) return Unexpected(st.error());
+  if (auto st = read_field(t, "read_only", l.read_only, origin, ctx); !st)
+    return Unexpected(st.error());
+  if (auto st = read_field(t, "direct_io", l.direct_io, origin, ctx); !st)
+    return Unexpected(st.error());
   auto acl = read_access(t, origin, ctx);
   if (!acl) return Unexpected(acl.error());
   l.access = std::move(acl).value();
-  static const std::set<std::string> known = {"number", "store",     "size", "block_size",
+  static const std::set<std::string> known = {"number",    "store",     "size", "block_size",
                                               "read_only", "direct_io", "allow"};
   for (const auto& [k, v] : t)
     if (!known.count(std::string(k.str())))
@@ -134,7 +141,8 @@ std::string default_control_path(const std::string& target_name) {
 Result<LunSetting, ConfigError> parse_lun_flag(std::string_view text, uint32_t block_size) {
   const size_t eq = text.find('=');
   if (eq == std::string_view::npos || eq == 0 || eq + 1 == text.size())
-    return Unexpected(ConfigError{"--lun '" + std::string(text) + "': expected N=PATH or N=ram:SIZE"});
+    return Unexpected(
+        ConfigError{"--lun '" + std::string(text) + "': expected N=PATH or N=ram:SIZE"});
   const std::string num(text.substr(0, eq));
   uint64_t n = 0;
   for (char c : num) {
@@ -176,8 +184,10 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
     if (auto st = read_field(*t, "log_level", c.log_level, origin, "target"); !st)
       return Unexpected(st.error());
     int64_t ka = 0, dead = 0, drain = c.drain_timeout_ms;
-    if (auto st = read_field(*t, "keepalive_ms", ka, origin, "target"); !st) return Unexpected(st.error());
-    if (auto st = read_field(*t, "dead_time_ms", dead, origin, "target"); !st) return Unexpected(st.error());
+    if (auto st = read_field(*t, "keepalive_ms", ka, origin, "target"); !st)
+      return Unexpected(st.error());
+    if (auto st = read_field(*t, "dead_time_ms", dead, origin, "target"); !st)
+      return Unexpected(st.error());
     if (auto st = read_field(*t, "drain_timeout_ms", drain, origin, "target"); !st)
       return Unexpected(st.error());
     if (ka < 0 || dead < 0 || drain < 0 || ka > 3600000 || dead > 3600000 || drain > 3600000)
@@ -194,11 +204,13 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
         c.ports.push_back(*s);
       }
     }
-    static const std::set<std::string> known = {"name",         "control",      "log_level", "ports",
-                                                "keepalive_ms", "dead_time_ms", "drain_timeout_ms"};
+    static const std::set<std::string> known = {
+        "name",         "control",      "log_level",       "ports",
+        "keepalive_ms", "dead_time_ms", "drain_timeout_ms"};
     for (const auto& [k, v] : *t)
       if (!known.count(std::string(k.str())))
-        return Unexpected(error_at(origin, &v, "target: unknown key '" + std::string(k.str()) + "'"));
+        return Unexpected(
+            error_at(origin, &v, "target: unknown key '" + std::string(k.str()) + "'"));
   }
   if (const toml::node* ln = root.get("lun")) {
     const toml::array* arr = ln->as_array();
@@ -214,7 +226,8 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       c.luns.push_back(std::move(l).value());
     }
   }
-  if (auto st = validate(c); !st) return Unexpected(ConfigError{origin + ": " + st.error().message});
+  if (auto st = validate(c); !st)
+    return Unexpected(ConfigError{origin + ": " + st.error().message});
   return c;
 }
 
@@ -240,13 +253,14 @@ Status<ConfigError> validate(const DaemonConfig& c) {
     if (!seen.insert(l.number).second)
       return Unexpected(ConfigError{"duplicate LUN " + std::to_string(l.number)});
     if (l.block_size != 512 && l.block_size != 4096)
-      return Unexpected(ConfigError{"LUN " + std::to_string(l.number) + ": block size must be 512 or 4096"});
+      return Unexpected(
+          ConfigError{"LUN " + std::to_string(l.number) + ": block size must be 512 or 4096"});
     if (l.store.empty())
       return Unexpected(ConfigError{"LUN " + std::to_string(l.number) + ": no store"});
     if (l.size % l.block_size != 0)
-      return Unexpected(ConfigError{"LUN " + std::to_string(l.number) + ": size " +
-                                    std::to_string(l.size) + " is not a multiple of the block size " +
-                                    std::to_string(l.block_size)});
+      return Unexpected(
+          ConfigError{"LUN " + std::to_string(l.number) + ": size " + std::to_string(l.size) +
+                      " is not a multiple of the block size " + std::to_string(l.block_size)});
   }
   return {};
 }

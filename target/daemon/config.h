@@ -39,10 +39,10 @@ struct DaemonConfig {
   std::string target_name = "hyperscsi-target";
   std::vector<std::string> ports;
   std::vector<LunSetting> luns;
-  std::string control_path;     // empty: /run/hyperscsi/<target_name>.sock
-  std::string log_level;        // empty: keep the command line's
-  uint32_t keepalive_ms = 0;    // 0: protocol default
-  uint32_t dead_time_ms = 0;    // 0: protocol default
+  std::string control_path;   // empty: /run/hyperscsi/<target_name>.sock
+  std::string log_level;      // empty: keep the command line's
+  uint32_t keepalive_ms = 0;  // 0: protocol default
+  uint32_t dead_time_ms = 0;  // 0: protocol default
   uint32_t drain_timeout_ms = 10000;
 };
 

@@ -19,9 +19,15 @@ std::string json_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
@@ -32,7 +38,9 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-double us(proto::Duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+double us(proto::Duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
 
 bool fill_addr(const std::string& path, sockaddr_un& addr) {
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) return false;
@@ -52,7 +60,8 @@ void set_timeouts(int fd, std::chrono::milliseconds t) {
 
 }  // namespace
 
-std::string format_stats_text(const std::string& target, const std::vector<engine::SessionReport>& s,
+std::string format_stats_text(const std::string& target,
+                              const std::vector<engine::SessionReport>& s,
                               const engine::EngineStats& st) {
   std::string out = fmt::format("target {}: {} session(s)\n", target, s.size());
   out += fmt::format(
@@ -77,7 +86,8 @@ std::string format_stats_text(const std::string& target, const std::vector<engin
   return out;
 }
 
-std::string format_stats_json(const std::string& target, const std::vector<engine::SessionReport>& s,
+std::string format_stats_json(const std::string& target,
+                              const std::vector<engine::SessionReport>& s,
                               const engine::EngineStats& st) {
   std::string out = fmt::format(
       "{{\"target\":\"{}\",\"engine\":{{\"frames_received\":{},\"malformed_frames\":{},"
@@ -123,7 +133,7 @@ Status<std::string> ControlServer::listen(const std::string& path, Handler handl
   const auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   // A socket left by a crashed daemon: replace it if nobody answers on it.
-  struct stat sb{};
+  struct stat sb {};
   if (::lstat(path.c_str(), &sb) == 0) {
     if (!S_ISSOCK(sb.st_mode)) return Unexpected("'" + path + "' exists and is not a socket");
     if (control_request(path, "ping", std::chrono::milliseconds(200)).ok())
@@ -165,7 +175,8 @@ void ControlServer::serve_one() {
   ::close(c);
 }
 
-Result<std::string, std::string> control_request(const std::string& path, const std::string& request,
+Result<std::string, std::string> control_request(const std::string& path,
+                                                 const std::string& request,
                                                  std::chrono::milliseconds timeout) {
   sockaddr_un addr;
   if (!fill_addr(path, addr)) return Unexpected("control socket path '" + path + "' is too long");

@@ -14,9 +14,11 @@
 namespace hyperscsi::daemon {
 
 // Text (a table) and JSON renderings of the sessions and engine counters.
-std::string format_stats_text(const std::string& target, const std::vector<engine::SessionReport>& s,
+std::string format_stats_text(const std::string& target,
+                              const std::vector<engine::SessionReport>& s,
                               const engine::EngineStats& st);
-std::string format_stats_json(const std::string& target, const std::vector<engine::SessionReport>& s,
+std::string format_stats_json(const std::string& target,
+                              const std::vector<engine::SessionReport>& s,
                               const engine::EngineStats& st);
 
 class ControlServer {
@@ -41,7 +43,8 @@ class ControlServer {
 };
 
 // Client: sends `request`, returns the whole answer.
-Result<std::string, std::string> control_request(const std::string& path, const std::string& request,
+Result<std::string, std::string> control_request(const std::string& path,
+                                                 const std::string& request,
                                                  std::chrono::milliseconds timeout);
 
 }  // namespace hyperscsi::daemon

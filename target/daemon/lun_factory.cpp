@@ -15,7 +15,7 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   o.direct_io = lun.direct_io;
   const bool ram = lun.store.rfind("ram:", 0) == 0;
   if (!ram && lun.size != 0) {
-    struct stat sb{};
+    struct stat sb {};
     if (::stat(lun.store.c_str(), &sb) != 0) {
       o.create_size = lun.size;  // missing file: create it with that size
     } else if (S_ISREG(sb.st_mode) && static_cast<uint64_t>(sb.st_size) < lun.size) {
@@ -27,8 +27,8 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   auto s = store::open_store(lun.store, o);
   if (!s) return Unexpected(ConfigError{name + ": " + s.error().message});
   if (lun.size != 0 && s.value()->size_bytes() < lun.size) {
-    return Unexpected(ConfigError{name + ": size " + std::to_string(lun.size) + " does not fit in " +
-                                  s.value()->describe() + " (" +
+    return Unexpected(ConfigError{name + ": size " + std::to_string(lun.size) +
+                                  " does not fit in " + s.value()->describe() + " (" +
                                   std::to_string(s.value()->size_bytes()) + " bytes)"});
   }
   scsi::LuConfig c;

@@ -1,0 +1,300 @@
+// hyperscsi-target: exports files, block devices and RAM disks as SCSI LUNs
+// over HyperSCSI (raw Ethernet).
+//
+//   hyperscsi-target --port afpacket:eth1 --lun 0=/srv/disk.img --lun 1=ram:1G
+//   hyperscsi-target --config /etc/hyperscsi/target.toml
+//   hyperscsi-target stats [--control PATH | --name NAME] [--json]
+//
+// Signals: SIGTERM/SIGINT drain in-flight commands, flush every LUN and exit
+// 0; SIGHUP re-reads the config file (access lists, LUNs added and removed).
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "config.h"
+#include "control.h"
+#include "hyperscsi/engine/target_engine.h"
+#include "hyperscsi/io/port.h"
+#include "lun_factory.h"
+
+namespace hd = hyperscsi::daemon;
+namespace he = hyperscsi::engine;
+
+namespace {
+
+struct Flags {
+  std::vector<std::string> ports;
+  std::vector<std::string> luns;
+  std::vector<int> read_only_luns;
+  std::string name;
+  uint32_t block_size = 512;
+  std::string config;
+  std::string control;
+  std::string log_level = "info";
+  uint32_t dead_time_ms = 0;
+  uint32_t keepalive_ms = 0;
+  uint32_t drain_timeout_ms = 10000;
+};
+
+int fail(const std::string& message) {
+  spdlog::error("{}", message);
+  return 1;
+}
+
+// Tells systemd (Type=notify) we are ready, when started by it.
+void notify_systemd(const char* state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || !*path) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::strlen(path);
+  if (len >= sizeof(addr.sun_path)) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  ::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+  ::close(fd);
+}
+
+hyperscsi::Result<hd::DaemonConfig, hd::ConfigError> config_from_flags(const Flags& f) {
+  hd::DaemonConfig c;
+  if (!f.name.empty()) c.target_name = f.name;
+  c.ports = f.ports;
+  for (const std::string& l : f.luns) {
+    auto lun = hd::parse_lun_flag(l, f.block_size);
+    if (!lun) return hyperscsi::Unexpected(lun.error());
+    c.luns.push_back(std::move(lun).value());
+  }
+  for (int ro : f.read_only_luns) {
+    bool found = false;
+    for (auto& l : c.luns)
+      if (l.number == ro) l.read_only = found = true;
+    if (!found)
+      return hyperscsi::Unexpected(
+          hd::ConfigError{"--read-only-lun " + std::to_string(ro) + ": no such --lun"});
+  }
+  c.keepalive_ms = f.keepalive_ms;
+  c.dead_time_ms = f.dead_time_ms;
+  c.drain_timeout_ms = f.drain_timeout_ms;
+  if (auto st = hd::validate(c); !st) return hyperscsi::Unexpected(st.error());
+  return c;
+}
+
+// Opens every LUN of `c`; the first failure ends the start-up.
+hyperscsi::Status<hd::ConfigError> add_luns(he::TargetEngine& engine, const hd::DaemonConfig& c,
+                                            const std::vector<hd::LunSetting>& luns) {
+  for (const hd::LunSetting& l : luns) {
+    auto unit = hd::open_lun(c.target_name, l);
+    if (!unit) return hyperscsi::Unexpected(unit.error());
+    auto st = engine.add_lun({l.number, std::move(unit).value(), l.access});
+    if (!st) return hyperscsi::Unexpected(hd::ConfigError{st.error().message});
+  }
+  return {};
+}
+
+// SIGHUP: applies access lists and LUN additions/removals of the new file.
+void reload(he::TargetEngine& engine, hd::DaemonConfig& current, const std::string& path) {
+  auto next = hd::load_config_file(path);
+  if (!next) {
+    spdlog::error("reload: {} (keeping the running configuration)", next.error().message);
+    return;
+  }
+  const hd::DaemonConfig& n = next.value();
+  if (n.ports != current.ports || n.target_name != current.target_name)
+    spdlog::warn("reload: ports and target name changes need a restart; ignored");
+  std::map<uint16_t, const hd::LunSetting*> old_luns, new_luns;
+  for (const auto& l : current.luns) old_luns[l.number] = &l;
+  for (const auto& l : n.luns) new_luns[l.number] = &l;
+  std::vector<hd::LunSetting> applied;
+  for (const auto& [num, l] : old_luns) {
+    auto it = new_luns.find(num);
+    if (it == new_luns.end()) {
+      engine.remove_lun(num);
+    } else if (!l->same_store(*it->second)) {
+      spdlog::info("reload: LUN {} store changed, reopening", num);
+      engine.remove_lun(num);
+    } else {
+      if (!(l->access == it->second->access)) {
+        engine.set_access(num, it->second->access);
+        spdlog::info("reload: LUN {} access list updated ({} entries)", num,
+                     it->second->access.entries.size());
+      }
+      applied.push_back(*it->second);
+    }
+  }
+  for (const auto& [num, l] : new_luns) {
+    if (engine.has_lun(num)) continue;
+    auto unit = hd::open_lun(current.target_name, *l);
+    if (!unit) {
+      spdlog::error("reload: {}", unit.error().message);
+      continue;
+    }
+    if (auto st = engine.add_lun({num, std::move(unit).value(), l->access}); !st) {
+      spdlog::error("reload: {}", st.error().message);
+      continue;
+    }
+    spdlog::info("reload: LUN {} added ({})", num, l->store);
+    applied.push_back(*l);
+  }
+  current.luns = std::move(applied);
+  if (!n.log_level.empty()) spdlog::set_level(spdlog::level::from_str(n.log_level));
+  spdlog::info("reload: done, {} LUN(s)", engine.luns().size());
+}
+
+int run_daemon(const Flags& f) {
+  auto cfg = f.config.empty() ? config_from_flags(f) : hd::load_config_file(f.config);
+  if (!cfg) return fail(cfg.error().message);
+  hd::DaemonConfig config = std::move(cfg).value();
+  if (!f.config.empty() && !config.log_level.empty())
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (!f.control.empty()) config.control_path = f.control;
+  if (config.control_path.empty())
+    config.control_path = hd::default_control_path(config.target_name);
+
+  // Signals are taken through a signalfd: block them before any thread starts.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  const int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (sfd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+
+  std::vector<std::unique_ptr<hyperscsi::io::Port>> ports;
+  for (const std::string& spec : config.ports) {
+    auto p = hyperscsi::io::open_port(spec);
+    if (!p) {
+      return fail("port '" + spec + "': " + std::string(hyperscsi::io::to_string(p.error().kind)) +
+                  ": " + p.error().message);
+    }
+    ports.push_back(std::move(p).value());
+  }
+
+  he::EngineConfig ec;
+  ec.target_name = config.target_name;
+  if (config.keepalive_ms) ec.limits.keepalive_ms = config.keepalive_ms;
+  if (config.dead_time_ms) ec.limits.dead_time_ms = config.dead_time_ms;
+  he::TargetEngine engine(ec, std::move(ports));
+  if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
+
+  hd::ControlServer control;
+  auto handler = [&](const std::string& req) -> std::string {
+    if (req == "ping") return "pong\n";
+    if (req == "stats" || req == "stats json") {
+      auto sessions = engine.sessions();
+      auto st = engine.stats();
+      return req == "stats" ? hd::format_stats_text(config.target_name, sessions, st)
+                            : hd::format_stats_json(config.target_name, sessions, st);
+    }
+    return "error: unknown request '" + req + "'\n";
+  };
+  if (auto st = control.listen(config.control_path, handler); !st) return fail(st.error());
+
+  if (auto st = engine.start(); !st) return fail(st.error().message);
+  spdlog::info("hyperscsi-target {} serving '{}' on {} port(s), {} LUN(s); control {}",
+               HYPERSCSI_VERSION, config.target_name, config.ports.size(), engine.luns().size(),
+               config.control_path);
+  notify_systemd("READY=1");
+
+  for (;;) {
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {control.fd(), POLLIN, 0}};
+    const int n = ::poll(fds, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(std::string("poll: ") + std::strerror(errno));
+    }
+    if (fds[1].revents & POLLIN) control.serve_one();
+    if (!(fds[0].revents & POLLIN)) continue;
+    signalfd_siginfo si{};
+    if (::read(sfd, &si, sizeof si) != sizeof si) continue;
+    if (si.ssi_signo == SIGHUP) {
+      if (f.config.empty()) {
+        spdlog::info("SIGHUP: no config file to reload (started from flags)");
+      } else {
+        notify_systemd("RELOADING=1");
+        spdlog::info("SIGHUP: reloading {}", f.config);
+        reload(engine, config, f.config);
+        notify_systemd("READY=1");
+      }
+    } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+      notify_systemd("STOPPING=1");
+      spdlog::info("{}: draining", ::strsignal(static_cast<int>(si.ssi_signo)));
+      const he::DrainReport r = engine.drain(std::chrono::milliseconds(config.drain_timeout_ms));
+      if (!r.completed)
+        spdlog::warn("drain incomplete: {} command(s) left, {} session(s) unacknowledged",
+                     r.commands_left, r.sessions_unacked);
+      if (r.flush_errors) return fail(std::to_string(r.flush_errors) + " LUN flush(es) failed");
+      spdlog::info("every LUN flushed; exiting");
+      return 0;
+    }
+  }
+}
+
+int run_stats(const std::string& control, const std::string& name, bool json) {
+  const std::string path = control.empty()
+                               ? hd::default_control_path(name.empty() ? "hyperscsi-target" : name)
+                               : control;
+  auto r =
+      hd::control_request(path, json ? "stats json" : "stats", std::chrono::milliseconds(5000));
+  if (!r) {
+    std::fprintf(stderr, "hyperscsi-target stats: %s\n", r.error().c_str());
+    return 1;
+  }
+  std::fputs(r.value().c_str(), stdout);
+  return r.value().rfind("error", 0) == 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_mt("hyperscsi-target");
+  spdlog::set_default_logger(logger);
+
+  CLI::App app{"hyperscsi-target: serves SCSI LUNs over HyperSCSI (raw Ethernet)"};
+  app.set_version_flag("--version", std::string("hyperscsi-target ") + HYPERSCSI_VERSION);
+  Flags f;
+  auto* port_opt = app.add_option(
+      "--port", f.ports, "port to serve on: afpacket:IFACE, pcap:IFACE, dpdk:ARGS, mem:NAME");
+  auto* lun_opt = app.add_option("--lun", f.luns, "N=PATH or N=ram:SIZE (repeatable)");
+  app.add_option("--read-only-lun", f.read_only_luns, "export LUN N read-only (repeatable)");
+  app.add_option("--name", f.name, "target name (default hyperscsi-target)");
+  app.add_option("--block-size", f.block_size, "logical block size for --lun")
+      ->check(CLI::IsMember({512, 4096}));
+  auto* config_opt = app.add_option("--config", f.config, "TOML configuration file");
+  config_opt->excludes(port_opt)->excludes(lun_opt);
+  app.add_option("--control", f.control, "control socket (default /run/hyperscsi/NAME.sock)");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
+  app.add_option("--keepalive-ms", f.keepalive_ms, "keepalive interval offered at login");
+  app.add_option("--dead-time-ms", f.dead_time_ms, "silence after which a session is reclaimed");
+  app.add_option("--drain-timeout-ms", f.drain_timeout_ms, "bound on the drain at SIGTERM");
+
+  std::string stats_control, stats_name;
+  bool stats_json = false;
+  auto* stats = app.add_subcommand("stats", "print the per-session counters of a running daemon");
+  stats->add_option("--control", stats_control, "control socket path");
+  stats->add_option("--name", stats_name, "target name (socket /run/hyperscsi/NAME.sock)");
+  stats->add_flag("--json", stats_json, "JSON output");
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+  if (*stats) return run_stats(stats_control, stats_name, stats_json);
+  return run_daemon(f);
+}

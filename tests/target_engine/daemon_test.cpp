@@ -1,0 +1,344 @@
+// The hyperscsi-target daemon as a process: bad configurations, and serving
+// over a veth pair between two network namespaces (root only) with a test
+// initiator on an AF_PACKET port in the other namespace.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "control.h"
+#include "hyperscsi/engine/access.h"
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/test_support/netns.h"
+#include "process.h"
+#include "test_initiator.h"
+
+namespace hyperscsi::test {
+namespace {
+
+using namespace std::chrono_literals;
+using test_support::NetnsPair;
+
+const std::string kBin = HYPERSCSI_TARGET_BIN;
+
+std::string unique(const std::string& what) {
+  static int n = 0;
+  return "/tmp/hs" + std::to_string(::getpid()) + "_" + what + std::to_string(n++);
+}
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 g(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(g());
+  return v;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+// Runs the daemon with `args` and expects a quick non-zero exit naming `expect`.
+void expect_refused(std::vector<std::string> args, const std::string& expect) {
+  args.insert(args.begin(), kBin);
+  Process p(args);
+  auto rc = p.wait(15s);
+  ASSERT_TRUE(rc) << "still running: " << args[1];
+  EXPECT_NE(*rc, 0);
+  EXPECT_NE(p.err().find(expect), std::string::npos) << "stderr: " << p.err();
+}
+
+TEST(TargetDaemon, VersionAndBadConfigurations) {
+  {
+    Process v({kBin, "--version"});
+    ASSERT_EQ(v.wait(10s), 0);
+    EXPECT_NE(v.out().find("hyperscsi-target "), std::string::npos);
+  }
+  const std::string ctl = unique("ctl") + ".sock";
+  const std::string mem = "mem:hsbad" + std::to_string(::getpid());
+  expect_refused({"--config", "/nonexistent/hs.toml"}, "cannot read config file");
+
+  const std::string syntax = unique("syntax") + ".toml";
+  write_file(syntax, "[target]\nname = \"t\"\nports = [\"mem:x\"\n[[lun]]\n");
+  expect_refused({"--config", syntax}, syntax + ":4");  // the line where the array breaks
+  expect_refused({"--config", syntax}, "TOML syntax error");
+
+  const std::string dup = unique("dup") + ".toml";
+  write_file(dup, "[target]\nports = [\"" + mem +
+                      "\"]\n[[lun]]\nnumber = 3\nstore = \"ram:1M\"\n"
+                      "[[lun]]\nnumber = 3\nstore = \"ram:1M\"\n");
+  expect_refused({"--config", dup}, "duplicate LUN 3");
+  expect_refused({"--port", mem, "--lun", "0=ram:1M", "--lun", "0=ram:2M", "--control", ctl},
+                 "duplicate LUN 0");
+  expect_refused({"--port", "bogus:eth0", "--lun", "0=ram:1M", "--control", ctl},
+                 "unknown port kind 'bogus'");
+  expect_refused({"--port", mem, "--lun", "0=ram:1000", "--control", ctl},
+                 "multiple of the block size");
+  expect_refused({"--port", mem, "--lun", "0=/nonexistent/hs/disk.img", "--control", ctl},
+                 "/nonexistent/hs/disk.img");
+
+  // A size that does not fit in the existing file.
+  const std::string small = unique("small") + ".img";
+  { std::ofstream(small) << std::string(4096, '\0'); }
+  const std::string fit = unique("fit") + ".toml";
+  write_file(fit, "[target]\nports = [\"" + mem + "\"]\ncontrol = \"" + ctl +
+                      "\"\n[[lun]]\nnumber = 0\nstore = \"" + small + "\"\nsize = \"1M\"\n");
+  expect_refused({"--config", fit}, "does not fit");
+  const std::string badkey = unique("key") + ".toml";
+  write_file(badkey, "[target]\nports = [\"" + mem +
+                         "\"]\n[[lun]]\nnumber = 0\nstore = \"ram:1M\"\n"
+                         "blocksize = 4096\n");
+  expect_refused({"--config", badkey}, "unknown key 'blocksize'");
+
+  if (!test_support::running_as_root())
+    GTEST_SKIP() << "interface checks need root (AF_PACKET sockets)";
+  expect_refused({"--port", "afpacket:hsno" + std::to_string(::getpid() % 100000), "--lun",
+                  "0=ram:1M", "--control", ctl},
+                 "no interface");
+  for (const auto& f : {syntax, dup, small, fit, badkey}) std::remove(f.c_str());
+}
+
+// ---- over a veth pair ----
+
+std::optional<io::MacAddress> mac_of(const std::string& ns, const std::string& iface) {
+  std::string out;
+  if (!NetnsPair::shell("ip -n " + ns + " -br link show " + iface, &out)) return std::nullopt;
+  std::istringstream in(out);
+  std::string name, state, mac;
+  in >> name >> state >> mac;
+  return engine::parse_mac(mac);
+}
+
+bool wait_ready(const std::string& control, Process& p) {
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (std::chrono::steady_clock::now() < deadline && p.running()) {
+    auto r = daemon::control_request(control, "ping", 500ms);
+    if (r && r.value() == "pong\n") return true;
+    if (p.wait(20ms)) break;
+  }
+  return false;
+}
+
+class DaemonOverVeth : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test_support::running_as_root()) GTEST_SKIP() << "needs root for namespaces and AF_PACKET";
+    net_ = std::make_unique<NetnsPair>();
+    if (!net_->ok()) GTEST_SKIP() << "cannot create the namespace pair: " << net_->error();
+    auto mac = mac_of(net_->ns_a(), net_->iface_a());
+    ASSERT_TRUE(mac) << "cannot read the MAC of " << net_->iface_a();
+    target_mac_ = *mac;
+    control_ = unique("ctl") + ".sock";
+    image_ = unique("disk") + ".img";
+    std::filesystem::resize_file((std::ofstream(image_).close(), image_), 8u << 20);
+    auto port = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+    ASSERT_TRUE(port && port->ok()) << (port && !port->ok() ? port->error().message : "netns");
+    port_ = std::move(*port).value();
+  }
+  void TearDown() override {
+    daemon_.reset();  // kills and reaps it if a test failed mid-way
+    port_.reset();
+    net_.reset();
+    std::remove(image_.c_str());
+    std::remove(control_.c_str());
+  }
+
+  std::unique_ptr<Process> start(std::vector<std::string> args) {
+    std::vector<std::string> argv = {"ip", "netns", "exec", net_->ns_a(), kBin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = std::make_unique<Process>(argv);
+    EXPECT_TRUE(wait_ready(control_, *p)) << "daemon not ready: " << p->err();
+    return p;
+  }
+  std::vector<std::string> flags() {
+    return {"--port",      "afpacket:" + net_->iface_a(),
+            "--lun",       "0=" + image_,
+            "--lun",       "1=ram:1M",
+            "--name",      "tgt.veth",
+            "--control",   control_,
+            "--log-level", "debug"};
+  }
+  std::vector<uint8_t> read_image(uint64_t offset, size_t n) {
+    std::vector<uint8_t> d(n);
+    const int fd = ::open(image_.c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::pread(fd, d.data(), n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+    ::close(fd);
+    return d;
+  }
+
+  std::unique_ptr<NetnsPair> net_;
+  io::MacAddress target_mac_{};
+  std::string control_, image_;
+  std::unique_ptr<io::Port> port_;
+  std::unique_ptr<Process> daemon_;
+};
+
+TEST_F(DaemonOverVeth, ServesWritesReadsFlushesAndReportsStats) {
+  daemon_ = start(flags());
+  ASSERT_TRUE(daemon_->running());
+  TestInitiator ini(*port_, "ini.veth");
+  ASSERT_TRUE(ini.login(target_mac_, "tgt.veth")) << ini.why() << "\n" << daemon_->err();
+  auto luns = ini.command(0, cdb_report_luns(), 4096);
+  ASSERT_TRUE(luns);
+  EXPECT_EQ(be32(luns->data, 0), 16u);
+
+  const auto data = pattern(128 * 512, 77);
+  auto w = ini.command(0, cdb_write10(2048, 128), 0, data);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->header.status, 0);
+  auto r = ini.command(0, cdb_read10(2048, 128), 128 * 512);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->data, data);
+  // SYNCHRONIZE CACHE: the data is in the file, seen through another fd.
+  auto s = ini.command(0, cdb_sync_cache10(), 0);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->header.status, 0);
+  EXPECT_EQ(read_image(2048 * 512, data.size()), data);
+
+  Process stats({kBin, "stats", "--control", control_});
+  ASSERT_EQ(stats.wait(10s), 0) << stats.err();
+  EXPECT_NE(stats.out().find("initiator 'ini.veth'"), std::string::npos) << stats.out();
+  Process json({kBin, "stats", "--control", control_, "--json"});
+  ASSERT_EQ(json.wait(10s), 0) << json.err();
+  EXPECT_NE(json.out().find("\"initiator\":\"ini.veth\""), std::string::npos) << json.out();
+  EXPECT_NE(json.out().find("\"target\":\"tgt.veth\""), std::string::npos);
+
+  daemon_->signal(SIGTERM);
+  auto rc = daemon_->wait(20s);
+  ASSERT_TRUE(rc);
+  EXPECT_EQ(*rc, 0) << daemon_->err();
+}
+
+TEST_F(DaemonOverVeth, SigtermDuringWritesLosesNoAcknowledgedWrite) {
+  daemon_ = start(flags());
+  TestInitiator ini(*port_, "ini.writer", 31);
+  ASSERT_TRUE(ini.login(target_mac_, "tgt.veth")) << ini.why();
+  ASSERT_TRUE(ini.command(0, cdb_tur(), 0));
+
+  constexpr uint32_t kBlocks = 8;          // 4 KiB per write
+  constexpr uint32_t kMaxWrites = 2000;    // 8 MiB image / 4 KiB
+  std::map<uint32_t, uint32_t> in_flight;  // cmd_sn -> write index
+  std::vector<uint32_t> acked;
+  uint32_t next = 0;
+  bool signalled = false;
+  size_t after_signal_busy = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    while (ini.session().established() && in_flight.size() < 8 && next < kMaxWrites) {
+      const uint32_t sn =
+          ini.send(0, cdb_write10(next * kBlocks, kBlocks), 0, pattern(kBlocks * 512, next));
+      if (sn == 0) break;
+      in_flight[sn] = next++;
+    }
+    ini.pump();
+    for (auto it = in_flight.begin(); it != in_flight.end();) {
+      auto rep = ini.wait(it->first, 0ms);
+      if (!rep) {
+        ++it;
+        continue;
+      }
+      if (rep->header.status == 0)
+        acked.push_back(it->second);
+      else if (signalled)
+        ++after_signal_busy;
+      it = in_flight.erase(it);
+    }
+    if (!signalled && acked.size() >= 100) {
+      daemon_->signal(SIGTERM);
+      signalled = true;
+    }
+    if (signalled && (!ini.session().established() || !daemon_->running())) break;
+    if (signalled && daemon_->wait(1ms)) break;
+    std::this_thread::sleep_for(100us);
+  }
+  ASSERT_TRUE(signalled) << "only " << acked.size() << " writes acknowledged";
+  auto rc = daemon_->wait(20s);
+  ASSERT_TRUE(rc) << "daemon did not exit after SIGTERM";
+  EXPECT_EQ(*rc, 0) << daemon_->err();
+  EXPECT_NE(daemon_->err().find("every LUN flushed"), std::string::npos) << daemon_->err();
+  RecordProperty("acked_writes", static_cast<int>(acked.size()));
+
+  // Every acknowledged write is in the file ...
+  for (uint32_t i : acked)
+    ASSERT_EQ(read_image(uint64_t{i} * kBlocks * 512, kBlocks * 512), pattern(kBlocks * 512, i))
+        << "write " << i;
+  // ... and reads back through a restarted daemon.
+  daemon_ = start(flags());
+  TestInitiator again(*port_, "ini.reader", 32);
+  ASSERT_TRUE(again.login(target_mac_, "tgt.veth")) << again.why();
+  for (uint32_t i : acked) {
+    auto r = again.command(0, cdb_read10(i * kBlocks, kBlocks), kBlocks * 512);
+    ASSERT_TRUE(r) << "read " << i;
+    ASSERT_EQ(r->data, pattern(kBlocks * 512, i)) << "write " << i;
+  }
+  daemon_->signal(SIGTERM);
+  EXPECT_EQ(daemon_->wait(20s), 0);
+}
+
+TEST_F(DaemonOverVeth, SighupAddsALunAndAppliesAccessLists) {
+  const std::string conf = unique("hup") + ".toml";
+  const std::string head = "[target]\nname = \"tgt.hup\"\nports = [\"afpacket:" + net_->iface_a() +
+                           "\"]\ncontrol = \"" + control_ + "\"\ndead_time_ms = 5000\n";
+  write_file(conf, head + "[[lun]]\nnumber = 0\nstore = \"" + image_ + "\"\n");
+  daemon_ = start({"--config", conf});
+  TestInitiator ini(*port_, "ini.hup", 41);
+  ASSERT_TRUE(ini.login(target_mac_, "tgt.hup")) << ini.why() << daemon_->err();
+  auto before = ini.command(0, cdb_report_luns(), 4096);
+  ASSERT_TRUE(before);
+  EXPECT_EQ(be32(before->data, 0), 8u);
+
+  // Add LUN 1 for this initiator only and LUN 2 for somebody else.
+  write_file(conf, head + "[[lun]]\nnumber = 0\nstore = \"" + image_ +
+                       "\"\n[[lun]]\nnumber = 1\nstore = \"ram\"\nsize = \"2M\"\n"
+                       "  [[lun.allow]]\n  initiator = \"ini.hup\"\n"
+                       "[[lun]]\nnumber = 2\nstore = \"ram:1M\"\n"
+                       "  [[lun.allow]]\n  initiator = \"ini.other\"\n");
+  daemon_->signal(SIGHUP);
+  uint32_t listed = 0;
+  for (int i = 0; i < 100 && listed != 16; ++i) {
+    auto r = ini.command(0, cdb_report_luns(), 4096);
+    ASSERT_TRUE(r);
+    listed = be32(r->data, 0);
+    if (listed != 16) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(listed, 16u) << daemon_->err();  // LUNs 0 and 1; 2 is hidden
+  auto cap = ini.command(1, cdb_read_capacity10(), 8);
+  ASSERT_TRUE(cap);
+  ASSERT_EQ(cap->data.size(), 8u);
+  EXPECT_EQ(be32(cap->data, 0), 4095u);
+  auto hidden = ini.command(2, cdb_tur(), 0);
+  ASSERT_TRUE(hidden);
+  EXPECT_EQ(hidden->asc(), 0x25);
+
+  // A broken file on reload keeps the running configuration.
+  write_file(conf, "[target\n");
+  daemon_->signal(SIGHUP);
+  std::this_thread::sleep_for(200ms);
+  auto still = ini.command(1, cdb_tur(), 0);
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->header.status, 0);
+  EXPECT_TRUE(daemon_->running());
+  daemon_->signal(SIGTERM);
+  EXPECT_EQ(daemon_->wait(20s), 0) << daemon_->err();
+  EXPECT_NE(daemon_->err().find("keeping the running configuration"), std::string::npos);
+  std::remove(conf.c_str());
+}
+
+TEST_F(DaemonOverVeth, InterfaceDownIsRefused) {
+  ASSERT_TRUE(net_->set_up(net_->ns_a(), net_->iface_a(), false));
+  std::vector<std::string> argv = {"ip", "netns", "exec", net_->ns_a(), kBin};
+  for (auto& a : flags()) argv.push_back(a);
+  Process p(argv);
+  auto rc = p.wait(15s);
+  ASSERT_TRUE(rc);
+  EXPECT_NE(*rc, 0);
+  EXPECT_NE(p.err().find("is down"), std::string::npos) << p.err();
+}
+
+}  // namespace
+}  // namespace hyperscsi::test
