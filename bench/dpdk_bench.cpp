@@ -8,7 +8,8 @@
 // method as io_bench: the sender copies a HyperSCSI-typed template into
 // each buffer and sends bursts of `batch` for `--seconds`, retrying what
 // tx_burst leaves; the receiver calls rx_burst(64). Each cell is the median
-// of `--runs` runs.
+// of `--runs` runs. Also reported: frames the kernel dropped for the
+// receiver (rx_dropped) and the share of a cpu the polling receiver got.
 //
 // Usage (root): dpdk_bench [--seconds S] [--runs N]
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -35,6 +37,12 @@ namespace {
 
 using namespace hyperscsi;
 using Clock = std::chrono::steady_clock;
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 // ---- child roles -------------------------------------------------------------
 
@@ -90,6 +98,9 @@ int run_role(const std::string& role, const std::string& spec) {
     } else if (cmd == "rx" && role == "rx") {
       // Count until "stop" arrives on stdin (checked every 1024 polls).
       uint64_t got = 0, bytes = 0;
+      const uint64_t dropped0 = port->counters().rx_dropped;
+      const double cpu0 = thread_cpu_seconds();
+      const auto wall0 = Clock::now();
       for (uint64_t i = 0;; ++i) {
         const size_t n = port->rx_burst(buf);
         for (size_t k = 0; k < n; ++k) {
@@ -103,8 +114,12 @@ int run_role(const std::string& role, const std::string& spec) {
         }
       }
       std::getline(std::cin, line);  // the "stop"
+      // The share of a cpu the busy-polling receiver actually got.
+      const double cpu_share = (thread_cpu_seconds() - cpu0) /
+                               std::chrono::duration<double>(Clock::now() - wall0).count();
       const io::PortCounters c = port->counters();
-      std::cout << "@GOT " << got << " " << bytes << " " << c.rx_dropped << std::endl;
+      std::cout << "@GOT " << got << " " << bytes << " " << c.rx_dropped - dropped0 << " "
+                << cpu_share << std::endl;
     }
   }
   return 0;
@@ -222,11 +237,13 @@ int orchestrate(const std::string& self, double seconds, int runs) {
     std::cerr << "dpdk_bench: peers failed: rx '" << rr << "' tx '" << tr << "'\n";
     return 1;
   }
-  std::printf("| backend | frame bytes | batch | tx frames/s | rx frames/s | rx MB/s | rx/tx |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| backend | frame bytes | batch | tx frames/s | rx frames/s | rx MB/s | rx/tx | rx "
+      "dropped/s | rx cpu |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t frame : {64, 1500, 9000}) {
     for (size_t batch : {1, 8, 32}) {
-      std::vector<double> txr, rxr, ratio;
+      std::vector<double> txr, rxr, ratio, cpu_share, drops;
       for (int r = 0; r < runs; ++r) {
         rx.send("rx");
         usleep(100000);
@@ -240,15 +257,20 @@ int orchestrate(const std::string& self, double seconds, int runs) {
         usleep(200000);  // let the receiver drain
         rx.send("stop");
         std::istringstream rs(rx.reply(30000));
-        uint64_t got = 0, bytes = 0;
-        rs >> w >> got >> bytes;
+        uint64_t got = 0, bytes = 0, dropped = 0;
+        double cpu = 0;
+        rs >> w >> got >> bytes >> dropped >> cpu;
+        cpu_share.push_back(cpu);
+        drops.push_back(static_cast<double>(dropped) / elapsed);
         txr.push_back(static_cast<double>(sent) / elapsed);
         rxr.push_back(static_cast<double>(got) / elapsed);
         ratio.push_back(sent ? static_cast<double>(got) / static_cast<double>(sent) : 0);
       }
       const double rxm = median(rxr);
-      std::printf("| dpdk (af_packet vdev) | %zu | %zu | %.0f | %.0f | %.1f | %.3f |\n", frame,
-                  batch, median(txr), rxm, rxm * static_cast<double>(frame) / 1e6, median(ratio));
+      std::printf(
+          "| dpdk (af_packet vdev) | %zu | %zu | %.0f | %.0f | %.1f | %.3f | %.0f | %.2f |\n",
+          frame, batch, median(txr), rxm, rxm * static_cast<double>(frame) / 1e6, median(ratio),
+          median(drops), median(cpu_share));
       std::fflush(stdout);
     }
   }
