@@ -150,7 +150,10 @@ LogicalUnit::LogicalUnit(LuConfig config, std::unique_ptr<store::BlockStore> sto
   }
 }
 
-LogicalUnit::~LogicalUnit() = default;
+LogicalUnit::~LogicalUnit() {
+  // Completions reference this LU: run them while every member is still alive.
+  if (store_) store_->drain();
+}
 
 std::array<std::uint8_t, 8> LogicalUnit::naa_identifier() const {
   return make_naa_identifier(config_);

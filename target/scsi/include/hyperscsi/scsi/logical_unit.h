@@ -53,8 +53,10 @@ class LogicalUnit {
 
   // Executes one command. The CDB and nexus are copied; req.data_out must stay
   // valid until `done` runs. `done` runs exactly once, possibly before
-  // execute() returns. The LU must outlive every in-flight command
-  // (store().drain() before destroying it).
+  // execute() returns. Destroying the LU drains its store first, so every
+  // in-flight command completes (callbacks run) before the LU goes away.
+  // Atomicity: COMPARE AND WRITE excludes overlapping READ/WRITE/VERIFY/WRITE
+  // SAME through LBA-range locks; UNMAP is not range-locked.
   void execute(const CommandRequest& req, CommandCallback done);
 
   store::BlockStore& store() { return *store_; }
