@@ -312,11 +312,14 @@ void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
         fail(InitiatorState::kFailed, f);
         break;
       }
-      // A small probe tells "no answer at all" apart from "full frames lost".
+      // A small probe tells "no answer at all" apart from "full frames lost";
+      // two full-size probes per round keep random loss from looking like an
+      // MTU problem.
       send_probe(next_probe_id_ | 1u, 0);
       send_probe((next_probe_id_ + 1) & ~1u, negotiated_.mtu);
-      next_probe_id_ += 2;
-      stats_.probes_sent += 2;
+      send_probe((next_probe_id_ + 3) & ~1u, negotiated_.mtu);
+      next_probe_id_ += 4;
+      stats_.probes_sent += 3;
       ++attempts_;
       next_tx_ = now + config_.probe_timeout;
       break;

@@ -68,6 +68,7 @@ class Lab {
   std::map<Opcode, uint64_t> sent_by_opcode;
 
   void add(Node n) { nodes.push_back(std::move(n)); }
+  void seed(uint32_t s) { rng_.seed(s); }
 
   void step(Duration dt = milliseconds(1)) {
     for (size_t i = 0; i < nodes.size(); ++i) {

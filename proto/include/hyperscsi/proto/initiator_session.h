@@ -83,9 +83,9 @@ struct InitiatorConfig {
   std::vector<uint8_t> auth;                   // opaque, for the authentication exchange
   Duration login_timeout = milliseconds(250);  // first retry; doubles each attempt
   Duration max_login_backoff = seconds(2);
-  uint32_t login_attempts = 5;
+  uint32_t login_attempts = 6;
   Duration probe_timeout = milliseconds(250);  // per MTU probe round
-  uint32_t probe_attempts = 3;
+  uint32_t probe_attempts = 5;                 // rounds of one small and two full-size probes
   Duration disconnect_timeout = milliseconds(250);
   uint32_t disconnect_attempts = 3;
   TransportParams transport;  // RTO, congestion and queue settings; negotiated values override
