@@ -16,7 +16,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+// CLI11's inline string helpers trip GCC 12's -Wnull-dereference (false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
 #include <CLI/CLI.hpp>
+#pragma GCC diagnostic pop
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
