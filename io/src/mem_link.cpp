@@ -1,5 +1,6 @@
 #include "hyperscsi/io/mem_link.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "ether.h"
@@ -117,7 +119,7 @@ std::atomic<uint32_t> g_link_ids{1};
 
 class MemLinkState {
  public:
-  explicit MemLinkState(const MemLinkConfig& cfg) : clock_(cfg.clock) {
+  explicit MemLinkState(const MemLinkConfig& cfg) : clock_(cfg.clock), real_clock_(!cfg.clock) {
     if (!clock_) clock_ = [] { return proto::Clock::now(); };
     const uint32_t id = g_link_ids.fetch_add(1);
     for (int s = 0; s < 2; ++s) {
@@ -153,11 +155,13 @@ class MemLinkState {
 
   size_t tx(int side, std::span<Packet> pkts);
   size_t rx(int side, std::span<Packet> out);
+  bool wait(int side, std::chrono::microseconds timeout);
 
   std::string registered_name;  // non-empty when open_mem_port registered it
 
  private:
   std::function<TimePoint()> clock_;
+  bool real_clock_;
   std::array<End, 2> ends_;
   std::array<Direction, 2> dirs_;
 };
@@ -260,6 +264,27 @@ size_t MemLinkState::rx(int side, std::span<Packet> out) {
   return n;
 }
 
+bool MemLinkState::wait(int side, std::chrono::microseconds timeout) {
+  Direction& d = dirs_[1 - side];
+  TimePoint due = TimePoint::max();
+  {
+    std::lock_guard lock(d.mu);
+    if (!d.queue.empty()) due = d.queue.front().ready;
+    for (const auto& h : d.held) due = std::min(due, h.deadline);
+  }
+  if (due == TimePoint::max()) {  // nothing in flight: sleep on the eventfd
+    pollfd p{ends_[side].event_fd, POLLIN, 0};
+    const auto ms = (timeout.count() + 999) / 1000;
+    return ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms, 0x7fffffff))) > 0;
+  }
+  const TimePoint now = clock_();
+  if (due <= now) return true;
+  // A virtual clock moves only when the test moves it: do not sleep on it.
+  if (!real_clock_) return false;
+  std::this_thread::sleep_for(std::min<Duration>(due - now, timeout));
+  return clock_() >= due;
+}
+
 // ---- registry of named links (open_mem_port) ----
 namespace {
 
@@ -327,6 +352,9 @@ size_t MemPort::rx_burst(std::span<Packet> out) {
 }
 size_t MemPort::tx_burst(std::span<Packet> pkts) {
   return link_->tx(side_, pkts);
+}
+bool MemPort::wait_rx(std::chrono::microseconds timeout) {
+  return link_->wait(side_, timeout);
 }
 
 ImpairmentStats MemPort::tx_link_stats() const {

@@ -224,6 +224,36 @@ TEST(MemLink, DelayAndJitterFollowTheVirtualClock) {
   for (uint32_t i = 0; i < 20; ++i) EXPECT_EQ(frame_seq(got[i]), i);  // jitter keeps FIFO
 }
 
+TEST(MemLink, WaitRxSleepsUntilADelayedFrameIsDueOnTheRealClock) {
+  MemLinkConfig cfg;
+  cfg.a_to_b.delay = 3ms;
+  MemLink link = make(cfg);
+  EXPECT_FALSE(link.b->wait_rx(1ms));  // nothing in flight: times out
+  send(*link.a, *link.b, 7, 1);
+  std::vector<Packet> got;
+  for (int i = 0; i < 1000 && got.empty(); ++i) {
+    link.b->wait_rx(100ms);
+    got = drain(*link.b);
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(frame_seq(got[0]), 7u);
+}
+
+TEST(MemLink, WaitRxDoesNotSleepOnAVirtualClock) {
+  VirtualClock clk;
+  MemLinkConfig cfg;
+  cfg.clock = clk.fn();
+  cfg.a_to_b.delay = 1h;
+  MemLink link = make(cfg);
+  send(*link.a, *link.b, 1, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(link.b->wait_rx(10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  clk.advance(1h);
+  EXPECT_TRUE(link.b->wait_rx(0us));
+  EXPECT_EQ(drain(*link.b).size(), 1u);
+}
+
 TEST(MemLink, RateLimitSerializesFrames) {
   VirtualClock clk;
   MemLinkConfig cfg;

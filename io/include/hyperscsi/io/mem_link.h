@@ -14,7 +14,8 @@
 // filtered as the kernel filter of a real backend would.
 //
 // fd(): an eventfd that is readable while frames are queued towards this end
-// (including frames still delayed: a caller may then spin until they are due).
+// (including frames still delayed: an event loop polling fd() may spin until
+// they are due; MemPort::wait_rx sleeps until the first one is due instead).
 //
 // Ownership: frames handed to tx_burst move onto the link and are handed,
 // without copying, to the receiver by rx_burst. Packets may outlive the port.
@@ -89,6 +90,10 @@ class MemPort final : public Port {
   Packet alloc() override;
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
+  // Sleeps until the first frame in flight is due (real clock), on the
+  // eventfd when nothing is in flight; with a virtual clock it never sleeps
+  // for a delayed frame (returns false until the test advances the clock).
+  bool wait_rx(std::chrono::microseconds timeout) override;
 
   // Statistics and settings of the direction this end transmits on.
   ImpairmentStats tx_link_stats() const;
