@@ -10,6 +10,10 @@
 //   echo N MS                      -> @ECHO n           (sends each frame back, MACs swapped)
 //   counters                       -> @COUNTERS rxf rxb txf txb rxdrop txdrop rxerr txerr filtered
 //   open2 SPEC                     -> @OPEN2 ok | @OPEN2 <kind> <message>
+//   trysend N SIZE MODE            -> @TRYSEND taken intact  (one tx_burst; `intact` counts the
+//                                     packets left with the caller that are unchanged)
+//   closehold N                    -> @CLOSEHOLD n  (closes the port while holding N packets,
+//                                     then writes to and releases them; n = packets held)
 //   quit
 // An EAL_SPEC starting with "dpdk:" is opened through io::open_port.
 #include <unistd.h>
@@ -191,6 +195,52 @@ int main(int argc, char** argv) {
             std::to_string(c.rx_dropped) + " " + std::to_string(c.tx_dropped) + " " +
             std::to_string(c.rx_errors) + " " + std::to_string(c.tx_errors) + " " +
             std::to_string(dport->rx_filtered()));
+    } else if (cmd == "trysend") {
+      size_t n = 0, size = 0;
+      std::string mode;
+      in >> n >> size >> mode;
+      const uint8_t dst[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+      std::vector<io::Packet> batch;
+      for (size_t i = 0; i < n; ++i) {
+        io::Packet p = mode == "heap" ? heap.alloc() : port->alloc();
+        if (!p || !p.resize(size)) break;
+        dpdk::testing::build_frame(p.data(), size, dst, port->mac().data(), 0x889A,
+                                   static_cast<uint32_t>(i));
+        batch.push_back(std::move(p));
+      }
+      const size_t taken = port->tx_burst(batch);
+      size_t intact = 0;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (i < taken) {
+          if (batch[i]) intact = SIZE_MAX;  // taken handles must be empty
+          continue;
+        }
+        if (batch[i] && batch[i].size() == size &&
+            dpdk::testing::check_frame(batch[i].bytes()) == int64_t(i) &&
+            batch[i].data()[12] == 0x88)
+          ++intact;
+      }
+      reply("TRYSEND " + std::to_string(taken) + " " +
+            (intact == SIZE_MAX ? "-1" : std::to_string(intact)));
+    } else if (cmd == "closehold") {
+      size_t n = 0;
+      in >> n;
+      std::vector<io::Packet> held;
+      for (size_t i = 0; i < n; ++i) {
+        io::Packet p = port->alloc();
+        if (!p) break;
+        held.push_back(std::move(p));
+      }
+      port.reset();  // the mempool must stay alive for `held`
+      dport = nullptr;
+      for (auto& p : held) {
+        p.resize(64);
+        std::memset(p.data(), 0xAB, 64);
+      }
+      const size_t count = held.size();
+      held.clear();
+      reply("CLOSEHOLD " + std::to_string(count));
+      break;  // no port any more
     } else if (cmd == "open2") {
       std::string spec2;
       in >> spec2;

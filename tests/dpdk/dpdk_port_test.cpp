@@ -404,5 +404,39 @@ TEST(MemifPair, FramesFlowBothWaysAndOtherEtherTypesAreFiltered) {
   EXPECT_EQ(w[5], "1514");
 }
 
+// A memif server without a client has its link down: the PMD takes nothing,
+// and the ownership rule says the caller keeps every packet unchanged (the
+// software VLAN tag is taken off again).
+TEST(MemifAlone, UntakenPacketsStayWithTheCallerUnchanged) {
+  if (!is_root()) GTEST_SKIP() << "needs root (hugepages, DPDK EAL)";
+  testing::HugepageReservation huge;
+  ASSERT_TRUE(huge.ok()) << "could not reserve 512 hugepages or mount hugetlbfs";
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / testing::unique_name("memif1");
+  std::filesystem::create_directories(dir);
+  struct RemoveDir {
+    std::filesystem::path p;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  } remove_dir{dir};
+  Peer server("", {"--in-memory," + common_eal("m1") +
+                       ",--vdev=net_memif0,role=server,socket=" + (dir / "memif.sock").string(),
+                   "100", "1024"});
+  const auto ready = words(server.reply(30000));
+  ASSERT_FALSE(ready.empty());
+  ASSERT_EQ(ready[0], "READY");
+  EXPECT_EQ(server.command("link 200"), "LINK 0");
+  EXPECT_EQ(server.command("trysend 8 200 mbuf"), "TRYSEND 0 8");
+  EXPECT_EQ(server.command("trysend 8 1514 heap"), "TRYSEND 0 8");
+  const auto c = words(server.command("counters"));
+  ASSERT_EQ(c.size(), 10u);
+  EXPECT_EQ(c[3], "0");   // tx_frames
+  EXPECT_EQ(c[6], "16");  // tx_dropped: the caller kept them
+  // Packets may outlive their port: the pool stays until they are released.
+  EXPECT_EQ(server.command("closehold 16"), "CLOSEHOLD 16");
+}
+
 }  // namespace
 }  // namespace hyperscsi::dpdk
