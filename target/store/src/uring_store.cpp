@@ -356,9 +356,11 @@ void UringStore::submit() {
     build_rw_ops(seg);
   }
   if (sqes_unsubmitted_ > 0) {
-    io_uring_submit(&ring_);
+    // On a transient failure (EAGAIN/EBUSY under memory or CQ pressure) the
+    // SQEs stay in the ring; keep the flag so the next poll()/drain() retries.
+    const int rc = io_uring_submit(&ring_);
     ++counters_.batches;
-    sqes_unsubmitted_ = 0;
+    if (rc >= 0) sqes_unsubmitted_ = 0;
   }
 }
 
@@ -461,9 +463,12 @@ void UringStore::drain() {
   while (in_flight() > 0) {
     submit();
     if (done_.empty() && ops_in_kernel_ > 0) {
-      io_uring_cqe* cqe = nullptr;
-      const int rc = io_uring_wait_cqe(&ring_, &cqe);
-      if (rc < 0 && rc != -EINTR && rc != -EAGAIN) break;  // ring broken: cannot make progress
+      // Submit-and-wait also retries SQEs an earlier submit could not hand over.
+      const int rc = io_uring_submit_and_wait(&ring_, 1);
+      if (rc >= 0) sqes_unsubmitted_ = 0;
+      if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+        break;  // ring broken: cannot make progress
+      }
     }
     poll();
   }
