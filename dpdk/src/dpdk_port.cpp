@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <optional>
 
 #include "eal_config.h"
@@ -64,6 +65,13 @@ std::pair<long, bool> hugepage_state() {
 
 constexpr size_t kMaxBurst = 64;
 
+// ethdev control operations are not thread-safe: opening and closing ports
+// are serialised process-wide.
+std::mutex& control_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 class DpdkPortImpl final : public DpdkPort {
  public:
   DpdkPortImpl(std::string spec, std::shared_ptr<EalRuntime> eal, uint16_t port_id,
@@ -82,6 +90,7 @@ class DpdkPortImpl final : public DpdkPort {
   ~DpdkPortImpl() override {
     // Stop and close first: that frees the mbufs the PMD still holds, which
     // come from our mempool. Packets the caller holds keep the pool alive.
+    std::lock_guard lock(control_mutex());
     rte_eth_dev_stop(port_id_);
     rte_eth_dev_close(port_id_);
     eal_->release_port(port_id_);
@@ -370,6 +379,7 @@ Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view
               "or pass --in-memory");
   }
 
+  std::lock_guard lock(control_mutex());
   auto eal = EalRuntime::acquire(cfg.eal_args);
   if (!eal) return Unexpected(eal.error());
   auto port = select_port(*eal.value(), cfg);
