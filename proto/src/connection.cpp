@@ -264,7 +264,8 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   if (advanced) {
     dupacks = 0;
   } else if (newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
-             !flight.empty() && ++dupacks == kDupAckThreshold) {
+             (h.ext.flags & kFlagResponse) == 0 && !flight.empty() &&
+             ++dupacks == kDupAckThreshold) {
     // Classic fast retransmit for peers that do not send SACK blocks.
     TxFrame& head = flight.front();
     if (!head.lost && may_retransmit(head, now)) {

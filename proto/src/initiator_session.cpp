@@ -240,7 +240,10 @@ void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
     return;
   }
   connection_->on_frame(frame, now);  // acks and windows ride on every frame
-  if (op == Opcode::kKeepalive) on_keepalive(frame, now);
+  // A probe is 0x20; its answer is 0x21 with RESPONSE (docs/protocol.md).
+  const bool response = (frame.header.ext.flags & kFlagResponse) != 0;
+  if ((op == Opcode::kKeepalive && !response) || (op == Opcode::kAck && response))
+    on_keepalive(frame, now);
 }
 
 void InitiatorSession::on_keepalive(const FrameView& frame, TimePoint now) {
@@ -253,7 +256,7 @@ void InitiatorSession::on_keepalive(const FrameView& frame, TimePoint now) {
     // The target probes us: answer with a frame of the same size.
     std::vector<uint8_t> body;
     encode(Keepalive{k->probe_id, static_cast<uint16_t>(detail::l3_size(frame))}, body);
-    FrameHeader h = connection_->control_header(Opcode::kKeepalive, kFlagResponse);
+    FrameHeader h = connection_->control_header(Opcode::kAck, kFlagResponse);
     h.sacks.count = 0;
     outbox_->push(h, std::move(body));
     return;

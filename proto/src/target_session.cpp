@@ -293,7 +293,7 @@ void TargetEndpoint::on_session_frame(const FrameView& frame, TimePoint now) {
     // Same size as the probe, so a full-MTU probe proves both directions.
     std::vector<uint8_t> body;
     encode(Keepalive{k->probe_id, static_cast<uint16_t>(detail::l3_size(frame))}, body);
-    FrameHeader h = s.connection->control_header(Opcode::kKeepalive, kFlagResponse);
+    FrameHeader h = s.connection->control_header(Opcode::kAck, kFlagResponse);
     h.sacks.count = 0;  // pad_to counts the fixed header only
     outbox_->push(h, std::move(body));
     ++stats_.keepalives_answered;

@@ -654,5 +654,29 @@ TEST(Robustness, RandomBodiesNeverCrashOrKillTheSession) {
   EXPECT_TRUE(p.lab.run_until([&] { return p.initiator.pop_reply().has_value(); }, seconds(5)));
 }
 
+// docs/protocol.md: a keepalive probe (0x20) is answered by 0x21 with RESPONSE
+// and the probe's id, padded to the probe's size.
+TEST(Keepalive, ProbeIsAnsweredWithAckResponseOfTheSameSize) {
+  Pair p;
+  ASSERT_TRUE(p.login());
+  std::vector<uint8_t> body;
+  encode(Keepalive{77, 600}, body);
+  FrameHeader h = p.initiator.connection()->control_header(Opcode::kKeepalive);
+  const size_t probe_l3 = kHeaderSize + h.sacks.count * kSackBlockSize + body.size();
+  size_t answers = 0;
+  for (const auto& bytes : p.lab.inject(1, h, body)) {
+    auto f = decode_frame(bytes);
+    ASSERT_TRUE(f.ok());
+    if (f->header.common.opcode != Opcode::kAck || (f->header.ext.flags & kFlagResponse) == 0)
+      continue;
+    auto k = decode_keepalive(f->payload);
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(k->probe_id, 77u);
+    EXPECT_EQ(kHeaderSize + f->header.sacks.count * kSackBlockSize + f->payload.size(), probe_l3);
+    ++answers;
+  }
+  EXPECT_EQ(answers, 1u);
+}
+
 }  // namespace
 }  // namespace hyperscsi::proto
