@@ -132,21 +132,24 @@ class TestInitiator {
     return next_sn_++;
   }
 
+  // The reply to `cmd_sn` if it has arrived (no pumping).
+  std::optional<Reply> take(uint32_t cmd_sn) {
+    auto it = replies_.find(cmd_sn);
+    if (it == replies_.end()) return std::nullopt;
+    Reply r = std::move(it->second);
+    replies_.erase(it);
+    return r;
+  }
+
   // Waits for the reply to `cmd_sn`.
   std::optional<Reply> wait(uint32_t cmd_sn, std::chrono::milliseconds timeout = 10s) {
     const auto deadline = proto::Clock::now() + timeout;
-    while (proto::Clock::now() < deadline) {
+    for (;;) {
       pump();
-      auto it = replies_.find(cmd_sn);
-      if (it != replies_.end()) {
-        Reply r = std::move(it->second);
-        replies_.erase(it);
-        return r;
-      }
-      if (!session_->established()) break;
+      if (auto r = take(cmd_sn)) return r;
+      if (!session_->established() || proto::Clock::now() >= deadline) return std::nullopt;
       std::this_thread::sleep_for(100us);
     }
-    return std::nullopt;
   }
 
   std::optional<Reply> command(uint16_t lun, const std::vector<uint8_t>& cdb, uint32_t expected_in,
