@@ -73,13 +73,13 @@ std::uint64_t load_be(std::span<const std::uint8_t> b, std::size_t at, std::size
                 : std::string("none"));                                                          \
   } while (0)
 
-#define EXPECT_SENSE(r, KEY_, ASC_, ASCQ_)                               \
+#define EXPECT_SENSE(r, KEY_, ASC_, ASCQ_)                            \
   do {                                                                \
     const auto& r_ = (r);                                             \
     EXPECT_EQ(r_.status, ::hyperscsi::scsi::status::kCheckCondition); \
     auto s_ = ::hyperscsi::scsi::testing::sense_of(r_);               \
     ASSERT_TRUE(s_.has_value());                                      \
-    EXPECT_EQ(static_cast<int>(s_->key), static_cast<int>(KEY_));      \
-    EXPECT_EQ(s_->asc, (ASC_));                                        \
-    EXPECT_EQ(s_->ascq, (ASCQ_));                                      \
+    EXPECT_EQ(static_cast<int>(s_->key), static_cast<int>(KEY_));     \
+    EXPECT_EQ(s_->asc, (ASC_));                                       \
+    EXPECT_EQ(s_->ascq, (ASCQ_));                                     \
   } while (0)
