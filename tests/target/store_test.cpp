@@ -136,6 +136,13 @@ TEST(OpenStore, TypedErrorsNameThePathAndReason) {
   EXPECT_EQ(odd.error().kind, StoreError::Kind::kBadSize);
   EXPECT_NE(odd.error().message.find("odd.img"), std::string::npos);
 
+  // Cannot be opened at all (a path through a regular file): typed, names the path.
+  auto unopenable = open_store(dir.file("odd.img") + "/inner.img", o);
+  ASSERT_FALSE(unopenable.ok());
+  EXPECT_EQ(unopenable.error().kind, StoreError::Kind::kOpenFailed);
+  EXPECT_NE(unopenable.error().message.find("inner.img"), std::string::npos);
+  EXPECT_NE(unopenable.error().message.find("Not a directory"), std::string::npos);
+
   auto dir_store = open_store(dir.path(), o);
   ASSERT_FALSE(dir_store.ok());
   EXPECT_EQ(dir_store.error().kind, StoreError::Kind::kUnsupportedType);
