@@ -11,6 +11,8 @@
 
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/mem_link.h"
+#include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/scsi/logical_unit.h"
 #include "hyperscsi/store/block_store.h"
 #include "test_initiator.h"
@@ -279,6 +281,50 @@ TEST(TargetEngine, SilentInitiatorIsReclaimed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_TRUE(rig.engine->sessions().empty());
   EXPECT_EQ(rig.engine->stats().endpoint.sessions_reclaimed, 1u);
+  rig.engine->stop();
+}
+
+// Discovery over one link: the start-up announcement names only open LUNs, an
+// answer to a request names the LUNs this initiator may see.
+std::vector<uint16_t> discover(io::Port& port, const std::string& name, TargetEngine* start_me) {
+  proto::DiscoveryConfig dc;
+  dc.local_mac = port.mac();
+  dc.initiator_name = name;
+  dc.window = std::chrono::milliseconds(400);
+  proto::DiscoveryClient client(dc);
+  io::PortSink sink(port);
+  client.start(proto::Clock::now());
+  if (start_me) {
+    EXPECT_TRUE(start_me->start().ok());
+  }
+  const auto deadline = proto::Clock::now() + std::chrono::seconds(5);
+  while (!client.done(proto::Clock::now()) && proto::Clock::now() < deadline) {
+    io::Packet pkts[16];
+    const size_t n = port.rx_burst(std::span<io::Packet>(pkts, 16));
+    for (size_t i = 0; i < n; ++i)
+      if (auto f = proto::decode_frame(pkts[i].bytes())) client.on_frame(*f, proto::Clock::now());
+    client.poll(proto::Clock::now(), sink);
+    sink.flush();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::vector<uint16_t> luns;
+  for (const auto& t : client.results())
+    if (t.name == kTarget)
+      for (const auto& l : t.luns) luns.push_back(l.lun);
+  return luns;
+}
+
+TEST(TargetEngine, DiscoveryListsOnlyVisibleLuns) {
+  Rig rig = make_rig(2);
+  AccessList alice_only{{AccessEntry{"ini.alice", std::nullopt}}};
+  ASSERT_TRUE(rig.engine->add_lun({0, make_unit(0, "ram:1M"), {}}).ok());
+  ASSERT_TRUE(rig.engine->add_lun({1, make_unit(1, "ram:1M"), alice_only}).ok());
+  EXPECT_EQ(discover(*rig.initiator_ports[0], "ini.alice", rig.engine.get()),
+            (std::vector<uint16_t>{0, 1}));
+  EXPECT_EQ(discover(*rig.initiator_ports[1], "ini.bob", nullptr), (std::vector<uint16_t>{0}));
+  const auto st = rig.engine->stats();
+  EXPECT_EQ(st.endpoint.announcements, 2u);  // one per port at start
+  EXPECT_GE(st.endpoint.discovery_replies, 2u);
   rig.engine->stop();
 }
 
