@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "hyperscsi/engine/target_engine.h"
@@ -325,6 +327,109 @@ TEST(TargetEngine, DiscoveryListsOnlyVisibleLuns) {
   const auto st = rig.engine->stats();
   EXPECT_EQ(st.endpoint.announcements, 2u);  // one per port at start
   EXPECT_GE(st.endpoint.discovery_replies, 2u);
+  rig.engine->stop();
+}
+
+// A store whose completions are held back until the gate opens, to keep
+// commands in flight; records whether it was flushed and destroyed.
+class GateStore final : public store::BlockStore {
+ public:
+  struct Probe {
+    std::atomic<bool> open{false};
+    std::atomic<int> flushes{0};
+    std::atomic<bool> destroyed{false};
+  };
+  GateStore(std::unique_ptr<store::BlockStore> inner, std::shared_ptr<Probe> probe)
+      : inner_(std::move(inner)), probe_(std::move(probe)) {}
+  ~GateStore() override { probe_->destroyed = true; }
+  uint32_t block_size() const override { return inner_->block_size(); }
+  uint64_t num_blocks() const override { return inner_->num_blocks(); }
+  bool read_only() const override { return inner_->read_only(); }
+  bool supports_unmap() const override { return inner_->supports_unmap(); }
+  std::string describe() const override { return "gate"; }
+  void submit_read(uint64_t off, std::span<std::byte> buf, store::IoCallback cb) override {
+    inner_->submit_read(off, buf, hold(std::move(cb)));
+  }
+  void submit_write(uint64_t off, std::span<const std::byte> buf, bool fua,
+                    store::IoCallback cb) override {
+    inner_->submit_write(off, buf, fua, hold(std::move(cb)));
+  }
+  void submit_flush(store::IoCallback cb) override {
+    ++probe_->flushes;
+    inner_->submit_flush(std::move(cb));
+  }
+  void submit_unmap(uint64_t off, uint64_t len, store::IoCallback cb) override {
+    inner_->submit_unmap(off, len, hold(std::move(cb)));
+  }
+  void submit() override { inner_->submit(); }
+  int completion_fd() const override { return inner_->completion_fd(); }
+  size_t poll() override {
+    size_t n = inner_->poll();
+    if (probe_->open) n += release();
+    return n;
+  }
+  void drain() override {
+    inner_->drain();
+    release();
+  }
+  size_t in_flight() const override { return inner_->in_flight() + held_.size(); }
+  store::StoreCounters counters() const override { return inner_->counters(); }
+
+ private:
+  store::IoCallback hold(store::IoCallback cb) {
+    return [this, cb = std::move(cb)](store::IoStatus st) mutable {
+      held_.push_back([cb = std::move(cb), st]() mutable { cb(st); });
+    };
+  }
+  size_t release() {
+    auto run = std::exchange(held_, {});
+    for (auto& f : run) f();
+    return run.size();
+  }
+  std::unique_ptr<store::BlockStore> inner_;
+  std::shared_ptr<Probe> probe_;
+  std::vector<std::function<void()>> held_;
+};
+
+TEST(TargetEngine, RemovingABusyLunWaitsForItsCommandsThenFlushes) {
+  Rig rig = make_rig(1);
+  auto probe = std::make_shared<GateStore::Probe>();
+  {
+    auto ram = store::open_store("ram:1M", {});
+    ASSERT_TRUE(ram.ok());
+    scsi::LuConfig c;
+    c.target_name = kTarget;
+    auto unit = std::make_unique<scsi::LogicalUnit>(
+        c, std::make_unique<GateStore>(std::move(ram).value(), probe));
+    ASSERT_TRUE(rig.engine->add_lun({0, std::move(unit), {}}).ok());
+  }
+  ASSERT_TRUE(rig.engine->add_lun({1, make_unit(1, "ram:1M"), {}}).ok());
+  ASSERT_TRUE(rig.engine->start().ok());
+  TestInitiator ini(*rig.initiator_ports[0], "ini.remove");
+  ASSERT_TRUE(ini.login(rig.target_macs[0], kTarget)) << ini.why();
+  ASSERT_TRUE(ini.command(0, cdb_tur(), 0));  // power-on unit attention, no I/O
+
+  const auto data = pattern(8 * 512, 31);
+  const uint32_t sn = ini.send(0, cdb_write10(16, 8), 0, data);
+  ASSERT_NE(sn, 0u);
+  EXPECT_FALSE(ini.wait(sn, std::chrono::milliseconds(300)));  // held by the gate
+  ASSERT_TRUE(rig.engine->remove_lun(0));
+  auto gone = ini.command(0, cdb_tur(), 0);  // new commands: the LUN is absent
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->asc(), 0x25);
+  EXPECT_FALSE(probe->destroyed);  // still busy with the write
+
+  probe->open = true;
+  auto done = ini.wait(sn);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->header.status, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!probe->destroyed && std::chrono::steady_clock::now() < deadline) {
+    ini.pump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(probe->destroyed);
+  EXPECT_GE(probe->flushes.load(), 1);
   rig.engine->stop();
 }
 
