@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -357,6 +358,70 @@ TEST_F(DaemonOverVeth, SighupAddsALunAndAppliesAccessLists) {
   EXPECT_EQ(wait_exit(*daemon_, ini, 20s), 0) << daemon_->err();
   EXPECT_NE(daemon_->err().find("keeping the running configuration"), std::string::npos);
   std::remove(conf.c_str());
+}
+
+// Two initiators on one target port at once (two AF_PACKET sockets on the
+// same interface: the target tells them apart by session id), each streaming
+// 64 KiB writes at queue depth 8 to its own region, then reading it all back.
+// Prints the throughput reached (no assertion on speed: shared 2-core box).
+TEST_F(DaemonOverVeth, TwoInitiatorsOnOnePortStreamAndVerify) {
+  daemon_ = start(flags());
+  auto second = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+  ASSERT_TRUE(second && second->ok());
+  std::unique_ptr<io::Port> port2 = std::move(*second).value();
+  TestInitiator a(*port_, "ini.stream-a", 51);
+  TestInitiator b(*port2, "ini.stream-b", 52);
+  ASSERT_TRUE(a.login(target_mac_, "tgt.veth")) << a.why();
+  ASSERT_TRUE(b.login(target_mac_, "tgt.veth")) << b.why();
+  ASSERT_TRUE(a.command(0, cdb_tur(), 0));
+  ASSERT_TRUE(b.command(0, cdb_tur(), 0));
+
+  constexpr uint32_t kBlocks = 128;       // 64 KiB
+  constexpr uint32_t kPerInitiator = 32;  // 2 MiB each, regions 0-4 MiB and 4-8 MiB
+  TestInitiator* inis[2] = {&a, &b};
+  std::map<uint32_t, uint32_t> in_flight[2];
+  uint32_t next[2] = {0, 0}, done[2] = {0, 0};
+  auto lba = [&](int who, uint32_t i) { return who * 8192 + i * kBlocks; };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + 60s;
+  while ((done[0] < kPerInitiator || done[1] < kPerInitiator) &&
+         std::chrono::steady_clock::now() < deadline) {
+    for (int w = 0; w < 2; ++w) {
+      while (in_flight[w].size() < 8 && next[w] < kPerInitiator) {
+        const uint32_t sn = inis[w]->send(0, cdb_write10(lba(w, next[w]), kBlocks), 0,
+                                          pattern(kBlocks * 512, w * 1000 + next[w]));
+        ASSERT_NE(sn, 0u);
+        in_flight[w][sn] = next[w]++;
+      }
+      inis[w]->pump();
+      for (auto it = in_flight[w].begin(); it != in_flight[w].end();) {
+        auto r = inis[w]->take(it->first);
+        if (!r) {
+          ++it;
+          continue;
+        }
+        ASSERT_EQ(r->header.status, 0);
+        ++done[w];
+        it = in_flight[w].erase(it);
+      }
+    }
+  }
+  ASSERT_EQ(done[0], kPerInitiator);
+  ASSERT_EQ(done[1], kPerInitiator);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("two initiators, 64 KiB writes QD8 each, MTU %zu: %.1f MB/s aggregate\n",
+              port_->mtu(), 2.0 * kPerInitiator * kBlocks * 512 / secs / 1e6);
+  for (int w = 0; w < 2; ++w)
+    for (uint32_t i = 0; i < kPerInitiator; ++i) {
+      auto r = inis[1 - w]->command(0, cdb_read10(lba(w, i), kBlocks), kBlocks * 512);
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->data, pattern(kBlocks * 512, w * 1000 + i)) << w << "/" << i;
+    }
+  Process stats({kBin, "stats", "--control", control_});
+  ASSERT_EQ(stats.wait(10s), 0);
+  EXPECT_NE(stats.out().find("2 session(s)"), std::string::npos) << stats.out();
+  daemon_->signal(SIGTERM);
+  EXPECT_EQ(wait_exit(*daemon_, a, 20s), 0) << daemon_->err();
 }
 
 TEST_F(DaemonOverVeth, InterfaceDownIsRefused) {
