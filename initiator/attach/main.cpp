@@ -318,6 +318,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
     state["commands_completed"] = std::to_string(s.completed);
     state["commands_failed"] = std::to_string(s.failed);
     state["commands_reissued"] = std::to_string(s.reissued);
+    state["commands_retried"] = std::to_string(s.retried);
     state["resumes"] = std::to_string(s.resumes);
     state["relogins"] = std::to_string(s.relogins);
     state["bytes_in"] = std::to_string(s.bytes_in);

@@ -90,8 +90,14 @@ struct Pending {
   TimePoint deadline{};
   uint64_t seq = 0;  // cmd_sn is its low 32 bits
   uint16_t tag = 0;
-  bool sent = false;  // handed to the current Connection
+  bool sent = false;       // handed to the current Connection
+  uint32_t retries = 0;    // UNIT ATTENTION / BUSY retries so far
+  TimePoint not_before{};  // BUSY: wait a little before sending again
 };
+
+// Conditions every SCSI initiator retries: a UNIT ATTENTION (reported once
+// per nexus, e.g. after the target restarted) and BUSY / TASK SET FULL.
+constexpr uint32_t kMaxRetries = 8;
 
 CommandResult failed(CompletionError e, std::string message) {
   CommandResult r;
@@ -369,8 +375,23 @@ class Initiator::Impl {
       }
       std::unique_ptr<Pending> p = std::move(it->second);
       release(it, p->tag);
-      CommandResult r;
       const proto::ReplyHeader& h = decoded->header;
+      if (h.response == proto::CommandResponse::kCompleted && p->retries < kMaxRetries) {
+        const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
+                                    scsi::parse_sense(h.sense).key == 0x06;
+        const bool busy = h.status == 0x08 || h.status == 0x28;
+        if (unit_attention || busy) {
+          ++p->retries;
+          ++stats_.retried;
+          p->sent = false;
+          p->not_before = busy ? SteadyClock::now() + std::chrono::milliseconds(
+                                                          5 << std::min<uint32_t>(p->retries, 6))
+                               : TimePoint{};
+          waiting_.push_front(std::move(p));
+          continue;
+        }
+      }
+      CommandResult r;
       if (h.response != proto::CommandResponse::kCompleted) {
         r.error = CompletionError::kTargetFailure;
         r.message = h.response == proto::CommandResponse::kRejected
@@ -463,10 +484,15 @@ class Initiator::Impl {
   }
 
   void admit(TimePoint now) {
-    while (!waiting_.empty() && !free_tags_.empty()) {
+    while (!waiting_.empty() && !free_tags_.empty() && waiting_.front()->not_before <= now) {
       std::unique_ptr<Pending> p = std::move(waiting_.front());
       waiting_.pop_front();
       const auto& c = p->cmd;
+      if (!session_) {
+        finish_failed(std::move(p), CompletionError::kShutdown,
+                      "not connected: connect() to a target first");
+        continue;
+      }
       if (c.cdb.empty() || c.cdb.size() > proto::kMaxCdbLength) {
         finish_failed(std::move(p), CompletionError::kInvalid,
                       "CDB of " + std::to_string(c.cdb.size()) + " bytes (1..32 allowed)");
@@ -482,7 +508,6 @@ class Initiator::Impl {
                           " bytes per command");
         continue;
       }
-      (void)now;
       p->seq = next_seq_++;
       p->tag = free_tags_.back();
       free_tags_.pop_back();
@@ -605,7 +630,10 @@ class Initiator::Impl {
     if (session_) until = std::min(until, session_->next_deadline());
     if (discovery_) until = std::min(until, discovery_->next_deadline());
     if (!inflight_.empty()) until = std::min(until, inflight_.begin()->second->deadline);
-    if (!waiting_.empty()) until = std::min(until, waiting_.front()->deadline);
+    if (!waiting_.empty()) {
+      until = std::min(until, waiting_.front()->deadline);
+      if (waiting_.front()->not_before > now) until = std::min(until, waiting_.front()->not_before);
+    }
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
     if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
     if (port_->poll_mode()) until = now;  // busy-poll

@@ -10,7 +10,9 @@
 // Commands: submit() queues a SCSI command; up to max_outstanding (at most
 // 512, the 9-bit tag space) are in flight on the session, the rest wait in a
 // FIFO inside the Initiator. Each gets a per-session cmd_sn; replies are
-// matched by tag and cmd_sn. Completion callbacks run on the loop thread:
+// matched by tag and cmd_sn. A command answered with UNIT ATTENTION, BUSY or
+// TASK SET FULL is repeated (bounded, BUSY after a short backoff), as a SCSI
+// midlayer would. Completion callbacks run on the loop thread:
 // they must not block (they may call submit()).
 //
 // Recovery: when the session dies (dead peer, or the target ended it, e.g.
@@ -152,6 +154,7 @@ struct Stats {
   uint64_t completed = 0;  // by a reply
   uint64_t failed = 0;     // dead time, shutdown, invalid
   uint64_t reissued = 0;   // commands sent again after recovery
+  uint64_t retried = 0;    // commands repeated after UNIT ATTENTION, BUSY or TASK SET FULL
   uint64_t resumes = 0;    // successful resumes
   uint64_t relogins = 0;   // successful fresh logins during recovery
   uint64_t unmatched_replies = 0;

@@ -1,0 +1,186 @@
+// nbdkit-hyperscsi-plugin.so: an nbdkit plugin serving one LUN of a HyperSCSI
+// target, so NBD clients (nbd-client, qemu, nbdcopy, nbdinfo, fio) can use it.
+//   nbdkit ./nbdkit-hyperscsi-plugin.so port=SPEC [target=NAME] lun=N [dead_time=SECONDS]
+// One Initiator (one session) is shared by every NBD connection; nbdkit's
+// PARALLEL thread model calls in from many threads, which ByteDevice allows.
+// The session is opened in after_fork (threads do not survive nbdkit's fork).
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "hyperscsi/initiator/byte_device.h"
+#include "hyperscsi/initiator/initiator.h"
+
+namespace {
+
+using namespace hyperscsi::initiator;
+
+struct Config {
+  std::string port;
+  std::string target;
+  long lun = -1;
+  long dead_time_s = 60;
+} config;
+
+std::unique_ptr<Initiator> initiator;
+std::unique_ptr<ByteDevice> device;
+
+int fail(const Error& e) {
+  nbdkit_error("hyperscsi: %s", e.message.c_str());
+  return -1;
+}
+
+int set_errno(const Error& e) {
+  nbdkit_error("hyperscsi: %s", e.message.c_str());
+  nbdkit_set_error(ByteDevice::errno_of(e));
+  return -1;
+}
+
+int hs_config(const char* key, const char* value) {
+  const std::string k(key);
+  if (k == "port") {
+    config.port = value;
+  } else if (k == "target") {
+    config.target = value;
+  } else if (k == "lun" || k == "dead_time") {
+    char* end = nullptr;
+    const long v = std::strtol(value, &end, 10);
+    if (!end || *end != '\0' || v < 0 || (k == "lun" && v > 65535)) {
+      nbdkit_error("hyperscsi: %s=%s is not a valid number", key, value);
+      return -1;
+    }
+    (k == "lun" ? config.lun : config.dead_time_s) = v;
+  } else {
+    nbdkit_error("hyperscsi: unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+int hs_config_complete() {
+  if (config.port.empty() || config.lun < 0) {
+    nbdkit_error("hyperscsi: port=SPEC and lun=N are required");
+    return -1;
+  }
+  return 0;
+}
+
+int hs_after_fork() {
+  Options o;
+  o.initiator_name = "nbdkit-hyperscsi";
+  o.dead_time = std::chrono::seconds(config.dead_time_s);
+  auto ini = Initiator::open(config.port, o);
+  if (!ini) return fail(ini.error());
+  auto t = (*ini)->connect(config.target);
+  if (!t) return fail(t.error());
+  auto lun = (*ini)->open_lun(static_cast<uint16_t>(config.lun));
+  if (!lun) return fail(lun.error());
+  initiator = std::move(ini.value());
+  device = std::make_unique<ByteDevice>(*lun);
+  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes", config.lun, t->name.c_str(),
+               static_cast<unsigned long long>(device->size()));
+  return 0;
+}
+
+void hs_cleanup() {
+  if (initiator) initiator->disconnect();
+  device.reset();
+  initiator.reset();
+}
+
+void* hs_open(int) {
+  return device.get();
+}
+void hs_close(void*) {}
+
+int64_t hs_get_size(void*) {
+  return static_cast<int64_t>(device->size());
+}
+int hs_can_write(void*) {
+  return 1;
+}
+int hs_can_flush(void*) {
+  return 1;
+}
+int hs_can_trim(void*) {
+  return 1;
+}
+int hs_can_fua(void*) {
+  return NBDKIT_FUA_NATIVE;
+}
+int hs_can_multi_conn(void*) {
+  return 1;
+}  // one session: a flush covers every connection
+
+int hs_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
+  *minimum = 1;  // unaligned requests are read-modify-written
+  *preferred = std::max<uint32_t>(device->block_size(), 4096);
+  *maximum = 0xffffffff;
+  return 0;
+}
+
+int hs_pread(void*, void* buf, uint32_t count, uint64_t offset, uint32_t) {
+  auto st = device->pread({static_cast<uint8_t*>(buf), count}, offset);
+  return st ? 0 : set_errno(st.error());
+}
+
+int hs_pwrite(void*, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
+  auto st = device->pwrite({static_cast<const uint8_t*>(buf), count}, offset,
+                           (flags & NBDKIT_FLAG_FUA) != 0);
+  return st ? 0 : set_errno(st.error());
+}
+
+int hs_flush(void*, uint32_t) {
+  auto st = device->flush();
+  return st ? 0 : set_errno(st.error());
+}
+
+int hs_trim(void*, uint32_t count, uint64_t offset, uint32_t flags) {
+  auto st = device->discard(offset, count);
+  if (st && (flags & NBDKIT_FLAG_FUA) != 0) st = device->flush();
+  return st ? 0 : set_errno(st.error());
+}
+
+nbdkit_plugin make_plugin() {
+  nbdkit_plugin p{};
+  p.name = "hyperscsi";
+  p.longname = "HyperSCSI (SCSI over raw Ethernet) initiator";
+  p.version = "0.1.0";
+  p.description = "Serves one LUN of a HyperSCSI target";
+  p.config = hs_config;
+  p.config_complete = hs_config_complete;
+  p.config_help =
+      "port=SPEC      (required) port, e.g. afpacket:eth1\n"
+      "target=NAME    target name (default: the only one answering)\n"
+      "lun=N          (required) LUN number\n"
+      "dead_time=S    fail a command without reply after S seconds (default 60)";
+  p.magic_config_key = nullptr;
+  p.after_fork = hs_after_fork;
+  p.cleanup = hs_cleanup;
+  p.open = hs_open;
+  p.close = hs_close;
+  p.get_size = hs_get_size;
+  p.can_write = hs_can_write;
+  p.can_flush = hs_can_flush;
+  p.can_trim = hs_can_trim;
+  p.can_fua = hs_can_fua;
+  p.can_multi_conn = hs_can_multi_conn;
+  p.block_size = hs_block_size;
+  p.pread = hs_pread;
+  p.pwrite = hs_pwrite;
+  p.flush = hs_flush;
+  p.trim = hs_trim;
+  p.errno_is_preserved = 0;
+  return p;
+}
+
+nbdkit_plugin plugin = make_plugin();
+
+}  // namespace
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+NBDKIT_REGISTER_PLUGIN(plugin)

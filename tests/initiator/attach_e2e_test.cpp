@@ -1,0 +1,238 @@
+// End to end over a veth pair between two namespaces with the real target
+// daemon: discover; attach with FUSE and --loop; mkfs.ext4; mount; write
+// files; unmount; fsck -n; detach; attach again and read the files back; the
+// same LUN through the nbdkit plugin with nbdinfo and nbdcopy.
+//
+// The target runs in namespace B (ip netns exec). The initiator programs join
+// only namespace A's network (nsenter --net) so their FUSE mount and loop
+// device are visible to this test in its own mount namespace.
+// Needs root; skips with a reason otherwise. Everything it creates (processes,
+// mounts, loop devices, namespaces, files) is removed also on failure.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "hyperscsi/test_support/netns.h"
+
+namespace {
+
+using hyperscsi::test_support::NetnsPair;
+namespace fs = std::filesystem;
+
+std::string sh_quote(const std::string& s) {
+  return "'" + s + "'";
+}
+
+bool run(const std::string& cmd, std::string* out = nullptr) {
+  std::string output;
+  const bool ok = NetnsPair::shell(cmd + " 2>&1", &output);
+  if (out) *out = output;
+  if (!ok) std::fprintf(stderr, "command failed: %s\n%s\n", cmd.c_str(), output.c_str());
+  return ok;
+}
+
+bool have(const std::string& tool) {
+  return run("command -v " + tool + " >/dev/null");
+}
+
+// A background process started through the shell; killed on destruction.
+class Background {
+ public:
+  Background() = default;
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  bool start(const std::string& cmd, const std::string& log) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >" + log + " 2>&1").c_str(), nullptr);
+      _exit(127);
+    }
+    return pid_ > 0;
+  }
+  bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(-pid_, SIGTERM);
+    for (int i = 0; i < 100 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  ~Background() { stop(); }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class AttachE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // $HYPERSCSI_TARGET_BIN overrides the daemon built alongside.
+    const char* env = std::getenv("HYPERSCSI_TARGET_BIN");
+    target_bin_ = env && *env ? env : HYPERSCSI_TARGET_BIN;
+    if (target_bin_.empty() || !fs::exists(target_bin_))
+      GTEST_SKIP() << "the target daemon hyperscsi-target is not built ('" << target_bin_
+                   << "'); set HYPERSCSI_TARGET_BIN";
+    if (!hyperscsi::test_support::running_as_root())
+      GTEST_SKIP() << "needs root (network namespaces, FUSE, loop devices, mount)";
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    for (const char* t : {"nsenter", "mkfs.ext4", "fsck.ext4", "mount", "umount"})
+      if (!have(t)) GTEST_SKIP() << "missing tool " << t;
+    work_ = fs::temp_directory_path() / ("hs-attach-e2e-" + std::to_string(::getpid()));
+    fs::create_directories(work_ / "fuse");
+    fs::create_directories(work_ / "mnt");
+    fs::create_directories(work_ / "run");
+    ::setenv("HYPERSCSI_RUN_DIR", (work_ / "run").c_str(), 1);
+    net_ = std::make_unique<NetnsPair>(hyperscsi::test_support::NetnsConfig{.mtu = 9000});
+    if (!net_->ok()) GTEST_SKIP() << "cannot create namespaces: " << net_->error();
+    name_ = "hst" + std::to_string(::getpid());
+    ASSERT_TRUE(target_.start("ip netns exec " + net_->ns_b() + " " + target_bin_ +
+                                  " --port afpacket:" + net_->iface_b() + " --lun 0=ram:64M" +
+                                  " --name " + name_ + " --control " +
+                                  (work_ / "target.sock").string(),
+                              (work_ / "target.log").string()));
+  }
+
+  void TearDown() override {
+    // Reverse order of creation; each step tolerates an earlier failure.
+    if (!work_.empty()) {
+      NetnsPair::shell("umount -l " + sh_quote((work_ / "mnt").string()) + " 2>/dev/null");
+      NetnsPair::shell(HYPERSCSI_ATTACH_BIN " detach " + sh_quote((work_ / "fuse").string()) +
+                       " >/dev/null 2>&1");
+      NetnsPair::shell("fusermount3 -u -z " + sh_quote((work_ / "fuse").string()) + " 2>/dev/null");
+    }
+    nbdkit_.stop();
+    target_.stop();
+    net_.reset();
+    if (!work_.empty()) {
+      std::error_code ec;
+      fs::remove_all(work_, ec);
+    }
+    ::unsetenv("HYPERSCSI_RUN_DIR");
+  }
+
+  std::string in_a(const std::string& cmd) const {
+    return "nsenter --net=/run/netns/" + net_->ns_a() + " " + cmd;
+  }
+  std::string port_a() const { return "afpacket:" + net_->iface_a(); }
+
+  // Discovery until the target answers (it may still be starting).
+  bool discover(std::string& out) {
+    for (int i = 0; i < 20; ++i) {
+      if (NetnsPair::shell(in_a(HYPERSCSI_ATTACH_BIN " discover --port " + port_a()) + " 2>&1",
+                           &out) &&
+          out.find(name_) != std::string::npos)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    return false;
+  }
+
+  fs::path work_;
+  std::string target_bin_;
+  std::unique_ptr<NetnsPair> net_;
+  std::string name_;
+  Background target_;
+  Background nbdkit_;
+};
+
+std::string attach_cmd_loop_dev(const std::string& out) {
+  const auto pos = out.find("loop /dev/loop");
+  if (pos == std::string::npos) return {};
+  const auto end = out.find('\n', pos);
+  return out.substr(pos + 5, end - pos - 5);
+}
+
+TEST_F(AttachE2eTest, FuseLoopExt4SurvivesDetachAndReattachThenNbdkit) {
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  EXPECT_NE(out.find("64.0 MiB"), std::string::npos) << out;
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --json --port " + port_a()), &out));
+  EXPECT_NE(out.find("\"capacity\": 67108864"), std::string::npos) << out;
+
+  const std::string fuse = (work_ / "fuse").string();
+  const std::string mnt = (work_ / "mnt").string();
+  const std::string attach = in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " +
+                                  name_ + " --lun 0 --fuse " + fuse + " --loop");
+  ASSERT_TRUE(run(attach, &out)) << out;
+  std::string loop = attach_cmd_loop_dev(out);
+  ASSERT_FALSE(loop.empty()) << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " list", &out));
+  EXPECT_NE(out.find("established"), std::string::npos) << out;
+
+  // Files with random content.
+  std::mt19937 rng(7);
+  std::vector<std::string> contents;
+  for (int i = 0; i < 3; ++i) {
+    std::string s(300000 + i * 77777, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    contents.push_back(std::move(s));
+  }
+  ASSERT_TRUE(run("mkfs.ext4 -q -F " + loop));
+  ASSERT_TRUE(run("mount " + loop + " " + mnt));
+  for (size_t i = 0; i < contents.size(); ++i) {
+    std::ofstream f(mnt + "/file" + std::to_string(i), std::ios::binary);
+    f.write(contents[i].data(), static_cast<std::streamsize>(contents[i].size()));
+    ASSERT_TRUE(f.good());
+  }
+  ASSERT_TRUE(run("umount " + mnt));
+  ASSERT_TRUE(run("fsck.ext4 -n -f " + loop, &out)) << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  EXPECT_FALSE(fs::exists(fuse + "/lun0"));
+
+  // Attach again: the files read back identical.
+  ASSERT_TRUE(run(attach, &out)) << out;
+  loop = attach_cmd_loop_dev(out);
+  ASSERT_FALSE(loop.empty()) << out;
+  ASSERT_TRUE(run("mount -o ro " + loop + " " + mnt));
+  for (size_t i = 0; i < contents.size(); ++i) {
+    std::ifstream f(mnt + "/file" + std::to_string(i), std::ios::binary);
+    std::string back(contents[i].size() + 1, '\0');
+    f.read(back.data(), static_cast<std::streamsize>(back.size()));
+    back.resize(static_cast<size_t>(f.gcount()));
+    EXPECT_TRUE(back == contents[i]) << "file" << i << " differs after re-attach";
+  }
+  ASSERT_TRUE(run("umount " + mnt));
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+
+  // The same LUN through nbdkit.
+  if (!have("nbdkit") || !have("nbdinfo") || !have("nbdcopy")) {
+    std::printf("nbdkit part skipped: nbdkit/nbdinfo/nbdcopy missing\n");
+    return;
+  }
+  const std::string sock = (work_ / "nbd.sock").string();
+  ASSERT_TRUE(nbdkit_.start(in_a("nbdkit -f -v --unix " + sock + " " NBDKIT_PLUGIN +
+                                 " port=" + port_a() + " target=" + name_ + " lun=0"),
+                            (work_ / "nbdkit.log").string()));
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = NetnsPair::shell("nbdinfo --size 'nbd+unix:///?socket=" + sock + "' 2>/dev/null", &out);
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << "nbdkit did not serve";
+  EXPECT_EQ(std::stoull(out), 64ull << 20);
+  const std::string image = (work_ / "image").string();
+  ASSERT_TRUE(run("nbdcopy 'nbd+unix:///?socket=" + sock + "' " + image));
+  ASSERT_TRUE(run("fsck.ext4 -n -f " + image, &out)) << out;
+  // Write through NBD, read back through NBD.
+  const std::string blob = (work_ / "blob").string();
+  ASSERT_TRUE(run("head -c 4194304 /dev/urandom > " + blob));
+  ASSERT_TRUE(run("nbdcopy " + blob + " 'nbd+unix:///?socket=" + sock + "'"));
+  const std::string back = (work_ / "back").string();
+  ASSERT_TRUE(run("nbdcopy 'nbd+unix:///?socket=" + sock + "' " + back));
+  ASSERT_TRUE(run("cmp -n 4194304 " + blob + " " + back));
+}
+
+}  // namespace
