@@ -144,7 +144,7 @@ void PortLoop::run() {
   while (!stop_) {
     const TimePoint now = Clock::now();
     epoll_event events[16];
-    const int n = ::epoll_wait(epoll_fd_, events, 16, timeout_ms(now));
+    const int n = wait(events, 16, now);
     if (n < 0 && errno != EINTR) {
       spdlog::error("{}: epoll_wait: {}", port_->spec(), std::strerror(errno));
       break;
@@ -183,14 +183,31 @@ void PortLoop::run() {
   spdlog::info("{}: stopped", port_->spec());
 }
 
-int PortLoop::timeout_ms(TimePoint now) const {
-  if (port_->poll_mode()) return 0;
-  if (sink_->pending() > 0) return 1;  // the port refused frames: retry soon
+proto::Duration PortLoop::timeout(TimePoint now) const {
+  if (port_->poll_mode()) return proto::Duration::zero();
+  if (sink_->pending() > 0) return std::chrono::microseconds(200);  // port was full: retry soon
   const TimePoint d = endpoint_->next_deadline();
-  if (d <= now) return 0;
-  if (d == proto::kNever) return kMaxWaitMs;
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d - now).count() + 1;
-  return static_cast<int>(std::min<int64_t>(ms, kMaxWaitMs));
+  if (d <= now) return proto::Duration::zero();
+  const proto::Duration cap = std::chrono::milliseconds(kMaxWaitMs);
+  if (d == proto::kNever) return cap;
+  return std::min<proto::Duration>(d - now, cap);
+}
+
+int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
+  // Sub-millisecond timers (delayed acks, short RTOs) need epoll_pwait2's
+  // nanosecond timeout; epoll_wait's milliseconds would round them up.
+  const proto::Duration t = timeout(now);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(t).count());
+  ts.tv_nsec = static_cast<long>((t - std::chrono::seconds(ts.tv_sec)).count());
+  if (!no_pwait2_) {
+    const int n = ::epoll_pwait2(epoll_fd_, events, max, &ts, nullptr);
+    if (n >= 0 || errno != ENOSYS) return n;
+    no_pwait2_ = true;
+  }
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t + std::chrono::microseconds(999));
+  return ::epoll_wait(epoll_fd_, events, max, static_cast<int>(ms.count()));
 }
 
 void PortLoop::log_malformed(proto::DecodeError e, TimePoint now) {

@@ -3,6 +3,8 @@
 // request is touched only by the loop thread.
 #pragma once
 
+#include <sys/epoll.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -114,7 +116,8 @@ class PortLoop {
   void unwatch_idle();
   void publish_snapshot_if_asked();
   void update_drain_state();
-  int timeout_ms(proto::TimePoint now) const;
+  proto::Duration timeout(proto::TimePoint now) const;
+  int wait(epoll_event* events, int max, proto::TimePoint now);
   const Peer* peer_of(uint32_t session_id);
   std::vector<proto::LunInfo> visible_luns(std::string_view name, const MacAddress& mac) const;
   void log_malformed(proto::DecodeError e, proto::TimePoint now);
@@ -127,6 +130,7 @@ class PortLoop {
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
+  bool no_pwait2_ = false;  // kernel without epoll_pwait2: millisecond timeouts
   std::shared_ptr<Mailbox> mailbox_;
   std::unique_ptr<proto::TargetEndpoint> endpoint_;
   std::unique_ptr<io::PortSink> sink_;
