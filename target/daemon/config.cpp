@@ -75,7 +75,8 @@ Result<engine::AccessList, ConfigError> read_access(const toml::table& lun,
       return Unexpected(st.error());
     if (!mac.empty()) {
       entry.mac = engine::parse_mac(mac);
-      if (!entry.mac) return Unexpected(error_at(origin, t, "bad MAC address '" + mac + "'"));
+      if (!entry.mac)
+        return Unexpected(error_at(origin, t->get("mac"), "bad MAC address '" + mac + "'"));
     }
     if (entry.initiator.empty() && !entry.mac)
       return Unexpected(error_at(origin, t, context + ".allow entry needs initiator or mac"));

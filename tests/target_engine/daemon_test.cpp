@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "config.h"
 #include "control.h"
 #include "hyperscsi/engine/access.h"
 #include "hyperscsi/io/port.h"
@@ -101,6 +102,51 @@ TEST(TargetDaemon, VersionAndBadConfigurations) {
                   "0=ram:1M", "--control", ctl},
                  "no interface");
   for (const auto& f : {syntax, dup, small, fit, badkey}) std::remove(f.c_str());
+}
+
+TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
+  auto c = daemon::load_config_file(HYPERSCSI_EXAMPLE_TOML);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->target_name, "iqn.2026-11.org.example:storage1");
+  EXPECT_EQ(c->ports, std::vector<std::string>{"afpacket:eth1"});
+  ASSERT_EQ(c->luns.size(), 3u);
+  EXPECT_EQ(c->luns[0].size, 10ull << 30);
+  EXPECT_EQ(c->luns[0].block_size, 4096u);
+  EXPECT_TRUE(c->luns[0].access.open());
+  EXPECT_TRUE(c->luns[1].direct_io);
+  ASSERT_EQ(c->luns[1].access.entries.size(), 2u);
+  const io::MacAddress host2 = {0x02, 0x00, 0x5e, 0x10, 0x00, 0x02};
+  const io::MacAddress other = {0x02, 0x00, 0x5e, 0x10, 0x00, 0x09};
+  EXPECT_TRUE(c->luns[1].access.allows("iqn.2026-11.org.example:host1", other));
+  EXPECT_TRUE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", host2));
+  EXPECT_FALSE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", other));  // name and MAC
+  EXPECT_EQ(c->luns[2].store, "ram:1073741824");
+  EXPECT_EQ(c->dead_time_ms, 10000u);
+
+  auto flag = daemon::parse_lun_flag("7=ram:64M", 4096);
+  ASSERT_TRUE(flag.ok());
+  EXPECT_EQ(flag->number, 7);
+  EXPECT_EQ(flag->block_size, 4096u);
+  EXPECT_FALSE(daemon::parse_lun_flag("x=ram:1M", 512).ok());
+  EXPECT_FALSE(daemon::parse_lun_flag("99999=ram:1M", 512).ok());
+  EXPECT_FALSE(daemon::parse_lun_flag("3=", 512).ok());
+  EXPECT_FALSE(engine::parse_mac("02:00:5e:10:00").has_value());
+  EXPECT_FALSE(engine::parse_mac("02:00:5e:10:00:0g").has_value());
+
+  auto badmac = daemon::parse_config(
+      "[target]\nports=[\"mem:x\"]\n[[lun]]\nnumber=0\nstore=\"ram:1M\"\n"
+      "[[lun.allow]]\nmac=\"zz\"\n",
+      "t.toml");
+  ASSERT_FALSE(badmac.ok());
+  EXPECT_NE(badmac.error().message.find("t.toml:7"), std::string::npos) << badmac.error().message;
+  auto badbs = daemon::parse_config(
+      "[target]\nports=[\"mem:x\"]\n[[lun]]\nnumber=0\nstore=\"ram:1M\"\nblock_size=1024\n",
+      "t.toml");
+  ASSERT_FALSE(badbs.ok());
+  EXPECT_NE(badbs.error().message.find("512 or 4096"), std::string::npos);
+  auto noport = daemon::parse_config("[[lun]]\nnumber=0\nstore=\"ram:1M\"\n", "t.toml");
+  ASSERT_FALSE(noport.ok());
+  EXPECT_NE(noport.error().message.find("no port"), std::string::npos);
 }
 
 // ---- over a veth pair ----
