@@ -524,7 +524,7 @@ int main(int argc, char** argv) {
   auto* din = cdb->add_option("--data-in", data_in, "bytes of data-in to accept");
   auto* dout = cdb->add_option("--data-out", data_out_file, "file with the data-out bytes");
   din->excludes(dout);
-  cdb->add_option("HEXCDB", hex, "the CDB in hex, e.g. 12000000600 or '12 00 00 00 60 00'")
+  cdb->add_option("HEXCDB", hex, "the CDB in hex, e.g. 120000006000 or '12 00 00 00 60 00'")
       ->required();
 
   auto* att = app.add_subcommand("attach", "expose a LUN as a file (FUSE) and a loop device");

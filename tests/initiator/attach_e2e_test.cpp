@@ -173,6 +173,25 @@ TEST_F(AttachE2eTest, FuseLoopExt4SurvivesDetachAndReattachThenNbdkit) {
   ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --json --port " + port_a()), &out));
   EXPECT_NE(out.find("\"capacity\": 67108864"), std::string::npos) << out;
 
+  // Raw CDB: INQUIRY with 96 bytes of data-in, printed like sg_raw.
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " cdb --port " + port_a() + " --lun 0 --data-in 96 " +
+                       "120000006000"),
+                  &out))
+      << out;
+  EXPECT_NE(out.find("SCSI status: GOOD"), std::string::npos) << out;
+  EXPECT_NE(out.find("HYPERSCS"), std::string::npos) << out;  // vendor in the hex dump
+  // An unknown opcode: CHECK CONDITION decoded in words, exit status 3.
+  EXPECT_FALSE(
+      run(in_a(HYPERSCSI_ATTACH_BIN " cdb --port " + port_a() + " --lun 0 d90000000000"), &out));
+  EXPECT_NE(out.find("ILLEGAL REQUEST"), std::string::npos) << out;
+  // Clear errors: LUN absent, interface absent.
+  EXPECT_FALSE(run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() +
+                        " --lun 7 --foreground --fuse " + (work_ / "fuse").string()),
+                   &out));
+  EXPECT_NE(out.find("LUN absent"), std::string::npos) << out;
+  EXPECT_FALSE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --port afpacket:hsnone0"), &out));
+  EXPECT_NE(out.find("interface absent"), std::string::npos) << out;
+
   const std::string fuse = (work_ / "fuse").string();
   const std::string mnt = (work_ / "mnt").string();
   const std::string attach = in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " +
