@@ -215,9 +215,9 @@ int cmd_cdb(const std::string& port, const std::string& target, uint16_t lun, ui
   c.data_in_length = data_in;
   auto ini = connect_to(port, target);
   if (!ini) return fail(ini.error());
-  if (!(*ini)->target().luns.empty()) {
+  if (const TargetInfo t = (*ini)->target(); !t.luns.empty()) {
     bool found = false;
-    for (const auto& l : (*ini)->target().luns) found |= l.lun == lun;
+    for (const auto& l : t.luns) found |= l.lun == lun;
     if (!found) std::fprintf(stderr, "warning: the target did not list LUN %u in discovery\n", lun);
   }
   CommandResult r = (*ini)->execute(std::move(c)).get();

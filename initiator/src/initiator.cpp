@@ -241,7 +241,10 @@ class Initiator::Impl {
       fail_all(CompletionError::kShutdown, "replaced by a new session");
       if (connect_wait_)
         connect_wait_->set_value(Unexpected{Error{ErrorKind::kNotConnected, "superseded"}});
-      target_ = target;
+      {
+        std::lock_guard lock(target_mutex_);  // written only here, on the loop thread
+        target_ = target;
+      }
       proto::InitiatorConfig cfg;
       cfg.local_mac = port_->mac();
       cfg.initiator_name = options_.initiator_name;
@@ -295,7 +298,10 @@ class Initiator::Impl {
   }
 
   uint32_t max_data() const { return max_data_.load(); }
-  const TargetInfo& target() const { return target_; }
+  TargetInfo target() const {
+    std::lock_guard lock(target_mutex_);
+    return target_;
+  }
   io::Port& port() { return *port_; }
 
  private:
@@ -685,6 +691,7 @@ class Initiator::Impl {
   std::shared_ptr<std::promise<Status<Error>>> connect_wait_;
   std::shared_ptr<std::promise<void>> disconnect_wait_;
   TimePoint disconnect_deadline_{};
+  mutable std::mutex target_mutex_;
   TargetInfo target_;
   bool connected_ = false;
   bool recovering_ = false;
@@ -776,7 +783,7 @@ std::future<CommandResult> Initiator::execute(ScsiCommand command) {
 Stats Initiator::stats() const {
   return impl_->stats();
 }
-const TargetInfo& Initiator::target() const {
+TargetInfo Initiator::target() const {
   return impl_->target();
 }
 uint32_t Initiator::max_data_per_command() const {

@@ -162,7 +162,7 @@ Result<InquiryData, Error> Lun::inquiry() {
 }
 
 Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
-  const TargetInfo& t = target();
+  const TargetInfo t = target();
   if (!t.luns.empty() &&
       std::none_of(t.luns.begin(), t.luns.end(), [&](const auto& l) { return l.lun == lun; })) {
     std::string list;

@@ -202,7 +202,7 @@ class Initiator {
   Result<Lun, Error> open_lun(uint16_t lun);
 
   Stats stats() const;
-  const TargetInfo& target() const;       // valid after connect()
+  TargetInfo target() const;              // the target of the last connect() (a copy)
   uint32_t max_data_per_command() const;  // data bytes per command at the negotiated maximum
   io::MacAddress local_mac() const;
   size_t port_mtu() const;
