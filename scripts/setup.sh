@@ -13,7 +13,7 @@ packages=(
   nbdkit nbdkit-plugin-dev libnbd-bin
   tgt libiscsi-bin libiscsi-dev fio
   iproute2 ethtool e2fsprogs util-linux kmod procps psmisc
-  clang-format
+  clang-format file groff-base
 )
 
 missing=()

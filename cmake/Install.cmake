@@ -1,0 +1,94 @@
+# Install layout a Debian user expects (with CMAKE_INSTALL_PREFIX=/usr, as the
+# .deb packages use): programs in sbin/bin, the nbdkit plugin where `nbdkit
+# hyperscsi` finds it, the systemd unit, examples, man pages, the Wireshark
+# dissector. Every destination is relative to the install prefix, so
+# `cmake --install BUILD --prefix DIR` never writes outside DIR.
+#
+# Two components, one .deb each (cmake/Packaging.cmake):
+#   hyperscsi-target  the daemon, its unit, example config, man page
+#   hyperscsi-client  hyperscsi-attach, the nbdkit plugin, man page, dissector
+include(GNUInstallDirs)
+
+# nbdkit looks for nbdkit-NAME-plugin.so in its plugindir; keep the part below
+# nbdkit's own prefix so the path follows our prefix.
+set(_hs_nbdkit_dir "lib/nbdkit/plugins")
+if(CMAKE_LIBRARY_ARCHITECTURE)
+  set(_hs_nbdkit_dir "lib/${CMAKE_LIBRARY_ARCHITECTURE}/nbdkit/plugins")
+endif()
+pkg_get_variable(_hs_nbdkit_plugindir nbdkit plugindir)
+pkg_get_variable(_hs_nbdkit_prefix nbdkit prefix)
+if(_hs_nbdkit_plugindir AND _hs_nbdkit_prefix)
+  file(RELATIVE_PATH _hs_nbdkit_dir "${_hs_nbdkit_prefix}" "${_hs_nbdkit_plugindir}")
+endif()
+set(HYPERSCSI_NBDKIT_PLUGIN_DIR "${_hs_nbdkit_dir}"
+    CACHE STRING "nbdkit plugin directory, relative to the install prefix")
+
+# Wireshark's global Lua plugin directory (tshark -G folders: "Global Lua Plugins").
+set(_hs_ws_dir "lib/wireshark/plugins")
+if(CMAKE_LIBRARY_ARCHITECTURE)
+  set(_hs_ws_dir "lib/${CMAKE_LIBRARY_ARCHITECTURE}/wireshark/plugins")
+endif()
+set(HYPERSCSI_WIRESHARK_LUA_DIR "${_hs_ws_dir}"
+    CACHE STRING "Wireshark global Lua plugin directory, relative to the install prefix")
+
+# /usr/lib/systemd/system is /lib/systemd/system on merged-/usr Debian (bookworm on).
+set(HYPERSCSI_SYSTEMD_UNIT_DIR "lib/systemd/system"
+    CACHE STRING "systemd system unit directory, relative to the install prefix")
+
+set(_hs_daemon_dir "${PROJECT_SOURCE_DIR}/target/daemon")
+set(_hs_man_dir "${PROJECT_SOURCE_DIR}/docs/man")
+
+# --- hyperscsi-target ---
+install(TARGETS hyperscsi-target RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR}
+        COMPONENT hyperscsi-target)
+install(FILES ${_hs_daemon_dir}/hyperscsi-target.service
+        DESTINATION ${HYPERSCSI_SYSTEMD_UNIT_DIR} COMPONENT hyperscsi-target)
+install(FILES ${_hs_daemon_dir}/example.toml DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi-target/examples
+        RENAME target.toml COMPONENT hyperscsi-target)
+# The unit's Documentation= points here.
+install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi
+        COMPONENT hyperscsi-target)
+install(FILES ${_hs_man_dir}/hyperscsi-target.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8
+        COMPONENT hyperscsi-target)
+
+# The unit reads /etc/hyperscsi/target.toml. A plain `cmake --install` seeds it
+# from the example only when absent, so an operator's file is never replaced.
+# Prefix /usr means /etc (as GNUInstallDirs has it); any other prefix PREFIX/etc.
+# Its own component: the .deb does this in its postinst instead (a conffile
+# would be started by systemd with the example's made-up devices).
+install(CODE "
+  if(CMAKE_INSTALL_PREFIX STREQUAL \"/usr\")
+    set(_hs_etc \"/etc/hyperscsi\")
+  else()
+    set(_hs_etc \"\${CMAKE_INSTALL_PREFIX}/etc/hyperscsi\")
+  endif()
+  set(_hs_conf \"\$ENV{DESTDIR}\${_hs_etc}/target.toml\")
+  if(EXISTS \"\${_hs_conf}\")
+    message(STATUS \"Keeping existing: \${_hs_conf}\")
+  else()
+    message(STATUS \"Installing: \${_hs_conf}\")
+    file(MAKE_DIRECTORY \"\$ENV{DESTDIR}\${_hs_etc}\")
+    file(COPY_FILE \"${_hs_daemon_dir}/example.toml\" \"\${_hs_conf}\")
+  endif()
+" COMPONENT hyperscsi-target-config)
+
+# --- hyperscsi-client ---
+install(TARGETS hyperscsi-attach RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+        COMPONENT hyperscsi-client)
+install(TARGETS nbdkit-hyperscsi-plugin LIBRARY DESTINATION ${HYPERSCSI_NBDKIT_PLUGIN_DIR}
+        COMPONENT hyperscsi-client)
+install(FILES ${_hs_man_dir}/hyperscsi-attach.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8
+        COMPONENT hyperscsi-client)
+if(EXISTS ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua)
+  install(FILES ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua
+          DESTINATION ${HYPERSCSI_WIRESHARK_LUA_DIR} COMPONENT hyperscsi-client)
+endif()
+# The benchmark program, once bench/ builds one (its man page when written).
+if(TARGET hyperscsi-bench)
+  install(TARGETS hyperscsi-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+          COMPONENT hyperscsi-client)
+  if(EXISTS ${_hs_man_dir}/hyperscsi-bench.1)
+    install(FILES ${_hs_man_dir}/hyperscsi-bench.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+            COMPONENT hyperscsi-client)
+  endif()
+endif()

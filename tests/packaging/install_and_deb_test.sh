@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Usage: install_and_deb_test.sh BUILD_DIR SOURCE_DIR CMAKE CPACK VERSION
+#
+# 1. `cmake --install BUILD --prefix TMP/prefix`: the layout is complete, and
+#    a second install keeps an edited etc/hyperscsi/target.toml.
+# 2. `cpack -G DEB`: the hyperscsi-target and hyperscsi-client packages have
+#    the right name, version, dependencies and contents; `dpkg -x` unpacks
+#    them into a scratch root where the programs run (--version), the nbdkit
+#    plugin loads in nbdkit, and each man page renders without warnings.
+# Everything happens under one temporary directory; nothing on the real
+# system is modified. Exit 77 (ctest: skipped) when a tool is missing.
+set -euo pipefail
+
+build=$1 source=$2 cmake=$3 cpack=$4 version=$5
+for tool in dpkg-architecture dpkg-deb dpkg-shlibdeps file groff nbdkit pkg-config; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "SKIP: $tool not installed (scripts/setup.sh installs it)"
+    exit 77
+  fi
+done
+
+tmp=$(mktemp -d "/tmp/hs-packaging-$$.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+expect_file() {  # expect_file ROOT RELPATH...: each exists and is non-empty
+  local root=$1
+  shift
+  for f in "$@"; do
+    if [[ -s "$root/$f" ]]; then echo "ok: $f"; else fail "missing $root/$f"; fi
+  done
+}
+expect_exec() {
+  local root=$1
+  shift
+  for f in "$@"; do [[ -x "$root/$f" ]] || fail "$root/$f is not executable"; done
+}
+
+# nbdkit looks for plugins here (Debian: /usr/lib/<multiarch>/nbdkit/plugins).
+plugindir=$(pkg-config nbdkit --variable=plugindir)
+plugin_rel=${plugindir#/usr/}/nbdkit-hyperscsi-plugin.so
+[[ "$plugindir" == /usr/* ]] || fail "nbdkit plugindir $plugindir is not under /usr"
+
+target_files=(
+  sbin/hyperscsi-target
+  lib/systemd/system/hyperscsi-target.service
+  share/doc/hyperscsi-target/examples/target.toml
+  share/doc/hyperscsi/README.md
+  share/man/man8/hyperscsi-target.8
+)
+client_files=(
+  bin/hyperscsi-attach
+  "$plugin_rel"
+  share/man/man8/hyperscsi-attach.8
+)
+# The Wireshark dissector, when the tree has one (Wireshark's global Lua plugin dir).
+lua_rel=lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/wireshark/plugins/hyperscsi.lua
+if [[ -f "$source/tools/wireshark/hyperscsi.lua" ]]; then client_files+=("$lua_rel"); fi
+
+echo "== cmake --install into $tmp/prefix"
+prefix=$tmp/prefix
+"$cmake" --install "$build" --prefix "$prefix" >"$tmp/install1.log"
+expect_file "$prefix" "${target_files[@]}" "${client_files[@]}" etc/hyperscsi/target.toml
+expect_exec "$prefix" sbin/hyperscsi-target bin/hyperscsi-attach
+cmp -s "$prefix/etc/hyperscsi/target.toml" "$prefix/share/doc/hyperscsi-target/examples/target.toml" ||
+  fail "etc/hyperscsi/target.toml is not the example"
+echo '# edited by the operator' >>"$prefix/etc/hyperscsi/target.toml"
+"$cmake" --install "$build" --prefix "$prefix" >"$tmp/install2.log"
+if grep -q '^# edited by the operator$' "$prefix/etc/hyperscsi/target.toml"; then
+  echo "ok: a second install keeps the edited etc/hyperscsi/target.toml"
+else
+  fail "a second install replaced the edited etc/hyperscsi/target.toml"
+fi
+grep -q 'Keeping existing: .*/etc/hyperscsi/target.toml' "$tmp/install2.log" ||
+  fail "second install did not report keeping the config"
+
+echo "== cpack -G DEB into $tmp/pkg"
+(cd "$tmp" && "$cpack" -G DEB --config "$build/CPackConfig.cmake" -B "$tmp/pkg") >"$tmp/cpack.log" 2>&1 ||
+  {
+    cat "$tmp/cpack.log"
+    fail "cpack failed"
+    exit 1
+  }
+arch=$(dpkg --print-architecture)
+root=$tmp/root
+for pkg in hyperscsi-target hyperscsi-client; do
+  deb=$tmp/pkg/${pkg}_${version}_${arch}.deb
+  if [[ ! -f "$deb" ]]; then
+    fail "no $deb; cpack made: $(ls "$tmp/pkg")"
+    continue
+  fi
+  [[ $(dpkg-deb -f "$deb" Package) == "$pkg" ]] || fail "$deb: Package is not $pkg"
+  [[ $(dpkg-deb -f "$deb" Version) == "$version" ]] || fail "$deb: Version is not $version"
+  [[ $(dpkg-deb -f "$deb" Architecture) == "$arch" ]] || fail "$deb: Architecture is not $arch"
+  depends=$(dpkg-deb -f "$deb" Depends)
+  echo "$pkg Depends: $depends"
+  [[ "$depends" == *libc6* ]] || fail "$deb: Depends lacks libc6 (dpkg-shlibdeps not run?)"
+  dpkg-deb -c "$deb" >"$tmp/$pkg.contents"
+  dpkg-deb -x "$deb" "$root"
+done
+dpkg-deb -f "$tmp/pkg/hyperscsi-client_${version}_${arch}.deb" Depends | grep -q fuse3 ||
+  fail "hyperscsi-client does not depend on fuse3"
+# Each program is in exactly one package.
+grep -q '/hyperscsi-attach$' "$tmp/hyperscsi-target.contents" && fail "hyperscsi-attach in the target package"
+grep -q '/hyperscsi-target$' "$tmp/hyperscsi-client.contents" && fail "hyperscsi-target in the client package"
+# Maintainer scripts seed /etc/hyperscsi/target.toml without replacing one.
+ctrl=$tmp/ctrl
+dpkg-deb -e "$tmp/pkg/hyperscsi-target_${version}_${arch}.deb" "$ctrl"
+[[ -x "$ctrl/postinst" && -x "$ctrl/postrm" ]] || fail "hyperscsi-target lacks postinst/postrm"
+grep -q '! -e /etc/hyperscsi/target.toml' "$ctrl/postinst" || fail "postinst may replace the config"
+
+expect_file "$root/usr" "${target_files[@]}" "${client_files[@]}"
+expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach
+
+echo "== programs in the scratch root"
+for exe in "$root"/usr/sbin/* "$root"/usr/bin/*; do
+  if ldd "$exe" | grep -q 'not found'; then fail "$exe: unresolved libraries: $(ldd "$exe" | grep 'not found')"; fi
+done
+out=$("$root/usr/sbin/hyperscsi-target" --version) || fail "hyperscsi-target --version exited $?"
+echo "hyperscsi-target --version: $out"
+[[ "$out" == "hyperscsi-target $version" ]] || fail "hyperscsi-target --version printed '$out'"
+# hyperscsi-attach has no --version option: its --help must work and name every command.
+out=$("$root/usr/bin/hyperscsi-attach" --help) || fail "hyperscsi-attach --help exited $?"
+for cmd in discover cdb attach detach list stats; do
+  grep -qw "$cmd" <<<"$out" || fail "hyperscsi-attach --help does not list '$cmd'"
+done
+# Any further program (hyperscsi-bench, say): --version when it has one, else --help.
+for exe in "$root"/usr/bin/*; do
+  [[ $(basename "$exe") == hyperscsi-attach ]] && continue
+  if out=$("$exe" --version 2>&1); then
+    grep -q "$version" <<<"$out" || fail "$exe --version printed '$out'"
+  else
+    "$exe" --help >/dev/null || fail "$exe has neither --version nor a working --help"
+  fi
+  echo "ok: $(basename "$exe") runs"
+done
+out=$(nbdkit --dump-plugin "$root/usr/$plugin_rel" 2>&1) || fail "nbdkit cannot load the plugin: $out"
+grep -qx 'name=hyperscsi' <<<"$out" || fail "plugin name is not hyperscsi: $out"
+grep -qx "version=$version" <<<"$out" || fail "plugin version is not $version: $out"
+echo "nbdkit loads the plugin: $(grep -x 'name=.*' <<<"$out") $(grep -x 'version=.*' <<<"$out")"
+
+echo "== man pages"
+pages=("$root"/usr/share/man/man*/*)
+[[ ${#pages[@]} -ge 2 ]] || fail "expected at least 2 man pages, found ${#pages[@]}"
+for page in "${pages[@]}"; do
+  warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
+  [[ -z "$warnings" ]] || fail "$page renders with warnings: $warnings"
+  text=$(groff -man -Tutf8 -P-cbou "$page" 2>/dev/null)
+  for section in NAME SYNOPSIS DESCRIPTION "EXIT STATUS" FILES EXAMPLES "SEE ALSO"; do
+    grep -q "^$section" <<<"$text" || fail "$page has no $section section"
+  done
+  echo "ok: $(basename "$page") renders ($(wc -l <<<"$text") lines)"
+done
+grep -q '^SIGNALS' <<<"$(groff -man -Tutf8 -P-cbou "$root/usr/share/man/man8/hyperscsi-target.8")" ||
+  fail "hyperscsi-target.8 has no SIGNALS section"
+
+if ((failures)); then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "packaging: all checks passed"
