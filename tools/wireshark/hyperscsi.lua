@@ -456,14 +456,13 @@ local function dissect_discovery_reply(r, pinfo)
       local lun = r:uint(f.lun, 2, "lun", entry)
       local lflags, litem = r:uint(f.lun_flags, 1, "lun flags", entry)
       litem:add(f.lun_read_only, r.tvb(r.off - 1, 1))
-      if band(lflags, 0xFE) ~= 0 then r:fail(litem, "unknown LUN flag bits") end
+      if band(lflags, 0xFE) ~= 0 then malformed(pinfo, litem, "unknown LUN flag bits") end
       r:uint(f.lun_reserved, 1, "lun reserved", entry)
       local bs, bitem = r:uint(f.block_size, 4, "block size", entry)
-      if bs == 0 then r:fail(bitem, "block size 0") end
+      if bs == 0 then malformed(pinfo, bitem, "block size 0") end
       local nb = r:uint64(f.num_blocks, "number of blocks", entry)
       entry:append_text(string.format(" %d: %s x %d bytes%s", lun, tostring(nb), bs,
                                       band(lflags, 1) ~= 0 and ", read-only" or ""))
-      r.ok = true  -- a bad field in one entry still lets the next be shown
     end
   end
   r:finish("discovery reply")
@@ -496,8 +495,7 @@ local function dissect_login_reply(r, pinfo)
   local st, st_item = r:uint(f.login_status, 1, "status")
   if st ~= nil then
     if login_status_names[st] == nil then
-      r:fail(st_item, "unknown login status " .. st)
-      r.ok = true
+      malformed(pinfo, st_item, "unknown login status " .. st)
     elseif st ~= 0 then
       st_item:add_proto_expert_info(ef.login_failed, "Login refused: " .. login_status_names[st])
     end
