@@ -113,6 +113,10 @@ dpkg-deb -e "$tmp/pkg/hyperscsi-target_${version}_${arch}.deb" "$ctrl"
 grep -q '! -e /etc/hyperscsi/target.toml' "$ctrl/postinst" || fail "postinst may replace the config"
 
 expect_file "$root/usr" "${target_files[@]}" "${client_files[@]}"
+# The benchmark program, when the tree builds one, comes with its man page.
+if [[ -e "$root/usr/bin/hyperscsi-bench" ]]; then
+  expect_file "$root/usr" share/man/man1/hyperscsi-bench.1
+fi
 expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach
 
 echo "== programs in the scratch root"
