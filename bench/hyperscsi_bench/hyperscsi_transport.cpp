@@ -1,0 +1,89 @@
+// HyperSCSI through the initiator library: discover and connect on the given
+// port, open the LUN, and map block I/O onto Lun::read/write.
+#include <algorithm>
+#include <cstring>
+
+#include "hyperscsi/initiator/initiator.h"
+#include "transport.h"
+
+namespace hyperscsi::bench {
+namespace {
+
+class HyperscsiTransport final : public Transport {
+ public:
+  HyperscsiTransport(std::unique_ptr<initiator::Initiator> ini, initiator::Lun lun,
+                     std::string backend)
+      : initiator_(std::move(ini)), lun_(lun), backend_(std::move(backend)) {}
+  ~HyperscsiTransport() override { initiator_->disconnect(); }
+
+  std::string name() const override { return "hyperscsi"; }
+  std::string backend() const override { return backend_; }
+  uint64_t size_bytes() const override { return lun_.size_bytes(); }
+  uint32_t block_size() const override { return lun_.capacity().block_size; }
+
+  void submit(const IoRequest& r, IoDone done) override {
+    const uint32_t bs = block_size();
+    const uint64_t lba = r.offset / bs;
+    if (r.write) {
+      lun_.write(lba, std::span<const uint8_t>(r.buffer, r.length),
+                 [done = std::move(done)](initiator::CommandResult&& res) {
+                   done(res.good(), res.good() ? std::string() : res.describe());
+                 });
+      return;
+    }
+    lun_.read(lba, r.length / bs,
+              [done = std::move(done), buffer = r.buffer,
+               length = r.length](initiator::CommandResult&& res) {
+                if (!res.good()) return done(false, res.describe());
+                if (res.data_in.size() != length)
+                  return done(false, "read returned " + std::to_string(res.data_in.size()) +
+                                         " bytes, expected " + std::to_string(length));
+                std::memcpy(buffer, res.data_in.data(), length);
+                done(true, {});
+              });
+  }
+
+  std::optional<FrameCounts> frames() const override {
+    const auto port = initiator_->stats().port;
+    return FrameCounts{port.tx_frames, port.rx_frames};
+  }
+
+ private:
+  std::unique_ptr<initiator::Initiator> initiator_;
+  initiator::Lun lun_;
+  std::string backend_;
+};
+
+}  // namespace
+
+TransportResult open_hyperscsi(const HyperscsiOptions& options) {
+  if (options.port_spec.empty()) return Unexpected(std::string("--port is required for hyperscsi"));
+  initiator::Options io;
+  io.initiator_name = "hyperscsi-bench";
+  io.max_outstanding = std::max(1u, std::min(options.max_outstanding, 512u));
+  io.dead_time = std::chrono::seconds(10);
+  auto ini = initiator::Initiator::open(options.port_spec, io);
+  if (!ini) {
+    return Unexpected("cannot open port " + options.port_spec + ": " +
+                      std::string(initiator::to_string(ini.error().kind)) + ": " +
+                      ini.error().message);
+  }
+  auto target = (*ini)->connect(options.target);
+  if (!target) {
+    return Unexpected("cannot connect: " + std::string(initiator::to_string(target.error().kind)) +
+                      ": " + target.error().message);
+  }
+  auto lun = (*ini)->open_lun(options.lun);
+  if (!lun) {
+    return Unexpected("cannot open LUN " + std::to_string(options.lun) + ": " +
+                      std::string(initiator::to_string(lun.error().kind)) + ": " +
+                      lun.error().message);
+  }
+  const auto colon = options.port_spec.find(':');
+  std::string backend = options.port_spec.substr(0, colon);
+  initiator::Lun opened = *lun;
+  return std::unique_ptr<Transport>(
+      new HyperscsiTransport(std::move(ini).value(), opened, std::move(backend)));
+}
+
+}  // namespace hyperscsi::bench

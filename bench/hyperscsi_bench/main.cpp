@@ -1,0 +1,218 @@
+// hyperscsi-bench: one workload against one transport (HyperSCSI, iSCSI or a
+// local file/device), with a live progress line, a final table or --json.
+// Exit status: 0 ok, 1 bad arguments or setup failure, 2 verify mismatches,
+// 3 I/O errors.
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <map>
+
+#include "report.h"
+#include "sys_stats.h"
+#include "transport.h"
+#include "workload.h"
+
+using namespace hyperscsi::bench;
+
+namespace {
+
+// "4k", "1M", "512", "2G" (binary units).
+std::optional<uint64_t> parse_size(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  size_t used = 0;
+  uint64_t v = 0;
+  try {
+    v = std::stoull(text, &used);
+  } catch (...) {
+    return std::nullopt;
+  }
+  const std::string unit = text.substr(used);
+  static const std::map<std::string, uint64_t> units = {{"", 1},
+                                                        {"k", 1ull << 10},
+                                                        {"K", 1ull << 10},
+                                                        {"m", 1ull << 20},
+                                                        {"M", 1ull << 20},
+                                                        {"g", 1ull << 30},
+                                                        {"G", 1ull << 30},
+                                                        {"KiB", 1ull << 10},
+                                                        {"MiB", 1ull << 20},
+                                                        {"GiB", 1ull << 30}};
+  const auto it = units.find(unit);
+  if (it == units.end()) return std::nullopt;
+  return v * it->second;
+}
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hyperscsi-bench: block I/O workloads over HyperSCSI, iSCSI or a local file"};
+  std::string transport_name = "local", port, target, url, path, workload = "randread";
+  std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
+  uint16_t lun = 0;
+  unsigned read_pct = 0, qd = 1;
+  double seconds = 0;
+  bool verify = false, json = false, quiet = false, direct = false;
+  int target_pid = 0;
+  bool read_pct_given = false;
+  app.add_option("--transport", transport_name, "hyperscsi, iscsi or local")
+      ->check(CLI::IsMember({"hyperscsi", "iscsi", "local"}));
+  app.add_option("--port", port, "HyperSCSI port spec (afpacket:IFACE, pcap:IFACE, ...)");
+  app.add_option("--target", target, "HyperSCSI target name (default: the only one)");
+  app.add_option("--lun", lun, "HyperSCSI LUN");
+  app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
+  app.add_option("--path", path, "local file or block device");
+  app.add_flag("--direct", direct, "local: open with O_DIRECT");
+  app.add_option("--workload,-w", workload, "read, write, randread, randwrite, rw, randrw")
+      ->check(CLI::IsMember({"read", "write", "randread", "randwrite", "rw", "randrw"}));
+  auto* pct = app.add_option("--read-pct", read_pct, "read share of rw/randrw in percent")
+                  ->check(CLI::Range(0u, 100u));
+  app.add_option("--bs", bs_text, "block size 512..1M (k/M suffixes)");
+  app.add_option("--qd", qd, "queue depth 1..256")->check(CLI::Range(1u, 256u));
+  app.add_option("--time", seconds, "run time in seconds")->check(CLI::NonNegativeNumber);
+  app.add_option("--bytes", bytes_text, "stop after this many bytes (k/M/G suffixes)");
+  app.add_option("--size", size_text, "use only the first SIZE bytes of the device");
+  app.add_flag("--verify", verify, "write checksummed patterns, check every read");
+  app.add_option("--target-pid", target_pid, "target process for CPU and context switches");
+  app.add_option("--iface", iface, "count Ethernet frames on this interface");
+  app.add_option("--mtu", mtu, "label recorded in the result");
+  app.add_option("--shaped", shaped, "label recorded in the result");
+  app.add_flag("--json", json, "print one JSON record instead of the table");
+  app.add_flag("--quiet,-q", quiet, "no progress line");
+  CLI11_PARSE(app, argc, argv);
+  read_pct_given = pct->count() > 0;
+
+  WorkloadConfig config;
+  config.random = workload.rfind("rand", 0) == 0;
+  const std::string kind = config.random ? workload.substr(4) : workload;
+  config.read_pct = kind == "read" ? 100 : kind == "write" ? 0 : (read_pct_given ? read_pct : 50);
+  const auto bs = parse_size(bs_text);
+  if (!bs || *bs > (1u << 20)) {
+    std::fprintf(stderr, "error: bad --bs '%s'\n", bs_text.c_str());
+    return 1;
+  }
+  config.bs = uint32_t(*bs);
+  config.qd = qd;
+  config.verify = verify;
+  if (!bytes_text.empty()) {
+    const auto b = parse_size(bytes_text);
+    if (!b) {
+      std::fprintf(stderr, "error: bad --bytes '%s'\n", bytes_text.c_str());
+      return 1;
+    }
+    config.bytes = *b;
+  }
+  if (!size_text.empty()) {
+    const auto s = parse_size(size_text);
+    if (!s) {
+      std::fprintf(stderr, "error: bad --size '%s'\n", size_text.c_str());
+      return 1;
+    }
+    config.region = *s;
+  }
+  if (seconds == 0 && config.bytes == 0) seconds = 5;
+  config.duration = std::chrono::nanoseconds(int64_t(seconds * 1e9));
+
+  TransportResult opened = hyperscsi::Unexpected(std::string("no transport"));
+  if (transport_name == "local")
+    opened = open_local({.path = path, .direct = direct, .threads = qd});
+  else if (transport_name == "hyperscsi")
+    opened = open_hyperscsi(
+        {.port_spec = port, .target = target, .lun = lun, .max_outstanding = std::max(qd, 1u) * 2});
+  else
+    opened = open_iscsi({.url = url});
+  if (!opened) {
+    std::fprintf(stderr, "error: %s\n", opened.error().c_str());
+    return 1;
+  }
+  Transport& transport = **opened;
+  if (const std::string problem = validate(config, transport); !problem.empty()) {
+    std::fprintf(stderr, "error: %s\n", problem.c_str());
+    return 1;
+  }
+
+  const auto self_before = sample_self();
+  const auto target_before = target_pid ? sample_process(target_pid) : std::nullopt;
+  if (target_pid && !target_before)
+    std::fprintf(stderr, "warning: cannot read /proc/%d; no target figures\n", target_pid);
+  const auto iface_before = iface.empty() ? std::nullopt : sample_interface(iface);
+  if (!iface.empty() && !iface_before)
+    std::fprintf(stderr, "warning: no counters for interface %s\n", iface.c_str());
+  const auto frames_before = transport.frames();
+
+  Progress progress;
+  if (!quiet) {
+    progress = [](const WorkloadResult& r, double elapsed) {
+      const double ios = double(r.reads + r.writes);
+      std::fprintf(stderr, "\r%6.1f s  %10.0f IOPS  %9.1f MB/s  p99 %8.1f us  errors %llu  ",
+                   elapsed, ios / elapsed, double(r.bytes) / elapsed / 1e6,
+                   double(r.latency.quantile(0.99)) / 1e3, (unsigned long long)r.errors);
+    };
+  }
+  const WorkloadResult result = run_workload(transport, config, progress);
+  if (!quiet) std::fprintf(stderr, "\n");
+
+  const auto self_after = sample_self();
+  const auto target_after = target_pid ? sample_process(target_pid) : std::nullopt;
+  const auto iface_after = iface.empty() ? std::nullopt : sample_interface(iface);
+  const auto frames_after = transport.frames();
+
+  Record rec;
+  rec.transport = transport.name();
+  rec.backend = transport.backend();
+  rec.workload = workload;
+  rec.mtu = mtu;
+  rec.shaped = shaped;
+  rec.bs = config.bs;
+  rec.qd = config.qd;
+  rec.read_pct = config.read_pct;
+  rec.verify = verify;
+  rec.seconds = result.seconds;
+  rec.reads = result.reads;
+  rec.writes = result.writes;
+  rec.ios = result.reads + result.writes;
+  rec.bytes = result.bytes;
+  rec.errors = result.errors;
+  rec.mismatches = result.mismatches;
+  rec.first_error = result.first_error;
+  rec.first_mismatch = result.first_mismatch;
+  const double secs = result.seconds > 0 ? result.seconds : 1e-9;
+  const double ios = rec.ios ? double(rec.ios) : 1;
+  const double gib = rec.bytes ? double(rec.bytes) / kGiB : 1;
+  rec.iops = double(rec.ios) / secs;
+  rec.mb_s = double(rec.bytes) / secs / 1e6;
+  rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
+  rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
+  rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;
+  rec.cpu_s_per_gib_client = (self_after.cpu_seconds - self_before.cpu_seconds) / gib;
+  rec.ctx_per_io_client = double(self_after.context_switches - self_before.context_switches) / ios;
+  if (target_before && target_after) {
+    rec.cpu_s_per_gib_target = (target_after->cpu_seconds - target_before->cpu_seconds) / gib;
+    rec.ctx_per_io_target =
+        double(target_after->context_switches - target_before->context_switches) / ios;
+  }
+  if (iface_before && iface_after)
+    rec.frames_per_io =
+        double((iface_after->tx - iface_before->tx) + (iface_after->rx - iface_before->rx)) / ios;
+  else if (frames_before && frames_after)
+    rec.frames_per_io =
+        double((frames_after->tx - frames_before->tx) + (frames_after->rx - frames_before->rx)) /
+        ios;
+
+  std::fputs((json ? to_json(rec) + "\n" : to_table(rec)).c_str(), stdout);
+  std::fflush(stdout);
+  if (!result.drained) std::fprintf(stderr, "error: I/Os still in flight at the end\n");
+  if (rec.mismatches) {
+    std::fprintf(stderr, "verify FAILED: %llu mismatches, first: %s\n",
+                 (unsigned long long)rec.mismatches, rec.first_mismatch.c_str());
+    return 2;
+  }
+  if (rec.errors || !result.drained) {
+    std::fprintf(stderr, "I/O errors: %llu, first: %s\n", (unsigned long long)rec.errors,
+                 rec.first_error.c_str());
+    return 3;
+  }
+  return 0;
+}

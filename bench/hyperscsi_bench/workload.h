@@ -1,0 +1,51 @@
+// The workload engine: keeps `qd` I/Os in flight on a Transport, chooses
+// offsets (sequential or random, per bs-sized chunk), mixes reads and writes,
+// and in verify mode writes patterns and checks every read against them.
+// Thread-safety: run() blocks the calling thread; completions from the
+// transport's threads are serialised by an internal mutex.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "histogram.h"
+#include "transport.h"
+
+namespace hyperscsi::bench {
+
+struct WorkloadConfig {
+  bool random = false;
+  unsigned read_pct = 100;  // 0..100
+  uint32_t bs = 4096;
+  uint32_t qd = 1;
+  std::chrono::nanoseconds duration{0};  // 0: until `bytes`
+  uint64_t bytes = 0;                    // 0: until `duration`
+  uint64_t region = 0;                   // bytes of the device used (0: all)
+  bool verify = false;
+  uint64_t seed = 1;
+};
+
+struct WorkloadResult {
+  uint64_t reads = 0, writes = 0;
+  uint64_t bytes = 0;
+  uint64_t errors = 0;
+  uint64_t mismatches = 0;
+  std::string first_error;     // first I/O error
+  std::string first_mismatch;  // first verify problem
+  double seconds = 0;
+  LatencyHistogram latency;
+  bool drained = true;  // false: I/Os were still in flight at the end (timed out)
+};
+
+// Called about once a second from run()'s thread with the totals so far.
+using Progress = std::function<void(const WorkloadResult& so_far, double elapsed_s)>;
+
+// Validates `config` against the transport (sizes, alignment); empty on success.
+std::string validate(const WorkloadConfig& config, const Transport& transport);
+
+WorkloadResult run_workload(Transport& transport, const WorkloadConfig& config,
+                            const Progress& progress);
+
+}  // namespace hyperscsi::bench
