@@ -146,6 +146,17 @@ grep -qx 'name=hyperscsi' <<<"$out" || fail "plugin name is not hyperscsi: $out"
 grep -qx "version=$version" <<<"$out" || fail "plugin version is not $version: $out"
 echo "nbdkit loads the plugin: $(grep -x 'name=.*' <<<"$out") $(grep -x 'version=.*' <<<"$out")"
 
+# The installed dissector loads: tshark accepts its protocol as a display filter.
+if [[ -f "$root/usr/$lua_rel" ]] && command -v tshark >/dev/null; then
+  proto=$(grep -o 'Proto("[^"]*"' "$root/usr/$lua_rel" | head -1 | cut -d'"' -f2)
+  printf '\xd4\xc3\xb2\xa1\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00\x01\x00\x00\x00' >"$tmp/empty.pcap"
+  if [[ -n "$proto" ]] && timeout 60 tshark -n -X "lua_script:$root/usr/$lua_rel" -Y "$proto" -r "$tmp/empty.pcap" >/dev/null 2>"$tmp/tshark.err"; then
+    echo "ok: tshark loads the installed dissector (protocol $proto)"
+  else
+    fail "tshark cannot load the installed dissector (protocol '$proto'): $(cat "$tmp/tshark.err")"
+  fi
+fi
+
 echo "== man pages"
 pages=("$root"/usr/share/man/man*/*)
 [[ ${#pages[@]} -ge 2 ]] || fail "expected at least 2 man pages, found ${#pages[@]}"
