@@ -38,6 +38,23 @@ set(HYPERSCSI_SYSTEMD_UNIT_DIR "lib/systemd/system"
 set(_hs_daemon_dir "${PROJECT_SOURCE_DIR}/target/daemon")
 set(_hs_man_dir "${PROJECT_SOURCE_DIR}/docs/man")
 
+# Man pages are installed gzip -9n compressed, as Debian policy (12.3) asks;
+# the hyperscsi-man target (part of ALL) makes BUILD/man/PAGE.gz.
+find_program(HYPERSCSI_GZIP gzip REQUIRED)
+add_custom_target(hyperscsi-man ALL)
+function(hyperscsi_install_man page component)
+  string(REGEX REPLACE "^.*\\.([1-9])$" "\\1" section "${page}")
+  set(copy "${CMAKE_BINARY_DIR}/man/${page}")
+  add_custom_command(OUTPUT "${copy}.gz"
+                     COMMAND ${CMAKE_COMMAND} -E copy "${_hs_man_dir}/${page}" "${copy}"
+                     COMMAND ${HYPERSCSI_GZIP} -9nf "${copy}"
+                     DEPENDS "${_hs_man_dir}/${page}" VERBATIM)
+  add_custom_target(hyperscsi-man-${page} DEPENDS "${copy}.gz")
+  add_dependencies(hyperscsi-man hyperscsi-man-${page})
+  install(FILES "${copy}.gz" DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section}
+          COMPONENT ${component})
+endfunction()
+
 # --- hyperscsi-target ---
 install(TARGETS hyperscsi-target RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR}
         COMPONENT hyperscsi-target)
@@ -48,8 +65,7 @@ install(FILES ${_hs_daemon_dir}/example.toml DESTINATION ${CMAKE_INSTALL_DATAROO
 # The unit's Documentation= points here.
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi
         COMPONENT hyperscsi-target)
-install(FILES ${_hs_man_dir}/hyperscsi-target.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8
-        COMPONENT hyperscsi-target)
+hyperscsi_install_man(hyperscsi-target.8 hyperscsi-target)
 
 # The unit reads /etc/hyperscsi/target.toml. A plain `cmake --install` seeds it
 # from the example only when absent, so an operator's file is never replaced.
@@ -77,8 +93,7 @@ install(TARGETS hyperscsi-attach RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         COMPONENT hyperscsi-client)
 install(TARGETS nbdkit-hyperscsi-plugin LIBRARY DESTINATION ${HYPERSCSI_NBDKIT_PLUGIN_DIR}
         COMPONENT hyperscsi-client)
-install(FILES ${_hs_man_dir}/hyperscsi-attach.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8
-        COMPONENT hyperscsi-client)
+hyperscsi_install_man(hyperscsi-attach.8 hyperscsi-client)
 if(EXISTS ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua)
   install(FILES ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua
           DESTINATION ${HYPERSCSI_WIRESHARK_LUA_DIR} COMPONENT hyperscsi-client)
@@ -88,7 +103,6 @@ if(TARGET hyperscsi-bench)
   install(TARGETS hyperscsi-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
           COMPONENT hyperscsi-client)
   if(EXISTS ${_hs_man_dir}/hyperscsi-bench.1)
-    install(FILES ${_hs_man_dir}/hyperscsi-bench.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-            COMPONENT hyperscsi-client)
+    hyperscsi_install_man(hyperscsi-bench.1 hyperscsi-client)
   endif()
 endif()

@@ -8,7 +8,7 @@
 #    them into a scratch root where the programs run (--version), the nbdkit
 #    plugin loads in nbdkit, and each man page renders without warnings.
 # Everything happens under one temporary directory; nothing on the real
-# system is modified. Exit 77 (ctest: skipped) when a tool is missing.
+# system is modified. Man pages are gzip-compressed (Debian policy). Exit 77 (ctest: skipped) when a tool is missing.
 set -euo pipefail
 
 build=$1 source=$2 cmake=$3 cpack=$4 version=$5
@@ -49,12 +49,12 @@ target_files=(
   lib/systemd/system/hyperscsi-target.service
   share/doc/hyperscsi-target/examples/target.toml
   share/doc/hyperscsi/README.md
-  share/man/man8/hyperscsi-target.8
+  share/man/man8/hyperscsi-target.8.gz
 )
 client_files=(
   bin/hyperscsi-attach
   "$plugin_rel"
-  share/man/man8/hyperscsi-attach.8
+  share/man/man8/hyperscsi-attach.8.gz
 )
 # The Wireshark dissector, when the tree has one (Wireshark's global Lua plugin dir).
 lua_rel=lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/wireshark/plugins/hyperscsi.lua
@@ -115,7 +115,7 @@ grep -q '! -e /etc/hyperscsi/target.toml' "$ctrl/postinst" || fail "postinst may
 expect_file "$root/usr" "${target_files[@]}" "${client_files[@]}"
 # The benchmark program, when the tree builds one, comes with its man page.
 if [[ -e "$root/usr/bin/hyperscsi-bench" ]]; then
-  expect_file "$root/usr" share/man/man1/hyperscsi-bench.1
+  expect_file "$root/usr" share/man/man1/hyperscsi-bench.1.gz
 fi
 expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach
 
@@ -161,15 +161,16 @@ echo "== man pages"
 pages=("$root"/usr/share/man/man*/*)
 [[ ${#pages[@]} -ge 2 ]] || fail "expected at least 2 man pages, found ${#pages[@]}"
 for page in "${pages[@]}"; do
-  warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
+  gzip -t "$page" || fail "$page is not gzip-compressed"
+  warnings=$(gzip -dc "$page" | groff -man -Tutf8 -ww -z 2>&1)
   [[ -z "$warnings" ]] || fail "$page renders with warnings: $warnings"
-  text=$(groff -man -Tutf8 -P-cbou "$page" 2>/dev/null)
+  text=$(gzip -dc "$page" | groff -man -Tutf8 -P-cbou 2>/dev/null)
   for section in NAME SYNOPSIS DESCRIPTION "EXIT STATUS" FILES EXAMPLES "SEE ALSO"; do
     grep -q "^$section" <<<"$text" || fail "$page has no $section section"
   done
   echo "ok: $(basename "$page") renders ($(wc -l <<<"$text") lines)"
 done
-grep -q '^SIGNALS' <<<"$(groff -man -Tutf8 -P-cbou "$root/usr/share/man/man8/hyperscsi-target.8")" ||
+grep -q '^SIGNALS' <<<"$(gzip -dc "$root/usr/share/man/man8/hyperscsi-target.8.gz" | groff -man -Tutf8 -P-cbou)" ||
   fail "hyperscsi-target.8 has no SIGNALS section"
 
 if ((failures)); then
