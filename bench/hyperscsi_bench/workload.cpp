@@ -52,7 +52,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
     begin_ = Clock::now();
     end_ = begin_;
     deadline_ = config_.duration.count() ? begin_ + config_.duration : Clock::time_point::max();
-    for (size_t i = 0; i < slots_.size(); ++i) start(i);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      bool go = false;
+      {
+        std::lock_guard lock(mu_);
+        go = prepare_locked(i);
+        if (go) ++in_flight_;
+      }
+      if (go) issue(i);
+    }
     auto next_progress = begin_ + std::chrono::seconds(1);
     // Bounded drain: I/Os still out 30 s after the deadline are given up.
     const auto give_up_after = std::chrono::seconds(30);
@@ -91,32 +99,37 @@ class Engine : public std::enable_shared_from_this<Engine> {
     return c;
   }
 
-  void start(size_t index) {
+  // Under mu_: chooses the slot's next I/O; false when the run is over. The
+  // slot stays counted in in_flight_ from its completion to its next issue,
+  // so that the count never drops to zero between two I/Os of a live run.
+  bool prepare_locked(size_t index) {
     Slot& s = slots_[index];
-    {
-      std::lock_guard lock(mu_);
-      const bool bytes_done = config_.bytes && issued_bytes_ >= config_.bytes;
-      if (stop_ || bytes_done || Clock::now() >= deadline_) {
-        stop_ = true;
-        return;
-      }
-      s.chunk = pick_chunk();
-      bool write = (rng_() % 100) >= config_.read_pct;
-      s.generation.reset();
-      if (config_.verify) {
-        busy_[s.chunk] = 1;
-        // Mixed verify runs read only what they wrote; pure reads accept any
-        // generation an earlier verify run left.
-        if (!write && config_.read_pct < 100 && generation_[s.chunk] == 0) write = true;
-        if (write)
-          s.generation = ++next_generation_;
-        else if (generation_[s.chunk] != 0)
-          s.generation = generation_[s.chunk];
-      }
-      s.request = IoRequest{write, s.chunk * config_.bs, config_.bs, s.buffer.get()};
-      issued_bytes_ += config_.bs;
-      ++in_flight_;
+    const bool bytes_done = config_.bytes && issued_bytes_ >= config_.bytes;
+    if (stop_ || bytes_done || Clock::now() >= deadline_) {
+      stop_ = true;
+      return false;
     }
+    s.chunk = pick_chunk();
+    bool write = (rng_() % 100) >= config_.read_pct;
+    s.generation.reset();
+    if (config_.verify) {
+      busy_[s.chunk] = 1;
+      // Mixed verify runs read only what they wrote; pure reads accept any
+      // generation an earlier verify run left.
+      if (!write && config_.read_pct < 100 && generation_[s.chunk] == 0) write = true;
+      if (write)
+        s.generation = ++next_generation_;
+      else if (generation_[s.chunk] != 0)
+        s.generation = generation_[s.chunk];
+    }
+    s.request = IoRequest{write, s.chunk * config_.bs, config_.bs, s.buffer.get()};
+    issued_bytes_ += config_.bs;
+    return true;
+  }
+
+  // Outside mu_: fills the pattern and submits the prepared I/O.
+  void issue(size_t index) {
+    Slot& s = slots_[index];
     if (s.request.write && config_.verify)
       fill_pattern({s.buffer.get(), config_.bs}, s.request.offset / kPatternSector, *s.generation);
     s.started = Clock::now();
@@ -132,9 +145,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
     if (ok && config_.verify && !s.request.write)
       check = check_pattern({s.buffer.get(), config_.bs}, s.request.offset / kPatternSector,
                             s.generation);
+    bool again = false;
     {
       std::lock_guard lock(mu_);
-      --in_flight_;
       end_ = now;
       if (config_.verify) {
         busy_[s.chunk] = 0;
@@ -150,9 +163,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
         result_.bytes += s.request.length;
         if (!check.ok && result_.mismatches++ == 0) result_.first_mismatch = check.problem;
       }
-      if (in_flight_ == 0) cv_.notify_all();
+      again = prepare_locked(index);
+      if (!again && --in_flight_ == 0) cv_.notify_all();
     }
-    start(index);
+    if (again) issue(index);
   }
 
   Transport& transport_;

@@ -186,6 +186,14 @@ TEST(BenchTool, LocalVerifyPassesAndCatchesCorruption) {
   EXPECT_GT(num(rec, "reads"), 0);
   EXPECT_GT(num(rec, "writes"), 0);
 
+  // QD1 keeps going for its whole --time (the in-flight count never touches zero mid-run).
+  auto q1 = run(base + " --workload randrw --bs 4k --qd 1 --time 1 --verify");
+  ASSERT_EQ(q1.status, 0) << q1.out;
+  rec = record_of(q1.out);
+  expect_record(rec, "local");
+  EXPECT_GE(num(rec, "seconds"), 0.9) << q1.out;
+  EXPECT_GT(num(rec, "ios"), 10) << q1.out;
+
   // Corrupt 100 bytes at 3 MiB + 1000: a full verified read must fail and say where.
   {
     std::fstream f(file.string(), std::ios::in | std::ios::out | std::ios::binary);
