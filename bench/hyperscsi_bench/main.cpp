@@ -49,6 +49,7 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 int main(int argc, char** argv) {
   CLI::App app{"hyperscsi-bench: block I/O workloads over HyperSCSI, iSCSI or a local file"};
+  app.set_version_flag("--version", std::string("hyperscsi-bench ") + HYPERSCSI_VERSION);
   std::string transport_name = "local", port, target, url, path, workload = "randread";
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
   uint16_t lun = 0;

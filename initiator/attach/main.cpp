@@ -504,6 +504,7 @@ int cmd_stats(const std::string& dir) {
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"hyperscsi-attach: use LUNs of HyperSCSI targets on this machine"};
+  app.set_version_flag("--version", std::string("hyperscsi-attach ") + HYPERSCSI_VERSION);
   app.require_subcommand(1);
 
   std::string port, target, dir, data_out_file, hex;

@@ -149,7 +149,7 @@ nbdkit_plugin make_plugin() {
   nbdkit_plugin p{};
   p.name = "hyperscsi";
   p.longname = "HyperSCSI (SCSI over raw Ethernet) initiator";
-  p.version = "0.1.0";
+  p.version = HYPERSCSI_VERSION;
   p.description = "Serves one LUN of a HyperSCSI target";
   p.config = hs_config;
   p.config_complete = hs_config_complete;
