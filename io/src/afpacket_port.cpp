@@ -21,8 +21,7 @@
 namespace hyperscsi::io {
 namespace {
 
-constexpr uint32_t kBlockTimeoutMs = 1;
-constexpr size_t kMinBlock = 1u << 16;
+constexpr size_t kMinBlock = 1u << 16;  // a power of two, hence a multiple of the page size
 constexpr int kSocketBuffer = 8 << 20;  // room for several jumbo bursts
 
 sock_filter stmt(uint16_t code, uint32_t k) {
@@ -104,7 +103,7 @@ class AfPacketPort final : public Port {
   MacAddress mac() const override { return info_.mac; }
   size_t mtu() const override { return info_.mtu; }
   PortCounters counters() const override {
-    tpacket_stats_v3 st{};
+    tpacket_stats st{};
     socklen_t len = sizeof st;
     // The kernel resets these on read: accumulate.
     if (::getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0)
@@ -117,11 +116,14 @@ class AfPacketPort final : public Port {
   size_t tx_burst(std::span<Packet> pkts) override;
 
  private:
-  tpacket_block_desc* block(size_t i) {
-    return reinterpret_cast<tpacket_block_desc*>(ring_ + i * block_size_);
+  // Slot i of the ring: slots never straddle a block, and blocks are contiguous in the mapping.
+  tpacket2_hdr* slot(size_t i) {
+    const size_t per_block = block_size_ / frame_size_;
+    return reinterpret_cast<tpacket2_hdr*>(ring_ + (i / per_block) * block_size_ +
+                                           (i % per_block) * frame_size_);
   }
   // Copies one ring frame into a Packet; false if it is to be skipped.
-  bool take_frame(const tpacket3_hdr* hdr, Packet& out);
+  bool take_frame(const tpacket2_hdr* hdr, Packet& out);
 
   std::string spec_;
   detail::InterfaceInfo info_;
@@ -132,12 +134,9 @@ class AfPacketPort final : public Port {
   uint8_t* ring_ = nullptr;
   size_t ring_size_ = 0;
   size_t block_size_ = 0;
-  size_t block_count_ = 0;
-  // Position in the ring: current block, and how far into it we got when a
-  // burst filled up mid-block.
-  size_t cur_block_ = 0;
-  uint32_t pkts_done_ = 0;
-  uint32_t next_offset_ = 0;
+  size_t frame_size_ = 0;
+  size_t frame_count_ = 0;
+  size_t cur_frame_ = 0;  // next slot to look at: the kernel fills slots in order
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -165,27 +164,32 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   if (opt.qdisc_bypass && ::setsockopt(fd_, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
     return Unexpected(detail::errno_error(who + ": PACKET_QDISC_BYPASS", errno));
 
-  int version = TPACKET_V3;
+  // TPACKET_V2, not V3: a V3 block is handed over (and poll() woken) only
+  // when it is full or its retire timer fires, which added ~1 ms to every
+  // frame at low rates. V2 hands over, and wakes the reader, per frame.
+  int version = TPACKET_V2;
   if (::setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0)
-    return Unexpected(detail::errno_error(who + ": PACKET_VERSION TPACKET_V3", errno));
-  const size_t frame_max = TPACKET_ALIGN(TPACKET3_HDRLEN) + info_.mtu + 18 + 64;
+    return Unexpected(detail::errno_error(who + ": PACKET_VERSION TPACKET_V2", errno));
+  // A slot holds the header, sockaddr_ll, the kernel's alignment padding
+  // before the MAC header, and a full frame with a VLAN tag (mtu + 14 + 4).
+  const size_t frame_max = TPACKET_ALIGN(TPACKET2_HDRLEN) + info_.mtu + 18 + 64;
+  frame_size_ = TPACKET_ALIGN(frame_max);
   block_size_ = std::max(kMinBlock, round_up_pow2(4 * frame_max));
   if (opt.ring_bytes < 2 * block_size_)
     return Unexpected(
         PortError{PortErrorKind::kBadArgument, who + ": ring_bytes must be at least " +
                                                    std::to_string(2 * block_size_) + " at MTU " +
                                                    std::to_string(info_.mtu)});
-  block_count_ = opt.ring_bytes / block_size_;
-  const size_t frame_size = TPACKET_ALIGN(frame_max);
-  tpacket_req3 req{};
+  const size_t block_count = opt.ring_bytes / block_size_;
+  frame_count_ = (block_size_ / frame_size_) * block_count;
+  tpacket_req req{};
   req.tp_block_size = static_cast<unsigned>(block_size_);
-  req.tp_block_nr = static_cast<unsigned>(block_count_);
-  req.tp_frame_size = static_cast<unsigned>(frame_size);
-  req.tp_frame_nr = static_cast<unsigned>((block_size_ / frame_size) * block_count_);
-  req.tp_retire_blk_tov = kBlockTimeoutMs;
+  req.tp_block_nr = static_cast<unsigned>(block_count);
+  req.tp_frame_size = static_cast<unsigned>(frame_size_);
+  req.tp_frame_nr = static_cast<unsigned>(frame_count_);
   if (::setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
     return Unexpected(detail::errno_error(who + ": PACKET_RX_RING", errno));
-  ring_size_ = block_size_ * block_count_;
+  ring_size_ = block_size_ * block_count;
   void* m = ::mmap(nullptr, ring_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   if (m == MAP_FAILED) return Unexpected(detail::errno_error(who + ": mmap ring", errno));
   ring_ = static_cast<uint8_t*>(m);
@@ -208,11 +212,12 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   return {};
 }
 
-bool AfPacketPort::take_frame(const tpacket3_hdr* hdr, Packet& out) {
+bool AfPacketPort::take_frame(const tpacket2_hdr* hdr, Packet& out) {
   const auto* sll = reinterpret_cast<const sockaddr_ll*>(reinterpret_cast<const uint8_t*>(hdr) +
-                                                         TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+                                                         TPACKET_ALIGN(sizeof(tpacket2_hdr)));
   if (sll->sll_pkttype == PACKET_OUTGOING) return false;
-  if (hdr->tp_snaplen < hdr->tp_len || hdr->tp_snaplen < detail::kEthHeader) {
+  if (hdr->tp_snaplen < hdr->tp_len || hdr->tp_snaplen < detail::kEthHeader ||
+      size_t{hdr->tp_mac} + hdr->tp_snaplen > frame_size_) {
     ++counters_.rx_errors;  // truncated by the ring
     return false;
   }
@@ -221,7 +226,7 @@ bool AfPacketPort::take_frame(const tpacket3_hdr* hdr, Packet& out) {
   const bool aux_tag = (hdr->tp_status & TP_STATUS_VLAN_VALID) != 0;
   bool inband_tag = false;
   if (aux_tag) {
-    if (vid_ == 0 || (hdr->hv1.tp_vlan_tci & 0x0fff) != vid_) return false;
+    if (vid_ == 0 || (hdr->tp_vlan_tci & 0x0fff) != vid_) return false;
   } else if (vid_ != 0) {
     if (len < detail::kEthHeader + detail::kVlanTag ||
         detail::load_be16(data + 12) != detail::kEtherTypeVlan ||
@@ -244,31 +249,17 @@ bool AfPacketPort::take_frame(const tpacket3_hdr* hdr, Packet& out) {
 
 size_t AfPacketPort::rx_burst(std::span<Packet> out) {
   size_t n = 0;
-  while (n < out.size()) {
-    tpacket_block_desc* bd = block(cur_block_);
-    if ((__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) == 0) break;
-    const uint32_t num = bd->hdr.bh1.num_pkts;
-    if (pkts_done_ == 0) next_offset_ = bd->hdr.bh1.offset_to_first_pkt;
-    while (pkts_done_ < num && n < out.size()) {
-      if (next_offset_ + sizeof(tpacket3_hdr) > block_size_) {  // corrupt descriptor
-        ++counters_.rx_errors;
-        pkts_done_ = num;
-        break;
-      }
-      const auto* hdr = reinterpret_cast<const tpacket3_hdr*>(reinterpret_cast<const uint8_t*>(bd) +
-                                                              next_offset_);
-      if (take_frame(hdr, out[n])) {
-        ++counters_.rx_frames;
-        counters_.rx_bytes += out[n].size();
-        ++n;
-      }
-      next_offset_ += hdr->tp_next_offset;
-      ++pkts_done_;
+  // Skipped frames also free their slot; one lap of the ring at most per call.
+  for (size_t seen = 0; n < out.size() && seen < frame_count_; ++seen) {
+    tpacket2_hdr* hdr = slot(cur_frame_);
+    if ((__atomic_load_n(&hdr->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) == 0) break;
+    if (take_frame(hdr, out[n])) {
+      ++counters_.rx_frames;
+      counters_.rx_bytes += out[n].size();
+      ++n;
     }
-    if (pkts_done_ < num) break;  // `out` full mid-block: resume here next time
-    __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-    pkts_done_ = 0;
-    cur_block_ = (cur_block_ + 1) % block_count_;
+    __atomic_store_n(&hdr->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    cur_frame_ = (cur_frame_ + 1) % frame_count_;
   }
   return n;
 }

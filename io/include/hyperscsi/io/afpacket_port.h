@@ -1,11 +1,15 @@
 // AF_PACKET backend ("afpacket:IFACE").
 //
-// Receive: a TPACKET_V3 mmap ring (PortOptions::ring_bytes, blocks sized for
-// jumbo frames). Frames are copied from the ring into pool buffers, so ring
-// blocks go back to the kernel at once and Packets may be held as long as the
-// caller likes. A V3 block reaches user space when it is full or after the
-// block retire timeout (1 ms, rounded up to a jiffy): that bounds the added
-// latency at low rates.
+// Receive: a TPACKET_V2 mmap ring of PortOptions::ring_bytes, one fixed slot
+// per frame (slot = header + sockaddr_ll + mtu + 14 + 4 VLAN + alignment;
+// blocks are a power of two >= 64 KiB holding whole slots). The kernel hands
+// each frame over, and wakes poll()/epoll on fd(), as soon as it is written,
+// so a lone frame adds no delay. (TPACKET_V3, used before, handed over whole
+// blocks only when full or after a >= 1 ms retire timer: ~1 ms per frame at
+// low rates.) Frames are copied from the ring into pool buffers, so slots go
+// back to the kernel at once and Packets may be held as long as the caller
+// likes. A full ring drops frames in the kernel; counters().rx_dropped
+// includes them (PACKET_STATISTICS).
 // Transmit: sendmmsg(), one syscall per burst. Chosen over a TX ring because
 // frames arrive in our own pool buffers and would be copied into a TX ring
 // anyway; sendmmsg reports how many messages went out, which maps directly
@@ -14,7 +18,8 @@
 // EtherType 0x889A: untagged frames when vlan_id is 0, frames tagged with
 // vlan_id otherwise (the kernel strips the tag into tpacket metadata before
 // the filter runs, so the program reads the SKF_AD_VLAN_TAG* ancillary
-// fields; an in-band tag is matched too). Frames the host sends
+// fields; received tags arrive in tp_vlan_tci with TP_STATUS_VLAN_VALID; an
+// in-band tag is matched too). Frames the host sends
 // (PACKET_OUTGOING), including this port's own, are never delivered.
 // Options: vlan_id/vlan_priority, pool_size, ring_bytes, qdisc_bypass,
 // fanout_group (PACKET_FANOUT_HASH). Socket buffers are sized for jumbo bursts.
@@ -30,6 +35,9 @@
 
 namespace hyperscsi::io {
 
+// Opens an AF_PACKET port on the up interface `iface` with a TPACKET_V2
+// receive ring of options.ring_bytes (at least two 64 KiB blocks at MTU
+// <= 9000, else kBadArgument naming ring_bytes). The caller owns the port.
 Result<std::unique_ptr<Port>, PortError> open_afpacket_port(std::string_view iface,
                                                             const PortOptions& options);
 
