@@ -14,48 +14,14 @@
 #include <vector>
 
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/test_support/process.h"
 
 namespace hyperscsi::proto {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A private temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl =
-        (fs::temp_directory_path() / ("hs_tshark_" + std::to_string(getpid()) + "_XXXXXX"))
-            .string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-bool have_tshark() {
-  return std::system("command -v tshark >/dev/null 2>&1") == 0;
-}
-
-// Runs a shell command and returns its stdout and exit status.
-std::pair<std::string, int> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {out, -1};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
+using test_support::run_command;
+using test_support::TempDir;
 
 struct Sample {
   CommonHeader common;
@@ -133,10 +99,10 @@ bool parse_bool(const std::string& s, bool& v) {
 }
 
 TEST(Tshark, DecodesTheCommonHeaderOfEveryOpcode) {
-  if (!have_tshark()) {
+  if (!test_support::have_command("tshark")) {
     GTEST_SKIP() << "tshark is not installed (scripts/setup.sh installs it; CI must not skip)";
   }
-  TempDir dir;
+  TempDir dir("hs_tshark");
   ASSERT_FALSE(dir.path().empty()) << "cannot create a temporary directory";
   const fs::path file = dir.path() / "frames.pcap";
   const std::vector<Sample> samples = build_samples();
@@ -146,9 +112,9 @@ TEST(Tshark, DecodesTheCommonHeaderOfEveryOpcode) {
   // `timeout` bounds the run on a loaded machine; stderr carries only
   // tshark's "running as root" notice.
   const auto [out, status] =
-      run("timeout 120 tshark -n -r '" + file.string() +
-          "' -T fields -e hyperscsi.tagno -e hyperscsi.fragno -e hyperscsi.lastfrag"
-          " -e hyperscsi.version -e hyperscsi.cmd 2>/dev/null");
+      run_command("timeout 120 tshark -n -r '" + file.string() +
+                  "' -T fields -e hyperscsi.tagno -e hyperscsi.fragno -e hyperscsi.lastfrag"
+                  " -e hyperscsi.version -e hyperscsi.cmd 2>/dev/null");
   ASSERT_EQ(status, 0) << "tshark failed; output:\n" << out;
 
   std::istringstream lines(out);

@@ -1,5 +1,5 @@
-// Helpers for the dissector tests: a private temporary directory, running
-// tshark with tools/wireshark/hyperscsi.lua loaded, reading files back.
+// Helpers for the dissector tests: running tshark with
+// tools/wireshark/hyperscsi.lua loaded, reading files back.
 // Thread-safety: plain functions, used from the test thread.
 #pragma once
 
@@ -12,6 +12,8 @@
 #include <string>
 #include <utility>
 
+#include "hyperscsi/test_support/process.h"
+
 #ifndef HYPERSCSI_DISSECTOR_LUA
 #error "HYPERSCSI_DISSECTOR_LUA must name tools/wireshark/hyperscsi.lua"
 #endif
@@ -20,41 +22,12 @@ namespace hyperscsi::test_wireshark {
 
 namespace fs = std::filesystem;
 
-// A private temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl =
-        (fs::temp_directory_path() / ("hs_dissector_" + std::to_string(getpid()) + "_XXXXXX"))
-            .string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
+using test_support::TempDir;
 inline bool have_tshark() {
-  return std::system("command -v tshark >/dev/null 2>&1") == 0;
+  return test_support::have_command("tshark");
 }
-
-// Runs a shell command; returns its stdout and exit status.
 inline std::pair<std::string, int> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {out, -1};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+  return test_support::run_command(cmd);
 }
 
 // tshark with the dissector loaded; `timeout` bounds it on a loaded machine.

@@ -1,0 +1,34 @@
+// Small helpers for tests that run programs: a private temporary directory,
+// whether a command exists, and running a shell command for its output.
+// Thread-safety: plain functions and a value type, used from the test thread.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace hyperscsi::test_support {
+
+// A private temporary directory (mkdtemp), removed with everything in it.
+class TempDir {
+ public:
+  explicit TempDir(std::string_view prefix = "hs_test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  // Empty when the directory could not be made.
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// True when `name` is a command on PATH.
+bool have_command(std::string_view name);
+
+// Runs `cmd` with /bin/sh; returns its stdout and exit status (-1 if it did
+// not exit normally or could not start).
+std::pair<std::string, int> run_command(const std::string& cmd);
+
+}  // namespace hyperscsi::test_support

@@ -1,0 +1,41 @@
+#include "hyperscsi/test_support/process.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <system_error>
+
+namespace hyperscsi::test_support {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir(std::string_view prefix) {
+  std::string tmpl = (fs::temp_directory_path() /
+                      (std::string(prefix) + "_" + std::to_string(::getpid()) + "_XXXXXX"))
+                         .string();
+  if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!path_.empty()) fs::remove_all(path_, ec);
+}
+
+bool have_command(std::string_view name) {
+  return std::system(("command -v " + std::string(name) + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return {out, -1};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+}  // namespace hyperscsi::test_support
