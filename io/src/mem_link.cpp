@@ -10,10 +10,8 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -30,35 +28,12 @@ PortError bad_argument(std::string msg) {
   return {PortErrorKind::kBadArgument, std::move(msg)};
 }
 
-// One direction of the wire: everything guarded by `mu`.
+// One direction of the wire: `q` is guarded by `mu`.
 struct Direction {
   std::mutex mu;
-  Impairment imp;
-  std::mt19937_64 rng;
-  struct Queued {
-    Packet pkt;
-    TimePoint ready;
-  };
-  struct Held {
-    Packet pkt;
-    TimePoint ready;
-    uint32_t frames_left;  // released after this many later frames ...
-    TimePoint deadline;    // ... or at this time
-  };
-  std::deque<Queued> queue;
-  std::vector<Held> held;
-  TimePoint wire_free_at{};  // rate limit: when the wire finishes the last frame
-  TimePoint last_ready{};    // keeps delivery FIFO despite jitter
-  ImpairmentStats stats;
-  int dst_event_fd = -1;     // the receiving end's eventfd
-  size_t dst_max_frame = 0;  // receiving end's mtu + 14
+  std::unique_ptr<ImpairedQueue> q;
+  int dst_event_fd = -1;  // the receiving end's eventfd
   bool signalled = false;
-
-  bool chance(double p) {
-    if (p <= 0) return false;
-    if (p >= 1) return true;
-    return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p;
-  }
 
   void signal() {
     if (signalled) return;
@@ -70,38 +45,6 @@ struct Direction {
     uint64_t v = 0;
     if (::read(dst_event_fd, &v, sizeof v) == sizeof v) signalled = false;
   }
-
-  void enqueue(Packet pkt, TimePoint ready) {
-    ready = std::max(ready, last_ready);
-    last_ready = ready;
-    queue.push_back({std::move(pkt), ready});
-  }
-
-  // Releases held frames whose deadline passed.
-  void release_due(TimePoint now) {
-    for (size_t i = 0; i < held.size();) {
-      if (held[i].deadline <= now) {
-        enqueue(std::move(held[i].pkt), held[i].ready);
-        held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
-      } else {
-        ++i;
-      }
-    }
-  }
-
-  // Another frame went onto the wire: count down the held ones.
-  void tick_held() {
-    for (size_t i = 0; i < held.size();) {
-      if (--held[i].frames_left == 0) {
-        enqueue(std::move(held[i].pkt), held[i].ready);
-        held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
-      } else {
-        ++i;
-      }
-    }
-  }
-
-  size_t in_flight() const { return queue.size() + held.size(); }
 };
 
 struct End {
@@ -138,10 +81,11 @@ class MemLinkState {
     }
     for (int d = 0; d < 2; ++d) {
       Direction& dir = dirs_[d];
-      dir.imp = d == 0 ? cfg.a_to_b : cfg.b_to_a;
-      dir.rng.seed(cfg.seed * 2 + static_cast<uint64_t>(d));
+      HeapPacketPool* pool = ends_[d].pool.get();  // duplicates come from the sender's pool
+      dir.q = std::make_unique<ImpairedQueue>(
+          d == 0 ? cfg.a_to_b : cfg.b_to_a, cfg.seed * 2 + static_cast<uint64_t>(d),
+          ends_[1 - d].mtu + detail::kEthHeader, [pool] { return pool->alloc(); });
       dir.dst_event_fd = ends_[1 - d].event_fd;
-      dir.dst_max_frame = ends_[1 - d].mtu + detail::kEthHeader;
     }
   }
   ~MemLinkState();
@@ -171,7 +115,7 @@ size_t MemLinkState::tx(int side, std::span<Packet> pkts) {
   Direction& d = dirs_[side];
   const TimePoint now = clock_();
   std::lock_guard lock(d.mu);
-  d.release_due(now);
+  d.q->release_due(now);
   for (Packet& pkt : pkts) {
     const size_t len = pkt.size();
     if (!pkt || len < detail::kEthHeader) {
@@ -181,67 +125,9 @@ size_t MemLinkState::tx(int side, std::span<Packet> pkts) {
     }
     ++me.counters.tx_frames;
     me.counters.tx_bytes += len;
-    ++d.stats.offered;
-    if (detail::ether_type(pkt.data(), len) != detail::kEtherTypeHyperScsi) {
-      ++d.stats.filtered;
-      pkt.reset();
-      continue;
-    }
-    if (len > d.dst_max_frame) {
-      ++d.stats.mtu_drops;
-      pkt.reset();
-      continue;
-    }
-    if (d.in_flight() >= d.imp.queue_limit) {
-      ++d.stats.queue_drops;
-      pkt.reset();
-      continue;
-    }
-    if (d.chance(d.imp.loss)) {
-      ++d.stats.lost;
-      pkt.reset();
-      continue;
-    }
-    if (d.chance(d.imp.corrupt)) {
-      const uint64_t bit = std::uniform_int_distribution<uint64_t>(0, len * 8 - 1)(d.rng);
-      pkt.data()[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
-      ++d.stats.corrupted;
-    }
-    Packet copy;
-    if (d.chance(d.imp.duplicate)) {
-      copy = me.pool->alloc();
-      if (copy && copy.resize(len)) {
-        std::memcpy(copy.data(), pkt.data(), len);
-        ++d.stats.duplicated;
-      } else {
-        copy.reset();
-      }
-    }
-    TimePoint ready = now;
-    if (d.imp.rate_bps > 0) {
-      const auto serialize = Duration(static_cast<Duration::rep>(
-          static_cast<double>(len) * 8.0 * 1e9 / static_cast<double>(d.imp.rate_bps)));
-      d.wire_free_at = std::max(d.wire_free_at, now) + serialize;
-      ready = d.wire_free_at;
-    }
-    ready += d.imp.delay;
-    if (d.imp.jitter.count() > 0) {
-      ready +=
-          Duration(std::uniform_int_distribution<Duration::rep>(0, d.imp.jitter.count())(d.rng));
-    }
-    if (d.imp.reorder_gap > 0 && d.chance(d.imp.reorder)) {
-      ++d.stats.reordered;
-      d.held.push_back({std::move(pkt), ready, d.imp.reorder_gap, now + d.imp.reorder_timeout});
-    } else {
-      d.enqueue(std::move(pkt), ready);
-      d.tick_held();
-    }
-    if (copy) {
-      d.enqueue(std::move(copy), ready);
-      d.tick_held();
-    }
+    d.q->offer(std::move(pkt), now);
   }
-  if (d.in_flight() > 0) d.signal();
+  if (d.q->in_flight() > 0) d.signal();
   return pkts.size();
 }
 
@@ -250,17 +136,12 @@ size_t MemLinkState::rx(int side, std::span<Packet> out) {
   Direction& d = dirs_[1 - side];
   const TimePoint now = clock_();
   std::lock_guard lock(d.mu);
-  d.release_due(now);
-  size_t n = 0;
-  while (n < out.size() && !d.queue.empty() && d.queue.front().ready <= now) {
-    out[n] = std::move(d.queue.front().pkt);
-    d.queue.pop_front();
+  const size_t n = d.q->take(now, out);
+  for (size_t i = 0; i < n; ++i) {
     ++me.counters.rx_frames;
-    me.counters.rx_bytes += out[n].size();
-    ++d.stats.delivered;
-    ++n;
+    me.counters.rx_bytes += out[i].size();
   }
-  if (d.in_flight() == 0) d.unsignal();
+  if (d.q->in_flight() == 0) d.unsignal();
   return n;
 }
 
@@ -269,8 +150,7 @@ bool MemLinkState::wait(int side, std::chrono::microseconds timeout) {
   TimePoint due = TimePoint::max();
   {
     std::lock_guard lock(d.mu);
-    if (!d.queue.empty()) due = d.queue.front().ready;
-    for (const auto& h : d.held) due = std::min(due, h.deadline);
+    due = d.q->next_due();
   }
   if (due == TimePoint::max()) {  // nothing in flight: sleep on the eventfd
     pollfd p{ends_[side].event_fd, POLLIN, 0};
@@ -309,10 +189,8 @@ Registry& registry() {
 MemLinkState::~MemLinkState() {
   // Drop queued frames before the pools (they may belong to either pool;
   // pools survive their owners anyway, see heap_pool.h).
-  for (auto& d : dirs_) {
-    d.queue.clear();
-    d.held.clear();
-  }
+  for (auto& d : dirs_)
+    if (d.q) d.q->clear();
   for (auto& e : ends_)
     if (e.event_fd >= 0) ::close(e.event_fd);
   if (!registered_name.empty()) {
@@ -360,13 +238,13 @@ bool MemPort::wait_rx(std::chrono::microseconds timeout) {
 ImpairmentStats MemPort::tx_link_stats() const {
   Direction& d = link_->dir_from(side_);
   std::lock_guard lock(d.mu);
-  return d.stats;
+  return d.q->stats();
 }
 
 void MemPort::set_tx_impairment(const Impairment& imp) {
   Direction& d = link_->dir_from(side_);
   std::lock_guard lock(d.mu);
-  d.imp = imp;
+  d.q->set_impairment(imp);
 }
 
 namespace {

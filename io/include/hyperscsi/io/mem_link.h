@@ -29,37 +29,14 @@
 #include <string>
 #include <string_view>
 
+#include "hyperscsi/io/impairment.h"
 #include "hyperscsi/io/port.h"
 #include "hyperscsi/proto/clock.h"
 
 namespace hyperscsi::io {
 
-// One direction of the link. Probabilities are per frame, in [0, 1].
-struct Impairment {
-  double loss = 0;           // drop the frame
-  double duplicate = 0;      // deliver a second copy right after it
-  double reorder = 0;        // hold the frame back ...
-  uint32_t reorder_gap = 3;  // ... until this many later frames passed
-  proto::Duration reorder_timeout = std::chrono::milliseconds(1);  // ... or this long
-  proto::Duration delay{0};                                        // fixed one-way delay
-  proto::Duration jitter{0};  // extra uniform delay in [0, jitter]
-  double corrupt = 0;         // flip one random bit
-  uint64_t rate_bps = 0;      // 0: unlimited; else serialization delay of size*8/rate
-  size_t queue_limit = 8192;  // frames in flight in this direction; more are dropped
-};
-
-// What the impairment layer did to the frames of one direction.
-struct ImpairmentStats {
-  uint64_t offered = 0;    // frames given to the link
-  uint64_t delivered = 0;  // frames handed to the receiver by rx_burst
-  uint64_t lost = 0;
-  uint64_t duplicated = 0;
-  uint64_t reordered = 0;
-  uint64_t corrupted = 0;
-  uint64_t queue_drops = 0;
-  uint64_t mtu_drops = 0;  // longer than the receiver's mtu + 14
-  uint64_t filtered = 0;   // not EtherType 0x889A
-};
+// Impairment and ImpairmentStats (the per-direction rules and counters) are
+// in impairment.h, shared with the hyperscsi-relay tool.
 
 struct MemLinkConfig {
   std::string name = "mem";  // for spec() ("mem:NAME")
