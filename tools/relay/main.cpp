@@ -1,0 +1,191 @@
+// hyperscsi-relay: bridges two ports and impairs the HyperSCSI frames passing
+// between them (loss, duplication, reordering, delay, jitter, corruption, rate
+// limit) by seeded rules, for chaos tests on kernels without netem. The relay
+// is transparent: frames are forwarded unchanged (MACs included) unless a rule
+// says otherwise. One thread polls both ports; the poll timeout is the next
+// time a delayed frame becomes due. SIGINT/SIGTERM (or --duration) end it; the
+// per-direction statistics are printed on stdout as "a->b key=value ..." lines.
+#include <poll.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "hyperscsi/io/impairment.h"
+#include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/clock.h"
+
+namespace {
+
+using hyperscsi::io::ImpairedQueue;
+using hyperscsi::io::Impairment;
+using hyperscsi::io::ImpairmentStats;
+using hyperscsi::io::Packet;
+using hyperscsi::io::Port;
+using hyperscsi::proto::Clock;
+using hyperscsi::proto::TimePoint;
+
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) {
+  g_stop = 1;
+}
+
+// "1gbit", "100mbit", "500kbit", "64000" (bits per second).
+bool parse_rate(const std::string& s, uint64_t& out) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (...) {
+    return false;
+  }
+  const std::string unit = s.substr(pos);
+  uint64_t mul = 1;
+  if (unit.empty() || unit == "bit")
+    mul = 1;
+  else if (unit == "kbit")
+    mul = 1000;
+  else if (unit == "mbit")
+    mul = 1000 * 1000;
+  else if (unit == "gbit")
+    mul = 1000 * 1000 * 1000;
+  else
+    return false;
+  if (v > UINT64_MAX / mul) return false;
+  out = v * mul;
+  return true;
+}
+
+void print_stats(const char* name, const ImpairmentStats& s, uint64_t tx_dropped) {
+  std::printf(
+      "%s offered=%llu delivered=%llu lost=%llu duplicated=%llu reordered=%llu corrupted=%llu "
+      "queue_drops=%llu mtu_drops=%llu filtered=%llu tx_dropped=%llu\n",
+      name, static_cast<unsigned long long>(s.offered),
+      static_cast<unsigned long long>(s.delivered), static_cast<unsigned long long>(s.lost),
+      static_cast<unsigned long long>(s.duplicated), static_cast<unsigned long long>(s.reordered),
+      static_cast<unsigned long long>(s.corrupted), static_cast<unsigned long long>(s.queue_drops),
+      static_cast<unsigned long long>(s.mtu_drops), static_cast<unsigned long long>(s.filtered),
+      static_cast<unsigned long long>(tx_dropped));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hyperscsi-relay: a fault-injecting bridge between two ports"};
+  std::string spec_a, spec_b, rate = "0";
+  Impairment imp;
+  uint64_t delay_us = 0, jitter_us = 0, reorder_timeout_us = 1000, seed = 1;
+  double duration_s = 0;
+  app.add_option("--a", spec_a, "first port, e.g. afpacket:r0")->required();
+  app.add_option("--b", spec_b, "second port, e.g. afpacket:r1")->required();
+  app.add_option("--loss", imp.loss, "drop probability per frame")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--dup", imp.duplicate, "duplicate probability")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--reorder", imp.reorder, "hold-back probability")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--reorder-gap", imp.reorder_gap, "held frame released after this many")
+      ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--reorder-timeout-us", reorder_timeout_us, "... or after this long");
+  app.add_option("--corrupt", imp.corrupt, "bit-flip probability")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--delay-us", delay_us, "fixed one-way delay");
+  app.add_option("--jitter-us", jitter_us, "extra uniform delay in [0, jitter]");
+  app.add_option("--rate", rate, "rate limit: N[bit|kbit|mbit|gbit] per second, 0 = none");
+  app.add_option("--queue", imp.queue_limit, "frames in flight per direction")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 24));
+  app.add_option("--seed", seed, "random seed (direction a->b uses 2*seed, b->a 2*seed+1)");
+  app.add_option("--duration", duration_s, "stop after this many seconds (0: until a signal)")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  if (!parse_rate(rate, imp.rate_bps)) {
+    std::fprintf(stderr, "hyperscsi-relay: bad --rate '%s' (e.g. 1gbit, 100mbit, 64000)\n",
+                 rate.c_str());
+    return 2;
+  }
+  imp.delay = std::chrono::microseconds(delay_us);
+  imp.jitter = std::chrono::microseconds(jitter_us);
+  imp.reorder_timeout = std::chrono::microseconds(reorder_timeout_us);
+
+  std::array<std::unique_ptr<Port>, 2> ports;
+  const std::array<std::string, 2> specs{spec_a, spec_b};
+  for (int i = 0; i < 2; ++i) {
+    auto p = hyperscsi::io::open_port(specs[i]);
+    if (!p) {
+      std::fprintf(stderr, "hyperscsi-relay: cannot open '%s': %s\n", specs[i].c_str(),
+                   p.error().message.c_str());
+      return 1;
+    }
+    ports[i] = std::move(*p);
+    if (ports[i]->fd() < 0) {
+      std::fprintf(stderr, "hyperscsi-relay: '%s' is a poll-mode port; need a pollable fd\n",
+                   specs[i].c_str());
+      return 1;
+    }
+  }
+  // queues[d] carries frames received on port d towards port 1-d.
+  std::array<std::unique_ptr<ImpairedQueue>, 2> queues;
+  for (int d = 0; d < 2; ++d) {
+    Port* src = ports[d].get();
+    queues[d] =
+        std::make_unique<ImpairedQueue>(imp, seed * 2 + static_cast<uint64_t>(d),
+                                        ports[1 - d]->mtu() + 14, [src] { return src->alloc(); });
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  const TimePoint end = duration_s > 0
+                            ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                 std::chrono::duration<double>(duration_s))
+                            : TimePoint::max();
+  std::array<uint64_t, 2> tx_dropped{0, 0};
+  std::array<Packet, 64> burst;
+  while (!g_stop) {
+    TimePoint now = Clock::now();
+    if (now >= end) break;
+    TimePoint due = std::min(queues[0]->next_due(), queues[1]->next_due());
+    int timeout_ms = 100;
+    if (due != TimePoint::max()) {
+      const auto wait = due > now ? std::chrono::ceil<std::chrono::milliseconds>(due - now)
+                                  : std::chrono::milliseconds(0);
+      timeout_ms = static_cast<int>(std::min<int64_t>(wait.count(), timeout_ms));
+    }
+    std::array<pollfd, 2> fds{pollfd{ports[0]->fd(), POLLIN, 0}, pollfd{ports[1]->fd(), POLLIN, 0}};
+    ::poll(fds.data(), fds.size(), timeout_ms);  // EINTR: loop re-checks g_stop
+    now = Clock::now();
+    for (int d = 0; d < 2; ++d) {
+      // Bounded per iteration so one busy direction cannot starve the other.
+      for (int round = 0; round < 16; ++round) {
+        const size_t n = ports[d]->rx_burst(burst);
+        if (n == 0) break;
+        queues[d]->release_due(now);
+        for (size_t i = 0; i < n; ++i) {
+          if (burst[i].size() < 14) {
+            burst[i].reset();
+            continue;
+          }
+          queues[d]->offer(std::move(burst[i]), now);
+        }
+      }
+    }
+    for (int d = 0; d < 2; ++d) {
+      for (;;) {
+        const size_t n = queues[d]->take(now, burst);
+        if (n == 0) break;
+        const size_t sent = ports[1 - d]->tx_burst(std::span<Packet>(burst.data(), n));
+        tx_dropped[d] += n - std::min(n, sent);
+        for (size_t i = 0; i < n; ++i) burst[i].reset();
+      }
+    }
+  }
+  print_stats("a->b", queues[0]->stats(), tx_dropped[0]);
+  print_stats("b->a", queues[1]->stats(), tx_dropped[1]);
+  std::fflush(stdout);
+  return 0;
+}
