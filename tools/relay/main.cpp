@@ -150,14 +150,14 @@ int main(int argc, char** argv) {
     TimePoint now = Clock::now();
     if (now >= end) break;
     TimePoint due = std::min(queues[0]->next_due(), queues[1]->next_due());
-    int timeout_ms = 100;
-    if (due != TimePoint::max()) {
-      const auto wait = due > now ? std::chrono::ceil<std::chrono::milliseconds>(due - now)
-                                  : std::chrono::milliseconds(0);
-      timeout_ms = static_cast<int>(std::min<int64_t>(wait.count(), timeout_ms));
-    }
+    // ppoll: microsecond delays must not be rounded up to poll()'s milliseconds.
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(100);
+    if (due != TimePoint::max()) wait = std::min<std::chrono::nanoseconds>(wait, due - now);
+    if (wait.count() < 0) wait = std::chrono::nanoseconds(0);
+    const timespec ts{static_cast<time_t>(wait.count() / 1000000000),
+                      static_cast<long>(wait.count() % 1000000000)};
     std::array<pollfd, 2> fds{pollfd{ports[0]->fd(), POLLIN, 0}, pollfd{ports[1]->fd(), POLLIN, 0}};
-    ::poll(fds.data(), fds.size(), timeout_ms);  // EINTR: loop re-checks g_stop
+    ::ppoll(fds.data(), fds.size(), &ts, nullptr);  // EINTR: loop re-checks g_stop
     now = Clock::now();
     for (int d = 0; d < 2; ++d) {
       // Bounded per iteration so one busy direction cannot starve the other.
