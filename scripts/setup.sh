@@ -13,7 +13,8 @@ packages=(
   nbdkit nbdkit-plugin-dev libnbd-bin
   tgt libiscsi-bin libiscsi-dev fio
   iproute2 ethtool e2fsprogs util-linux kmod procps psmisc
-  clang-format file groff-base
+  clang-format file groff-base jq
+  clang libclang-rt-14-dev llvm gnuplot-nox
 )
 
 missing=()
