@@ -1,0 +1,168 @@
+// bench/lab.sh end to end with a tiny matrix: one cell ("randread 4k 1"), one
+// 1 s run per transport, and a 3 s memory step with 16 sessions. Checks that
+// results.json carries every field issue 6 requires for all three transports
+// and the memory record, that report.md and the PNG plots exist, and that the
+// script left nothing behind: namespaces, store file in /dev/shm, work
+// directory, tgtd control socket, and processes (found by the tag the script
+// prints). Needs root, the built target and bench, tgtd, jq and gnuplot.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "hyperscsi/test_support/netns.h"
+#include "hyperscsi/test_support/process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using hyperscsi::test_support::have_command;
+using hyperscsi::test_support::run_command;
+using hyperscsi::test_support::TempDir;
+
+std::string quote(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// The whole file (empty if unreadable).
+std::string read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  char buf[4096];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) text.append(buf, size_t(in.gcount()));
+  return text;
+}
+
+// jq -e over results.json: true when the filter's last output is truthy.
+bool jq_true(const fs::path& file, const std::string& args, const std::string& filter) {
+  return run_command("jq -e " + args + " " + quote(filter) + " " + quote(file.string()) +
+                     " >/dev/null 2>&1")
+             .second == 0;
+}
+
+std::string jq_value(const fs::path& file, const std::string& filter) {
+  auto [out, status] = run_command("jq -r " + quote(filter) + " " + quote(file.string()));
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return status == 0 ? out : "<jq failed>";
+}
+
+// Every process whose command line contains `needle` (not this test's own).
+std::vector<std::string> processes_with(const std::string& needle) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = read_all(e.path() / "cmdline");
+    for (auto& c : cmd)
+      if (c == '\0') c = ' ';
+    if (cmd.find(needle) != std::string::npos) found.push_back(pid + ": " + cmd);
+  }
+  return found;
+}
+
+TEST(LabScript, TinyMatrixWritesEveryFieldAndCleansUp) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (namespaces)";
+  for (const char* c : {"tgtd", "tgtadm", "jq", "gnuplot", "tc", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists(HYPERSCSI_TARGET_BIN) || std::string(HYPERSCSI_TARGET_BIN).empty())
+    GTEST_SKIP() << "hyperscsi-target is not built";
+
+  TempDir tmp("hs_lab_test");
+  ASSERT_FALSE(tmp.path().empty());
+  const fs::path out = tmp.path() / "out";
+  const std::string cmd = "timeout -k 5 50 bash " + quote(HYPERSCSI_SOURCE_DIR "/bench/lab.sh") +
+                          " --build " + quote(HYPERSCSI_BUILD_DIR) + " --out " +
+                          quote(out.string()) +
+                          " --quick --runs 1 --seconds 1 --cells 'randread 4k 1'"
+                          " --memory-seconds 3 2>&1";
+  auto [log, status] = run_command(cmd);
+  SCOPED_TRACE(log);
+
+  // What the script made, from its first line; checked even if it failed.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
+  const std::string tag = m[1], control = m[2], work = m[3];
+  auto [netns, ns_status] = run_command("ip netns list");
+  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  for (const auto& e : fs::directory_iterator("/dev/shm"))
+    EXPECT_NE(e.path().filename().string().rfind(tag, 0), 0u) << "left in /dev/shm: " << e.path();
+  EXPECT_FALSE(fs::exists(work)) << "work directory left: " << work;
+  EXPECT_FALSE(fs::exists("/var/run/tgtd/socket." + control)) << "tgtd socket left";
+  EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
+  const auto tgtd = processes_with("tgtd -f -C " + control);
+  EXPECT_TRUE(tgtd.empty()) << "tgtd left: " << tgtd[0];
+
+  ASSERT_EQ(status, 0) << "lab.sh failed";
+  const fs::path results = out / "results.json";
+  ASSERT_TRUE(fs::exists(results));
+  EXPECT_TRUE(fs::file_size(out / "report.md") > 0);
+  for (const char* png : {"mb_s.png", "iops.png", "latency.png"}) {
+    ASSERT_TRUE(fs::exists(out / png)) << png;
+    EXPECT_EQ(read_all(out / png).substr(1, 3), "PNG") << png;
+  }
+
+  const std::vector<std::string> fields = {"transport",
+                                           "backend",
+                                           "workload",
+                                           "bs",
+                                           "qd",
+                                           "mtu",
+                                           "shaped",
+                                           "iops",
+                                           "mb_s",
+                                           "lat_p50_us",
+                                           "lat_p99_us",
+                                           "cpu_s_per_gib_client",
+                                           "cpu_s_per_gib_target",
+                                           "run"};
+  const std::vector<std::pair<std::string, std::string>> transports = {
+      {"hyperscsi", "afpacket"}, {"iscsi", "libiscsi"}, {"local", "pread"}};
+  EXPECT_EQ(jq_value(results, "[.[] | select(.record == \"cell\")] | length"), "3");
+  for (const auto& [t, backend] : transports) {
+    const std::string sel = "[.[] | select(.record == \"cell\" and .transport == $t)]";
+    const std::string args = "--arg t " + t;
+    ASSERT_TRUE(jq_true(results, args, sel + " | length == 1")) << t << ": no record";
+    for (const auto& f : fields) {
+      // Local has no target process: its target CPU is null, but present.
+      const bool may_be_null = t == "local" && f == "cpu_s_per_gib_target";
+      EXPECT_TRUE(
+          jq_true(results, args + " --arg f " + f,
+                  sel + "[0] | has($f) and (" + (may_be_null ? "true" : ".[$f] != null") + ")"))
+          << t << ": field " << f << " missing or null";
+    }
+    EXPECT_TRUE(jq_true(results, args + " --arg b " + backend,
+                        sel + "[0] | .backend == $b and .workload == \"randread\" and .bs == 4096"
+                              " and .qd == 1 and .mtu == \"1500\" and .shaped == \"no\""
+                              " and .run == 1 and .errors == 0"))
+        << t << ": labels wrong";
+    EXPECT_TRUE(jq_true(results, args,
+                        sel + "[0] | .iops > 0 and .mb_s > 0 and .lat_p50_us > 0"
+                              " and .lat_p99_us >= .lat_p50_us and .cpu_s_per_gib_client > 0"))
+        << t << ": implausible figures";
+  }
+  EXPECT_TRUE(jq_true(results, "",
+                      "[.[] | select(.record == \"cell\" and .transport != \"local\")]"
+                      " | all(.cpu_s_per_gib_target > 0)"))
+      << "target CPU not measured";
+
+  // The memory record: 16 clients, all ran, the target held several sessions
+  // at once, and the figures are consistent.
+  const std::string mem = "[.[] | select(.record == \"memory\")]";
+  ASSERT_TRUE(jq_true(results, "", mem + " | length == 1")) << "no memory record";
+  EXPECT_EQ(jq_value(results, mem + "[0].sessions"), "16");
+  EXPECT_EQ(jq_value(results, mem + "[0].clients_ok"), "16");
+  EXPECT_TRUE(jq_true(results, "", mem + "[0].sessions_seen >= 8"))
+      << "sessions seen at once: " << jq_value(results, mem + "[0].sessions_seen");
+  EXPECT_TRUE(jq_true(results, "",
+                      mem + "[0] | .rss_peak_kib > 0 and .hwm_kib >= .rss_peak_kib"
+                            " and .limit_bytes > 64 * 1048576 and (.met | type == \"boolean\")"));
+
+  const std::string report = read_all(out / "report.md");
+  for (const char* heading : {"## Medians", "## Issue 6 targets", "## Target memory"})
+    EXPECT_NE(report.find(heading), std::string::npos) << heading;
+}
+
+}  // namespace
