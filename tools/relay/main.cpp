@@ -5,6 +5,10 @@
 // says otherwise. One thread polls both ports; the poll timeout is the next
 // time a delayed frame becomes due. SIGINT/SIGTERM (or --duration) end it; the
 // per-direction statistics are printed on stdout as "a->b key=value ..." lines.
+//
+// The global flags (--loss, --delay-us ...) set both directions; --a2b and
+// --b2a then override single keys for one direction, e.g.
+//   --loss 0.01 --a2b loss=5%,dup=2% --b2a delay=20ms,rate=100mbit
 #include <poll.h>
 
 #include <CLI/CLI.hpp>
@@ -62,6 +66,105 @@ bool parse_rate(const std::string& s, uint64_t& out) {
   return true;
 }
 
+// "5%" or "0.05": a probability in [0, 1].
+bool parse_probability(const std::string& s, double& out) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    return false;
+  }
+  const std::string unit = s.substr(pos);
+  if (unit == "%")
+    v /= 100;
+  else if (!unit.empty())
+    return false;
+  if (!(v >= 0 && v <= 1)) return false;
+  out = v;
+  return true;
+}
+
+// "20ms", "500us", "1s", "250" (microseconds).
+bool parse_duration(const std::string& s, std::chrono::microseconds& out) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (...) {
+    return false;
+  }
+  const std::string unit = s.substr(pos);
+  uint64_t mul = 1;
+  if (unit.empty() || unit == "us")
+    mul = 1;
+  else if (unit == "ms")
+    mul = 1000;
+  else if (unit == "s")
+    mul = 1000 * 1000;
+  else
+    return false;
+  if (v > UINT64_MAX / mul / 1000) return false;  // keeps nanoseconds in range
+  out = std::chrono::microseconds(static_cast<int64_t>(v * mul));
+  return true;
+}
+
+bool parse_count(const std::string& s, uint64_t lo, uint64_t hi, uint64_t& out) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (...) {
+    return false;
+  }
+  if (pos != s.size() || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+// Applies "key=value,key=value" rules on top of `imp`; returns an error
+// message, empty on success.
+std::string apply_rules(const std::string& rules, Impairment& imp) {
+  size_t start = 0;
+  while (start <= rules.size()) {
+    const size_t comma = std::min(rules.find(',', start), rules.size());
+    const std::string item = rules.substr(start, comma - start);
+    start = comma + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) return "'" + item + "': expected key=value";
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    std::chrono::microseconds d{};
+    uint64_t n = 0;
+    bool ok = true;
+    if (key == "loss") {
+      ok = parse_probability(value, imp.loss);
+    } else if (key == "dup") {
+      ok = parse_probability(value, imp.duplicate);
+    } else if (key == "reorder") {
+      ok = parse_probability(value, imp.reorder);
+    } else if (key == "corrupt") {
+      ok = parse_probability(value, imp.corrupt);
+    } else if (key == "gap") {
+      ok = parse_count(value, 1, 1000000, n);
+      if (ok) imp.reorder_gap = static_cast<uint32_t>(n);
+    } else if (key == "reorder-timeout" || key == "delay" || key == "jitter") {
+      ok = parse_duration(value, d);
+      if (ok) (key == "delay" ? imp.delay : key == "jitter" ? imp.jitter : imp.reorder_timeout) = d;
+    } else if (key == "rate") {
+      ok = parse_rate(value, imp.rate_bps);
+    } else if (key == "queue") {
+      ok = parse_count(value, 1, uint64_t{1} << 24, n);
+      if (ok) imp.queue_limit = static_cast<size_t>(n);
+    } else {
+      return "unknown key '" + key +
+             "' (loss, dup, reorder, gap, reorder-timeout, delay, jitter, corrupt, rate, queue)";
+    }
+    if (!ok) return "bad value in '" + item + "'";
+  }
+  return {};
+}
+
 void print_stats(const char* name, const ImpairmentStats& s, uint64_t tx_dropped) {
   std::printf(
       "%s offered=%llu delivered=%llu lost=%llu duplicated=%llu reordered=%llu corrupted=%llu "
@@ -82,6 +185,7 @@ int main(int argc, char** argv) {
   Impairment imp;
   uint64_t delay_us = 0, jitter_us = 0, reorder_timeout_us = 1000, seed = 1;
   double duration_s = 0;
+  std::array<std::string, 2> rules;
   app.add_option("--a", spec_a, "first port, e.g. afpacket:r0")->required();
   app.add_option("--b", spec_b, "second port, e.g. afpacket:r1")->required();
   app.add_option("--loss", imp.loss, "drop probability per frame")->check(CLI::Range(0.0, 1.0));
@@ -97,6 +201,11 @@ int main(int argc, char** argv) {
   app.add_option("--queue", imp.queue_limit, "frames in flight per direction")
       ->check(CLI::Range(size_t{1}, size_t{1} << 24));
   app.add_option("--seed", seed, "random seed (direction a->b uses 2*seed, b->a 2*seed+1)");
+  app.add_option("--a2b", rules[0],
+                 "rules for frames from --a to --b only, over the global flags: "
+                 "key=value,... with loss|dup|reorder|corrupt=P (0.05 or 5%), gap=N, "
+                 "reorder-timeout|delay|jitter=T (us, ms, s), rate=R, queue=N");
+  app.add_option("--b2a", rules[1], "the same for frames from --b to --a");
   app.add_option("--duration", duration_s, "stop after this many seconds (0: until a signal)")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
@@ -109,6 +218,14 @@ int main(int argc, char** argv) {
   imp.delay = std::chrono::microseconds(delay_us);
   imp.jitter = std::chrono::microseconds(jitter_us);
   imp.reorder_timeout = std::chrono::microseconds(reorder_timeout_us);
+  std::array<Impairment, 2> dir_imp{imp, imp};
+  for (int d = 0; d < 2; ++d) {
+    const std::string err = apply_rules(rules[d], dir_imp[d]);
+    if (!err.empty()) {
+      std::fprintf(stderr, "hyperscsi-relay: --%s: %s\n", d == 0 ? "a2b" : "b2a", err.c_str());
+      return 2;
+    }
+  }
 
   std::array<std::unique_ptr<Port>, 2> ports;
   const std::array<std::string, 2> specs{spec_a, spec_b};
@@ -131,7 +248,7 @@ int main(int argc, char** argv) {
   for (int d = 0; d < 2; ++d) {
     Port* src = ports[d].get();
     queues[d] =
-        std::make_unique<ImpairedQueue>(imp, seed * 2 + static_cast<uint64_t>(d),
+        std::make_unique<ImpairedQueue>(dir_imp[d], seed * 2 + static_cast<uint64_t>(d),
                                         ports[1 - d]->mtu() + 14, [src] { return src->alloc(); });
   }
 
