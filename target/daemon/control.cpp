@@ -93,11 +93,16 @@ std::string format_stats_json(const std::string& target,
       "{{\"target\":\"{}\",\"engine\":{{\"frames_received\":{},\"malformed_frames\":{},"
       "\"commands_executed\":{},\"commands_denied\":{},\"commands_absent\":{},"
       "\"commands_busy\":{},\"replays\":{},\"replies_sent\":{},\"replies_failed\":{},"
-      "\"logins_accepted\":{},\"logins_refused\":{},\"sessions_reclaimed\":{}}},\"sessions\":[",
+      "\"logins_accepted\":{},\"logins_refused\":{},\"sessions_reclaimed\":{},"
+      "\"frames_not_for_us\":{},\"unknown_session\":{},\"stale_epoch\":{},"
+      "\"command_protocol_errors\":{},\"session_malformed\":{},\"frames_ignored\":{},"
+      "\"rejections_sent\":{},\"rejections_suppressed\":{}}},\"sessions\":[",
       json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
       st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
       st.replies_failed, st.endpoint.logins_accepted, st.endpoint.logins_refused,
-      st.endpoint.sessions_reclaimed);
+      st.endpoint.sessions_reclaimed, st.frames_not_for_us, st.endpoint.unknown_session,
+      st.endpoint.stale_epoch, st.endpoint.command_protocol_errors, st.endpoint.malformed,
+      st.endpoint.frames_ignored, st.endpoint.rejections_sent, st.endpoint.rejections_suppressed);
   bool first = true;
   for (const auto& r : s) {
     const auto& i = r.info;
@@ -107,13 +112,14 @@ std::string format_stats_json(const std::string& target,
         "{{\"session_id\":{},\"epoch\":{},\"initiator\":\"{}\",\"mac\":\"{}\",\"port\":\"{}\","
         "\"commands\":{},\"replies\":{},\"bytes_in\":{},\"bytes_out\":{},\"frames_sent\":{},"
         "\"retransmissions\":{},\"fast_retransmits\":{},\"timeouts\":{},\"srtt_us\":{:.1f},"
-        "\"rto_us\":{:.1f},\"cwnd\":{},\"peer_window\":{},\"mtu\":{},\"replays\":{}}}",
+        "\"rto_us\":{:.1f},\"cwnd\":{},\"peer_window\":{},\"mtu\":{},\"replays\":{},"
+        "\"duplicates_received\":{},\"out_of_window\":{}}}",
         i.session_id, i.epoch, json_escape(i.initiator_name), engine::format_mac(i.initiator_mac),
         json_escape(r.port), i.commands, i.replies, i.transport.bytes_received,
         i.transport.bytes_sent, i.transport.frames_sent, i.transport.frames_retransmitted,
         i.transport.fast_retransmits, i.transport.timeouts, us(i.transport.srtt),
         us(i.transport.rto), i.transport.cwnd, i.transport.peer_window, i.negotiated.mtu,
-        i.cache.replays);
+        i.cache.replays, i.transport.duplicates_received, i.transport.out_of_window);
   }
   out += "]}\n";
   return out;
