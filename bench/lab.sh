@@ -30,7 +30,8 @@ do_memory=1
 repro=bench/lab.sh
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
-  case ${args[$i]} in --out|--build) i=$((i + 1)) ;; *) repro+=" $(printf '%q' "${args[$i]}")" ;; esac
+  case ${args[$i]} in --out|--build) i=$((i + 1)) ;; *) if [[ ${args[$i]} =~ ^[A-Za-z0-9._/=-]+$ ]]; then repro+=" ${args[$i]}"; else repro+=" '${args[$i]}'"; fi ;;
+  esac
 done
 usage() { sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
@@ -451,9 +452,9 @@ if command -v gnuplot >/dev/null && ((do_cells)); then
     set linetype 1 lc rgb '#1f77b4'; set linetype 2 lc rgb '#ff7f0e'; set linetype 3 lc rgb '#7f7f7f'; set bmargin 3.5;"
   plot3="using 2:xtic(1) title 'HyperSCSI', '' using 3 title 'iSCSI (tgtd)', '' using 4 title 'local file'"
   gnuplot -e "$common set output '$out/mb_s.png'; set title 'Throughput, $title';
-              set ylabel 'MB/s (10^6 B/s)'; plot '$work/mb_s.dat' $plot3" &&
+              set logscale y; set yrange [1:*]; set ylabel 'MB/s (10^6 B/s), log scale'; plot '$work/mb_s.dat' $plot3" &&
   gnuplot -e "$common set output '$out/iops.png'; set title 'I/O rate, $title';
-              set ylabel 'IOPS'; plot '$work/iops.dat' $plot3" &&
+              set logscale y; set yrange [1:*]; set ylabel 'IOPS, log scale'; plot '$work/iops.dat' $plot3" &&
   gnuplot -e "$common set terminal pngcairo size 800,700 font ',9'; set output '$out/latency.png';
               set multiplot layout 2,1; set logscale y; set yrange [*:*]; set ylabel 'microseconds (log)';
               set title 'Median latency (p50), $title'; plot '$work/p50.dat' $plot3;
