@@ -143,7 +143,9 @@ void ReplyCache::clear_slot(Slot& s) {
   s.data_dropped = false;
   s.reexecutable = false;
   s.data_offset = 0;
-  s.reply = {};
+  // Free the buffer, not just the bytes: `s.reply = {}` keeps the capacity,
+  // so every slot of the window would keep its largest reply allocated.
+  std::vector<uint8_t>().swap(s.reply);
 }
 
 void ReplyCache::drop_data(Slot& s) {
