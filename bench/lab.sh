@@ -12,7 +12,7 @@
 #
 # Usage: bench/lab.sh [--mtu 1500|9000] [--shape RATE] [--quick] [--out DIR]
 #          [--build DIR] [--runs N] [--seconds S] [--cells "WORKLOAD BS QD[;...]"]...
-#          [--memory-only | --no-memory] [--memory-seconds S]
+#          [--memory-only | --no-memory] [--memory-seconds S] [--memory-clients N]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
@@ -26,6 +26,7 @@ mem_secs=
 cells=()
 do_cells=1
 do_memory=1
+mem_clients=16
 # The command line without --out/--build, for the report's "reproduce" line.
 repro=bench/lab.sh
 args=("$@")
@@ -47,6 +48,7 @@ while (($#)); do
     --memory-only) do_cells=0; shift ;;
     --no-memory) do_memory=0; shift ;;
     --memory-seconds) mem_secs=$2; shift 2 ;;
+    --memory-clients) mem_clients=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "lab: unknown option $1" >&2; usage ;;
   esac
@@ -56,6 +58,7 @@ die() { echo "lab: $*" >&2; exit 2; }
 [[ $runs =~ ^[1-9][0-9]?$ ]] || die "--runs must be 1..99"
 [[ -z $secs || $secs =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 [[ -z $mem_secs || $mem_secs =~ ^[1-9][0-9]*$ ]] || die "--memory-seconds must be a positive integer"
+[[ $mem_clients =~ ^[1-9][0-9]?$ ]] || die "--memory-clients must be 1..99"
 ((do_cells || do_memory)) || die "--memory-only and --no-memory exclude each other"
 # tbf rate in bit/s, for the payload line rate.
 shape_bps=0
@@ -200,7 +203,7 @@ fi
 # A fresh target (so VmHWM covers only this step) and 16 clients, each on its
 # own veth behind a bridge in the client namespace (own MAC, so the target
 # sees 16 initiators and each client's socket sees only its own frames).
-mem_clients=16
+out_stats=$work/memory-stats.json
 memory_step() {
   stop_target
   start_target
@@ -251,6 +254,9 @@ memory_step() {
       failed=$((failed + 1)); echo "lab: memory client $i failed: $(tail -c 300 "$work/mem$i.err")" >&2; }
   done
   mem_pids=()
+  # The sessions' transport counters at the end, for the report's reader.
+  "$target_bin" stats --control "$work/target.sock" --json >"$out_stats" 2>/dev/null || true
+  grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads)' "/proc/$hs_pid/status" >>"$work/mem-status" || true
   local hwm
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$hs_pid/status")
   # Configured buffers, from the target's defaults (none is overridden by the
@@ -275,7 +281,7 @@ memory_step() {
                 socket_buffer_bytes: $sock, in_flight_io_bytes: $infl},
       limit_bytes: $limit, met: (($hwm * 1024) <= $limit)}' >>"$results"
   echo "lab: memory: $ok/$mem_clients clients ok, target RSS idle $idle_rss KiB, peak $peak_rss KiB, VmHWM $hwm KiB, limit $((limit / 1024)) KiB" >&2
-  cat "$work"/mem*.json >"$work/mem-clients.jsonl" 2>/dev/null || true
+  mkdir -p "$out"; cp "$out_stats" "$out/memory-target-stats.json" 2>/dev/null || true; cat "$work/mem-status" >"$out/memory-target-status.txt" 2>/dev/null || true
 }
 ((do_memory)) && memory_step
 
