@@ -86,4 +86,7 @@ bool in_netns(const std::string& ns, const std::function<void()>& fn);
 
 double seconds_since(std::chrono::steady_clock::time_point t0);
 
+// CPU time (user + system, seconds) a process used so far; -1 if unknown.
+double cpu_seconds(pid_t pid);
+
 }  // namespace hyperscsi::chaos

@@ -12,6 +12,7 @@
 //     keeps the real session as it was and counts what it dropped.
 // Each test prints a "figures:" line (times, I/Os verified, stalls, counts).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -366,6 +367,14 @@ TEST(ChaosDaemons, LinkDownAndUpOnEitherSideDelaysButFailsNothing) {
       wait_until([&] { return writer.acked_since(up_at) >= 100; }, milliseconds(15000));
   const double resume_s = seconds_since(up_at);
   ASSERT_TRUE(writer.stop(milliseconds(25000))) << "writes still in flight";
+  // With no I/O, both sides must go quiet: an AF_PACKET socket keeps
+  // reporting POLLERR (ENETDOWN) after a link flap until the error is read,
+  // which would spin an epoll loop.
+  const double target_cpu0 = hyperscsi::chaos::cpu_seconds(target.pid());
+  const double self_cpu0 = hyperscsi::chaos::cpu_seconds(::getpid());
+  std::this_thread::sleep_for(milliseconds(1000));
+  const double target_idle_cpu = hyperscsi::chaos::cpu_seconds(target.pid()) - target_cpu0;
+  const double client_idle_cpu = hyperscsi::chaos::cpu_seconds(::getpid()) - self_cpu0;
   const hi::Stats st = ini->stats();
   std::string first_bad;
   const uint64_t bad = resumed ? writer.verify(first_bad) : 0;
@@ -376,11 +385,15 @@ TEST(ChaosDaemons, LinkDownAndUpOnEitherSideDelaysButFailsNothing) {
   std::printf(
       "figures: %.1f s total; %llu writes acknowledged, %llu failed; longest stall %.2f s (each "
       "outage 3 s); 100 acks %.2f s after the last link up; resumes=%llu relogins=%llu "
-      "retransmitted=%llu; 2048 blocks (8 MiB) verified\n",
+      "retransmitted=%llu; 2048 blocks (8 MiB) verified; CPU over 1 s idle afterwards: "
+      "target %.2f s, client %.2f s\n",
       seconds_since(t_start), static_cast<unsigned long long>(writer.acked()),
       static_cast<unsigned long long>(writer.failed()), writer.max_stall(), resume_s,
       static_cast<unsigned long long>(st.resumes), static_cast<unsigned long long>(st.relogins),
-      static_cast<unsigned long long>(st.transport.frames_retransmitted));
+      static_cast<unsigned long long>(st.transport.frames_retransmitted), target_idle_cpu,
+      client_idle_cpu);
+  EXPECT_LT(target_idle_cpu, 0.2) << "the target spins after the link flap";
+  EXPECT_LT(client_idle_cpu, 0.2) << "the client spins after the link flap";
   EXPECT_TRUE(target_up) << slurp(dir.path() / "target.log");
   ASSERT_TRUE(resumed) << "no writes completed after the link came back; state " << st.state;
   EXPECT_EQ(writer.failed(), 0u) << writer.first_error();
