@@ -136,7 +136,8 @@ class AfPacketPort final : public Port {
   size_t block_size_ = 0;
   size_t frame_size_ = 0;
   size_t frame_count_ = 0;
-  size_t cur_frame_ = 0;  // next slot to look at: the kernel fills slots in order
+  size_t cur_frame_ = 0;   // next slot to look at: the kernel fills slots in order
+  uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -260,6 +261,19 @@ size_t AfPacketPort::rx_burst(std::span<Packet> out) {
     }
     __atomic_store_n(&hdr->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     cur_frame_ = (cur_frame_ + 1) % frame_count_;
+  }
+  if (n > 0) {
+    empty_rx_ = 0;
+  } else if (++empty_rx_ >= 8) {
+    // Setting the interface down leaves ENETDOWN pending on the socket, and
+    // poll/epoll report POLLERR on fd() until someone reads it (nothing in
+    // the ring path does), so a loop waiting on fd() would spin for the whole
+    // outage. Reading SO_ERROR clears it; only after a run of empty receives,
+    // so the busy path pays no syscall.
+    empty_rx_ = 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    (void)::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
   }
   return n;
 }

@@ -355,26 +355,34 @@ TEST(ChaosDaemons, LinkDownAndUpOnEitherSideDelaysButFailsNothing) {
   writer.start();
   std::this_thread::sleep_for(milliseconds(1000));
   // Client side down for 3 s, then (after 1 s of service) the target side.
+  // The CPU each side uses in the last 2 s of its own outage (no I/O can
+  // move) shows whether its event loop waits or spins: an AF_PACKET socket
+  // whose interface went down reports POLLERR until the error is read.
+  using hyperscsi::chaos::cpu_seconds;
   ASSERT_TRUE(net.set_up(net.ns_a(), net.iface_a(), false));
-  std::this_thread::sleep_for(milliseconds(3000));
+  std::this_thread::sleep_for(milliseconds(1000));
+  const double client_cpu0 = cpu_seconds(::getpid());
+  std::this_thread::sleep_for(milliseconds(2000));
+  const double client_outage_cpu = cpu_seconds(::getpid()) - client_cpu0;
   ASSERT_TRUE(net.set_up(net.ns_a(), net.iface_a(), true));
   std::this_thread::sleep_for(milliseconds(1000));
   ASSERT_TRUE(net.set_up(net.ns_b(), net.iface_b(), false));
-  std::this_thread::sleep_for(milliseconds(3000));
+  std::this_thread::sleep_for(milliseconds(1000));
+  const double target_cpu0 = cpu_seconds(target.pid());
+  std::this_thread::sleep_for(milliseconds(2000));
+  const double target_outage_cpu = cpu_seconds(target.pid()) - target_cpu0;
   ASSERT_TRUE(net.set_up(net.ns_b(), net.iface_b(), true));
   const auto up_at = Clock::now();
   const bool resumed =
       wait_until([&] { return writer.acked_since(up_at) >= 100; }, milliseconds(15000));
   const double resume_s = seconds_since(up_at);
   ASSERT_TRUE(writer.stop(milliseconds(25000))) << "writes still in flight";
-  // With no I/O, both sides must go quiet: an AF_PACKET socket keeps
-  // reporting POLLERR (ENETDOWN) after a link flap until the error is read,
-  // which would spin an epoll loop.
-  const double target_cpu0 = hyperscsi::chaos::cpu_seconds(target.pid());
-  const double self_cpu0 = hyperscsi::chaos::cpu_seconds(::getpid());
+  // With no I/O, both sides must go quiet afterwards too.
+  const double target_idle0 = cpu_seconds(target.pid());
+  const double self_idle0 = cpu_seconds(::getpid());
   std::this_thread::sleep_for(milliseconds(1000));
-  const double target_idle_cpu = hyperscsi::chaos::cpu_seconds(target.pid()) - target_cpu0;
-  const double client_idle_cpu = hyperscsi::chaos::cpu_seconds(::getpid()) - self_cpu0;
+  const double target_idle_cpu = cpu_seconds(target.pid()) - target_idle0;
+  const double client_idle_cpu = cpu_seconds(::getpid()) - self_idle0;
   const hi::Stats st = ini->stats();
   std::string first_bad;
   const uint64_t bad = resumed ? writer.verify(first_bad) : 0;
@@ -385,13 +393,15 @@ TEST(ChaosDaemons, LinkDownAndUpOnEitherSideDelaysButFailsNothing) {
   std::printf(
       "figures: %.1f s total; %llu writes acknowledged, %llu failed; longest stall %.2f s (each "
       "outage 3 s); 100 acks %.2f s after the last link up; resumes=%llu relogins=%llu "
-      "retransmitted=%llu; 2048 blocks (8 MiB) verified; CPU over 1 s idle afterwards: "
-      "target %.2f s, client %.2f s\n",
+      "retransmitted=%llu; 2048 blocks (8 MiB) verified; CPU in 2 s of its own outage: "
+      "client %.2f s, target %.2f s; over 1 s idle afterwards: target %.2f s, client %.2f s\n",
       seconds_since(t_start), static_cast<unsigned long long>(writer.acked()),
       static_cast<unsigned long long>(writer.failed()), writer.max_stall(), resume_s,
       static_cast<unsigned long long>(st.resumes), static_cast<unsigned long long>(st.relogins),
-      static_cast<unsigned long long>(st.transport.frames_retransmitted), target_idle_cpu,
-      client_idle_cpu);
+      static_cast<unsigned long long>(st.transport.frames_retransmitted), client_outage_cpu,
+      target_outage_cpu, target_idle_cpu, client_idle_cpu);
+  EXPECT_LT(client_outage_cpu, 0.4) << "the client spins while its link is down";
+  EXPECT_LT(target_outage_cpu, 0.4) << "the target spins while its link is down";
   EXPECT_LT(target_idle_cpu, 0.2) << "the target spins after the link flap";
   EXPECT_LT(client_idle_cpu, 0.2) << "the client spins after the link flap";
   EXPECT_TRUE(target_up) << slurp(dir.path() / "target.log");
