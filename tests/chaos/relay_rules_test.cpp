@@ -282,3 +282,23 @@ TEST(RelayRules, CorruptionFlipsOneBitOfTheCountedFrames) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(RelayRules, BadRulesAreRefusedWithTheReason) {
+  if (!fs::exists(HYPERSCSI_RELAY_BIN)) GTEST_SKIP() << "not built: " HYPERSCSI_RELAY_BIN;
+  const std::pair<const char*, const char*> cases[] = {
+      {"--a2b bogus=1", "unknown key 'bogus'"},
+      {"--b2a loss=150%", "bad value in 'loss=150%'"},
+      {"--a2b delay=5min", "bad value in 'delay=5min'"},
+      {"--a2b rate", "'rate': expected key=value"},
+  };
+  for (const auto& [rules, why] : cases) {
+    const auto [out, status] = hyperscsi::test_support::run_command(
+        std::string(HYPERSCSI_RELAY_BIN " --a mem:x --b mem:y ") + rules + " 2>&1");
+    EXPECT_EQ(status, 2) << rules << ": " << out;
+    EXPECT_NE(out.find(why), std::string::npos) << rules << ": " << out;
+  }
+}
+
+}  // namespace
