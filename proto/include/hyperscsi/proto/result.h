@@ -11,6 +11,9 @@ namespace hyperscsi {
 
 template <typename E>
 struct Unexpected {
+  // A constructor rather than aggregate init alone: clang before 16 lacks
+  // C++20 parenthesized aggregate init, and the fuzz build uses clang 14.
+  Unexpected(E e) : error(std::move(e)) {}  // NOLINT: implicit by design
   E error;
 };
 template <typename E>
