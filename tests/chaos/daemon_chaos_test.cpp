@@ -85,6 +85,11 @@ class AckedWriter {
 
   AckedWriter(hi::Lun lun, uint32_t blocks, uint32_t qd)
       : lun_(lun), blocks_(blocks), qd_(qd), acked_gen_(blocks, 0) {}
+  // Also on a failed assertion: completions refer to this object, and the
+  // initiator (20 s dead time) answers every write within the bound.
+  ~AckedWriter() { stop(milliseconds(30000)); }
+  AckedWriter(const AckedWriter&) = delete;
+  AckedWriter& operator=(const AckedWriter&) = delete;
 
   void start() {
     last_completion_ = Clock::now();
