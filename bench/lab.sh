@@ -313,6 +313,7 @@ jq '
          lat_p99_us: med(.lat_p99_us), lat_p999_us: med(.lat_p999_us),
          cpu_s_per_gib_client: med(.cpu_s_per_gib_client),
          cpu_s_per_gib_target: med(.cpu_s_per_gib_target),
+         ctx_per_io_client: med(.ctx_per_io_client), ctx_per_io_target: med(.ctx_per_io_target),
          frames_per_io: med(.frames_per_io), tbf_drops: med(.tbf_drops),
          errors: (map(.errors) | add)})' \
   "$out/results.json" >"$work/medians.json"
@@ -336,13 +337,13 @@ report() {
   ((do_cells)) && {
   echo "## Medians"
   echo
-  echo "| workload | bs | qd | transport | IOPS | MB/s | p50 us | p99 us | p99.9 us | CPU s/GiB client | CPU s/GiB target | frames/IO | runs |"
-  echo "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| workload | bs | qd | transport | IOPS | MB/s | p50 us | p99 us | p99.9 us | CPU s/GiB client | CPU s/GiB target | ctx/IO client | ctx/IO target | frames/IO | runs |"
+  echo "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   jq -r --argjson order "$cell_order" '
     def f(d): if . == null then "-" else (. * d | round / d | tostring) end;
     . as $m | $order[] as $c | ["hyperscsi", "iscsi", "local"][] as $t
     | ($m[] | select(.workload == $c.w and .bs == $c.bs and .qd == $c.qd and .transport == $t))
-    | "| \(.workload) | \(.bs) | \(.qd) | \(.transport) | \(.iops | f(1)) | \(.mb_s | f(10)) | \(.lat_p50_us | f(1)) | \(.lat_p99_us | f(1)) | \(.lat_p999_us | f(1)) | \(.cpu_s_per_gib_client | f(1000)) | \(.cpu_s_per_gib_target | f(1000)) | \(.frames_per_io | f(100)) | \(.runs) |"' \
+    | "| \(.workload) | \(.bs) | \(.qd) | \(.transport) | \(.iops | f(1)) | \(.mb_s | f(10)) | \(.lat_p50_us | f(1)) | \(.lat_p99_us | f(1)) | \(.lat_p999_us | f(1)) | \(.cpu_s_per_gib_client | f(1000)) | \(.cpu_s_per_gib_target | f(1000)) | \(.ctx_per_io_client | f(100)) | \(.ctx_per_io_target | f(100)) | \(.frames_per_io | f(100)) | \(.runs) |"' \
     "$work/medians.json"
   echo
   echo "## HyperSCSI / iSCSI"
