@@ -1,9 +1,11 @@
 // Backing stores: RAM, file (buffered and O_DIRECT) and block device (loop).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -349,6 +351,103 @@ TEST(FileStore, FlushReachesTheFile) {
   std::free(mem);
 }
 
+// Page-cache hits are copied by preadv2(RWF_NOWAIT) at submit time, without an
+// io_uring round trip; the callback still runs only in poll(), after the
+// completion fd became readable. Evicted pages take the io_uring path.
+TEST(FileStore, CachedReadsSkipIoUringButKeepTheAsyncContract) {
+  TempDir dir;
+  const std::string path = dir.file("disk.img");
+  StoreOptions o;
+  o.create_size = 1 << 20;
+  auto r = open_store(path, o);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  BlockStore& s = **r;
+  const auto data = pattern(64 * 1024, 21);
+  ASSERT_EQ(sync_write(s, 0, data), IoStatus::kOk);
+
+  const auto before = s.counters();
+  std::vector<std::byte> back(data.size());
+  bool done = false;
+  IoStatus got = IoStatus::kUnsupported;
+  s.submit_read(0, back, [&](IoStatus st) {
+    got = st;
+    done = true;
+  });
+  EXPECT_FALSE(done) << "callback ran inside submit_read";
+  EXPECT_EQ(s.in_flight(), 1u);
+  pollfd pfd{s.completion_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 1000), 1) << "completion fd not readable";
+  EXPECT_EQ(s.poll(), 1u);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(got, IoStatus::kOk);
+  EXPECT_EQ(back, data);
+  const auto hit = s.counters();
+  EXPECT_EQ(hit.inline_ops - before.inline_ops, 1u);
+  EXPECT_EQ(hit.ops_submitted, before.ops_submitted) << "a page-cache hit went to io_uring";
+  EXPECT_EQ(hit.bytes_read - before.bytes_read, data.size());
+  EXPECT_EQ(s.in_flight(), 0u);
+
+  // Evict the pages (written back first); the read must still return the data,
+  // through io_uring when the kernel reports the miss.
+  ASSERT_EQ(sync_flush(s), IoStatus::kOk);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  const auto evicted = s.counters();
+  std::fill(back.begin(), back.end(), std::byte{0});
+  ASSERT_EQ(sync_read(s, 0, back), IoStatus::kOk);
+  EXPECT_EQ(back, data);
+  const auto after = s.counters();
+  if (after.inline_misses == evicted.inline_misses) {
+    std::printf("note: pages were not evicted on this filesystem; miss path not exercised\n");
+  } else {
+    EXPECT_EQ(after.ops_submitted - evicted.ops_submitted, 1u) << "a miss did not go to io_uring";
+    EXPECT_EQ(after.inline_ops, evicted.inline_ops);
+  }
+}
+
+// On tmpfs every read and write is a memory copy done when accepted (io_uring
+// would punt it to a worker thread); flushes still go through io_uring, and
+// callbacks still run only in poll().
+TEST(FileStore, TmpfsReadsAndWritesAreInline) {
+  const std::string path = "/dev/shm/hs-store-inline-" + std::to_string(::getpid()) + ".img";
+  struct statfs fs {};
+  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC)
+    GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  StoreOptions o;
+  o.create_size = 1 << 20;
+  auto r = open_store(path, o);
+  ::unlink(path.c_str());  // the open fd keeps the file
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  BlockStore& s = **r;
+  const auto before = s.counters();
+  std::vector<std::vector<std::byte>> bufs;
+  int ok = 0;
+  for (int i = 0; i < 16; ++i) {
+    bufs.push_back(pattern(4096, static_cast<std::uint32_t>(100 + i)));
+    s.submit_write(static_cast<std::uint64_t>(i) * 4096, bufs.back(), i % 4 == 0,
+                   [&](IoStatus st) { ok += st == IoStatus::kOk; });
+  }
+  EXPECT_EQ(ok, 0) << "callbacks ran inside submit_write";
+  s.drain();
+  EXPECT_EQ(ok, 16);
+  std::vector<std::byte> back(16 * 4096);
+  ASSERT_EQ(sync_read(s, 0, back), IoStatus::kOk);
+  for (int i = 0; i < 16; ++i)
+    EXPECT_EQ(std::memcmp(back.data() + i * 4096, bufs[static_cast<std::size_t>(i)].data(), 4096),
+              0);
+  const auto mid = s.counters();
+  EXPECT_EQ(mid.inline_ops - before.inline_ops, 17u);
+  EXPECT_EQ(mid.ops_submitted, before.ops_submitted) << "tmpfs I/O went to io_uring";
+  EXPECT_EQ(mid.bytes_written - before.bytes_written, 16u * 4096);
+  EXPECT_EQ(mid.bytes_read - before.bytes_read, 16u * 4096);
+  ASSERT_EQ(sync_flush(s), IoStatus::kOk);
+  EXPECT_EQ(s.counters().ops_submitted - mid.ops_submitted, 1u);
+  EXPECT_EQ(s.counters().flushes - mid.flushes, 1u);
+}
+
 TEST(FileStore, DirectIoBouncesUnalignedBuffers) {
   TempDir dir;
   StoreOptions o;
@@ -369,6 +468,7 @@ TEST(FileStore, DirectIoBouncesUnalignedBuffers) {
   ASSERT_EQ(sync_read(s, 8192, std::span(raw_r).subspan(1, data.size())), IoStatus::kOk);
   EXPECT_EQ(std::memcmp(raw_r.data() + 1, data.data(), data.size()), 0);
   EXPECT_GE(s.counters().bounced, 2u);
+  EXPECT_EQ(s.counters().inline_ops, 0u) << "O_DIRECT reads must not use the page-cache path";
   EXPECT_NE(s.describe().find("O_DIRECT"), std::string::npos);
 }
 

@@ -37,11 +37,15 @@ void Mailbox::wake() {
 }
 
 void Mailbox::push(Completion c) {
+  bool was_empty;
   {
     std::lock_guard lock(mu_);
+    was_empty = items_.empty();
     items_.push_back(std::move(c));
   }
-  wake();
+  // A non-empty mailbox already has a wake in flight, and the take() it
+  // causes collects this item too: one eventfd write per batch, not per item.
+  if (was_empty) wake();
 }
 
 std::deque<Completion> Mailbox::take() {
@@ -393,9 +397,15 @@ void PortLoop::watch(const std::shared_ptr<LunEntry>& entry) {
 }
 
 void PortLoop::unwatch_idle() {
-  // A unit stays watched while it has commands; idle ones are dropped so a
-  // removed LUN can be released.
+  // A unit stays watched while it has commands or is still in the table (so
+  // a busy LUN does not cost two epoll_ctl calls per command); idle units no
+  // longer in the table are dropped so a removed LUN can be released.
   for (auto it = watched_.begin(); it != watched_.end();) {
+    const auto slot = table_->find(it->second->lun);
+    if (slot != table_->end() && slot->second.entry == it->second) {
+      ++it;
+      continue;
+    }
     bool idle;
     {
       std::lock_guard lock(it->second->mu);

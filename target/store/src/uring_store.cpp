@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,6 +82,9 @@ class UringStore final : public BlockStore {
                             std::string("io_uring_queue_init: ") + std::strerror(-rc)));
     ring_ok_ = true;
     max_ops_in_kernel_ = p.cq_entries;
+    struct statfs fs {};
+    memory_fs_ = !is_block_ && ::fstatfs(fd_, &fs) == 0 &&
+                 (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
     event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (event_fd_ < 0)
       return Unexpected(err(StoreError::Kind::kIoSetupFailed, path_,
@@ -161,6 +166,7 @@ class UringStore final : public BlockStore {
   }
   void accept(Request r);
   void complete_later(Request r, IoStatus s);
+  bool try_inline(Request& r);
   void signal() {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
@@ -184,6 +190,8 @@ class UringStore final : public BlockStore {
   io_uring ring_{};
   bool ring_ok_ = false;
   int event_fd_ = -1;
+  bool memory_fs_ = false;    // tmpfs/ramfs: reads and writes never wait for a device
+  bool nowait_reads_ = true;  // cleared when the filesystem rejects RWF_NOWAIT
   unsigned max_ops_in_kernel_ = 0;
   unsigned ops_in_kernel_ = 0;
   unsigned sqes_unsubmitted_ = 0;
@@ -192,6 +200,44 @@ class UringStore final : public BlockStore {
   std::vector<std::pair<Request, IoStatus>> done_;
   StoreCounters counters_;
 };
+
+// Requests that need no device are done at once with one preadv2/pwritev2
+// instead of an io_uring round trip: on tmpfs (or ramfs) every read and write
+// is a memory copy, and io_uring would hand it to an io-wq worker thread
+// because tmpfs does not support non-blocking I/O (RWF_NOWAIT fails with
+// EOPNOTSUPP there). On other filesystems a read is tried with RWF_NOWAIT,
+// which succeeds on a page-cache hit. Anything else, and any short or failed
+// attempt, goes to io_uring. Writes are only done here when nothing is queued
+// or in the kernel, so they never overtake a flush or unmap.
+bool UringStore::try_inline(Request& r) {
+  if (direct_ || r.bounce || r.op == Op::kFlush || r.op == Op::kUnmap) return false;
+  int flags = 0;
+  if (memory_fs_) {
+    if (r.op == Op::kWrite && (!pending_.empty() || ops_in_kernel_ > 0)) return false;
+    if (r.fua) flags = RWF_DSYNC;
+  } else if (r.op == Op::kRead && nowait_reads_) {
+    flags = RWF_NOWAIT;
+  } else {
+    return false;
+  }
+  const off_t pos = static_cast<off_t>(r.offset);
+  ssize_t n;
+  if (r.op == Op::kRead) {
+    iovec iov{r.read_buf, static_cast<std::size_t>(r.length)};
+    n = ::preadv2(fd_, &iov, 1, pos, flags);
+  } else {
+    iovec iov{const_cast<std::byte*>(r.write_buf), static_cast<std::size_t>(r.length)};
+    n = ::pwritev2(fd_, &iov, 1, pos, flags);
+  }
+  if (n < 0 && errno == EOPNOTSUPP && flags == RWF_NOWAIT) nowait_reads_ = false;
+  if (n < 0 || static_cast<std::uint64_t>(n) != r.length) {
+    ++counters_.inline_misses;  // io_uring redoes the whole request and reports any error
+    return false;
+  }
+  ++counters_.inline_ops;
+  (r.op == Op::kRead ? counters_.bytes_read : counters_.bytes_written) += r.length;
+  return true;
+}
 
 void UringStore::complete_later(Request r, IoStatus s) {
   if (done_.empty()) signal();
@@ -237,6 +283,7 @@ void UringStore::accept(Request r) {
       ++counters_.bounced;
     }
   }
+  if (try_inline(r)) return complete_later(std::move(r), IoStatus::kOk);
   // Wake the event loop so the next poll() submits this batch: everything
   // queued until then goes to the kernel with one io_uring_submit.
   if (pending_.empty() && done_.empty()) signal();

@@ -54,6 +54,8 @@ struct StoreCounters {
   std::uint64_t merged = 0;         // requests folded into a neighbour's vectored op
   std::uint64_t bounced = 0;        // requests copied through an aligned bounce buffer
   std::uint64_t errors = 0;         // requests completed with a status other than kOk
+  std::uint64_t inline_ops = 0;     // reads/writes done by one synchronous copy, no io_uring
+  std::uint64_t inline_misses = 0;  // tried that way, then handed to io_uring (EAGAIN, short)
 };
 
 class BlockStore {

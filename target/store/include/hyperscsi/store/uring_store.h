@@ -9,6 +9,11 @@
 // KEEP_SIZE) through io_uring for files, BLKDISCARD (synchronous, completed in
 // the next poll()) for block devices. With O_DIRECT, requests whose buffer is
 // not aligned for direct I/O are copied through an aligned bounce buffer.
+// Requests that cannot wait for a device are done when accepted, by one
+// preadv2/pwritev2, and completed in the next poll() (no io_uring round trip):
+// every buffered read and write on tmpfs/ramfs (where io_uring would punt to
+// an io-wq thread), and buffered reads that hit the page cache elsewhere
+// (RWF_NOWAIT). The rest, and O_DIRECT, go through io_uring.
 // Threading: as BlockStore (one owner thread).
 #pragma once
 
