@@ -224,10 +224,18 @@ struct SimResult {
   uint64_t decode_failures = 0;
 };
 
+// Sanitizer builds run several times slower; scripts/test.sh sets this for them.
+double timeout_factor() {
+  const char* f = std::getenv("HYPERSCSI_TEST_TIMEOUT_FACTOR");
+  const double v = f ? std::atof(f) : 1.0;
+  return v >= 1.0 ? v : 1.0;
+}
+
 // Runs both directions until every PDU arrived or a bound is hit.
 SimResult run_pair(Connection& a, Connection& b, Channel& ab, Channel& ba, Stream& sa, Stream& sb,
                    Duration virtual_limit = seconds(3600), double wall_limit_s = 250) {
   SimResult res;
+  wall_limit_s *= timeout_factor();
   const auto wall0 = std::chrono::steady_clock::now();
   ChannelSink sink_a(ab), sink_b(ba);
   TimePoint now{};
