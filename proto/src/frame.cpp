@@ -281,6 +281,7 @@ Result<FrameView, DecodeError> decode_frame(std::span<const uint8_t> frame) {
     h.sacks.blocks[i] = SackBlock{load_be32(q), load_be32(q + 4)};
   }
   v.payload = frame.subspan(kEthernetHeaderSize + header_len + sack_bytes, payload_length);
+  v.raw = frame;
   return v;
 }
 

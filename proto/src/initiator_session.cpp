@@ -110,6 +110,23 @@ Status<SessionError> InitiatorSession::resume(TimePoint now) {
 
 void InitiatorSession::begin_login(TimePoint now) {
   connection_.reset();
+  sealer_.reset();
+  opener_.reset();
+  authenticated_ = false;
+  protection_ = Protection::kOff;
+  handshake_.reset();
+  auth_proof_.clear();
+  if (!config_.secret.empty()) {
+    // Fresh nonce and ephemeral key for every attempt (auth.h).
+    handshake_ = InitiatorHandshake::start(config_.secret, config_.protection);
+    if (!handshake_) {
+      ++stats_.auth_failures;
+      fail(InitiatorState::kFailed,
+           SessionFailure{SessionError::kLoginRejected, LoginStatus::kAuthFailed,
+                          DisconnectReason::kNormal, 0});
+      return;
+    }
+  }
   do {
     login_nonce_ = static_cast<uint32_t>(rng_());
   } while (login_nonce_ == 0);
@@ -179,6 +196,10 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
     ++stats_.frames_ignored;
     return;
   }
+  if (reply.status == LoginStatus::kAuthContinue) {
+    on_auth_continue(reply, now);
+    return;
+  }
   if (reply.status != LoginStatus::kOk || reply.session_id == 0) {
     SessionFailure f;
     f.error = SessionError::kLoginRejected;
@@ -187,19 +208,64 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
     fail(InitiatorState::kFailed, f);
     return;
   }
+  // The target proves it knows the secret before we use the session.
+  if (handshake_ && (auth_proof_.empty() || !handshake_->confirm(reply.auth))) {
+    ++stats_.auth_failures;
+    fail(InitiatorState::kFailed,
+         SessionFailure{SessionError::kLoginRejected, LoginStatus::kAuthFailed,
+                        DisconnectReason::kNormal, 0});
+    return;
+  }
   negotiated_ = reply;
+  TransportParams params = transport_params_for(reply, config_.transport);
+  if (handshake_) {
+    const SessionKeys& keys = handshake_->keys();
+    authenticated_ = true;
+    protection_ = keys.protection;
+    if (protection_ != Protection::kOff) {
+      // The trailer takes room from every frame; the tag supersedes the crc.
+      params.mtu -= kProtectionTrailerSize;
+      params.checksum = false;
+      sealer_ = std::make_unique<FrameSealer>(protection_, keys.initiator_to_target.span(),
+                                              keys.salt_i2t);
+      opener_ = std::make_unique<FrameOpener>(protection_, keys.target_to_initiator.span(),
+                                              keys.salt_t2i);
+    }
+    handshake_.reset();  // keys now live in the sealer and opener only
+  }
   Endpoint ep;
   ep.local = config_.local_mac;
   ep.peer = target_mac_;
   ep.session_id = reply.session_id;
   ep.epoch = reply.epoch;
   ep.peer_window = reply.window;
-  connection_ = std::make_unique<Connection>(transport_params_for(reply, config_.transport), ep);
+  connection_ = std::make_unique<Connection>(params, ep);
   state_ = InitiatorState::kVerifyingMtu;
   attempts_ = 0;
   small_probe_answered_ = false;
   next_tx_ = now;
   last_rx_ = now;
+}
+
+bool InitiatorSession::on_auth_continue(const LoginReply& reply, TimePoint now) {
+  if (!handshake_ || !auth_proof_.empty()) {
+    ++stats_.frames_ignored;  // not asked for, or a duplicate challenge
+    return false;
+  }
+  auto proof = handshake_->answer(reply.auth, config_.initiator_name, target_name_);
+  if (!proof) {
+    ++stats_.auth_failures;
+    fail(InitiatorState::kFailed,
+         SessionFailure{SessionError::kLoginRejected, LoginStatus::kAuthFailed,
+                        DisconnectReason::kNormal, 0});
+    return false;
+  }
+  auth_proof_ = std::move(*proof);
+  // Send the proof at once, with a fresh retry budget.
+  attempts_ = 0;
+  backoff_ = config_.login_timeout;
+  next_tx_ = now;
+  return true;
 }
 
 void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
@@ -215,6 +281,29 @@ void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
     ++stats_.stale_frames;
     return;
   }
+  if (opener_) {
+    FrameView opened;
+    switch (opener_->open(frame, scratch_, opened)) {
+      case OpenVerdict::kOk:
+        on_verified_frame(opened, now);
+        return;
+      case OpenVerdict::kUnprotected:
+        ++stats_.frames_unprotected;
+        return;
+      case OpenVerdict::kBadTag:
+        ++stats_.frames_bad_tag;
+        return;
+      case OpenVerdict::kReplayed:
+        ++stats_.frames_replayed;
+        return;
+    }
+    return;
+  }
+  on_verified_frame(frame, now);
+}
+
+void InitiatorSession::on_verified_frame(const FrameView& frame, TimePoint now) {
+  const ExtHeader& ext = frame.header.ext;
   last_rx_ = now;
   const Opcode op = frame.header.common.opcode;
   if (op == Opcode::kDisconnect) {
@@ -265,7 +354,7 @@ void InitiatorSession::on_keepalive(const FrameView& frame, TimePoint now) {
   if (state_ != InitiatorState::kVerifyingMtu) return;
   if (k->probe_id % 2 == 1) {
     small_probe_answered_ = true;
-  } else if (detail::l3_size(frame) >= negotiated_.mtu) {
+  } else if (detail::l3_size(frame) + trailer() >= negotiated_.mtu) {
     state_ = InitiatorState::kEstablished;
     next_tx_ = kNever;
     last_keepalive_sent_ = now;
@@ -290,7 +379,9 @@ void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
         req.features = config_.features;
         req.initiator_name = config_.initiator_name;
         req.target_name = target_name_;
-        req.auth = config_.auth;
+        req.auth = !handshake_           ? config_.auth
+                   : auth_proof_.empty() ? handshake_->hello()
+                                         : auth_proof_;
         if (resuming_) {
           req.resume_session_id = negotiated_.session_id;
           req.resume_epoch = negotiated_.epoch;
@@ -319,8 +410,8 @@ void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
       // two full-size probes per round keep random loss from looking like an
       // MTU problem.
       send_probe(next_probe_id_ | 1u, 0);
-      send_probe((next_probe_id_ + 1) & ~1u, negotiated_.mtu);
-      send_probe((next_probe_id_ + 3) & ~1u, negotiated_.mtu);
+      send_probe((next_probe_id_ + 1) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
+      send_probe((next_probe_id_ + 3) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
       next_probe_id_ += 4;
       stats_.probes_sent += 3;
       ++attempts_;
@@ -358,6 +449,15 @@ void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
       break;
     default:
       break;
+  }
+  if (sealer_) {
+    SealingSink sealing(sink, *sealer_);
+    outbox_->flush(sealing);
+    if (connection_ &&
+        (state_ == InitiatorState::kVerifyingMtu || state_ == InitiatorState::kEstablished ||
+         state_ == InitiatorState::kDisconnecting))
+      connection_->poll(now, sealing);
+    return;
   }
   outbox_->flush(sink);
   if (connection_ &&

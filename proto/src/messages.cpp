@@ -61,7 +61,7 @@ bool get_auth(BoundedReader& r, std::vector<uint8_t>& a, DecodeError& err) {
 }
 
 bool valid_login_status(uint8_t v) {
-  return v <= static_cast<uint8_t>(LoginStatus::kResumeFailed);
+  return v <= static_cast<uint8_t>(LoginStatus::kAuthContinue);
 }
 bool valid_disconnect_reason(uint8_t v) {
   return v <= static_cast<uint8_t>(DisconnectReason::kStaleEpoch);
@@ -90,6 +90,8 @@ std::string_view to_string(LoginStatus s) {
       return "too many sessions";
     case LoginStatus::kResumeFailed:
       return "resume failed";
+    case LoginStatus::kAuthContinue:
+      return "authentication continues";
   }
   return "unknown login status";
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "hyperscsi/proto/bytes.h"
 #include "session_util.h"
 
 namespace hyperscsi::proto {
@@ -29,6 +30,54 @@ struct TargetEndpoint::Session {
   uint64_t commands = 0;
   uint64_t replies = 0;
   uint64_t malformed_pdus = 0;
+  // Security: set at login; sealer/opener only when protection is not off.
+  bool authenticated = false;
+  Protection protection = Protection::kOff;
+  std::optional<SessionKeys> keys;
+  std::unique_ptr<FrameSealer> sealer;
+  std::unique_ptr<FrameOpener> opener;
+  ProtectionStats drops;
+  std::vector<uint8_t> scratch;  // decrypted payload of the frame being handled
+};
+
+// One handshake waiting for the initiator's proof. Single use.
+struct TargetEndpoint::PendingAuth {
+  TargetHandshake handshake;
+  MacAddress mac{};
+  std::string initiator_name;
+  TimePoint created{};
+};
+
+// Seals the outbox's frames of protected sessions (keepalive answers,
+// disconnects); login, discovery and rejection frames pass as they are.
+class TargetEndpoint::OutboxSealer : public FrameSink {
+ public:
+  OutboxSealer(TargetEndpoint& ep, FrameSink& inner) : ep_(ep), inner_(inner) {}
+  std::span<uint8_t> acquire(size_t size) override {
+    buffer_ = inner_.acquire(size + kProtectionTrailerSize);
+    return buffer_.empty() ? buffer_ : buffer_.first(size);
+  }
+  void commit(size_t length) override {
+    const uint8_t* hs = buffer_.data() + kEthernetHeaderSize;
+    const auto op = static_cast<Opcode>(hs[4]);
+    FrameSealer* sealer = nullptr;
+    if (op != Opcode::kLoginReply && op != Opcode::kDiscoveryReply) {
+      auto it = ep_.sessions_.find(bytes::load_be32(hs + 8));
+      if (it != ep_.sessions_.end() && it->second->epoch == bytes::load_be16(hs + 12))
+        sealer = it->second->sealer.get();
+    }
+    if (sealer == nullptr) {
+      inner_.commit(length);
+      return;
+    }
+    const size_t sealed = sealer->seal(buffer_, length);
+    if (sealed != 0) inner_.commit(sealed);
+  }
+
+ private:
+  TargetEndpoint& ep_;
+  FrameSink& inner_;
+  std::span<uint8_t> buffer_;
 };
 
 TargetEndpoint::TargetEndpoint(TargetConfig config, LoginPolicy policy, LunLister luns)
@@ -153,6 +202,9 @@ void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
     refuse_login(frame, req, reply.status);
     return;
   }
+  AuthOutcome auth = authenticate(frame, req, now);
+  if (!auth.proceed) return;
+  reply.auth = auth.confirm;
 
   if (req.resume_session_id != 0) {
     auto it = sessions_.find(req.resume_session_id);
@@ -164,6 +216,13 @@ void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
       return;
     }
     Session& s = *it->second;
+    if (s.authenticated && !auth.authenticated) {
+      ++stats_.auth_failures;  // an authenticated session resumes only with a new handshake
+      refuse_login(frame, req, LoginStatus::kAuthFailed);
+      return;
+    }
+    s.authenticated = auth.authenticated;
+    s.keys = std::move(auth.keys);
     s.epoch = static_cast<uint16_t>(s.epoch + 1);
     s.login_nonce = req.nonce;
     reply.session_id = s.id;
@@ -173,7 +232,7 @@ void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
     send_login_reply(src, reply);
     ++stats_.resumes;
     push_event({TargetEventKind::kSessionResumed, s.id, s.epoch, s.initiator_name, s.mac,
-                DisconnectReason::kNormal});
+                DisconnectReason::kNormal, s.authenticated, s.protection});
     return;
   }
 
@@ -191,6 +250,8 @@ void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
   s->mac = src;
   s->initiator_name = req.initiator_name;
   s->login_nonce = req.nonce;
+  s->authenticated = auth.authenticated;
+  s->keys = std::move(auth.keys);
   reply.session_id = id;
   reply.epoch = s->epoch;
   s->reply = reply;
@@ -199,7 +260,7 @@ void TargetEndpoint::on_login(const FrameView& frame, TimePoint now) {
   send_login_reply(src, reply);
   ++stats_.logins_accepted;
   push_event({TargetEventKind::kSessionEstablished, id, s->epoch, s->initiator_name, s->mac,
-              DisconnectReason::kNormal});
+              DisconnectReason::kNormal, s->authenticated, s->protection});
   sessions_.emplace(id, std::move(s));
 }
 
@@ -210,8 +271,104 @@ void TargetEndpoint::start_connection(Session& s, TimePoint now) {
   ep.session_id = s.id;
   ep.epoch = s.epoch;
   ep.peer_window = s.reply.window;
-  s.connection = std::make_unique<Connection>(transport_params_for(s.reply, config_.transport), ep);
+  TransportParams params = transport_params_for(s.reply, config_.transport);
+  s.protection = s.keys ? s.keys->protection : Protection::kOff;
+  s.sealer.reset();
+  s.opener.reset();
+  if (s.protection != Protection::kOff) {
+    // The trailer takes room from every frame; the tag supersedes the crc.
+    params.mtu -= kProtectionTrailerSize;
+    params.checksum = false;
+    s.sealer = std::make_unique<FrameSealer>(s.protection, s.keys->target_to_initiator.span(),
+                                             s.keys->salt_t2i);
+    s.opener = std::make_unique<FrameOpener>(s.protection, s.keys->initiator_to_target.span(),
+                                             s.keys->salt_i2t);
+  }
+  s.connection = std::make_unique<Connection>(params, ep);
   s.last_rx = now;
+}
+
+TargetEndpoint::AuthOutcome TargetEndpoint::authenticate(const FrameView& frame,
+                                                         const LoginRequest& req, TimePoint now) {
+  AuthOutcome out;
+  const MacAddress& src = frame.header.src;
+  auto refuse = [&](LoginStatus status) {
+    refuse_login(frame, req, status);
+    return out;
+  };
+  if (req.auth.empty()) {
+    std::optional<Protection> need = Protection::kOff;
+    if (security_.required_protection)
+      need = security_.required_protection(req.initiator_name, src, false);
+    if (!need || *need != Protection::kOff) {
+      ++stats_.auth_failures;  // what it may see needs authentication
+      return refuse(LoginStatus::kAuthFailed);
+    }
+    out.proceed = true;
+    return out;
+  }
+  auto step = auth_step(req.auth);
+  if (step && *step == AuthStep::kHello) {
+    std::optional<crypto::SecretBytes> secret;
+    if (security_.secret_for) secret = security_.secret_for(req.initiator_name);
+    if (!secret || secret->empty()) {
+      ++stats_.auth_failures;
+      return refuse(LoginStatus::kAuthFailed);
+    }
+    std::optional<Protection> need = Protection::kOff;
+    if (security_.required_protection)
+      need = security_.required_protection(req.initiator_name, src, true);
+    if (!need) return refuse(LoginStatus::kAccessDenied);
+    auto hs =
+        TargetHandshake::start(req.auth, *secret, *need, req.initiator_name, config_.target_name);
+    if (!hs) {
+      ++stats_.auth_failures;
+      return refuse(LoginStatus::kAuthFailed);
+    }
+    // Bounded in number and age: a flood of Hellos evicts old challenges.
+    std::erase_if(pending_auth_, [&](const PendingAuth& p) {
+      return now - p.created >= security_.attempt_lifetime;
+    });
+    if (pending_auth_.size() >= std::max<size_t>(security_.max_pending, 1)) {
+      pending_auth_.erase(pending_auth_.begin());
+      ++stats_.auth_evicted;
+    }
+    LoginReply reply = negotiate(req, config_.limits);
+    reply.status = LoginStatus::kAuthContinue;
+    reply.auth = hs->challenge();
+    pending_auth_.push_back(PendingAuth{std::move(*hs), src, req.initiator_name, now});
+    send_login_reply(src, reply);
+    ++stats_.auth_challenges;
+    return out;
+  }
+  auto proof = step && *step == AuthStep::kProof
+                   ? decode_auth_proof(req.auth)
+                   : Result<AuthProof, DecodeError>(Unexpected{DecodeError::kBadField});
+  if (!proof) {
+    ++stats_.auth_failures;
+    return refuse(LoginStatus::kAuthFailed);
+  }
+  auto it = std::find_if(pending_auth_.begin(), pending_auth_.end(), [&](const PendingAuth& p) {
+    return p.handshake.nonce() == proof->target_nonce;
+  });
+  if (it == pending_auth_.end() || it->mac != src || it->initiator_name != req.initiator_name ||
+      now - it->created >= security_.attempt_lifetime) {
+    if (it != pending_auth_.end()) pending_auth_.erase(it);
+    ++stats_.auth_replays;  // no live challenge for it: replayed, stale or forged
+    return refuse(LoginStatus::kAuthFailed);
+  }
+  PendingAuth pending = std::move(*it);
+  pending_auth_.erase(it);  // single use, whatever the verdict
+  if (!pending.handshake.verify(*proof)) {
+    ++stats_.auth_failures;
+    return refuse(LoginStatus::kAuthFailed);
+  }
+  ++stats_.auth_successes;
+  out.proceed = true;
+  out.authenticated = true;
+  out.keys = pending.handshake.keys();
+  out.confirm = pending.handshake.confirm_blob();
+  return out;
 }
 
 uint32_t TargetEndpoint::new_session_id() {
@@ -267,6 +424,26 @@ void TargetEndpoint::on_session_frame(const FrameView& frame, TimePoint now) {
     if (may_reject) reject(frame, DisconnectReason::kStaleEpoch, now);
     return;
   }
+  if (s.opener) {
+    FrameView opened;
+    const OpenVerdict v = s.opener->open(frame, s.scratch, opened);
+    if (v != OpenVerdict::kOk) {
+      // Dropped without an answer: a forger learns nothing, the session goes on.
+      s.drops.count(v);
+      stats_.frames_unprotected += v == OpenVerdict::kUnprotected;
+      stats_.frames_bad_tag += v == OpenVerdict::kBadTag;
+      stats_.frames_replayed += v == OpenVerdict::kReplayed;
+      return;
+    }
+    on_verified_frame(s, opened, now);
+    return;
+  }
+  on_verified_frame(s, frame, now);
+}
+
+void TargetEndpoint::on_verified_frame(Session& s, const FrameView& frame, TimePoint now) {
+  const ExtHeader& ext = frame.header.ext;
+  const Opcode op = frame.header.common.opcode;
   s.last_rx = now;
   if (op == Opcode::kDisconnect) {
     if ((ext.flags & kFlagResponse) != 0) return;  // we do not wait for confirmations
@@ -388,7 +565,8 @@ void TargetEndpoint::close_session(uint32_t session_id, DisconnectReason reason)
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   const Session& s = *it->second;
-  push_event({TargetEventKind::kSessionClosed, s.id, s.epoch, s.initiator_name, s.mac, reason});
+  push_event({TargetEventKind::kSessionClosed, s.id, s.epoch, s.initiator_name, s.mac, reason,
+              s.authenticated, s.protection});
   // Commands of this session still queued for the owner cannot be answered.
   std::erase_if(commands_, [&](const IncomingCommand& c) { return c.session_id == session_id; });
   sessions_.erase(it);
@@ -416,9 +594,15 @@ void TargetEndpoint::poll(TimePoint now, FrameSink& sink) {
     ++stats_.sessions_reclaimed;
     close_session(id, DisconnectReason::kDeadPeer);
   }
-  outbox_->flush(sink);
+  OutboxSealer outbox_sink(*this, sink);
+  outbox_->flush(outbox_sink);
   for (auto& [id, s] : sessions_) {
-    s->connection->poll(now, sink);
+    if (s->sealer) {
+      SealingSink sealing(sink, *s->sealer);
+      s->connection->poll(now, sealing);
+    } else {
+      s->connection->poll(now, sink);
+    }
     drain_pdus(*s);
   }
 }
@@ -446,6 +630,9 @@ SessionInfo TargetEndpoint::info(const Session& s) const {
   i.replies = s.replies;
   i.malformed_pdus = s.malformed_pdus;
   i.negotiated = s.reply;
+  i.authenticated = s.authenticated;
+  i.protection = s.protection;
+  i.protection_drops = s.drops;
   i.cache = s.cache.stats();
   i.transport = s.connection->stats();
   return i;

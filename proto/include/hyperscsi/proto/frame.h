@@ -26,8 +26,8 @@ inline constexpr size_t kExtHeaderSize = 35;  // bytes 5..39 of the HyperSCSI he
 inline constexpr size_t kHeaderSize = kCommonHeaderSize + kExtHeaderSize;  // 40
 inline constexpr size_t kSackBlockSize = 8;
 inline constexpr size_t kMaxSackBlocks = 8;
-inline constexpr uint16_t kMaxTag = 511;         // 9-bit Tag No
-inline constexpr uint16_t kMaxFragment = 1023;   // 10-bit Fragment No
+inline constexpr uint16_t kMaxTag = 511;        // 9-bit Tag No
+inline constexpr uint16_t kMaxFragment = 1023;  // 10-bit Fragment No
 inline constexpr size_t kMaxFragmentsPerPdu = 1024;
 inline constexpr size_t kMinEthernetFrame = 60;  // without FCS; shorter frames are padded
 
@@ -54,18 +54,19 @@ constexpr bool is_sequenced(Opcode op) {
 }
 
 // Bits of ExtHeader::flags.
-inline constexpr uint8_t kFlagAck = 0x01;       // ack and window are valid
-inline constexpr uint8_t kFlagChecksum = 0x02;  // crc32 field is valid and must be checked
+inline constexpr uint8_t kFlagAck = 0x01;         // ack and window are valid
+inline constexpr uint8_t kFlagChecksum = 0x02;    // crc32 field is valid and must be checked
 inline constexpr uint8_t kFlagRetransmit = 0x04;  // this is a retransmitted copy (informative)
-inline constexpr uint8_t kFlagAckNow = 0x08;    // sender asks for an immediate ack
-inline constexpr uint8_t kFlagResponse = 0x10;  // answers a request of the same opcode
-inline constexpr uint8_t kFlagsKnown = 0x1F;
+inline constexpr uint8_t kFlagAckNow = 0x08;      // sender asks for an immediate ack
+inline constexpr uint8_t kFlagResponse = 0x10;    // answers a request of the same opcode
+inline constexpr uint8_t kFlagProtected = 0x20;   // a protection trailer follows the payload
+inline constexpr uint8_t kFlagsKnown = 0x3F;
 
 // Bytes 0..4 after the EtherType, exactly as Wireshark's dissector reads them.
 struct CommonHeader {
-  uint16_t tag = 0;          // 9 bits
+  uint16_t tag = 0;  // 9 bits
   bool last_fragment = true;
-  uint16_t fragment = 0;     // 10 bits
+  uint16_t fragment = 0;  // 10 bits
   uint8_t version = kProtocolVersion;
   Opcode opcode = Opcode::kAck;
 
@@ -122,6 +123,7 @@ struct FrameHeader {
 struct FrameView {
   FrameHeader header;
   std::span<const uint8_t> payload;
+  std::span<const uint8_t> raw;  // the whole frame given to decode_frame (for protection)
 };
 
 enum class DecodeError : uint8_t {

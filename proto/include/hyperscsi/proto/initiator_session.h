@@ -29,9 +29,11 @@
 #include <string>
 #include <vector>
 
+#include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/clock.h"
 #include "hyperscsi/proto/connection.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/frame_protection.h"
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/proto/result.h"
 
@@ -80,7 +82,11 @@ struct InitiatorConfig {
   uint16_t window = 512;                      // frames we can receive beyond our ack
   uint32_t max_transfer = (1u << 20) + 4096;  // largest PDU we accept
   uint32_t features = kFeaturesV2;
-  std::vector<uint8_t> auth;                   // opaque, for the authentication exchange
+  std::vector<uint8_t> auth;  // opaque auth bytes sent as they are (ignored when `secret` is set)
+  // The secret shared with the target (auth.h); empty: log in unauthenticated.
+  crypto::SecretBytes secret;
+  // The weakest per-frame protection we accept (the target may choose stronger).
+  Protection protection = Protection::kOff;
   Duration login_timeout = milliseconds(250);  // first retry; doubles each attempt
   Duration max_login_backoff = seconds(2);
   uint32_t login_attempts = 6;
@@ -102,6 +108,10 @@ struct InitiatorStats {
   uint64_t stale_frames = 0;    // our session id with another epoch
   uint64_t malformed = 0;
   uint64_t resumes = 0;
+  uint64_t auth_failures = 0;       // the target's challenge or confirmation did not verify
+  uint64_t frames_unprotected = 0;  // a protected session's frame without protection
+  uint64_t frames_bad_tag = 0;      // forged or modified
+  uint64_t frames_replayed = 0;     // counter seen before or too old
 };
 
 class InitiatorSession {
@@ -133,6 +143,9 @@ class InitiatorSession {
   uint32_t session_id() const { return negotiated_.session_id; }
   uint16_t epoch() const { return negotiated_.epoch; }
   const MacAddress& target_mac() const { return target_mac_; }
+  // Whether the current session authenticated, and its per-frame protection.
+  bool authenticated() const { return authenticated_; }
+  Protection protection() const { return protection_; }
 
   // Queues a command PDU; false if not established or the Connection refuses it.
   bool send_command(uint16_t tag, std::vector<uint8_t> pdu);
@@ -149,6 +162,9 @@ class InitiatorSession {
   void on_login_reply(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
   void on_keepalive(const FrameView& frame, TimePoint now);
+  void on_verified_frame(const FrameView& frame, TimePoint now);
+  bool on_auth_continue(const LoginReply& reply, TimePoint now);
+  size_t trailer() const { return sealer_ ? kProtectionTrailerSize : 0; }
   TimePoint keepalive_due() const;
 
   InitiatorConfig config_;
@@ -171,6 +187,14 @@ class InitiatorSession {
   // Liveness.
   TimePoint last_rx_{};
   TimePoint last_keepalive_sent_{};
+  // Authentication of the current login attempt and the session's protection.
+  std::optional<InitiatorHandshake> handshake_;
+  std::vector<uint8_t> auth_proof_;  // sent once the challenge is answered
+  bool authenticated_ = false;
+  Protection protection_ = Protection::kOff;
+  std::unique_ptr<FrameSealer> sealer_;
+  std::unique_ptr<FrameOpener> opener_;
+  std::vector<uint8_t> scratch_;  // decrypted payload of the frame being handled
   InitiatorStats stats_;
 };
 

@@ -26,16 +26,16 @@ inline constexpr size_t kMaxLunsInDiscovery = 256;
 inline constexpr size_t kMaxAuthLength = 512;
 
 // Feature bits negotiated at login (the intersection of both sides' offers).
-inline constexpr uint32_t kFeatureChecksum = 1u << 0;     // crc32 on every frame
-inline constexpr uint32_t kFeatureSack = 1u << 1;         // selective acknowledgement
-inline constexpr uint32_t kFeatureDelayedAck = 1u << 2;   // receiver may delay acks
+inline constexpr uint32_t kFeatureChecksum = 1u << 0;       // crc32 on every frame
+inline constexpr uint32_t kFeatureSack = 1u << 1;           // selective acknowledgement
+inline constexpr uint32_t kFeatureDelayedAck = 1u << 2;     // receiver may delay acks
 inline constexpr uint32_t kFeatureSessionResume = 1u << 3;  // resume by session id
 inline constexpr uint32_t kFeaturesV2 =
     kFeatureChecksum | kFeatureSack | kFeatureDelayedAck | kFeatureSessionResume;
 
 // 0x30: broadcast by an initiator looking for targets.
 struct DiscoveryRequest {
-  uint32_t nonce = 0;         // echoed by every reply
+  uint32_t nonce = 0;  // echoed by every reply
   std::string initiator_name;
   std::string target_filter;  // empty: every target answers
   friend bool operator==(const DiscoveryRequest&, const DiscoveryRequest&) = default;
@@ -52,8 +52,8 @@ struct LunInfo {
 // 0x10: a target's answer to discovery, or its announcement at start (nonce 0).
 struct DiscoveryReply {
   uint32_t nonce = 0;
-  uint16_t mtu = 0;           // the target port's MTU
-  uint32_t features = 0;      // features the target offers
+  uint16_t mtu = 0;       // the target port's MTU
+  uint32_t features = 0;  // features the target offers
   std::string target_name;
   std::vector<LunInfo> luns;  // the LUNs this initiator may see
   friend bool operator==(const DiscoveryReply&, const DiscoveryReply&) = default;
@@ -62,15 +62,15 @@ struct DiscoveryReply {
 // 0x11: login, or resumption of an existing session (resume_session_id != 0).
 struct LoginRequest {
   uint32_t nonce = 0;
-  uint16_t mtu = 0;            // the initiator port's MTU
-  uint16_t window = 0;         // frames the initiator can receive beyond its ack
-  uint32_t max_transfer = 0;   // largest PDU the initiator accepts, bytes
+  uint16_t mtu = 0;           // the initiator port's MTU
+  uint16_t window = 0;        // frames the initiator can receive beyond its ack
+  uint32_t max_transfer = 0;  // largest PDU the initiator accepts, bytes
   uint32_t features = 0;
   uint32_t resume_session_id = 0;
   uint16_t resume_epoch = 0;
   std::string initiator_name;
   std::string target_name;
-  std::vector<uint8_t> auth;   // opaque authentication exchange (security issue)
+  std::vector<uint8_t> auth;  // opaque authentication exchange (security issue)
   friend bool operator==(const LoginRequest&, const LoginRequest&) = default;
 };
 
@@ -79,25 +79,26 @@ enum class LoginStatus : uint8_t {
   kUnknownTarget = 1,
   kAccessDenied = 2,
   kAuthFailed = 3,
-  kMtuMismatch = 4,      // the peers' MTUs differ; named so the user can fix it
+  kMtuMismatch = 4,  // the peers' MTUs differ; named so the user can fix it
   kParameterRejected = 5,
   kTooManySessions = 6,
-  kResumeFailed = 7,     // the session to resume is unknown; log in afresh
+  kResumeFailed = 7,  // the session to resume is unknown; log in afresh
+  kAuthContinue = 8,  // authentication challenge in `auth`: send the proof (auth.h)
 };
 std::string_view to_string(LoginStatus s);
 
 // 0x12: the target's answer. session_id/epoch are also in the ext header.
 struct LoginReply {
-  uint32_t nonce = 0;          // echo of the request's nonce
+  uint32_t nonce = 0;  // echo of the request's nonce
   LoginStatus status = LoginStatus::kOk;
-  uint16_t mtu = 0;            // negotiated MTU
-  uint16_t window = 0;         // frames the target can receive beyond its ack
-  uint32_t max_transfer = 0;   // negotiated largest PDU
-  uint32_t features = 0;       // negotiated features
+  uint16_t mtu = 0;           // negotiated MTU
+  uint16_t window = 0;        // frames the target can receive beyond its ack
+  uint32_t max_transfer = 0;  // negotiated largest PDU
+  uint32_t features = 0;      // negotiated features
   uint32_t session_id = 0;
   uint16_t epoch = 0;
-  uint32_t keepalive_ms = 0;   // send a keepalive after this much silence
-  uint32_t dead_time_ms = 0;   // peer declared dead after this much silence
+  uint32_t keepalive_ms = 0;  // send a keepalive after this much silence
+  uint32_t dead_time_ms = 0;  // peer declared dead after this much silence
   std::vector<uint8_t> auth;
   friend bool operator==(const LoginReply&, const LoginReply&) = default;
 };
@@ -131,8 +132,8 @@ struct Keepalive {
 inline constexpr uint8_t kCommandFlagDataIn = 0x01;
 inline constexpr uint8_t kCommandFlagDataOut = 0x02;
 struct CommandHeader {
-  uint32_t cmd_sn = 0;            // per-session command number (exactly-once key)
-  uint32_t reply_ack_sn = 0;      // the initiator holds every reply for cmd_sn before this
+  uint32_t cmd_sn = 0;        // per-session command number (exactly-once key)
+  uint32_t reply_ack_sn = 0;  // the initiator holds every reply for cmd_sn before this
   uint16_t lun = 0;
   uint8_t flags = 0;              // kCommandFlagDataIn / kCommandFlagDataOut
   uint8_t task_attribute = 0;     // 0 simple, 1 ordered, 2 head of queue
@@ -151,13 +152,13 @@ inline constexpr size_t kCommandHeaderFixedSize = 24;  // then cdb_length bytes
 inline constexpr uint8_t kReplyFlagOverflow = 0x01;
 inline constexpr uint8_t kReplyFlagUnderflow = 0x02;
 enum class CommandResponse : uint8_t {
-  kCompleted = 0,       // SCSI status and sense are meaningful
-  kTargetFailure = 1,   // the target could not execute it
-  kRejected = 2,        // malformed command PDU
+  kCompleted = 0,      // SCSI status and sense are meaningful
+  kTargetFailure = 1,  // the target could not execute it
+  kRejected = 2,       // malformed command PDU
 };
 struct ReplyHeader {
   uint32_t cmd_sn = 0;
-  uint8_t status = 0;   // SCSI status byte
+  uint8_t status = 0;  // SCSI status byte
   CommandResponse response = CommandResponse::kCompleted;
   uint8_t flags = 0;
   uint32_t residual = 0;
@@ -191,7 +192,7 @@ struct DecodedCommand {
 };
 struct DecodedReply {
   ReplyHeader header;
-  std::span<const uint8_t> data_in;   // points into the PDU
+  std::span<const uint8_t> data_in;  // points into the PDU
 };
 Result<DecodedCommand, DecodeError> decode_command(std::span<const uint8_t> pdu);
 Result<DecodedReply, DecodeError> decode_reply(std::span<const uint8_t> pdu);

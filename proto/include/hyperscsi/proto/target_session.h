@@ -39,9 +39,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/clock.h"
 #include "hyperscsi/proto/connection.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/frame_protection.h"
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/proto/negotiation.h"
 #include "hyperscsi/proto/reply_cache.h"
@@ -72,6 +74,23 @@ using LoginPolicy = std::function<LoginStatus(const LoginRequest&, const MacAddr
 using LunLister = std::function<std::vector<LunInfo>(std::string_view initiator_name,
                                                      const MacAddress& initiator_mac)>;
 
+// Authentication and protection policy (auth.h). Without one (the default)
+// a login carrying auth is refused with kAuthFailed and sessions are
+// unprotected.
+struct SecurityPolicy {
+  // The secret shared with this initiator; nullopt when none is configured.
+  std::function<std::optional<crypto::SecretBytes>(std::string_view initiator_name)> secret_for;
+  // The weakest per-frame protection a session of this initiator needs,
+  // knowing whether it authenticated (the strongest any LUN visible to it
+  // requires); nullopt when nothing would be visible to it (refused with
+  // kAuthFailed if unauthenticated, kAccessDenied otherwise). Unset: kOff.
+  std::function<std::optional<Protection>(std::string_view initiator_name, const MacAddress& mac,
+                                          bool authenticated)>
+      required_protection;
+  size_t max_pending = 64;                 // handshakes awaiting their proof (oldest evicted)
+  Duration attempt_lifetime = seconds(5);  // a challenge older than this is void
+};
+
 enum class TargetEventKind : uint8_t { kSessionEstablished, kSessionResumed, kSessionClosed };
 struct TargetEvent {
   TargetEventKind kind = TargetEventKind::kSessionEstablished;
@@ -80,6 +99,8 @@ struct TargetEvent {
   std::string initiator_name;
   MacAddress initiator_mac{};
   DisconnectReason reason = DisconnectReason::kNormal;  // kSessionClosed: why
+  bool authenticated = false;
+  Protection protection = Protection::kOff;
 };
 
 struct IncomingCommand {
@@ -108,6 +129,9 @@ struct SessionInfo {
   uint64_t replies = 0;   // replies sent by the owner
   uint64_t malformed_pdus = 0;
   LoginReply negotiated;
+  bool authenticated = false;
+  Protection protection = Protection::kOff;
+  ProtectionStats protection_drops;  // frames of this session dropped by verification
   ReplyCacheStats cache;
   TransportStats transport;  // bytes, retransmissions, srtt/rto, cwnd, peer window
 };
@@ -131,6 +155,15 @@ struct TargetStats {
   uint64_t command_protocol_errors = 0;  // stale / out-of-window cmd_sn
   uint64_t malformed = 0;
   uint64_t frames_ignored = 0;
+  // Authentication (auth.h) and per-frame protection (frame_protection.h).
+  uint64_t auth_challenges = 0;  // Hellos answered with a challenge
+  uint64_t auth_successes = 0;
+  uint64_t auth_failures = 0;       // wrong proof, no secret, malformed auth, auth required
+  uint64_t auth_replays = 0;        // proofs for an unknown, used or expired challenge
+  uint64_t auth_evicted = 0;        // pending challenges dropped for room
+  uint64_t frames_unprotected = 0;  // a protected session's frame without protection
+  uint64_t frames_bad_tag = 0;      // forged or modified
+  uint64_t frames_replayed = 0;     // counter seen before or too old
 };
 
 class TargetEndpoint {
@@ -139,6 +172,9 @@ class TargetEndpoint {
   ~TargetEndpoint();
   TargetEndpoint(const TargetEndpoint&) = delete;
   TargetEndpoint& operator=(const TargetEndpoint&) = delete;
+
+  // Installs the authentication/protection policy (before the first frame).
+  void set_security(SecurityPolicy policy) { security_ = std::move(policy); }
 
   // Queues an unsolicited broadcast DiscoveryReply (nonce 0).
   void announce(TimePoint now);
@@ -170,9 +206,20 @@ class TargetEndpoint {
 
  private:
   struct Session;
+  struct PendingAuth;
+  class OutboxSealer;
+  // The outcome of the authentication part of a login.
+  struct AuthOutcome {
+    bool proceed = false;  // false: answered (challenge or refusal) already
+    bool authenticated = false;
+    std::optional<SessionKeys> keys;
+    std::vector<uint8_t> confirm;
+  };
+  AuthOutcome authenticate(const FrameView& frame, const LoginRequest& req, TimePoint now);
   void on_discovery(const FrameView& frame);
   void on_login(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
+  void on_verified_frame(Session& s, const FrameView& frame, TimePoint now);
   void refuse_login(const FrameView& frame, const LoginRequest& req, LoginStatus status);
   void send_login_reply(const MacAddress& dst, const LoginReply& reply);
   void reject(const FrameView& frame, DisconnectReason reason, TimePoint now);
@@ -192,6 +239,8 @@ class TargetEndpoint {
   std::deque<IncomingCommand> commands_;
   std::deque<TargetEvent> events_;
   std::map<MacAddress, TimePoint> last_reject_;
+  SecurityPolicy security_;
+  std::vector<PendingAuth> pending_auth_;  // oldest first
   TargetStats stats_;
 };
 
