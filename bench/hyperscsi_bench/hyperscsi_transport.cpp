@@ -62,6 +62,18 @@ TransportResult open_hyperscsi(const HyperscsiOptions& options) {
   io.initiator_name = "hyperscsi-bench";
   io.max_outstanding = std::max(1u, std::min(options.max_outstanding, 512u));
   io.dead_time = std::chrono::seconds(10);
+  auto level = proto::parse_protection(options.protection);
+  if (!level)
+    return Unexpected("--protection must be off, integrity or encrypt, not '" + options.protection +
+                      "'");
+  io.protection = *level;
+  if (!options.secret_file.empty()) {
+    auto secret = initiator::read_secret_file(options.secret_file);
+    if (!secret) return Unexpected(secret.error().message);
+    io.secret = std::move(secret).value();
+  } else if (io.protection != proto::Protection::kOff) {
+    return Unexpected(std::string("--protection needs --secret-file (keys come from it)"));
+  }
   auto ini = initiator::Initiator::open(options.port_spec, io);
   if (!ini) {
     return Unexpected("cannot open port " + options.port_spec + ": " +

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hyperscsi-bench ") + HYPERSCSI_VERSION);
   std::string transport_name = "local", port, target, url, path, workload = "randread";
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
+  std::string secret_file, protection = "off";
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   double seconds = 0;
@@ -63,6 +64,11 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "HyperSCSI port spec (afpacket:IFACE, pcap:IFACE, ...)");
   app.add_option("--target", target, "HyperSCSI target name (default: the only one)");
   app.add_option("--lun", lun, "HyperSCSI LUN");
+  app.add_option("--secret-file", secret_file,
+                 "HyperSCSI: file with the secret shared with the target (authenticates the "
+                 "login as initiator 'hyperscsi-bench')");
+  app.add_option("--protection", protection,
+                 "HyperSCSI: weakest per-frame protection accepted: off, integrity, encrypt");
   app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
   app.add_option("--path", path, "local file or block device");
   app.add_flag("--direct", direct, "local: open with O_DIRECT");
@@ -120,8 +126,12 @@ int main(int argc, char** argv) {
   if (transport_name == "local")
     opened = open_local({.path = path, .direct = direct, .threads = qd});
   else if (transport_name == "hyperscsi")
-    opened = open_hyperscsi(
-        {.port_spec = port, .target = target, .lun = lun, .max_outstanding = std::max(qd, 1u) * 2});
+    opened = open_hyperscsi({.port_spec = port,
+                             .target = target,
+                             .lun = lun,
+                             .max_outstanding = std::max(qd, 1u) * 2,
+                             .secret_file = secret_file,
+                             .protection = protection});
   else
     opened = open_iscsi({.url = url});
   if (!opened) {

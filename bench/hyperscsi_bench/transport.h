@@ -60,6 +60,8 @@ struct HyperscsiOptions {
   std::string target;     // empty: the only target that answers
   uint16_t lun = 0;
   uint32_t max_outstanding = 256;
+  std::string secret_file;  // empty: unauthenticated
+  std::string protection = "off";
 };
 TransportResult open_hyperscsi(const HyperscsiOptions& options);
 

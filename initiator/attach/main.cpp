@@ -46,8 +46,11 @@ std::string initiator_name() {
   return std::string("hyperscsi-attach@") + host;
 }
 
+// Secret and protection from --secret-file / --protection, read once in main().
+Options g_security;
+
 Options base_options() {
-  Options o;
+  Options o = g_security;
   o.initiator_name = initiator_name();
   return o;
 }
@@ -529,6 +532,13 @@ int main(int argc, char** argv) {
       ->required();
 
   auto* att = app.add_subcommand("attach", "expose a LUN as a file (FUSE) and a loop device");
+  std::string secret_file, protection = "off";
+  for (CLI::App* sub : {cdb, att}) {
+    sub->add_option("--secret-file", secret_file,
+                    "file with the secret shared with the target (authenticated login)");
+    sub->add_option("--protection", protection,
+                    "weakest per-frame protection accepted: off, integrity, encrypt");
+  }
   att->add_option("--port", aa.port, "port spec")->required();
   att->add_option("--target", aa.target, "target name (default: the only one)");
   att->add_option("--lun", aa.lun, "LUN")->required();
@@ -544,6 +554,16 @@ int main(int argc, char** argv) {
   sts->add_option("DIR", dir, "the FUSE directory (default: all)");
 
   CLI11_PARSE(app, argc, argv);
+  auto level = proto::parse_protection(protection);
+  if (!level) return fail("--protection must be off, integrity or encrypt");
+  g_security.protection = *level;
+  if (!secret_file.empty()) {
+    auto secret = read_secret_file(secret_file);
+    if (!secret) return fail(secret.error());
+    g_security.secret = std::move(secret).value();
+  } else if (*level != proto::Protection::kOff) {
+    return fail("--protection needs --secret-file (the keys come from the shared secret)");
+  }
   if (discover->parsed()) return cmd_discover(port, target, json);
   if (cdb->parsed()) return cmd_cdb(port, target, lun, data_in, data_out_file, hex);
   if (att->parsed()) return cmd_attach(aa);

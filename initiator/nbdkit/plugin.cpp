@@ -24,6 +24,8 @@ struct Config {
   std::string target;
   long lun = -1;
   long dead_time_s = 60;
+  std::string secret_file;
+  std::string protection = "off";
 } config;
 
 std::unique_ptr<Initiator> initiator;
@@ -46,6 +48,10 @@ int hs_config(const char* key, const char* value) {
     config.port = value;
   } else if (k == "target") {
     config.target = value;
+  } else if (k == "secret_file") {
+    config.secret_file = value;
+  } else if (k == "protection") {
+    config.protection = value;
   } else if (k == "lun" || k == "dead_time") {
     char* end = nullptr;
     const long v = std::strtol(value, &end, 10);
@@ -73,6 +79,15 @@ int hs_after_fork() {
   Options o;
   o.initiator_name = "nbdkit-hyperscsi";
   o.dead_time = std::chrono::seconds(config.dead_time_s);
+  auto level = hyperscsi::proto::parse_protection(config.protection);
+  if (!level)
+    return fail(Error{ErrorKind::kInvalidArgument, "protection must be off, integrity or encrypt"});
+  o.protection = *level;
+  if (!config.secret_file.empty()) {
+    auto secret = read_secret_file(config.secret_file);
+    if (!secret) return fail(secret.error());
+    o.secret = std::move(secret).value();
+  }
   auto ini = Initiator::open(config.port, o);
   if (!ini) return fail(ini.error());
   auto t = (*ini)->connect(config.target);
@@ -157,7 +172,9 @@ nbdkit_plugin make_plugin() {
       "port=SPEC      (required) port, e.g. afpacket:eth1\n"
       "target=NAME    target name (default: the only one answering)\n"
       "lun=N          (required) LUN number\n"
-      "dead_time=S    fail a command without reply after S seconds (default 60)";
+      "dead_time=S    fail a command without reply after S seconds (default 60)\n"
+      "secret_file=F  file with the secret shared with the target (authenticated login)\n"
+      "protection=P   weakest per-frame protection accepted: off, integrity, encrypt";
   p.magic_config_key = nullptr;
   p.after_fork = hs_after_fork;
   p.cleanup = hs_cleanup;

@@ -16,6 +16,9 @@
 #include <thread>
 #include <utility>
 
+#include <fstream>
+#include <sstream>
+
 #include "hyperscsi/io/port_sink.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
@@ -125,7 +128,10 @@ Error map_session_failure(const proto::SessionFailure& f, const TargetInfo& targ
         case LoginStatus::kAccessDenied:
           return {ErrorKind::kAccessDenied, who + " denied access to this initiator"};
         case LoginStatus::kAuthFailed:
-          return {ErrorKind::kAccessDenied, who + " rejected our authentication"};
+          return {ErrorKind::kAccessDenied,
+                  "authentication with " + who +
+                      " failed: wrong or missing shared secret on one side (or a target "
+                      "that could not prove it knows the secret)"};
         case LoginStatus::kUnknownTarget:
           return {ErrorKind::kNoTarget, who + " does not know that target name"};
         case LoginStatus::kMtuMismatch:
@@ -251,6 +257,8 @@ class Initiator::Impl {
       cfg.mtu = static_cast<uint16_t>(std::min<size_t>(port_->mtu(), 65535));
       cfg.max_transfer = options_.max_transfer;
       cfg.auth = options_.auth;
+      cfg.secret = options_.secret;
+      cfg.protection = options_.protection;
       cfg.login_timeout = options_.login_timeout;
       cfg.login_attempts = options_.login_attempts;
       cfg.seed = options_.seed + (++rounds_);
@@ -794,6 +802,25 @@ io::MacAddress Initiator::local_mac() const {
 }
 size_t Initiator::port_mtu() const {
   return impl_->port().mtu();
+}
+
+Result<proto::crypto::SecretBytes, Error> read_secret_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return Unexpected{Error{ErrorKind::kInvalidArgument, "cannot read secret file '" + path + "'"}};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string text = std::move(ss).str();
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  const bool ok = text.size() >= proto::kMinSecretSize && text.size() <= 4096;
+  proto::crypto::SecretBytes out(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  proto::crypto::cleanse(std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()));
+  if (!ok)
+    return Unexpected{Error{ErrorKind::kInvalidArgument, "secret file '" + path + "' must hold " +
+                                                             std::to_string(proto::kMinSecretSize) +
+                                                             "..4096 bytes"}};
+  return out;
 }
 
 }  // namespace hyperscsi::initiator

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/scsi/lun_map.h"
 #include "hyperscsi/store/block_store.h"
@@ -118,8 +119,22 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   auto acl = read_access(t, origin, ctx);
   if (!acl) return Unexpected(acl.error());
   l.access = std::move(acl).value();
-  static const std::set<std::string> known = {"number",    "store",     "size", "block_size",
-                                              "read_only", "direct_io", "allow"};
+  std::string auth = "optional", protection = "off";
+  if (auto st = read_field(t, "auth", auth, origin, ctx); !st) return Unexpected(st.error());
+  if (auth != "optional" && auth != "required")
+    return Unexpected(
+        error_at(origin, t.get("auth"), ctx + ": auth must be \"required\" or \"optional\""));
+  l.access.auth_required = auth == "required";
+  if (auto st = read_field(t, "protection", protection, origin, ctx); !st)
+    return Unexpected(st.error());
+  auto level = proto::parse_protection(protection);
+  if (!level)
+    return Unexpected(error_at(origin, t.get("protection"),
+                               ctx + ": protection must be \"off\", \"integrity\" or \"encrypt\""));
+  l.access.protection = *level;
+  static const std::set<std::string> known = {"number",     "store",     "size",
+                                              "block_size", "read_only", "direct_io",
+                                              "allow",      "auth",      "protection"};
   for (const auto& [k, v] : t)
     if (!known.count(std::string(k.str())))
       return Unexpected(error_at(origin, &v, ctx + ": unknown key '" + std::string(k.str()) + "'"));
@@ -131,7 +146,61 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   return l;
 }
 
+Status<ConfigError> read_initiator(const toml::table& t, const std::string& origin,
+                                   DaemonConfig& c) {
+  std::string name, secret, file;
+  if (auto st = read_field(t, "name", name, origin, "initiator"); !st) return st;
+  if (auto st = read_field(t, "secret", secret, origin, "initiator"); !st) return st;
+  if (auto st = read_field(t, "secret_file", file, origin, "initiator"); !st) return st;
+  for (const auto& [k, v] : t)
+    if (k != "name" && k != "secret" && k != "secret_file")
+      return Unexpected(
+          error_at(origin, &v, "initiator: unknown key '" + std::string(k.str()) + "'"));
+  if (name.empty() || name.size() > proto::kMaxNameLength)
+    return Unexpected(error_at(origin, &t, "[[initiator]] needs a name of 1..223 bytes"));
+  if (secret.empty() == file.empty())
+    return Unexpected(
+        error_at(origin, &t, "initiator '" + name + "': give exactly one of secret, secret_file"));
+  proto::crypto::SecretBytes bytes;
+  if (!file.empty()) {
+    auto r = read_secret_file(file);
+    if (!r)
+      return Unexpected(error_at(origin, &t, "initiator '" + name + "': " + r.error().message));
+    bytes = std::move(r).value();
+  } else {
+    if (secret.size() < proto::kMinSecretSize)
+      return Unexpected(error_at(origin, t.get("secret"),
+                                 "initiator '" + name + "': secret shorter than " +
+                                     std::to_string(proto::kMinSecretSize) + " bytes"));
+    bytes = proto::crypto::SecretBytes(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(secret.data()), secret.size()));
+    proto::crypto::cleanse(
+        std::span<uint8_t>(reinterpret_cast<uint8_t*>(secret.data()), secret.size()));
+  }
+  if (!c.initiator_secrets.emplace(name, std::move(bytes)).second)
+    return Unexpected(error_at(origin, &t, "duplicate [[initiator]] '" + name + "'"));
+  return {};
+}
+
 }  // namespace
+
+Result<proto::crypto::SecretBytes, ConfigError> read_secret_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Unexpected(ConfigError{"cannot read secret file '" + path + "'"});
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string text = std::move(ss).str();
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (text.size() > 4096)
+    return Unexpected(ConfigError{"secret file '" + path + "' is larger than 4096 bytes"});
+  if (text.size() < proto::kMinSecretSize)
+    return Unexpected(ConfigError{"secret file '" + path + "' holds fewer than " +
+                                  std::to_string(proto::kMinSecretSize) + " bytes"});
+  proto::crypto::SecretBytes out(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  proto::crypto::cleanse(std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()));
+  return out;
+}
 
 std::string default_control_path(const std::string& target_name) {
   std::string safe;
@@ -172,7 +241,7 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
   }
   DaemonConfig c;
   for (const auto& [k, v] : root) {
-    if (k != "target" && k != "lun")
+    if (k != "target" && k != "lun" && k != "initiator")
       return Unexpected(error_at(origin, &v, "unknown section '" + std::string(k.str()) + "'"));
   }
   if (const toml::node* tn = root.get("target")) {
@@ -225,6 +294,19 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       if (!seen.insert(l->number).second)
         return Unexpected(error_at(origin, t, "duplicate LUN " + std::to_string(l->number)));
       c.luns.push_back(std::move(l).value());
+    }
+  }
+  if (const toml::node* in = root.get("initiator")) {
+    const toml::array* arr = in->as_array();
+    if (!arr)
+      return Unexpected(
+          error_at(origin, in, "initiator must be an array of tables ([[initiator]])"));
+    for (const toml::node& e : *arr) {
+      const toml::table* t = e.as_table();
+      if (!t)
+        return Unexpected(
+            error_at(origin, &e, "initiator must be an array of tables ([[initiator]])"));
+      if (auto st = read_initiator(*t, origin, c); !st) return Unexpected(st.error());
     }
   }
   if (auto st = validate(c); !st)

@@ -5,12 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "hyperscsi/engine/access.h"
+#include "hyperscsi/proto/crypto.h"
 #include "hyperscsi/proto/result.h"
 
 namespace hyperscsi::daemon {
@@ -44,7 +47,14 @@ struct DaemonConfig {
   uint32_t keepalive_ms = 0;  // 0: protocol default
   uint32_t dead_time_ms = 0;  // 0: protocol default
   uint32_t drain_timeout_ms = 10000;
+  // [[initiator]] name + secret / secret_file: shared secrets by initiator
+  // name (never logged). Read at start; a change needs a restart.
+  std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;
 };
+
+// Reads a secret file: its bytes, one trailing newline removed, at least
+// kMinSecretSize bytes.
+Result<proto::crypto::SecretBytes, ConfigError> read_secret_file(const std::string& path);
 
 // "N=SPEC" from --lun.
 Result<LunSetting, ConfigError> parse_lun_flag(std::string_view text, uint32_t block_size);

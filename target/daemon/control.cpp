@@ -70,14 +70,21 @@ std::string format_stats_text(const std::string& target,
       st.frames_received, st.malformed_frames, st.commands_executed, st.commands_denied,
       st.commands_absent, st.commands_busy, st.replays, st.replies_sent, st.replies_failed,
       st.endpoint.logins_accepted, st.endpoint.logins_refused, st.endpoint.sessions_reclaimed);
+  out += fmt::format(
+      "auth: challenges {}, successes {}, failures {}, replays {}, evicted {}; denied by auth "
+      "policy {}; frames dropped: bad tag {}, replayed {}, unprotected {}\n",
+      st.endpoint.auth_challenges, st.endpoint.auth_successes, st.endpoint.auth_failures,
+      st.endpoint.auth_replays, st.endpoint.auth_evicted, st.commands_unauthenticated,
+      st.endpoint.frames_bad_tag, st.endpoint.frames_replayed, st.endpoint.frames_unprotected);
   for (const auto& r : s) {
     const auto& i = r.info;
     out += fmt::format(
-        "session {:08x} epoch {} initiator '{}' mac {} port {}\n"
+        "session {:08x} epoch {} initiator '{}' mac {} port {} {} protection {}\n"
         "  commands {} replies {} bytes in {} out {} frames out {} retransmitted {} "
         "(fast {}, timeouts {}) srtt {:.0f}us rto {:.0f}us cwnd {} peer window {} "
         "mtu {} replays {}\n",
         i.session_id, i.epoch, i.initiator_name, engine::format_mac(i.initiator_mac), r.port,
+        i.authenticated ? "authenticated" : "unauthenticated", proto::to_string(i.protection),
         i.commands, i.replies, i.transport.bytes_received, i.transport.bytes_sent,
         i.transport.frames_sent, i.transport.frames_retransmitted, i.transport.fast_retransmits,
         i.transport.timeouts, us(i.transport.srtt), us(i.transport.rto), i.transport.cwnd,
@@ -96,13 +103,19 @@ std::string format_stats_json(const std::string& target,
       "\"logins_accepted\":{},\"logins_refused\":{},\"sessions_reclaimed\":{},"
       "\"frames_not_for_us\":{},\"unknown_session\":{},\"stale_epoch\":{},"
       "\"command_protocol_errors\":{},\"session_malformed\":{},\"frames_ignored\":{},"
-      "\"rejections_sent\":{},\"rejections_suppressed\":{}}},\"sessions\":[",
+      "\"rejections_sent\":{},\"rejections_suppressed\":{},"
+      "\"auth_challenges\":{},\"auth_successes\":{},\"auth_failures\":{},\"auth_replays\":{},"
+      "\"auth_evicted\":{},\"commands_unauthenticated\":{},\"frames_bad_tag\":{},"
+      "\"frames_replayed\":{},\"frames_unprotected\":{}}},\"sessions\":[",
       json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
       st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
       st.replies_failed, st.endpoint.logins_accepted, st.endpoint.logins_refused,
       st.endpoint.sessions_reclaimed, st.frames_not_for_us, st.endpoint.unknown_session,
       st.endpoint.stale_epoch, st.endpoint.command_protocol_errors, st.endpoint.malformed,
-      st.endpoint.frames_ignored, st.endpoint.rejections_sent, st.endpoint.rejections_suppressed);
+      st.endpoint.frames_ignored, st.endpoint.rejections_sent, st.endpoint.rejections_suppressed,
+      st.endpoint.auth_challenges, st.endpoint.auth_successes, st.endpoint.auth_failures,
+      st.endpoint.auth_replays, st.endpoint.auth_evicted, st.commands_unauthenticated,
+      st.endpoint.frames_bad_tag, st.endpoint.frames_replayed, st.endpoint.frames_unprotected);
   bool first = true;
   for (const auto& r : s) {
     const auto& i = r.info;
@@ -113,13 +126,15 @@ std::string format_stats_json(const std::string& target,
         "\"commands\":{},\"replies\":{},\"bytes_in\":{},\"bytes_out\":{},\"frames_sent\":{},"
         "\"retransmissions\":{},\"fast_retransmits\":{},\"timeouts\":{},\"srtt_us\":{:.1f},"
         "\"rto_us\":{:.1f},\"cwnd\":{},\"peer_window\":{},\"mtu\":{},\"replays\":{},"
-        "\"duplicates_received\":{},\"out_of_window\":{}}}",
+        "\"duplicates_received\":{},\"out_of_window\":{},"
+        "\"authenticated\":{},\"protection\":\"{}\"}}",
         i.session_id, i.epoch, json_escape(i.initiator_name), engine::format_mac(i.initiator_mac),
         json_escape(r.port), i.commands, i.replies, i.transport.bytes_received,
         i.transport.bytes_sent, i.transport.frames_sent, i.transport.frames_retransmitted,
         i.transport.fast_retransmits, i.transport.timeouts, us(i.transport.srtt),
         us(i.transport.rto), i.transport.cwnd, i.transport.peer_window, i.negotiated.mtu,
-        i.cache.replays, i.transport.duplicates_received, i.transport.out_of_window);
+        i.cache.replays, i.transport.duplicates_received, i.transport.out_of_window,
+        i.authenticated, proto::to_string(i.protection));
   }
   out += "]}\n";
   return out;

@@ -194,6 +194,7 @@ int run_daemon(const Flags& f) {
   ec.target_name = config.target_name;
   if (config.keepalive_ms) ec.limits.keepalive_ms = config.keepalive_ms;
   if (config.dead_time_ms) ec.limits.dead_time_ms = config.dead_time_ms;
+  ec.initiator_secrets = config.initiator_secrets;
   he::TargetEngine engine(ec, std::move(ports));
   if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
 

@@ -460,7 +460,7 @@ TEST(Frame, EncoderRejectsOutOfRangeAndNeverOverruns) {
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.sacks.count = 9; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.version = 1; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.opcode = static_cast<Opcode>(0x31); }));
-  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.flags = 0x20; }));
+  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.flags = 0x40; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 99; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 200; }));  // last but short
   EXPECT_TRUE(rejects([](FrameHeader&, P& p) { p.clear(); }));               // sequenced, empty
@@ -643,7 +643,7 @@ TEST(FrameDecode, EveryErrorFromACraftedFrame) {
   EXPECT_EQ(mutated([](V& f) { f[kH + 4] = 0x13; }),  // a control frame must be whole
             DecodeError::kFragmentOutOfRange);
   EXPECT_EQ(mutated([](V& f) { f[kH + 0] = 0x10; }), DecodeError::kBadField);   // reserved
-  EXPECT_EQ(mutated([](V& f) { f[kH + 6] |= 0x20; }), DecodeError::kBadField);  // unknown flag
+  EXPECT_EQ(mutated([](V& f) { f[kH + 6] |= 0x40; }), DecodeError::kBadField);  // unknown flag
   auto corrupt = base;
   corrupt[corrupt.size() - 10] ^= 0x01;  // payload bit, crc not refreshed
   EXPECT_EQ(error_of(corrupt), DecodeError::kBadChecksum);

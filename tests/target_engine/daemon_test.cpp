@@ -121,6 +121,11 @@ TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
   EXPECT_TRUE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", host2));
   EXPECT_FALSE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", other));  // name and MAC
   EXPECT_EQ(c->luns[2].store, "ram:1073741824");
+  EXPECT_TRUE(c->luns[2].access.auth_required);
+  EXPECT_EQ(c->luns[2].access.protection, proto::Protection::kEncrypt);
+  EXPECT_FALSE(c->luns[2].access.open());
+  ASSERT_EQ(c->initiator_secrets.size(), 1u);
+  EXPECT_TRUE(c->initiator_secrets.contains("iqn.2026-11.org.example:host1"));
   EXPECT_EQ(c->dead_time_ms, 10000u);
 
   auto flag = daemon::parse_lun_flag("7=ram:64M", 4096);
@@ -147,6 +152,32 @@ TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
   auto noport = daemon::parse_config("[[lun]]\nnumber=0\nstore=\"ram:1M\"\n", "t.toml");
   ASSERT_FALSE(noport.ok());
   EXPECT_NE(noport.error().message.find("no port"), std::string::npos);
+  // Security keys: typed values, secrets long enough, no secret twice.
+  const std::string base = "[target]\nports=[\"mem:x\"]\n[[lun]]\nnumber=0\nstore=\"ram:1M\"\n";
+  auto badprot = daemon::parse_config(base + "protection=\"strong\"\n", "t.toml");
+  ASSERT_FALSE(badprot.ok());
+  EXPECT_NE(badprot.error().message.find("integrity"), std::string::npos);
+  auto badauth = daemon::parse_config(base + "auth=\"maybe\"\n", "t.toml");
+  ASSERT_FALSE(badauth.ok());
+  auto shortsecret =
+      daemon::parse_config(base + "[[initiator]]\nname=\"a\"\nsecret=\"short\"\n", "t.toml");
+  ASSERT_FALSE(shortsecret.ok());
+  EXPECT_NE(shortsecret.error().message.find("shorter than 16"), std::string::npos);
+  EXPECT_EQ(shortsecret.error().message.find("short\""), std::string::npos);  // not echoed
+  auto both = daemon::parse_config(
+      base + "[[initiator]]\nname=\"a\"\nsecret=\"0123456789abcdef\"\nsecret_file=\"/x\"\n",
+      "t.toml");
+  ASSERT_FALSE(both.ok());
+  auto nofile = daemon::parse_config(
+      base + "[[initiator]]\nname=\"a\"\nsecret_file=\"/nonexistent/key\"\n", "t.toml");
+  ASSERT_FALSE(nofile.ok());
+  EXPECT_NE(nofile.error().message.find("cannot read secret file"), std::string::npos);
+  auto good = daemon::parse_config(
+      base + "auth=\"required\"\n[[initiator]]\nname=\"a\"\nsecret=\"0123456789abcdef\"\n",
+      "t.toml");
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  EXPECT_TRUE(good->luns[0].access.auth_required);
+  EXPECT_EQ(good->initiator_secrets.at("a").size(), 16u);
 }
 
 // ---- over a veth pair ----

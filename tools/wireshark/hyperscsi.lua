@@ -15,6 +15,9 @@
 -- frame gets expert info (group Malformed, severity Error), never a Lua error.
 
 local hs = Proto("hyperscsi2", "HyperSCSI v2")
+hs.prefs.protected_cleartext = Pref.bool(
+    "Dissect protected payloads", false,
+    "Payloads of PROTECTED frames are in clear text (integrity-only sessions)")
 
 local HEADER = 40        -- common (5) + extended (35) header
 local EXT_MIN = 35       -- smallest valid ext_len
@@ -40,6 +43,7 @@ local login_status_names = {
   [0] = "OK", [1] = "Unknown target", [2] = "Access denied",
   [3] = "Authentication failed", [4] = "MTU mismatch",
   [5] = "Parameter rejected", [6] = "Too many sessions", [7] = "Resume failed",
+  [8] = "Authentication continues",
 }
 
 local disconnect_reason_names = {
@@ -172,7 +176,12 @@ field("flag_checksum", ProtoField.bool, "flags.checksum", "CHECKSUM", 8, nil, 0x
 field("flag_retransmit", ProtoField.bool, "flags.retransmit", "RETRANSMIT", 8, nil, 0x04)
 field("flag_ack_now", ProtoField.bool, "flags.ack_now", "ACK_NOW", 8, nil, 0x08)
 field("flag_response", ProtoField.bool, "flags.response", "RESPONSE", 8, nil, 0x10)
-field("flag_reserved", ProtoField.uint8, "flags.reserved", "Reserved flag bits", base.HEX, nil, 0xE0)
+field("flag_protected", ProtoField.bool, "flags.protected", "PROTECTED", 8, nil, 0x20)
+field("flag_reserved", ProtoField.uint8, "flags.reserved", "Reserved flag bits", base.HEX, nil, 0xC0)
+-- Per-frame protection trailer (docs/protocol.md 10.13).
+field("protection", ProtoField.bytes, "protection", "Protection trailer")
+field("protection_counter", ProtoField.uint64, "protection.counter", "Counter", base.DEC)
+field("protection_tag", ProtoField.bytes, "protection.tag", "AES-GCM tag")
 field("sack_count", ProtoField.uint8, "sack_count", "SACK block count", base.DEC)
 field("session_id", ProtoField.uint32, "session_id", "Session ID", base.HEX)
 field("epoch", ProtoField.uint16, "epoch", "Epoch", base.DEC)
@@ -836,6 +845,7 @@ local function dissect(tvb, pinfo, root)
   flags_item:add(f.flag_retransmit, tvb(6, 1))
   flags_item:add(f.flag_ack_now, tvb(6, 1))
   flags_item:add(f.flag_response, tvb(6, 1))
+  flags_item:add(f.flag_protected, tvb(6, 1))
   flags_item:add(f.flag_reserved, tvb(6, 1))
   local sack_count = tvb(7, 1):uint()
   local sack_item = tree:add(f.sack_count, tvb(7, 1))
@@ -869,6 +879,8 @@ local function dissect(tvb, pinfo, root)
   end
   if session ~= 0 then info:append(string.format(" session=0x%08x/%d", session, epoch)) end
   if band(flags, 0x10) ~= 0 then info:append(" [RESPONSE]") end
+  local protected = band(flags, 0x20) ~= 0
+  if protected then info:append(" [PROTECTED]") end
 
   if sack_count > MAX_SACK then
     malformed(pinfo, sack_item, sack_count .. " SACK blocks exceed " .. MAX_SACK)
@@ -919,7 +931,7 @@ local function dissect(tvb, pinfo, root)
 
   -- Field rules of section 6 (7 and 8); decoding goes on after them.
   if band(b0, 0xF0) ~= 0 then malformed(pinfo, reserved_item, "reserved bits of byte 0 set") end
-  if band(flags, 0xE0) ~= 0 then malformed(pinfo, flags_item, "unknown flag bits set") end
+  if band(flags, 0xC0) ~= 0 then malformed(pinfo, flags_item, "unknown flag bits set") end
   local frag_end = pdu_offset + payload_length  -- Lua numbers: no 32-bit overflow
   if frag_end > pdu_length then
     malformed(pinfo, pdu_offset_item, "pdu_offset + payload_length exceeds pdu_length")
@@ -958,8 +970,24 @@ local function dissect(tvb, pinfo, root)
     end
   end
 
-  -- Body.
-  if payload_length > 0 then
+  -- Protection trailer: u64 counter, 16-byte tag, right after the payload.
+  if protected then
+    if frame_end + 24 > len then
+      malformed(pinfo, flags_item, "PROTECTED frame without room for its 24-byte trailer")
+      return len
+    end
+    local t = tree:add(f.protection, tvb(frame_end, 24))
+    t:add(f.protection_counter, tvb(frame_end, 8))
+    t:add(f.protection_tag, tvb(frame_end + 8, 16))
+    info:append(" ctr=" .. tostring(tvb(frame_end, 8):uint64()))
+  end
+
+  -- Body. A protected payload may be encrypted: dissected only when the
+  -- user says the session is integrity-only (preference).
+  if protected and payload_length > 0 and not hs.prefs.protected_cleartext then
+    tree:add(f.payload, tvb(sack_end, payload_length)):append_text(
+        " (protected: encrypted, or set the integrity-only preference to dissect it)")
+  elseif payload_length > 0 then
     local payload_tree = tree:add(f.payload, tvb(sack_end, payload_length))
     local r = reader(tvb, pinfo, payload_tree, sack_end, frame_end)
     if opcode == 0x30 then
@@ -987,7 +1015,7 @@ local function dissect(tvb, pinfo, root)
          opcode == 0x13 or opcode == 0x20 or (opcode == 0x21 and band(flags, 0x10) ~= 0) then
     malformed(pinfo, tree, "empty body")
   end
-  return frame_end
+  return protected and frame_end + 24 or frame_end
 end
 
 function hs.dissector(tvb, pinfo, root)

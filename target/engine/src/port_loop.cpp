@@ -104,6 +104,17 @@ Status<EngineError> PortLoop::start() {
         return proto::LoginStatus::kOk;
       },
       [this](std::string_view name, const MacAddress& mac) { return visible_luns(name, mac); });
+  proto::SecurityPolicy security;
+  security.secret_for = [this](std::string_view name) -> std::optional<proto::crypto::SecretBytes> {
+    auto it = config_.initiator_secrets.find(name);
+    if (it == config_.initiator_secrets.end()) return std::nullopt;
+    return it->second;
+  };
+  security.required_protection = [this](std::string_view name, const MacAddress& mac,
+                                        bool authenticated) {
+    return required_protection(name, mac, authenticated);
+  };
+  endpoint_->set_security(std::move(security));
   sink_ = std::make_unique<io::PortSink>(*port_);
   refresh_table();
   thread_ = std::thread([this] { run(); });
@@ -132,6 +143,25 @@ std::vector<proto::LunInfo> PortLoop::visible_luns(std::string_view name,
       out.push_back(slot.entry->info);
   }
   return out;
+}
+
+std::optional<proto::Protection> PortLoop::required_protection(std::string_view name,
+                                                               const MacAddress& mac,
+                                                               bool authenticated) const {
+  // The strongest level any LUN visible to this session requires; nothing
+  // visible refuses the login.
+  std::optional<proto::Protection> need;
+  for (const auto& [n, slot] : *table_) {
+    const AccessList& a = *slot.access;
+    if (!a.allows(name, mac) || (!authenticated && a.needs_auth())) continue;
+    need = std::max(need.value_or(proto::Protection::kOff), a.protection);
+  }
+  if (!need) {
+    spdlog::warn("{}: login of '{}' ({}) refused: no LUN visible to it {}", port_->spec(), name,
+                 format_mac(mac),
+                 authenticated ? "" : "without authentication (configure its secret)");
+  }
+  return need;
 }
 
 void PortLoop::refresh_table() {
@@ -253,7 +283,10 @@ const PortLoop::Peer* PortLoop::peer_of(uint32_t session_id) {
   if (it != peers_.end()) return &it->second;
   auto info = endpoint_->session(session_id);
   if (!info) return nullptr;
-  return &peers_.emplace(session_id, Peer{info->initiator_name, info->initiator_mac}).first->second;
+  return &peers_
+              .emplace(session_id, Peer{info->initiator_name, info->initiator_mac,
+                                        info->authenticated, info->protection})
+              .first->second;
 }
 
 void PortLoop::take_commands() {
@@ -295,10 +328,13 @@ void PortLoop::handle_command(proto::IncomingCommand cmd) {
   p->cmd = std::move(cmd);
   auto it = table_->find(p->cmd.header.lun);
   const bool exists = it != table_->end();
-  if (exists && it->second.access->allows(peer.name, peer.mac)) {
+  if (exists &&
+      it->second.access->admits(peer.name, peer.mac, peer.authenticated, peer.protection)) {
     execute_on(it->second.entry, std::move(p), peer);
     return;
   }
+  if (exists && it->second.access->allows(peer.name, peer.mac))
+    counters_.commands_unauthenticated.fetch_add(1, std::memory_order_relaxed);
   // Absent or hidden: the SPC-4 answers for a LUN that is not there.
   (exists ? counters_.commands_denied : counters_.commands_absent)
       .fetch_add(1, std::memory_order_relaxed);
@@ -343,7 +379,8 @@ void PortLoop::execute_on(const std::shared_ptr<LunEntry>& entry, std::shared_pt
 void PortLoop::report_luns(proto::IncomingCommand cmd, const Peer& peer) {
   std::vector<uint16_t> visible;
   for (const auto& [n, slot] : *table_)
-    if (slot.access->allows(peer.name, peer.mac)) visible.push_back(n);
+    if (slot.access->admits(peer.name, peer.mac, peer.authenticated, peer.protection))
+      visible.push_back(n);
   scsi::CommandResult r =
       build_report_luns(cmd.header.cdb_view(), visible, cmd.header.expected_data_in);
   answer_now(std::move(cmd), std::move(r), true);
@@ -426,14 +463,17 @@ void PortLoop::handle_events() {
   while (auto e = endpoint_->pop_event()) {
     switch (e->kind) {
       case proto::TargetEventKind::kSessionEstablished:
-        spdlog::info("{}: session {:08x} established with '{}' ({})", port_->spec(), e->session_id,
-                     e->initiator_name, format_mac(e->initiator_mac));
-        peers_[e->session_id] = Peer{e->initiator_name, e->initiator_mac};
+        spdlog::info("{}: session {:08x} established with '{}' ({}){}, protection {}",
+                     port_->spec(), e->session_id, e->initiator_name, format_mac(e->initiator_mac),
+                     e->authenticated ? " authenticated" : "", proto::to_string(e->protection));
+        peers_[e->session_id] =
+            Peer{e->initiator_name, e->initiator_mac, e->authenticated, e->protection};
         break;
       case proto::TargetEventKind::kSessionResumed:
         spdlog::info("{}: session {:08x} resumed (epoch {})", port_->spec(), e->session_id,
                      e->epoch);
-        peers_[e->session_id] = Peer{e->initiator_name, e->initiator_mac};
+        peers_[e->session_id] =
+            Peer{e->initiator_name, e->initiator_mac, e->authenticated, e->protection};
         break;
       case proto::TargetEventKind::kSessionClosed: {
         spdlog::info("{}: session {:08x} of '{}' closed ({})", port_->spec(), e->session_id,

@@ -62,6 +62,7 @@ struct LoopCounters {
   std::atomic<uint64_t> frames_not_for_us{0};
   std::atomic<uint64_t> commands_executed{0};
   std::atomic<uint64_t> commands_denied{0};
+  std::atomic<uint64_t> commands_unauthenticated{0};  // allowed by name/MAC, not by auth policy
   std::atomic<uint64_t> commands_absent{0};
   std::atomic<uint64_t> commands_busy{0};
   std::atomic<uint64_t> replays{0};
@@ -96,6 +97,8 @@ class PortLoop {
   struct Peer {
     std::string name;
     MacAddress mac{};
+    bool authenticated = false;
+    proto::Protection protection = proto::Protection::kOff;
   };
 
   void run();
@@ -120,6 +123,8 @@ class PortLoop {
   int wait(epoll_event* events, int max, proto::TimePoint now);
   const Peer* peer_of(uint32_t session_id);
   std::vector<proto::LunInfo> visible_luns(std::string_view name, const MacAddress& mac) const;
+  std::optional<proto::Protection> required_protection(std::string_view name, const MacAddress& mac,
+                                                       bool authenticated) const;
   void log_malformed(proto::DecodeError e, proto::TimePoint now);
 
   const EngineConfig& config_;

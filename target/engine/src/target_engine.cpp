@@ -161,6 +161,7 @@ EngineStats TargetEngine::stats() const {
     s.frames_not_for_us += c.frames_not_for_us.load();
     s.commands_executed += c.commands_executed.load();
     s.commands_denied += c.commands_denied.load();
+    s.commands_unauthenticated += c.commands_unauthenticated.load();
     s.commands_absent += c.commands_absent.load();
     s.commands_busy += c.commands_busy.load();
     s.replays += c.replays.load();
@@ -184,6 +185,14 @@ EngineStats TargetEngine::stats() const {
       s.endpoint.command_protocol_errors += t.command_protocol_errors;
       s.endpoint.malformed += t.malformed;
       s.endpoint.frames_ignored += t.frames_ignored;
+      s.endpoint.auth_challenges += t.auth_challenges;
+      s.endpoint.auth_successes += t.auth_successes;
+      s.endpoint.auth_failures += t.auth_failures;
+      s.endpoint.auth_replays += t.auth_replays;
+      s.endpoint.auth_evicted += t.auth_evicted;
+      s.endpoint.frames_unprotected += t.frames_unprotected;
+      s.endpoint.frames_bad_tag += t.frames_bad_tag;
+      s.endpoint.frames_replayed += t.frames_replayed;
     }
   }
   return s;

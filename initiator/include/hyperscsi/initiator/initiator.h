@@ -85,8 +85,17 @@ struct Options {
   Duration reconnect_backoff_max = std::chrono::seconds(2);
   uint32_t max_transfer = (1u << 20) + 4096;  // PDU size we accept (negotiated down)
   std::vector<uint8_t> auth;                  // opaque authentication bytes for login
-  uint64_t seed = 0;                          // 0: random nonces; else deterministic
+  // Secret shared with the target (docs/operations.md "Shared secrets and
+  // protection"); empty: log in unauthenticated. Wiped with the Options.
+  proto::crypto::SecretBytes secret;
+  // Weakest per-frame protection accepted (the target may require stronger).
+  proto::Protection protection = proto::Protection::kOff;
+  uint64_t seed = 0;  // 0: random nonces; else deterministic
 };
+
+// Reads a secret file: its bytes with one trailing newline removed; at least
+// proto::kMinSecretSize bytes. Errors: kInvalidArgument with the reason.
+Result<proto::crypto::SecretBytes, Error> read_secret_file(const std::string& path);
 
 struct TargetInfo {
   io::MacAddress mac{};

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/frame.h"
 
 namespace hyperscsi::engine {
@@ -26,10 +27,23 @@ struct AccessEntry {
   bool operator==(const AccessEntry&) const = default;
 };
 
+// Who may see a LUN: the name/MAC entries (spoofable by anyone on the
+// segment) and, stronger, whether the session must have authenticated with a
+// shared secret and which per-frame protection it must use (auth.h).
 struct AccessList {
   std::vector<AccessEntry> entries;  // empty: open to every initiator
+  bool auth_required = false;        // hidden from sessions that did not authenticate
+  proto::Protection protection = proto::Protection::kOff;  // weakest level a session needs
   bool allows(std::string_view initiator, const MacAddress& mac) const;
-  bool open() const { return entries.empty(); }
+  // Authentication is needed (explicitly, or implied by a protection level).
+  bool needs_auth() const { return auth_required || protection != proto::Protection::kOff; }
+  // allows() and the session's security suffices.
+  bool admits(std::string_view initiator, const MacAddress& mac, bool authenticated,
+              proto::Protection session_protection) const {
+    return allows(initiator, mac) && (authenticated || !needs_auth()) &&
+           session_protection >= protection;
+  }
+  bool open() const { return entries.empty() && !needs_auth(); }
   bool operator==(const AccessList&) const = default;
 };
 

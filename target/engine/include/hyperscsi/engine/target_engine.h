@@ -26,6 +26,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -56,6 +57,9 @@ struct EngineConfig {
   size_t rx_burst = 32;  // frames taken from the port per rx_burst call
   std::chrono::milliseconds malformed_log_interval{1000};  // at most one log line per interval
   bool announce_at_start = true;  // broadcast a DiscoveryReply when a loop starts
+  // Secrets shared with initiators, by initiator name (auth.h). An initiator
+  // without one can only log in unauthenticated.
+  std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;
 };
 
 // One LUN to serve.
@@ -76,8 +80,9 @@ struct EngineStats {
   uint64_t commands_busy = 0;      // refused with BUSY while draining
   uint64_t replays = 0;            // duplicates answered from the reply cache
   uint64_t replies_sent = 0;
-  uint64_t replies_failed = 0;  // session gone or the connection refused the reply
-  proto::TargetStats endpoint;  // summed over ports (as of the last sessions() call)
+  uint64_t replies_failed = 0;            // session gone or the connection refused the reply
+  uint64_t commands_unauthenticated = 0;  // LUN hidden by its auth/protection policy
+  proto::TargetStats endpoint;            // summed over ports (as of the last sessions() call)
 };
 
 // A session as seen by the stats interface.
