@@ -54,7 +54,10 @@ class TargetEndpoint::OutboxSealer : public FrameSink {
  public:
   OutboxSealer(TargetEndpoint& ep, FrameSink& inner) : ep_(ep), inner_(inner) {}
   std::span<uint8_t> acquire(size_t size) override {
+    // Room for a trailer when the sink has it; a full-MTU frame of an
+    // unprotected session may not leave any (and needs none).
     buffer_ = inner_.acquire(size + kProtectionTrailerSize);
+    if (buffer_.empty()) buffer_ = inner_.acquire(size);
     return buffer_.empty() ? buffer_ : buffer_.first(size);
   }
   void commit(size_t length) override {

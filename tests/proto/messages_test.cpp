@@ -298,7 +298,7 @@ TEST(Messages, RandomizedRoundTrips) {
     expect_round_trip(lr, decode_login_request);
     LoginReply rp;
     rp.nonce = static_cast<uint32_t>(rng());
-    rp.status = static_cast<LoginStatus>(rng() % 8);
+    rp.status = static_cast<LoginStatus>(rng() % 9);
     rp.session_id = static_cast<uint32_t>(rng());
     rp.epoch = static_cast<uint16_t>(rng());
     rp.dead_time_ms = static_cast<uint32_t>(rng());
@@ -382,7 +382,7 @@ TEST(MessagesDecode, RejectsBadValuesAndLengths) {
   lr2.push_back(0);
   EXPECT_EQ(err(decode_login_request(lr2)), DecodeError::kBadLength);
   B rp = enc(LoginReply{});
-  rp[4] = 8;
+  rp[4] = 9;  // 8 is kAuthContinue
   EXPECT_EQ(err(decode_login_reply(rp)), DecodeError::kBadField);
   rp[4] = 0;
   rp[5] = 0xFF;  // reserved: ignored

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -49,7 +50,9 @@ RunResult run(const std::string& cmd, int limit_s = 30) {
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 void write_file(const fs::path& p, const std::string& text) {
