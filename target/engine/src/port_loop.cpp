@@ -45,7 +45,12 @@ void Mailbox::push(Completion c) {
   }
   // A non-empty mailbox already has a wake in flight, and the take() it
   // causes collects this item too: one eventfd write per batch, not per item.
-  if (was_empty) wake();
+  if (was_empty && std::this_thread::get_id() != owner_.load()) wake();
+}
+
+bool Mailbox::empty() {
+  std::lock_guard lock(mu_);
+  return items_.empty();
 }
 
 std::deque<Completion> Mailbox::take() {
@@ -172,6 +177,7 @@ void PortLoop::refresh_table() {
 }
 
 void PortLoop::run() {
+  mailbox_->set_owner(std::this_thread::get_id());
   spdlog::info("{}: serving target '{}' (mac {}, mtu {})", port_->spec(), config_.target_name,
                format_mac(port_->mac()), port_->mtu());
   if (config_.announce_at_start) endpoint_->announce(Clock::now());
@@ -219,6 +225,7 @@ void PortLoop::run() {
 
 proto::Duration PortLoop::timeout(TimePoint now) const {
   if (port_->poll_mode()) return proto::Duration::zero();
+  if (!mailbox_->empty()) return proto::Duration::zero();           // own pushes do not wake the fd
   if (sink_->pending() > 0) return std::chrono::microseconds(200);  // port was full: retry soon
   const TimePoint d = endpoint_->next_deadline();
   if (d <= now) return proto::Duration::zero();

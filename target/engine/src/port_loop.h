@@ -45,13 +45,19 @@ class Mailbox {
   ~Mailbox();  // closes it: the last holder may be a completion on another thread
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
+  // From any thread. Wakes the owner only when the mailbox was empty and the
+  // caller is another thread: the owner takes its own pushes later in the
+  // same loop turn, and never sleeps while items wait (see empty()).
   void push(Completion c);
   std::deque<Completion> take();
+  bool empty();
   void wake();
+  void set_owner(std::thread::id id) { owner_.store(id); }
   int fd() const { return wake_fd_; }
 
  private:
   std::mutex mu_;
+  std::atomic<std::thread::id> owner_{};
   std::deque<Completion> items_;
   int wake_fd_ = -1;
 };
