@@ -3,8 +3,10 @@
 // authentication and encryption; hyperscsi-bench in namespace A:
 //  - with the right secret file: a verified write and read pass, and the
 //    daemon reports the session authenticated with protection "encrypt";
-//  - with a wrong secret or none: the login fails clearly (exit 1, an
-//    authentication message) and the daemon counts the failures.
+//  - with a wrong secret: the login fails clearly (exit 1, an
+//    authentication message) and the daemon counts the failure;
+//  - without a secret: the LUN that requires authentication is absent for
+//    the session, while an open LUN next to it still serves it.
 // Needs root (namespaces) and skips with a reason otherwise. Every process,
 // namespace and file it creates is removed, also on failure.
 #include <gtest/gtest.h>
@@ -111,7 +113,8 @@ TEST(DaemonSecurity, SecretAndEncryptionOverVethWithTheRealDaemon) {
                          "\"\n\n[[initiator]]\nname = \"hyperscsi-bench\"\nsecret_file = \"" +
                          key.string() +
                          "\"\n\n[[lun]]\nnumber = 0\nstore = \"ram\"\nsize = \"32M\"\n"
-                         "auth = \"required\"\nprotection = \"encrypt\"\n");
+                         "auth = \"required\"\nprotection = \"encrypt\"\n"
+                         "\n[[lun]]\nnumber = 1\nstore = \"ram\"\nsize = \"8M\"\n");
   Daemon target;
   ASSERT_TRUE(target.start(
       "ip netns exec " + net.ns_b() + " " + target_bin + " --config " + config.string(),
@@ -151,13 +154,19 @@ TEST(DaemonSecurity, SecretAndEncryptionOverVethWithTheRealDaemon) {
   auto bad = run(base + " --secret-file " + wrong.string() + " --workload read --bs 4k --time 1");
   EXPECT_EQ(bad.status, 1) << bad.out;
   EXPECT_NE(bad.out.find("authentication"), std::string::npos) << bad.out;
-  // No secret: the LUN requires authentication, so nothing is visible.
+  // No secret: LUN 0 requires authentication and is absent for such a
+  // session; the open LUN 1 still works for it.
   auto none = run(base + " --workload read --bs 4k --time 1");
   EXPECT_EQ(none.status, 1) << none.out;
-  EXPECT_NE(none.out.find("authentication"), std::string::npos) << none.out;
+  EXPECT_NE(none.out.find("LUN 0"), std::string::npos) << none.out;
+  const std::string open_lun = "ip netns exec " + net.ns_a() + " " + bench_bin +
+                               " --transport hyperscsi --port afpacket:" + net.iface_a() +
+                               " --target " + name + " --lun 1 --quiet --size 8M";
+  auto other = run(open_lun + " --workload write --bs 64k --qd 4 --bytes 8M --verify");
+  EXPECT_EQ(other.status, 0) << other.out;
 
   const std::string json = run(target_bin + " stats --json --control " + control.string()).out;
-  EXPECT_NE(json.find("\"auth_failures\":2"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"auth_failures\":1"), std::string::npos) << json;
   EXPECT_EQ(json.find("\"auth_successes\":0"), std::string::npos) << json;
   EXPECT_TRUE(target.alive()) << slurp(dir.path() / "target.log");
   const std::string log = slurp(dir.path() / "target.log");
