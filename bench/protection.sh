@@ -31,7 +31,7 @@ for b in "$bench" "$target_bin"; do
   [[ -x $b ]] || { echo "protection: $b is not built (--build DIR)" >&2; exit 1; }
 done
 
-tag=hsp$$
+tag=hsprot$$  # own prefix: other tools use hsp...
 ns_s=${tag}s
 ns_c=${tag}c
 if_s=${tag}vs
