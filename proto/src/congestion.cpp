@@ -53,11 +53,20 @@ bool CongestionControl::on_loss(uint32_t in_flight, uint32_t snd_nxt) {
 }
 
 void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
+  before_timeout_ = {cwnd_, ssthresh_, acked_in_ca_, recovery_point_, in_recovery_};
   ssthresh_ = half_flight(in_flight);
   cwnd_ = 1;
   acked_in_ca_ = 0;
   in_recovery_ = true;
   recovery_point_ = snd_nxt;
+}
+
+void CongestionControl::undo_timeout() {
+  cwnd_ = before_timeout_.cwnd;
+  ssthresh_ = before_timeout_.ssthresh;
+  acked_in_ca_ = before_timeout_.acked_in_ca;
+  recovery_point_ = before_timeout_.recovery_point;
+  in_recovery_ = before_timeout_.in_recovery;
 }
 
 }  // namespace hyperscsi::proto

@@ -79,11 +79,15 @@ struct Connection::Impl {
   bool may_retransmit(const TxFrame& f, TimePoint now) const;
   void mark_lost(TxFrame& f, uint32_t seq);
   void on_timeout(TimePoint now);
+  bool frto_may_start() const;
+  void frto_on_ack(bool advanced, bool loss_signal, uint32_t ack);
+  void frto_go_back_n();
   TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
   uint32_t unacked() const { return static_cast<uint32_t>(flight.size()) - sacked_count; }
   bool can_send_new() const {
-    return !queue.empty() && pipe() < cc.cwnd() && flight.size() < peer_window;
+    return !queue.empty() && (pipe() < cc.cwnd() || frto_new_frames > 0) &&
+           flight.size() < peer_window;
   }
   bool can_retransmit() const {
     return lost_count > 0 && (pipe() < cc.cwnd() || flight.front().lost);
@@ -141,6 +145,15 @@ struct Connection::Impl {
   TimePoint latest_delivered_sent{};  // latest transmission time among acked frames
   TimePoint probe_deadline = kNever;
   uint32_t probes = 0;
+
+  // Spurious-timeout detection (F-RTO, RFC 5682's idea): after a timeout only
+  // the oldest frame is resent; the next acks decide whether the originals
+  // were delivered (undo) or lost (go back N as a plain timeout does).
+  enum class Frto : uint8_t { kOff, kFirstAck, kSecondAck };
+  Frto frto = Frto::kOff;
+  uint32_t frto_recover = 0;      // snd_nxt at the timeout
+  uint32_t frto_new_frames = 0;   // new frames that may go beyond cwnd to draw a second ack
+  TimePoint frto_prev_timeout{};  // last_timeout before this one, restored on undo
 
   // Receiver state.
   uint32_t rcv_nxt = 0;    // cumulative ack: next in-order sequence number expected
@@ -274,6 +287,13 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
       cc.on_loss(unacked(), snd_nxt);
     }
   }
+  if (frto != Frto::kOff) {
+    // Evidence of loss: new SACK information, or a standalone duplicate ack,
+    // without the cumulative ack moving.
+    const bool dup = newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
+                     (h.ext.flags & kFlagResponse) == 0;
+    frto_on_ack(advanced, !advanced && (sack_news || dup), ack);
+  }
   if (sack_news) detect_sack_losses(now);
   cc.on_ack(newly, snd_una);
 
@@ -336,15 +356,86 @@ TimePoint Connection::Impl::head_recovery_deadline() const {
   return head.sent_at + wait;
 }
 
+// F-RTO only for the first timeout of an episode, with no other repair under
+// way: then every frame but the head has been sent exactly once, and an ack
+// that moves past the head proves that an original got through.
+bool Connection::Impl::frto_may_start() const {
+  if (frto != Frto::kOff || rtt.backoff_shift() != 0 || lost_count != 0) return false;
+  if (flight.empty() || flight.front().sacked) return false;
+  return std::none_of(flight.begin(), flight.end(),
+                      [](const TxFrame& f) { return f.retransmitted; });
+}
+
+// RFC 5682 steps 2 and 3, SACK-aware. The first ack that carries news must
+// move the cumulative ack past the resent head but not to the timeout's
+// snd_nxt (if it acks everything, the resent head may have caused it), and new
+// data must be available to draw another ack; the second must move it again,
+// over frames sent only once. Anything else: a real timeout, go back N.
+void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, uint32_t ack) {
+  if (!advanced && !loss_signal) return;  // no news (a piggy-backed ack, a window update)
+  if (frto == Frto::kFirstAck) {
+    if (advanced && seq_lt(ack, frto_recover) && !queue.empty() && flight.size() < peer_window) {
+      frto = Frto::kSecondAck;
+      frto_new_frames = 2;
+      return;
+    }
+    frto_go_back_n();
+    return;
+  }
+  if (!advanced) {
+    frto_go_back_n();
+    return;
+  }
+  // Spurious: the originals were delivered, only the acks were late.
+  frto = Frto::kOff;
+  frto_new_frames = 0;
+  ++stats.spurious_timeouts;
+  cc.undo_timeout();
+  rtt.cancel_backoff();
+  // Acks of the delivered originals measure the delay that caused the
+  // timeout: let them feed the RTT estimate again.
+  last_timeout = frto_prev_timeout;
+}
+
+// The timeout was real after all: everything sent before it and not SACKed
+// goes out again oldest-first, as after a plain timeout (the head resent at
+// the timeout and frames sent since are not repeated).
+void Connection::Impl::frto_go_back_n() {
+  frto = Frto::kOff;
+  frto_new_frames = 0;
+  lost_queue.clear();
+  lost_count = 0;
+  for (size_t i = 0; i < flight.size(); ++i) {
+    TxFrame& f = flight[i];
+    const bool was_lost = f.lost;
+    f.lost = false;
+    if (f.sacked) continue;
+    if (was_lost || f.sent_at < last_timeout) mark_lost(f, snd_una + static_cast<uint32_t>(i));
+  }
+}
+
 void Connection::Impl::on_timeout(TimePoint now) {
   if (unacked() == 0) {
     rtx_deadline = kNever;
     return;
   }
   ++stats.timeouts;
+  const bool try_frto = frto_may_start();
+  frto_prev_timeout = last_timeout;
   last_timeout = now;
   rtt.on_timeout();
   cc.on_timeout(unacked(), snd_nxt);
+  dupacks = 0;
+  rtx_deadline = now + rtt.rto();
+  frto_new_frames = 0;
+  if (try_frto) {
+    // Resend only the head; the others stay in flight until the acks tell.
+    frto = Frto::kFirstAck;
+    frto_recover = snd_nxt;
+    mark_lost(flight.front(), snd_una);
+    return;
+  }
+  frto = Frto::kOff;
   // Everything not SACKed is presumed lost; it goes out again as the
   // (collapsed) window allows, oldest first.
   lost_queue.clear();
@@ -354,8 +445,6 @@ void Connection::Impl::on_timeout(TimePoint now) {
     f.lost = false;
     if (!f.sacked) mark_lost(f, snd_una + static_cast<uint32_t>(i));
   }
-  dupacks = 0;
-  rtx_deadline = now + rtt.rto();
 }
 
 // -------------------------------------------------------------- receiver --
@@ -534,7 +623,10 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     f.fragment = p.next_fragment;
     f.last = p.next_offset + f.length == p.bytes.size();
     f.sent_at = now;
+    // F-RTO's probe frames may exceed the collapsed cwnd (RFC 5682 step 2b).
+    const bool frto_probe = pipe() >= cc.cwnd();
     if (!transmit(f, snd_nxt, false, sink)) return;
+    if (frto_probe) --frto_new_frames;
     p.next_offset += f.length;
     ++p.next_fragment;
     ++p.frames_unacked;
@@ -553,7 +645,8 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
       stats.max_in_flight = in_flight;
       stats.max_allowed_window = wnd;
     }
-    if (in_flight > wnd || flight.size() > peer_window) stats.window_violated = true;
+    if ((in_flight > wnd && !frto_probe) || flight.size() > peer_window)
+      stats.window_violated = true;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
   }
 

@@ -465,6 +465,146 @@ TEST(ConnectionSim, RtoFollowsChangedRtt) {
 }
 
 // ---------------------------------------------------------------------------
+// Spurious-timeout detection (F-RTO).
+
+// Shuttles frames between a and b without loss, 50 us each way, until both
+// are idle (bounded).
+void settle(Connection& a, Connection& b, TimePoint& now) {
+  VectorSink sa, sb;
+  for (int i = 0; i < 100000 && !(a.idle() && b.idle()); ++i) {
+    a.poll(now, sa);
+    b.poll(now, sb);
+    now += microseconds(50);
+    for (auto& f : sa.frames) b.on_frame(decode_ok(f), now);
+    for (auto& f : sb.frames) a.on_frame(decode_ok(f), now);
+    sa.frames.clear();
+    sb.frames.clear();
+  }
+  EXPECT_TRUE(a.idle() && b.idle());
+}
+
+// A warmed-up pair (RTT ~100 us, RTO at its floor) with 32 more frames' worth
+// of PDUs queued at a beyond one full window; a has sent that window.
+struct FrtoSetup {
+  TransportParams p;
+  Connection a{p, endpoint_a()};
+  Connection b{p, endpoint_b()};
+  TimePoint now{};
+  VectorSink window;  // the frames a sent
+  uint32_t cwnd_before = 0;
+  uint32_t ssthresh_before = 0;
+  uint32_t first_seq = 0;
+
+  void start() {
+    ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 16, 1)));
+    settle(a, b, now);
+    ASSERT_TRUE(b.pop_pdu());
+    ASSERT_EQ(a.stats().timeouts, 0u);
+    for (uint16_t t = 2; t < 6; ++t)
+      ASSERT_TRUE(
+          a.send_pdu(Opcode::kCommandRequest, t, std::vector<uint8_t>(1460 * 32, uint8_t(t))));
+    a.poll(now, window);
+    cwnd_before = a.stats().cwnd;
+    ssthresh_before = a.stats().ssthresh;
+    ASSERT_GE(cwnd_before, 16u);
+    ASSERT_EQ(window.frames.size(), cwnd_before);
+    first_seq = decode_ok(window.frames[0]).header.ext.seq;
+  }
+};
+
+// (a) A delay spike without loss: every frame arrives, but b's acks are held
+// back past the RTO. The timeout resends only the head, the late acks prove
+// the originals arrived, and the window collapse is undone.
+TEST(ConnectionFrto, DelaySpikeIsDeclaredSpuriousAndUndone) {
+  FrtoSetup s;
+  s.start();
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  VectorSink acks;
+  const TimePoint arrive = s.now + microseconds(50);
+  for (size_t i = 0; i < s.window.frames.size(); ++i) {
+    s.b.on_frame(decode_ok(s.window.frames[i]), arrive);
+    if (i % 4 == 3) s.b.poll(arrive, acks);  // an ack per 4 frames (ack_every)
+  }
+  ASSERT_GE(acks.frames.size(), 3u);
+
+  const TimePoint rto_at = s.a.next_deadline();
+  ASSERT_GE(rto_at - s.now, s.p.rto.min);
+  VectorSink out;
+  s.a.poll(rto_at, out);
+  EXPECT_EQ(s.a.stats().timeouts, 1u);
+  EXPECT_EQ(s.a.stats().cwnd, 1u);
+  ASSERT_EQ(out.frames.size(), 1u);  // only the head, no go-back-N
+  const FrameView head = decode_ok(out.frames[0]);
+  EXPECT_EQ(head.header.ext.seq, s.first_seq);
+  EXPECT_TRUE(head.header.ext.flags & kFlagRetransmit);
+
+  // The held acks arrive. The first moves past the head: two new frames
+  // may go out to draw another ack, nothing is resent.
+  TimePoint now = rto_at + microseconds(100);
+  s.a.on_frame(decode_ok(acks.frames[0]), now);
+  EXPECT_EQ(s.a.stats().spurious_timeouts, 0u);
+  s.a.poll(now, out);
+  ASSERT_EQ(out.frames.size(), 3u);
+  for (size_t i = 1; i < out.frames.size(); ++i) {
+    const FrameView f = decode_ok(out.frames[i]);
+    EXPECT_FALSE(f.header.ext.flags & kFlagRetransmit);
+    EXPECT_EQ(f.header.ext.seq, s.first_seq + s.cwnd_before + uint32_t(i - 1));
+  }
+  // The second moves it again, over frames sent once: spurious.
+  s.a.on_frame(decode_ok(acks.frames[1]), now);
+  EXPECT_EQ(s.a.stats().spurious_timeouts, 1u);
+  EXPECT_GE(s.a.stats().cwnd, s.cwnd_before);
+  EXPECT_EQ(s.a.stats().ssthresh, s.ssthresh_before);
+  EXPECT_LT(s.a.stats().rto, 2 * s.p.rto.min + microseconds(1000));  // no backoff left
+  for (size_t i = 2; i < acks.frames.size(); ++i) s.a.on_frame(decode_ok(acks.frames[i]), now);
+
+  // The rest completes without any further retransmission.
+  now += microseconds(50);
+  for (auto& f : out.frames) s.b.on_frame(decode_ok(f), now);
+  settle(s.a, s.b, now);
+  EXPECT_EQ(s.a.stats().frames_retransmitted, 1u);
+  EXPECT_EQ(s.a.stats().timeouts, 1u);
+  EXPECT_EQ(s.a.stats().spurious_timeouts, 1u);
+  EXPECT_FALSE(s.a.stats().window_violated);
+  int pdus = 0;
+  while (auto p = s.b.pop_pdu()) {
+    EXPECT_EQ(p->bytes, std::vector<uint8_t>(1460 * 32, uint8_t(p->tag)));
+    ++pdus;
+  }
+  EXPECT_EQ(pdus, 4);
+}
+
+// (b) Real loss: the whole window is lost. The timeout resends the head; the
+// acks that follow show holes, so the sender goes back N exactly as a plain
+// timeout does and the timeout is not declared spurious.
+TEST(ConnectionFrto, RealLossRecoversAsBefore) {
+  FrtoSetup s;
+  s.start();
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  const TimePoint rto_at = s.a.next_deadline();
+  VectorSink out;
+  s.a.poll(rto_at, out);
+  EXPECT_EQ(s.a.stats().timeouts, 1u);
+  ASSERT_EQ(out.frames.size(), 1u);
+  EXPECT_EQ(decode_ok(out.frames[0]).header.ext.seq, s.first_seq);
+
+  // The link is back: from here every frame gets through.
+  TimePoint now = rto_at + microseconds(50);
+  for (auto& f : out.frames) s.b.on_frame(decode_ok(f), now);
+  settle(s.a, s.b, now);
+  EXPECT_EQ(s.a.stats().spurious_timeouts, 0u);
+  EXPECT_EQ(s.a.stats().timeouts, 1u);
+  EXPECT_GE(s.a.stats().frames_retransmitted, uint64_t{s.cwnd_before});  // the whole window
+  EXPECT_LE(s.a.stats().ssthresh, s.cwnd_before);                        // the reduction stands
+  int pdus = 0;
+  while (auto p = s.b.pop_pdu()) {
+    EXPECT_EQ(p->bytes, std::vector<uint8_t>(1460 * 32, uint8_t(p->tag)));
+    ++pdus;
+  }
+  EXPECT_EQ(pdus, 4);
+}
+
+// ---------------------------------------------------------------------------
 // Focused behaviour.
 
 TEST(Connection, FragmentsFillTheMtu) {

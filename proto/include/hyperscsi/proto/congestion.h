@@ -22,8 +22,13 @@ class CongestionControl {
   // recovery point. Returns true if the window was reduced.
   bool on_loss(uint32_t in_flight, uint32_t snd_nxt);
 
-  // Retransmission timeout: ssthresh = half the flight, cwnd = 1.
+  // Retransmission timeout: ssthresh = half the flight, cwnd = 1. Remembers
+  // the state before it for undo_timeout().
   void on_timeout(uint32_t in_flight, uint32_t snd_nxt);
+
+  // The last timeout was spurious (the originals were delivered): restores
+  // cwnd, ssthresh and the recovery state from just before it.
+  void undo_timeout();
 
   uint32_t cwnd() const { return cwnd_; }
   uint32_t ssthresh() const { return ssthresh_; }
@@ -43,6 +48,12 @@ class CongestionControl {
   uint32_t acked_in_ca_ = 0;  // acks counted toward the next +1 in congestion avoidance
   uint32_t recovery_point_ = 0;
   bool in_recovery_ = false;
+
+  struct Saved {
+    uint32_t cwnd, ssthresh, acked_in_ca, recovery_point;
+    bool in_recovery;
+  };
+  Saved before_timeout_{};
 };
 
 }  // namespace hyperscsi::proto

@@ -6,7 +6,9 @@
 // holes (fast retransmit), limits frames in flight to min(cwnd, peer window)
 // (AIMD), acknowledges cumulatively and selectively (piggy-backed on outgoing
 // frames, or a delayed standalone 0x21 ack), and reassembles incoming PDUs,
-// delivering each exactly once.
+// delivering each exactly once. A timeout first resends only the oldest frame
+// and undoes its window collapse if the next acks show the originals arrived
+// (F-RTO style spurious-timeout detection).
 //
 // No I/O, no threads, no clock: the owner feeds received frames and the time,
 // and collects frames to send through a FrameSink.
@@ -31,13 +33,13 @@ struct RtoParams {
 };
 
 struct TransportParams {
-  size_t mtu = 1500;                    // negotiated L3 MTU: frames are at most mtu + 14 bytes
-  uint16_t receive_window = 512;        // frames we accept beyond our cumulative ack
-  uint32_t max_pdu = (1u << 20) + 4096;  // largest PDU either side may send
-  bool checksum = true;                 // set kFlagChecksum on every frame we send
-  bool sack = true;                     // send SACK blocks
+  size_t mtu = 1500;                         // negotiated L3 MTU: frames are at most mtu + 14 bytes
+  uint16_t receive_window = 512;             // frames we accept beyond our cumulative ack
+  uint32_t max_pdu = (1u << 20) + 4096;      // largest PDU either side may send
+  bool checksum = true;                      // set kFlagChecksum on every frame we send
+  bool sack = true;                          // send SACK blocks
   Duration delayed_ack = microseconds(500);  // 0: ack every frame at once
-  uint32_t ack_every = 4;               // ack at once after this many unacked frames
+  uint32_t ack_every = 4;                    // ack at once after this many unacked frames
   RtoParams rto;
   uint32_t initial_cwnd = 16;           // frames
   uint32_t max_cwnd = 4096;             // frames
@@ -77,19 +79,20 @@ class FrameSink {
 struct TransportStats {
   uint64_t pdus_sent = 0;
   uint64_t pdus_received = 0;
-  uint64_t frames_sent = 0;          // sequenced frames, first transmissions
+  uint64_t frames_sent = 0;  // sequenced frames, first transmissions
   uint64_t frames_retransmitted = 0;
   uint64_t fast_retransmits = 0;
   uint64_t timeouts = 0;
-  uint64_t acks_sent = 0;            // standalone 0x21 frames
-  uint64_t frames_received = 0;      // sequenced frames accepted
+  uint64_t spurious_timeouts = 0;  // timeouts later shown spurious and undone (of `timeouts`)
+  uint64_t acks_sent = 0;          // standalone 0x21 frames
+  uint64_t frames_received = 0;    // sequenced frames accepted
   uint64_t duplicates_received = 0;
-  uint64_t out_of_window = 0;        // sequenced frames dropped: beyond our window
-  uint64_t bytes_sent = 0;           // PDU bytes, first transmissions
-  uint64_t bytes_received = 0;       // PDU bytes delivered
-  uint32_t max_in_flight = 0;        // highest frames-in-flight ever seen
-  uint32_t max_allowed_window = 0;   // the send window (min(cwnd, peer)) at that moment
-  bool window_violated = false;      // set if in-flight ever exceeded the send window
+  uint64_t out_of_window = 0;       // sequenced frames dropped: beyond our window
+  uint64_t bytes_sent = 0;          // PDU bytes, first transmissions
+  uint64_t bytes_received = 0;      // PDU bytes delivered
+  uint32_t max_in_flight = 0;       // highest frames-in-flight ever seen
+  uint32_t max_allowed_window = 0;  // the send window (min(cwnd, peer)) at that moment
+  bool window_violated = false;     // set if in-flight ever exceeded the send window
   Duration srtt{};
   Duration rttvar{};
   Duration rto{};

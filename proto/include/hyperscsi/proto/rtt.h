@@ -20,6 +20,9 @@ class RttEstimator {
   // The retransmission timer fired: doubles the RTO (capped at params.max).
   void on_timeout();
 
+  // The last timeout was spurious: the RTO returns to the estimate.
+  void cancel_backoff() { backoff_ = 0; }
+
   // The RTO to arm now, including backoff.
   Duration rto() const;
   // The RTO from the estimates alone, without backoff.
