@@ -80,7 +80,7 @@ struct Connection::Impl {
   void mark_lost(TxFrame& f, uint32_t seq);
   void on_timeout(TimePoint now);
   bool frto_may_start() const;
-  void frto_on_ack(bool advanced, bool loss_signal, uint32_t ack);
+  void frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack);
   void frto_go_back_n();
   TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
@@ -292,7 +292,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     // without the cumulative ack moving.
     const bool dup = newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
                      (h.ext.flags & kFlagResponse) == 0;
-    frto_on_ack(advanced, !advanced && (sack_news || dup), ack);
+    frto_on_ack(advanced, !advanced && (sack_news || dup), sack_news, ack);
   }
   if (sack_news) detect_sack_losses(now);
   cc.on_ack(newly, snd_una);
@@ -369,12 +369,16 @@ bool Connection::Impl::frto_may_start() const {
 // RFC 5682 steps 2 and 3, SACK-aware. The first ack that carries news must
 // move the cumulative ack past the resent head but not to the timeout's
 // snd_nxt (if it acks everything, the resent head may have caused it), and new
-// data must be available to draw another ack; the second must move it again,
+// data must be available to draw another ack, and it must not report holes
+// (SACK); the second must move it again,
 // over frames sent only once. Anything else: a real timeout, go back N.
-void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, uint32_t ack) {
+void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack) {
   if (!advanced && !loss_signal) return;  // no news (a piggy-backed ack, a window update)
   if (frto == Frto::kFirstAck) {
-    if (advanced && seq_lt(ack, frto_recover) && !queue.empty() && flight.size() < peer_window) {
+    // New SACK blocks here show holes: some frames were lost, and repairing
+    // them would blur what the second ack proves.
+    if (advanced && !sack_news && seq_lt(ack, frto_recover) && !queue.empty() &&
+        flight.size() < peer_window) {
       frto = Frto::kSecondAck;
       frto_new_frames = 2;
       return;
