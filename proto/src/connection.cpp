@@ -368,10 +368,10 @@ bool Connection::Impl::frto_may_start() const {
 
 // RFC 5682 steps 2 and 3, SACK-aware. The first ack that carries news must
 // move the cumulative ack past the resent head but not to the timeout's
-// snd_nxt (if it acks everything, the resent head may have caused it), and new
-// data must be available to draw another ack, and it must not report holes
-// (SACK); the second must move it again,
-// over frames sent only once. Anything else: a real timeout, go back N.
+// snd_nxt (if it acks everything, the resent head may have caused it), report
+// no holes, and new data must be available to draw another ack. The second
+// must move the cumulative ack again, over frames sent only once. Anything
+// else: a real timeout, go back N.
 void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack) {
   if (!advanced && !loss_signal) return;  // no news (a piggy-backed ack, a window update)
   if (frto == Frto::kFirstAck) {
