@@ -80,7 +80,8 @@ struct Connection::Impl {
   void mark_lost(TxFrame& f, uint32_t seq);
   void on_timeout(TimePoint now);
   bool frto_may_start() const;
-  void frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack);
+  void frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack, TimePoint now);
+  void frto_undo();
   void frto_go_back_n();
   TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
@@ -151,9 +152,10 @@ struct Connection::Impl {
   // were delivered (undo) or lost (go back N as a plain timeout does).
   enum class Frto : uint8_t { kOff, kFirstAck, kSecondAck };
   Frto frto = Frto::kOff;
-  uint32_t frto_recover = 0;      // snd_nxt at the timeout
-  uint32_t frto_new_frames = 0;   // new frames that may go beyond cwnd to draw a second ack
-  TimePoint frto_prev_timeout{};  // last_timeout before this one, restored on undo
+  uint32_t frto_recover = 0;          // snd_nxt at the timeout
+  uint32_t frto_new_frames = 0;       // new frames that may go beyond cwnd to draw a second ack
+  TimePoint frto_prev_timeout{};      // last_timeout before this one, restored on undo
+  TimePoint frto_resent_at = kNever;  // when the head went out again
 
   // Receiver state.
   uint32_t rcv_nxt = 0;    // cumulative ack: next in-order sequence number expected
@@ -292,7 +294,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     // without the cumulative ack moving.
     const bool dup = newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
                      (h.ext.flags & kFlagResponse) == 0;
-    frto_on_ack(advanced, !advanced && (sack_news || dup), sack_news, ack);
+    frto_on_ack(advanced, !advanced && (sack_news || dup), sack_news, ack, now);
   }
   if (sack_news) detect_sack_losses(now);
   cc.on_ack(newly, snd_una);
@@ -372,9 +374,18 @@ bool Connection::Impl::frto_may_start() const {
 // no holes, and new data must be available to draw another ack. The second
 // must move the cumulative ack again, over frames sent only once. Anything
 // else: a real timeout, go back N.
-void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack) {
+void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack,
+                                   TimePoint now) {
   if (!advanced && !loss_signal) return;  // no news (a piggy-backed ack, a window update)
   if (frto == Frto::kFirstAck) {
+    // An ack moving past the head sooner than half the smallest RTT ever
+    // measured after the head was resent was sent before the resent copy
+    // could arrive: the original got through (even if it acks everything).
+    if (advanced && !sack_news && rtt.has_sample() &&
+        (frto_resent_at == kNever || now - frto_resent_at < rtt.min_rtt() / 2)) {
+      frto_undo();
+      return;
+    }
     // New SACK blocks here show holes: some frames were lost, and repairing
     // them would blur what the second ack proves.
     if (advanced && !sack_news && seq_lt(ack, frto_recover) && !queue.empty() &&
@@ -390,7 +401,11 @@ void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_ne
     frto_go_back_n();
     return;
   }
-  // Spurious: the originals were delivered, only the acks were late.
+  frto_undo();
+}
+
+// Spurious: the originals were delivered, only the acks were late.
+void Connection::Impl::frto_undo() {
   frto = Frto::kOff;
   frto_new_frames = 0;
   ++stats.spurious_timeouts;
@@ -436,6 +451,7 @@ void Connection::Impl::on_timeout(TimePoint now) {
     // Resend only the head; the others stay in flight until the acks tell.
     frto = Frto::kFirstAck;
     frto_recover = snd_nxt;
+    frto_resent_at = kNever;  // set when poll() sends it
     mark_lost(flight.front(), snd_una);
     return;
   }
@@ -600,6 +616,7 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     --lost_count;
     f.retransmitted = true;
     f.sent_at = now;
+    if (idx == 0 && frto == Frto::kFirstAck && frto_resent_at == kNever) frto_resent_at = now;
     ++stats.frames_retransmitted;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
     return true;

@@ -23,12 +23,14 @@ bool RttEstimator::on_sample(Duration rtt, bool retransmitted) {
     // RFC 6298 2.2: first measurement.
     srtt_ = rtt;
     rttvar_ = rtt / 2;
+    min_rtt_ = rtt;
     has_sample_ = true;
   } else {
     const Duration err = rtt - srtt_;
     const Duration abs_err = err < Duration::zero() ? -err : err;
     rttvar_ += (abs_err - rttvar_) / 4;
     srtt_ += err / 8;
+    min_rtt_ = std::min(min_rtt_, rtt);
   }
   base_rto_ = clamp(srtt_ + 4 * rttvar_);
   backoff_ = 0;

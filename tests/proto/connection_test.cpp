@@ -574,6 +574,48 @@ TEST(ConnectionFrto, DelaySpikeIsDeclaredSpuriousAndUndone) {
   EXPECT_EQ(pdus, 4);
 }
 
+// One ack covering the whole window, as a starved receiver sends after a
+// batch: ambiguous by the two-ack rule, but if it arrives sooner than half the
+// smallest RTT after the head was resent, it cannot be for the resent copy.
+void single_late_ack(Duration after_rto, bool expect_spurious) {
+  FrtoSetup s;
+  s.start();
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  const TimePoint arrive = s.now + microseconds(50);
+  for (auto& f : s.window.frames) s.b.on_frame(decode_ok(f), arrive);
+  VectorSink ack;
+  s.b.poll(arrive, ack);
+  ASSERT_EQ(ack.frames.size(), 1u);
+  ASSERT_EQ(decode_ok(ack.frames[0]).header.ext.ack, s.first_seq + s.cwnd_before);
+  const TimePoint rto_at = s.a.next_deadline();
+  VectorSink out;
+  s.a.poll(rto_at, out);
+  ASSERT_EQ(out.frames.size(), 1u);
+  TimePoint now = rto_at + after_rto;
+  s.a.on_frame(decode_ok(ack.frames[0]), now);
+  EXPECT_EQ(s.a.stats().spurious_timeouts, expect_spurious ? 1u : 0u);
+  if (expect_spurious) {
+    EXPECT_GE(s.a.stats().cwnd, s.cwnd_before);
+    EXPECT_EQ(s.a.stats().ssthresh, s.ssthresh_before);
+  } else {
+    EXPECT_LT(s.a.stats().cwnd, s.cwnd_before);
+  }
+  for (auto& f : out.frames) s.b.on_frame(decode_ok(f), now);
+  settle(s.a, s.b, now);
+  EXPECT_EQ(s.a.stats().frames_retransmitted, 1u);  // nothing was lost: only the head, either way
+  int pdus = 0;
+  while (s.b.pop_pdu()) ++pdus;
+  EXPECT_EQ(pdus, 4);
+}
+
+TEST(ConnectionFrto, OneAckForEverythingSoonAfterTheTimeoutIsSpurious) {
+  single_late_ack(microseconds(1), true);
+}
+
+TEST(ConnectionFrto, OneAckForEverythingLaterIsTreatedAsARealTimeout) {
+  single_late_ack(milliseconds(1), false);
+}
+
 // (b) Real loss: the whole window is lost. The timeout resends the head; the
 // acks that follow show holes, so the sender goes back N exactly as a plain
 // timeout does and the timeout is not declared spurious.

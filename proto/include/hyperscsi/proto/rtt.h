@@ -28,6 +28,8 @@ class RttEstimator {
   // The RTO from the estimates alone, without backoff.
   Duration base_rto() const { return base_rto_; }
   Duration srtt() const { return srtt_; }
+  // The smallest valid sample so far (zero before the first).
+  Duration min_rtt() const { return min_rtt_; }
   Duration rttvar() const { return rttvar_; }
   bool has_sample() const { return has_sample_; }
   unsigned backoff_shift() const { return backoff_; }
@@ -38,6 +40,7 @@ class RttEstimator {
   RtoParams params_;
   Duration srtt_{};
   Duration rttvar_{};
+  Duration min_rtt_{};
   Duration base_rto_{};
   unsigned backoff_ = 0;
   bool has_sample_ = false;
