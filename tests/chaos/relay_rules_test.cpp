@@ -70,10 +70,19 @@ class RelayRig {
       why = "cannot open the end ports";
       return false;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // relay's sockets open
-    if (!relay_.alive()) {
-      why = "relay exited: " + slurp(log_);
-      return false;
+    // Probes sent before the relay's sockets are bound are lost without a
+    // count; wait for its ready line (a fixed sleep was too short under load).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (slurp(log_).find("hyperscsi-relay: ready") == std::string::npos) {
+      if (!relay_.alive()) {
+        why = "relay exited: " + slurp(log_);
+        return false;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        why = "relay not ready after 15 s: " + slurp(log_);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return true;
   }

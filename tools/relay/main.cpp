@@ -257,6 +257,12 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
+  // Both sockets are bound: frames sent from now on are relayed. Scripts and
+  // tests wait for this line instead of guessing how long start-up takes.
+  std::fprintf(stderr, "hyperscsi-relay: ready, relaying %s <-> %s\n", spec_a.c_str(),
+               spec_b.c_str());
+  std::fflush(stderr);
+
   const TimePoint end = duration_s > 0
                             ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                  std::chrono::duration<double>(duration_s))
