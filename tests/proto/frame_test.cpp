@@ -371,8 +371,9 @@ TEST(Frame, ExamplesMatchHandWrittenBytes) {
 
 // docs/protocol.md must show exactly the bytes the encoder writes.
 TEST(Frame, ProtocolDocExamplesMatchEncoder) {
-  std::string path = __FILE__;
-  path = path.substr(0, path.rfind("tests/proto/")) + "docs/protocol.md";
+  // From the build's definition, not __FILE__: ccache's base_dir makes
+  // __FILE__ relative to the build directory.
+  const std::string path = std::string(HYPERSCSI_SOURCE_DIR) + "/docs/protocol.md";
   std::ifstream in(path);
   ASSERT_TRUE(in.good()) << "cannot read " << path;
   std::stringstream ss;
