@@ -27,7 +27,7 @@ Status<ConfigError> read_field(const toml::table& t, std::string_view key, T& ou
                                const std::string& origin, std::string_view context) {
   const toml::node* n = t.get(key);
   if (!n) return {};
-  auto v = n->value<T>();
+  auto v = n->value_exact<T>();
   if (!v) {
     return Unexpected(
         error_at(origin, n, std::string(context) + "." + std::string(key) + " has the wrong type"));
@@ -41,11 +41,11 @@ Status<ConfigError> read_size(const toml::table& t, std::string_view key, uint64
   const toml::node* n = t.get(key);
   if (!n) return {};
   std::string text;
-  if (auto i = n->value<int64_t>()) {
+  if (auto i = n->value_exact<int64_t>()) {
     if (*i <= 0)
       return Unexpected(error_at(origin, n, std::string(context) + ".size must be positive"));
     text = std::to_string(*i);
-  } else if (auto s = n->value<std::string>()) {
+  } else if (auto s = n->value_exact<std::string>()) {
     text = *s;
   } else {
     return Unexpected(
@@ -97,7 +97,7 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   LunSetting l;
   const toml::node* num = t.get("number");
   if (!num) return Unexpected(error_at(origin, &t, "[[lun]] needs a number"));
-  auto n = num->value<int64_t>();
+  auto n = num->value_exact<int64_t>();
   if (!n || *n < 0 || *n > static_cast<int64_t>(scsi::kMaxLun))
     return Unexpected(
         error_at(origin, num, "lun number must be 0.." + std::to_string(scsi::kMaxLun)));
@@ -269,7 +269,7 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       const toml::array* arr = pn->as_array();
       if (!arr) return Unexpected(error_at(origin, pn, "target.ports must be an array of strings"));
       for (const toml::node& p : *arr) {
-        auto s = p.value<std::string>();
+        auto s = p.value_exact<std::string>();
         if (!s) return Unexpected(error_at(origin, &p, "target.ports must be an array of strings"));
         c.ports.push_back(*s);
       }

@@ -149,6 +149,16 @@ TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
       "t.toml");
   ASSERT_FALSE(badbs.ok());
   EXPECT_NE(badbs.error().message.find("512 or 4096"), std::string::npos);
+  // Floats are not sizes or counts: refused by type, never converted (the
+  // config fuzzer found toml++'s float->int conversion overflowing on 209e17).
+  auto floatsize = daemon::parse_config(
+      "[target]\nports=[\"mem:x\"]\n[[lun]]\nnumber=0\nstore=\"ram:1M\"\nsize=209e17\n", "t.toml");
+  ASSERT_FALSE(floatsize.ok());
+  EXPECT_NE(floatsize.error().message.find("size must be a number"), std::string::npos)
+      << floatsize.error().message;
+  auto floatnumber = daemon::parse_config(
+      "[target]\nports=[\"mem:x\"]\n[[lun]]\nnumber=1.0\nstore=\"ram:1M\"\n", "t.toml");
+  ASSERT_FALSE(floatnumber.ok());
   auto noport = daemon::parse_config("[[lun]]\nnumber=0\nstore=\"ram:1M\"\n", "t.toml");
   ASSERT_FALSE(noport.ok());
   EXPECT_NE(noport.error().message.find("no port"), std::string::npos);
