@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 
 namespace {
@@ -223,37 +224,7 @@ TEST(BenchTool, LocalVerifyPassesAndCatchesCorruption) {
   EXPECT_NE(missing.out.find("cannot open"), std::string::npos) << missing.out;
 }
 
-// A background process in its own process group; stopped on destruction.
-class Background {
- public:
-  Background() = default;
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-  bool start(const std::string& cmd, const std::string& log) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >" + log + " 2>&1").c_str(), nullptr);
-      _exit(127);
-    }
-    return pid_ > 0;
-  }
-  pid_t pid() const { return pid_; }
-  bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    for (int i = 0; i < 100 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  ~Background() { stop(); }
-
- private:
-  pid_t pid_ = -1;
-};
+using Background = hyperscsi::test_support::BackgroundProcess;
 
 std::string slurp(const fs::path& p) {
   std::string text;

@@ -27,6 +27,7 @@
 
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 
 namespace {
@@ -50,43 +51,7 @@ bool have(const std::string& tool) {
   return run("command -v " + tool + " >/dev/null");
 }
 
-// A background process started through the shell; killed on destruction.
-class Background {
- public:
-  Background() = default;
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-  bool start(const std::string& cmd, const std::string& log) {
-    stop();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >" + log + " 2>&1").c_str(), nullptr);
-      _exit(127);
-    }
-    return pid_ > 0;
-  }
-  bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void kill9() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    for (int i = 0; i < 100 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  ~Background() { stop(); }
-
- private:
-  pid_t pid_ = -1;
-};
+using Background = hyperscsi::test_support::BackgroundProcess;
 
 class AttachE2eTest : public ::testing::Test {
  protected:

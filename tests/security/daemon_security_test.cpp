@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 #include "hyperscsi/test_support/process.h"
 
@@ -62,33 +63,7 @@ void write_file(const fs::path& p, const std::string& text) {
   fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
 }
 
-// A daemon in its own process group, stopped with SIGTERM then SIGKILL.
-class Daemon {
- public:
-  bool start(const std::string& cmd, const std::string& log) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >" + log + " 2>&1").c_str(), nullptr);
-      _exit(127);
-    }
-    return pid_ > 0;
-  }
-  bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    for (int i = 0; i < 100 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  ~Daemon() { stop(); }
-
- private:
-  pid_t pid_ = -1;
-};
+using Daemon = hyperscsi::test_support::BackgroundProcess;
 
 TEST(DaemonSecurity, SecretAndEncryptionOverVethWithTheRealDaemon) {
   const std::string target_bin = HYPERSCSI_TARGET_BIN;
