@@ -32,30 +32,10 @@ using hyperscsi::test_support::NetnsPair;
 using hyperscsi::test_support::TempDir;
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int status = -1;
-  std::string out;
-};
-
-// Runs `cmd` through the shell, bounded by timeout(1).
+using hyperscsi::test_support::read_text_file;
+using hyperscsi::test_support::RunResult;
 RunResult run(const std::string& cmd, int limit_s = 30) {
-  RunResult r;
-  const std::string full = "timeout -k 2 " + std::to_string(limit_s) + " " + cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return hyperscsi::test_support::run_bounded(cmd, limit_s);
 }
 
 void write_file(const fs::path& p, const std::string& text) {
@@ -106,7 +86,7 @@ TEST(DaemonSecurity, SecretAndEncryptionOverVethWithTheRealDaemon) {
     if (w.status != 1 || !target.alive()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  ASSERT_EQ(w.status, 0) << w.out << "\ntarget log:\n" << slurp(dir.path() / "target.log");
+  ASSERT_EQ(w.status, 0) << w.out << "\ntarget log:\n" << read_text_file(dir.path() / "target.log");
   auto r = run(base + " --secret-file " + key.string() +
                " --workload randread --bs 16k --qd 16 --time 1 --verify");
   ASSERT_EQ(r.status, 0) << r.out;
@@ -143,8 +123,8 @@ TEST(DaemonSecurity, SecretAndEncryptionOverVethWithTheRealDaemon) {
   const std::string json = run(target_bin + " stats --json --control " + control.string()).out;
   EXPECT_NE(json.find("\"auth_failures\":1"), std::string::npos) << json;
   EXPECT_EQ(json.find("\"auth_successes\":0"), std::string::npos) << json;
-  EXPECT_TRUE(target.alive()) << slurp(dir.path() / "target.log");
-  const std::string log = slurp(dir.path() / "target.log");
+  EXPECT_TRUE(target.alive()) << read_text_file(dir.path() / "target.log");
+  const std::string log = read_text_file(dir.path() / "target.log");
   EXPECT_EQ(log.find("3f9c2a7b"), std::string::npos) << "the secret must never be logged";
   target.stop();
 }

@@ -38,4 +38,20 @@ std::pair<std::string, int> run_command(const std::string& cmd) {
   return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
+RunResult run_bounded(const std::string& cmd, int limit_s) {
+  auto [out, status] = run_command("timeout -k 2 " + std::to_string(limit_s) + " " + cmd + " 2>&1");
+  return RunResult{status, std::move(out)};
+}
+
+std::string read_text_file(const std::filesystem::path& p) {
+  std::string text;
+  if (FILE* f = std::fopen(p.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
+}
+
 }  // namespace hyperscsi::test_support
