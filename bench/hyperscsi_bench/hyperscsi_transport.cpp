@@ -48,6 +48,11 @@ class HyperscsiTransport final : public Transport {
     return FrameCounts{port.tx_frames, port.rx_frames};
   }
 
+  std::optional<RecoveryCounts> recovery() const override {
+    const auto t = initiator_->stats().transport;
+    return RecoveryCounts{t.frames_retransmitted, t.timeouts, t.spurious_timeouts};
+  }
+
  private:
   std::unique_ptr<initiator::Initiator> initiator_;
   initiator::Lun lun_;
@@ -67,6 +72,7 @@ TransportResult open_hyperscsi(const HyperscsiOptions& options) {
     return Unexpected("--protection must be off, integrity or encrypt, not '" + options.protection +
                       "'");
   io.protection = *level;
+  io.checksum = options.checksum;
   if (!options.secret_file.empty()) {
     auto secret = initiator::read_secret_file(options.secret_file);
     if (!secret) return Unexpected(secret.error().message);

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hyperscsi-bench ") + HYPERSCSI_VERSION);
   std::string transport_name = "local", port, target, url, path, workload = "randread";
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
-  std::string secret_file, protection = "off";
+  std::string secret_file, protection = "off", checksum = "on";
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   double seconds = 0;
@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
                  "login as initiator 'hyperscsi-bench')");
   app.add_option("--protection", protection,
                  "HyperSCSI: weakest per-frame protection accepted: off, integrity, encrypt");
+  app.add_option("--checksum", checksum,
+                 "HyperSCSI: offer crc32 on every frame (on, the default) or not (off); iSCSI "
+                 "digests stay as the target sets them")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
   app.add_option("--path", path, "local file or block device");
   app.add_flag("--direct", direct, "local: open with O_DIRECT");
@@ -88,7 +92,13 @@ int main(int argc, char** argv) {
   app.add_option("--shaped", shaped, "label recorded in the result");
   app.add_flag("--json", json, "print one JSON record instead of the table");
   app.add_flag("--quiet,-q", quiet, "no progress line");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help/--version exit 0; any bad argument exits 1 as documented (not CLI11's own codes).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 1;
+  }
   read_pct_given = pct->count() > 0;
 
   WorkloadConfig config;
@@ -131,7 +141,8 @@ int main(int argc, char** argv) {
                              .lun = lun,
                              .max_outstanding = std::max(qd, 1u) * 2,
                              .secret_file = secret_file,
-                             .protection = protection});
+                             .protection = protection,
+                             .checksum = checksum == "on"});
   else
     opened = open_iscsi({.url = url});
   if (!opened) {
@@ -152,6 +163,7 @@ int main(int argc, char** argv) {
   if (!iface.empty() && !iface_before)
     std::fprintf(stderr, "warning: no counters for interface %s\n", iface.c_str());
   const auto frames_before = transport.frames();
+  const auto recovery_before = transport.recovery();
 
   Progress progress;
   if (!quiet) {
@@ -169,6 +181,7 @@ int main(int argc, char** argv) {
   const auto target_after = target_pid ? sample_process(target_pid) : std::nullopt;
   const auto iface_after = iface.empty() ? std::nullopt : sample_interface(iface);
   const auto frames_after = transport.frames();
+  const auto recovery_after = transport.recovery();
 
   Record rec;
   rec.transport = transport.name();
@@ -211,6 +224,11 @@ int main(int argc, char** argv) {
     rec.frames_per_io =
         double((frames_after->tx - frames_before->tx) + (frames_after->rx - frames_before->rx)) /
         ios;
+  if (recovery_before && recovery_after) {
+    rec.client_retransmits = recovery_after->retransmits - recovery_before->retransmits;
+    rec.client_timeouts = recovery_after->timeouts - recovery_before->timeouts;
+    rec.client_spurious_timeouts = recovery_after->spurious - recovery_before->spurious;
+  }
 
   std::fputs((json ? to_json(rec) + "\n" : to_table(rec)).c_str(), stdout);
   std::fflush(stdout);

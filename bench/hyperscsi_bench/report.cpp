@@ -25,6 +25,9 @@ std::string number(double v) {
 std::string optional_number(const std::optional<double>& v) {
   return v ? number(*v) : "null";
 }
+std::string optional_count(const std::optional<uint64_t>& v) {
+  return v ? std::to_string(*v) : "null";
+}
 std::string optional_text(const std::optional<double>& v, const char* format) {
   return v ? fmt::format(fmt::runtime(format), *v) : "n/a";
 }
@@ -61,6 +64,9 @@ std::string to_json(const Record& r) {
   add("ctx_per_io_client", number(r.ctx_per_io_client));
   add("ctx_per_io_target", optional_number(r.ctx_per_io_target));
   add("frames_per_io", optional_number(r.frames_per_io));
+  add("client_retransmits", optional_count(r.client_retransmits));
+  add("client_timeouts", optional_count(r.client_timeouts));
+  add("client_spurious_timeouts", optional_count(r.client_spurious_timeouts));
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));
@@ -87,6 +93,10 @@ std::string to_table(const Record& r) {
   row("ctx switches/IO client", fmt::format("{:.2f}", r.ctx_per_io_client));
   row("ctx switches/IO target", optional_text(r.ctx_per_io_target, "{:.2f}"));
   row("frames/IO", optional_text(r.frames_per_io, "{:.2f}"));
+  if (r.client_retransmits)
+    row("client recovery",
+        fmt::format("{} retransmits, {} timeouts ({} spurious)", *r.client_retransmits,
+                    r.client_timeouts.value_or(0), r.client_spurious_timeouts.value_or(0)));
   if (!r.mtu.empty() || !r.shaped.empty()) row("labels", "mtu=" + r.mtu + " shaped=" + r.shaped);
   row("errors",
       std::to_string(r.errors) + (r.first_error.empty() ? "" : " (" + r.first_error + ")"));

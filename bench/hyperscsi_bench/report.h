@@ -20,6 +20,9 @@ struct Record {
   double ctx_per_io_client = 0;
   std::optional<double> ctx_per_io_target;
   std::optional<double> frames_per_io;
+  // The client's retransmitted frames, timeouts and spurious (undone)
+  // timeouts during the run; empty for transports that do not count them.
+  std::optional<uint64_t> client_retransmits, client_timeouts, client_spurious_timeouts;
   std::string first_error, first_mismatch;
 };
 

@@ -33,6 +33,14 @@ struct FrameCounts {
   uint64_t rx = 0;
 };
 
+// The client's own loss-recovery events, when the transport keeps them
+// (HyperSCSI's connection counters; TCP's are the kernel's and not per run).
+struct RecoveryCounts {
+  uint64_t retransmits = 0;  // frames sent again, for any reason
+  uint64_t timeouts = 0;     // retransmission timer expiries
+  uint64_t spurious = 0;     // of those, shown spurious and undone
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -44,6 +52,8 @@ class Transport {
   // Frames sent/received by the transport itself, when it can tell (port
   // counters); empty otherwise (then --iface counters are used).
   virtual std::optional<FrameCounts> frames() const { return std::nullopt; }
+  // Cumulative recovery events of the client side; empty when unknown.
+  virtual std::optional<RecoveryCounts> recovery() const { return std::nullopt; }
 };
 
 using TransportResult = Result<std::unique_ptr<Transport>, std::string>;
@@ -62,6 +72,7 @@ struct HyperscsiOptions {
   uint32_t max_outstanding = 256;
   std::string secret_file;  // empty: unauthenticated
   std::string protection = "off";
+  bool checksum = true;  // offer CHECKSUM at login
 };
 TransportResult open_hyperscsi(const HyperscsiOptions& options);
 

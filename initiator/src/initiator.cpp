@@ -259,6 +259,7 @@ class Initiator::Impl {
       cfg.auth = options_.auth;
       cfg.secret = options_.secret;
       cfg.protection = options_.protection;
+      if (!options_.checksum) cfg.features &= ~proto::kFeatureChecksum;
       cfg.login_timeout = options_.login_timeout;
       cfg.login_attempts = options_.login_attempts;
       cfg.seed = options_.seed + (++rounds_);

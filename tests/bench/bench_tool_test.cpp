@@ -23,29 +23,17 @@
 
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
+#include "hyperscsi/test_support/process.h"
 
 namespace {
 
 using hyperscsi::test_support::NetnsPair;
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int status = -1;  // exit status (timeout(1) gives 124)
-  std::string out;  // stdout and stderr
-};
-
-// Runs `cmd` through the shell, bounded to `limit_s` seconds.
+using hyperscsi::test_support::read_text_file;
+using hyperscsi::test_support::RunResult;
 RunResult run(const std::string& cmd, int limit_s = 30) {
-  RunResult r;
-  const std::string full = "timeout -k 2 " + std::to_string(limit_s) + " " + cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return hyperscsi::test_support::run_bounded(cmd, limit_s);
 }
 
 // A flat JSON object of strings, numbers, booleans and null: enough for the
@@ -174,6 +162,8 @@ TEST(BenchTool, LocalVerifyPassesAndCatchesCorruption) {
   EXPECT_EQ(rec["mtu"], "1500");
   EXPECT_EQ(num(rec, "bytes"), 8 << 20);
   EXPECT_EQ(rec["cpu_s_per_gib_target"], "null");  // no --target-pid
+  EXPECT_EQ(rec["client_timeouts"], "null");       // only HyperSCSI counts its recovery
+  EXPECT_EQ(run(base + " --checksum maybe").status, 1);
 
   auto r = run(base + " --workload randread --bs 4k --qd 8 --time 1 --verify");
   ASSERT_EQ(r.status, 0) << r.out;
@@ -226,17 +216,6 @@ TEST(BenchTool, LocalVerifyPassesAndCatchesCorruption) {
 
 using Background = hyperscsi::test_support::BackgroundProcess;
 
-std::string slurp(const fs::path& p) {
-  std::string text;
-  if (FILE* f = std::fopen(p.c_str(), "r")) {
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
-  }
-  return text;
-}
-
 TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
   const std::string target_bin = HYPERSCSI_TARGET_BIN;
   if (target_bin.empty() || !fs::exists(target_bin))
@@ -264,7 +243,7 @@ TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
     if (w.status != 1 || !target.alive()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  ASSERT_EQ(w.status, 0) << w.out << "\ntarget log:\n" << slurp(dir.path() / "target.log");
+  ASSERT_EQ(w.status, 0) << w.out << "\ntarget log:\n" << read_text_file(dir.path() / "target.log");
   auto rec = record_of(w.out);
   expect_record(rec, "hyperscsi");
   EXPECT_EQ(rec["backend"], "afpacket");
@@ -272,6 +251,9 @@ TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
   EXPECT_GT(num(rec, "frames_per_io"), 1);  // at least a command and its reply
   EXPECT_GE(num(rec, "cpu_s_per_gib_target"), 0) << "target /proc figures missing: " << w.out;
   EXPECT_GE(num(rec, "ctx_per_io_target"), 0);
+  // The client's recovery counters are numbers (0 on a clean veth, but present).
+  EXPECT_GE(num(rec, "client_retransmits"), 0);
+  EXPECT_GE(num(rec, "client_timeouts"), num(rec, "client_spurious_timeouts"));
 
   auto r = run(base + " --workload randread --bs 4k --qd 32 --size 16M --time 1 --verify");
   ASSERT_EQ(r.status, 0) << r.out;
@@ -279,7 +261,9 @@ TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
   expect_record(rec, "hyperscsi");
   EXPECT_GT(num(rec, "reads"), 0);
 
-  auto m = run(base + " --workload randrw --bs 16k --qd 16 --size 16M --time 1 --verify");
+  // Without the crc32 feature the session still moves verified data.
+  auto m = run(base + " --workload randrw --bs 16k --qd 16 --size 16M --time 1 --verify" +
+               " --checksum off");
   ASSERT_EQ(m.status, 0) << m.out;
   expect_record(record_of(m.out), "hyperscsi");
   EXPECT_TRUE(target.alive());
@@ -318,7 +302,7 @@ TEST(BenchTool, IscsiAgainstTgtdOverVethVerifies) {
     if (a.status == 0 || !tgtd.alive()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_EQ(a.status, 0) << a.out << "\ntgtd log:\n" << slurp(dir.path() / "tgtd.log");
+  ASSERT_EQ(a.status, 0) << a.out << "\ntgtd log:\n" << read_text_file(dir.path() / "tgtd.log");
   a = run(adm + "--op new --mode logicalunit --tid 1 --lun 1 -b " + lun_file.string());
   ASSERT_EQ(a.status, 0) << a.out;
   a = run(adm + "--op bind --mode target --tid 1 -I ALL");
@@ -334,7 +318,7 @@ TEST(BenchTool, IscsiAgainstTgtdOverVethVerifies) {
     if (w.status != 1) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  ASSERT_EQ(w.status, 0) << w.out << "\ntgtd log:\n" << slurp(dir.path() / "tgtd.log");
+  ASSERT_EQ(w.status, 0) << w.out << "\ntgtd log:\n" << read_text_file(dir.path() / "tgtd.log");
   auto rec = record_of(w.out);
   expect_record(rec, "iscsi");
   EXPECT_EQ(num(rec, "bytes"), 16 << 20);

@@ -90,6 +90,9 @@ struct Options {
   proto::crypto::SecretBytes secret;
   // Weakest per-frame protection accepted (the target may require stronger).
   proto::Protection protection = proto::Protection::kOff;
+  // Offer CHECKSUM at login (crc32 over every frame, end to end); used only
+  // if the target offers it too. Off: the Ethernet FCS alone guards the wire.
+  bool checksum = true;
   uint64_t seed = 0;  // 0: random nonces; else deterministic
 };
 
