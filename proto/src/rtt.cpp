@@ -17,7 +17,7 @@ Duration RttEstimator::clamp(Duration d) const {
   return std::clamp(d, params_.min, params_.max);
 }
 
-bool RttEstimator::on_sample(Duration rtt, bool retransmitted) {
+bool RttEstimator::on_sample(Duration rtt, bool retransmitted, bool ends_round) {
   if (retransmitted || rtt < Duration::zero()) return false;  // Karn's rule
   if (!has_sample_) {
     // RFC 6298 2.2: first measurement.
@@ -28,13 +28,26 @@ bool RttEstimator::on_sample(Duration rtt, bool retransmitted) {
   } else {
     const Duration err = rtt - srtt_;
     const Duration abs_err = err < Duration::zero() ? -err : err;
-    rttvar_ += (abs_err - rttvar_) / 4;
+    Duration growth = abs_err - rttvar_;
+    // A falling RTT is no reason for a longer RTO: such a rise counts 1/8
+    // (Linux; the Eifel finding).
+    if (err < Duration::zero() && growth > Duration::zero()) growth /= 8;
+    rttvar_ += growth / 4;
     srtt_ += err / 8;
     min_rtt_ = std::min(min_rtt_, rtt);
   }
-  base_rto_ = clamp(srtt_ + 4 * rttvar_);
+  round_peak_ = std::max(round_peak_, rttvar_);
+  if (ends_round) {
+    held_peak_ = std::max(round_peak_, held_peak_ - (held_peak_ - round_peak_) / 4);
+    round_peak_ = Duration::zero();
+  }
+  base_rto_ = clamp(srtt_ + std::max(4 * rto_variance(), params_.min));
   backoff_ = 0;
   return true;
+}
+
+Duration RttEstimator::rto_variance() const {
+  return std::max({rttvar_, round_peak_, held_peak_});
 }
 
 void RttEstimator::on_timeout() {

@@ -65,16 +65,59 @@ TEST(Rtt, JacobsonKarelsMatchesHandComputation) {
   EXPECT_EQ(e.srtt(), milliseconds(11));
   EXPECT_EQ(e.rto(), milliseconds(34));
   ASSERT_TRUE(e.on_sample(milliseconds(3)));
-  // err = -8 ms: rttvar = 5.75 + (8 - 5.75)/4 = 6.3125 ms; srtt = 11 - 1 = 10 ms.
-  EXPECT_EQ(e.rttvar(), microseconds(6312) + std::chrono::nanoseconds(500));
+  // err = -8 ms, a falling RTT: its rise counts 1/8 (Linux, Eifel):
+  // rttvar = 5.75 + ((8 - 5.75)/8)/4 = 5.8203125 ms; srtt = 11 - 1 = 10 ms.
+  EXPECT_EQ(e.rttvar(), std::chrono::nanoseconds(5820312));
   EXPECT_EQ(e.srtt(), milliseconds(10));
-  EXPECT_EQ(e.rto(), milliseconds(10) + 4 * (microseconds(6312) + std::chrono::nanoseconds(500)));
+  EXPECT_EQ(e.rto(), milliseconds(10) + 4 * std::chrono::nanoseconds(5820312));
+}
+
+TEST(Rtt, RtoIsAtLeastSrttPlusMin) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 200; ++i) e.on_sample(milliseconds(30));
+  EXPECT_EQ(e.srtt(), milliseconds(30));
+  EXPECT_EQ(e.rto(), milliseconds(32));  // the variance is ~0: srtt + min
+}
+
+// Many samples per round trip: a delay spike early in a round keeps the RTO
+// up for the rest of it (per-sample RFC gains would forget it within a few
+// samples), then the held variance decays by a quarter per round.
+TEST(Rtt, VarianceHeldForTheRoundThenDecaysPerRound) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 50; ++i) e.on_sample(milliseconds(1));
+  e.on_sample(milliseconds(7), false, /*ends_round=*/true);  // a spike opens a round
+  e.on_sample(milliseconds(7), false, false);
+  const Duration peak = e.rto_variance();
+  EXPECT_GT(peak, milliseconds(1));
+  for (int i = 0; i < 100; ++i) e.on_sample(milliseconds(1), false, false);
+  EXPECT_LT(e.rttvar(), peak / 4);    // RFC 6298 alone forgot the spike
+  EXPECT_EQ(e.rto_variance(), peak);  // still within the round
+  EXPECT_GE(e.rto(), milliseconds(1) + 4 * peak - microseconds(300));
+  e.on_sample(milliseconds(1), false, true);  // round ends: the held peak is the spike's
+  const Duration held = e.rto_variance();
+  EXPECT_EQ(held, peak);
+  e.on_sample(milliseconds(1), false, true);  // a quiet round: decays by a quarter
+  EXPECT_EQ(e.rto_variance(), held - (held - e.rttvar()) / 4);
+  for (int i = 0; i < 60; ++i) e.on_sample(milliseconds(1), false, true);
+  EXPECT_LT(e.rto_variance(), microseconds(100));
+}
+
+TEST(Rtt, FallingRttBarelyRaisesTheVariance) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 200; ++i) e.on_sample(milliseconds(20));
+  const Duration before = e.rttvar();
+  e.on_sample(milliseconds(1));  // err = -19 ms
+  EXPECT_LT(e.rttvar() - before, microseconds(19000) / 32 + microseconds(1));
+  RttEstimator rising(rto_params());
+  for (int i = 0; i < 200; ++i) rising.on_sample(milliseconds(1));
+  rising.on_sample(milliseconds(20));  // err = +19 ms counts in full
+  EXPECT_GT(rising.rttvar(), milliseconds(4));
 }
 
 TEST(Rtt, ClampedToMinAndMax) {
   RttEstimator e(rto_params());
   for (int i = 0; i < 200; ++i) e.on_sample(microseconds(10));
-  EXPECT_EQ(e.rto(), milliseconds(2));
+  EXPECT_EQ(e.rto(), e.srtt() + milliseconds(2));  // at least srtt + min
   RttEstimator big(rto_params());
   big.on_sample(seconds(5));
   EXPECT_EQ(big.rto(), seconds(2));
@@ -87,14 +130,14 @@ TEST(Rtt, FollowsChangedRtt) {
   };
   feed(milliseconds(1));
   EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 1000, 20);
-  EXPECT_EQ(e.rto(), milliseconds(2));  // clamped at min
+  EXPECT_EQ(e.rto(), e.srtt() + milliseconds(2));  // srtt + min: the variance is ~0
   feed(milliseconds(20));
   EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 20000, 200);
-  EXPECT_GE(e.rto(), milliseconds(20));
-  EXPECT_LE(e.rto(), milliseconds(22));
+  EXPECT_GE(e.rto(), microseconds(21900));
+  EXPECT_LE(e.rto(), milliseconds(23));
   feed(milliseconds(1));
   EXPECT_NEAR(duration_cast<microseconds>(e.srtt()).count(), 1000, 100);
-  EXPECT_EQ(e.rto(), milliseconds(2));
+  EXPECT_EQ(e.rto(), e.srtt() + milliseconds(2));
 }
 
 TEST(Rtt, KarnRuleIgnoresRetransmittedSamples) {

@@ -28,7 +28,7 @@ namespace hyperscsi::proto {
 
 struct RtoParams {
   Duration initial = milliseconds(50);
-  Duration min = milliseconds(2);
+  Duration min = milliseconds(2);  // the RTO is at least srtt + min
   Duration max = seconds(2);
 };
 
