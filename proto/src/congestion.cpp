@@ -53,7 +53,10 @@ bool CongestionControl::on_loss(uint32_t in_flight, uint32_t snd_nxt) {
 }
 
 void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
-  before_timeout_ = {cwnd_, ssthresh_, acked_in_ca_, recovery_point_, in_recovery_};
+  if (!have_undo_) {
+    before_timeout_ = {cwnd_, ssthresh_, acked_in_ca_, recovery_point_, in_recovery_};
+    have_undo_ = true;
+  }
   ssthresh_ = half_flight(in_flight);
   cwnd_ = 1;
   acked_in_ca_ = 0;
@@ -62,6 +65,8 @@ void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
 }
 
 void CongestionControl::undo_timeout() {
+  if (!have_undo_) return;
+  have_undo_ = false;
   cwnd_ = before_timeout_.cwnd;
   ssthresh_ = before_timeout_.ssthresh;
   acked_in_ca_ = before_timeout_.acked_in_ca;

@@ -83,6 +83,11 @@ struct Connection::Impl {
   void frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack, TimePoint now);
   void frto_undo();
   void frto_go_back_n();
+  void open_undo_episode();
+  void close_undo_episode();
+  void on_dsack(const SackBlock& b);
+  void undo_episode();
+  void note_episode_retransmission(uint32_t seq, TimePoint now);
   TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
   uint32_t unacked() const { return static_cast<uint32_t>(flight.size()) - sacked_count; }
@@ -111,8 +116,15 @@ struct Connection::Impl {
 
   // ---- emission ----
   FrameHeader base_header(Opcode op) const;
-  bool fill_ack(FrameHeader& h, size_t sack_room);
-  bool emit(FrameHeader& h, std::span<const uint8_t> payload, bool all_sacks, FrameSink& sink);
+  // What fill_ack put into a header: whether every SACK block fitted, and
+  // whether it carries the pending D-SACK block.
+  struct AckFill {
+    bool all_sacks = true;
+    bool dsack = false;
+  };
+  AckFill fill_ack(FrameHeader& h, size_t sack_room);
+  bool emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill, FrameSink& sink);
+  void note_duplicate(uint32_t seq);
   bool transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink);
   void poll(TimePoint now, FrameSink& sink);
   TimePoint next_deadline() const;
@@ -144,6 +156,7 @@ struct Connection::Impl {
   TimePoint rtx_deadline = kNever;
   TimePoint last_timeout = TimePoint::min();
   TimePoint latest_delivered_sent{};  // latest transmission time among acked frames
+  uint32_t rtt_round_end = 0;         // a sample from this frame or later ends an RTT round
   TimePoint probe_deadline = kNever;
   uint32_t probes = 0;
 
@@ -154,8 +167,18 @@ struct Connection::Impl {
   Frto frto = Frto::kOff;
   uint32_t frto_recover = 0;          // snd_nxt at the timeout
   uint32_t frto_new_frames = 0;       // new frames that may go beyond cwnd to draw a second ack
-  TimePoint frto_prev_timeout{};      // last_timeout before this one, restored on undo
   TimePoint frto_resent_at = kNever;  // when the head went out again
+
+  // D-SACK undo (RFC 2883 reports, RFC 3708's use; Linux's undo_retrans): a
+  // timeout episode every retransmission of which the peer reports as a
+  // duplicate was spurious, whatever F-RTO concluded. This is what catches
+  // the lightly loaded direction (commands, status), whose acks queue behind
+  // the other direction's data and which has no new data for F-RTO's probe.
+  bool undo_open = false;
+  uint32_t undo_timeouts = 0;                // timeouts in the open episode
+  std::vector<uint32_t> undo_retransmitted;  // its retransmissions not yet reported duplicate
+  TimePoint undo_prev_timeout{};             // last_timeout before the episode
+  TimePoint undo_expiry = kNever;            // no report by then: the episode is closed
 
   // Receiver state.
   uint32_t rcv_nxt = 0;    // cumulative ack: next in-order sequence number expected
@@ -168,6 +191,8 @@ struct Connection::Impl {
   TimePoint ack_deadline = kNever;
   SackList sacks;
   bool sacks_dirty = false;
+  bool have_dsack = false;  // duplicates arrived since the last ack that reported them
+  SackBlock dsack{0, 0};
   std::deque<ReceivedPdu> ready;
 };
 
@@ -205,6 +230,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   const uint32_t ack = h.ext.ack;
   // An ack for data never sent, or older than what is already acked: ignore.
   if (seq_gt(ack, snd_nxt) || seq_lt(ack, snd_una)) return;
+  if (undo_open && now >= undo_expiry) close_undo_episode();
   if (seq_geq(ack, window_ack)) {
     window_ack = ack;
     peer_window = h.ext.window;
@@ -241,6 +267,19 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     ++snd_una;
   }
 
+  // A first block at or below the cumulative ack, or inside another block, is
+  // a D-SACK: the peer received those frames twice.
+  if (h.sacks.count > 0) {
+    const SackBlock first = h.sacks.blocks[0];
+    bool is_dsack = seq_lt(first.start, first.end) && seq_leq(first.end, ack);
+    for (size_t i = 1; i < h.sacks.count && !is_dsack; ++i) {
+      const SackBlock& b = h.sacks.blocks[i];
+      is_dsack = seq_lt(first.start, first.end) && seq_geq(first.start, b.start) &&
+                 seq_leq(first.end, b.end);
+    }
+    if (is_dsack) on_dsack(first);
+  }
+
   bool sack_news = false;
   for (const SackBlock& b : h.sacks.view()) {
     const uint32_t start = seq_max(b.start, snd_una);
@@ -268,7 +307,11 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   // lost and this one triggered by the timeout's retransmission (Karn's
   // ambiguity, one step removed).
   if (have_sample && seq_geq(sample_seq, high_acked) && sample_sent > last_timeout) {
-    (void)rtt.on_sample(now - sample_sent, sample_retransmitted);
+    // A round ends with the first sample of a frame sent after the one that
+    // began it (snd_nxt then).
+    const bool ends_round = seq_geq(sample_seq, rtt_round_end);
+    if (rtt.on_sample(now - sample_sent, sample_retransmitted, ends_round) && ends_round)
+      rtt_round_end = snd_nxt;
   }
   if (have_sample && seq_geq(sample_seq, high_acked)) high_acked = sample_seq + 1;
   // Keep the frontiers within serial-number reach of snd_una (they are only
@@ -286,6 +329,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     if (!head.lost && may_retransmit(head, now)) {
       mark_lost(head, snd_una);
       ++stats.fast_retransmits;
+      close_undo_episode();  // a real loss: nothing to undo
       cc.on_loss(unacked(), snd_nxt);
     }
   }
@@ -341,6 +385,7 @@ void Connection::Impl::detect_sack_losses(TimePoint now) {
   }
   if (marked > 0) {
     stats.fast_retransmits += marked;
+    close_undo_episode();  // a real loss: nothing to undo
     cc.on_loss(unacked(), snd_nxt);
   }
 }
@@ -353,8 +398,10 @@ TimePoint Connection::Impl::head_recovery_deadline() const {
   if (flight.empty() || !rtt.has_sample()) return kNever;
   const TxFrame& head = flight.front();
   if (!head.retransmitted || head.lost) return kNever;
+  // Plus the peer's delayed ack: a lone frame is acked only when that expires.
   const Duration wait =
-      std::min(rtt.base_rto(), std::max(rtt.srtt() + 4 * rtt.rttvar(), 2 * rtt.srtt()));
+      std::min(rtt.base_rto(), std::max(rtt.srtt() + 4 * rtt.rttvar(), 2 * rtt.srtt()) +
+                                   std::max(params.delayed_ack, Duration::zero()));
   return head.sent_at + wait;
 }
 
@@ -404,16 +451,79 @@ void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_ne
   frto_undo();
 }
 
-// Spurious: the originals were delivered, only the acks were late.
+// Spurious: the originals were delivered, only the acks were late. An F-RTO
+// timeout always opens its own undo episode, so this is that episode's undo.
 void Connection::Impl::frto_undo() {
-  frto = Frto::kOff;
-  frto_new_frames = 0;
-  ++stats.spurious_timeouts;
+  undo_episode();
+}
+
+void Connection::Impl::open_undo_episode() {
+  if (undo_open) return;
+  undo_open = true;
+  undo_timeouts = 0;
+  undo_retransmitted.clear();
+  undo_prev_timeout = last_timeout;
+  undo_expiry = kNever;
+}
+
+void Connection::Impl::close_undo_episode() {
+  if (!undo_open) return;
+  undo_open = false;
+  undo_retransmitted.clear();
+  undo_expiry = kNever;
+  cc.forget_undo();
+}
+
+// Each frame the D-SACK reports that was retransmitted in the open episode
+// is struck off; when none is left, every retransmission was unnecessary.
+void Connection::Impl::on_dsack(const SackBlock& b) {
+  if (!undo_open || undo_retransmitted.empty()) return;
+  // Walk the (bounded) list, not the block: a block from the wire may span
+  // 2^31 sequence numbers. A frame resent twice loses one entry per report:
+  // the first resent copy may have been needed and only the second a duplicate.
+  std::sort(undo_retransmitted.begin(), undo_retransmitted.end());  // equal seqs adjacent
+  const size_t before = undo_retransmitted.size();
+  size_t kept = 0;
+  for (size_t i = 0; i < before; ++i) {
+    const uint32_t s = undo_retransmitted[i];
+    const bool first_of_seq = i == 0 || s != undo_retransmitted[i - 1];     // [i-1] is unwritten
+    if (first_of_seq && seq_geq(s, b.start) && seq_lt(s, b.end)) continue;  // struck
+    undo_retransmitted[kept++] = s;  // compacting in place: kept <= i
+  }
+  undo_retransmitted.resize(kept);
+  if (undo_retransmitted.size() < before && undo_retransmitted.empty()) undo_episode();
+}
+
+// The report of a retransmission arrives about one round trip after it; a
+// retransmission of the episode that is never reported keeps it from being
+// undone, and after a generous wait the episode closes.
+void Connection::Impl::note_episode_retransmission(uint32_t seq, TimePoint now) {
+  constexpr size_t kMaxTracked = 4096;  // beyond this, give up undoing (memory bound)
+  if (undo_retransmitted.size() >= kMaxTracked) {
+    close_undo_episode();
+    return;
+  }
+  undo_retransmitted.push_back(seq);
+  undo_expiry = now + 2 * rtt.rto() + rtt.srtt();
+}
+
+// Spurious after all: the window and RTO from before the episode come back,
+// and frames still marked for retransmission are presumed delivered too
+// (their originals went out with the ones just reported; SACK or another
+// timeout repairs any that were not).
+void Connection::Impl::undo_episode() {
+  stats.spurious_timeouts += undo_timeouts;
   cc.undo_timeout();
   rtt.cancel_backoff();
-  // Acks of the delivered originals measure the delay that caused the
-  // timeout: let them feed the RTT estimate again.
-  last_timeout = frto_prev_timeout;
+  last_timeout = undo_prev_timeout;
+  frto = Frto::kOff;
+  frto_new_frames = 0;
+  for (TxFrame& f : flight) f.lost = false;
+  lost_count = 0;
+  lost_queue.clear();
+  undo_open = false;
+  undo_retransmitted.clear();
+  undo_expiry = kNever;
 }
 
 // The timeout was real after all: everything sent before it and not SACKed
@@ -440,7 +550,11 @@ void Connection::Impl::on_timeout(TimePoint now) {
   }
   ++stats.timeouts;
   const bool try_frto = frto_may_start();
-  frto_prev_timeout = last_timeout;
+  // An F-RTO timeout starts its own episode, so either undo restores the
+  // window from just before it; so does an episode left without reports.
+  if (try_frto || now >= undo_expiry) close_undo_episode();
+  open_undo_episode();
+  ++undo_timeouts;
   last_timeout = now;
   rtt.on_timeout();
   cc.on_timeout(unacked(), snd_nxt);
@@ -479,8 +593,10 @@ void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
     return;
   }
   if (d < 0 || test(seq)) {
-    // Already have it: the ack that covered it was probably lost. Re-ack.
+    // Already have it: the ack that covered it was probably lost, or the
+    // sender's timer fired early. Re-ack, reporting the duplicate.
     ++stats.duplicates_received;
+    note_duplicate(seq);
     ack_now = true;
     return;
   }
@@ -513,6 +629,21 @@ void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
     stats.bytes_received += pdu->bytes.size();
     ready.push_back(std::move(*pdu));
   }
+}
+
+// One D-SACK block per ack: contiguous duplicates extend it; a duplicate
+// elsewhere replaces it (the sender then sees fewer reports and undoes
+// nothing, the safe side).
+void Connection::Impl::note_duplicate(uint32_t seq) {
+  if (!params.sack) return;
+  if (have_dsack && seq == dsack.end) {
+    ++dsack.end;
+  } else if (have_dsack && seq + 1 == dsack.start) {
+    --dsack.start;
+  } else if (!have_dsack || seq_lt(seq, dsack.start) || seq_geq(seq, dsack.end)) {
+    dsack = {seq, seq + 1};
+  }
+  have_dsack = true;
 }
 
 void Connection::Impl::compute_sacks() {
@@ -558,18 +689,26 @@ FrameHeader Connection::Impl::base_header(Opcode op) const {
   return h;
 }
 
-bool Connection::Impl::fill_ack(FrameHeader& h, size_t sack_room) {
+Connection::Impl::AckFill Connection::Impl::fill_ack(FrameHeader& h, size_t sack_room) {
   h.ext.flags |= kFlagAck;
   h.ext.ack = rcv_nxt;
   h.ext.window = params.receive_window;
   compute_sacks();
-  const size_t fit = std::min<size_t>(sacks.count, sack_room / kSackBlockSize);
+  size_t room = sack_room / kSackBlockSize;
+  AckFill fill;
   h.sacks.count = 0;
+  if (have_dsack && room > 0) {  // RFC 2883: the D-SACK block goes first
+    h.sacks.push(dsack);
+    --room;
+    fill.dsack = true;
+  }
+  const size_t fit = std::min<size_t>(sacks.count, room);
   for (size_t i = 0; i < fit; ++i) h.sacks.push(sacks.blocks[i]);
-  return fit == sacks.count;
+  fill.all_sacks = fit == sacks.count && have_dsack == fill.dsack;
+  return fill;
 }
 
-bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, bool all_sacks,
+bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill,
                             FrameSink& sink) {
   const size_t size = encoded_size(h, payload.size());
   const std::span<uint8_t> buf = sink.acquire(size);
@@ -577,8 +716,9 @@ bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, bo
   const size_t n = encode_frame(buf, h, payload);
   if (n == 0) return false;  // cannot happen with the fields we set; nothing was committed
   sink.commit(n);
+  if (fill.dsack) have_dsack = false;
   // This frame told the peer everything it needs to know about our receive side.
-  if (all_sacks) ack_sent();
+  if (fill.all_sacks) ack_sent();
   return true;
 }
 
@@ -593,9 +733,9 @@ bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit,
   if (retransmit) h.ext.flags |= kFlagRetransmit;
   // SACK blocks ride along only in the room the payload leaves in the MTU.
   const size_t used = kHeaderSize + f.length;
-  const bool all = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
+  const AckFill fill = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
   const std::span<const uint8_t> payload(f.pdu->bytes.data() + f.offset, f.length);
-  return emit(h, payload, all, sink);
+  return emit(h, payload, fill, sink);
 }
 
 void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
@@ -617,6 +757,7 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     f.retransmitted = true;
     f.sent_at = now;
     if (idx == 0 && frto == Frto::kFirstAck && frto_resent_at == kNever) frto_resent_at = now;
+    if (undo_open) note_episode_retransmission(snd_una + static_cast<uint32_t>(idx), now);
     ++stats.frames_retransmitted;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
     return true;
@@ -679,8 +820,8 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     } else if (now >= probe_deadline) {
       FrameHeader h = base_header(Opcode::kAck);
       h.ext.flags |= kFlagAckNow;
-      const bool all = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
-      if (!emit(h, {}, all, sink)) return;
+      const AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
+      if (!emit(h, {}, fill, sink)) return;
       ++stats.acks_sent;
       ++probes;
       Duration wait = rtt.rto();
@@ -695,8 +836,10 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
   // 4. A standalone ack if one is owed and nothing above carried it.
   if (ack_owed(now)) {
     FrameHeader h = base_header(Opcode::kAck);
-    (void)fill_ack(h, kMaxSackBlocks * kSackBlockSize);  // all blocks fit an ack
-    if (emit(h, {}, true, sink)) ++stats.acks_sent;
+    // All blocks fit an ack, except a D-SACK beside 8 regular ones (it goes
+    // first; the highest regular block waits for the next ack).
+    const AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
+    if (emit(h, {}, {true, fill.dsack}, sink)) ++stats.acks_sent;
   }
 }
 

@@ -435,10 +435,10 @@ TEST(ConnectionSim, RtoFollowsChangedRtt) {
   Impairments imp;
   Connection a(params, endpoint_a()), b(params, endpoint_b());
   Channel ab(imp, 21), ba(imp, 22);
-  auto phase = [&](Duration one_way, uint64_t seed) {
+  auto phase = [&](Duration one_way, uint64_t seed, size_t pdus) {
     ab.set_propagation(one_way);
     ba.set_propagation(one_way);
-    Stream sa(seed, 400, 64u << 10), sb(seed + 1, 400, 64u << 10);
+    Stream sa(seed, pdus, 64u << 10), sb(seed + 1, pdus, 64u << 10);
     const SimResult r = run_pair(a, b, ab, ba, sa, sb);
     EXPECT_TRUE(r.completed);
     const auto srtt = std::chrono::duration_cast<microseconds>(a.stats().srtt).count();
@@ -449,17 +449,20 @@ TEST(ConnectionSim, RtoFollowsChangedRtt) {
     return std::pair{srtt, rto};
   };
   // Delayed acks (500 us) and serialization add to the propagation delay.
-  auto [s1, r1] = phase(microseconds(500), 100);
+  auto [s1, r1] = phase(microseconds(500), 100, 400);
   EXPECT_GT(s1, 900);
   EXPECT_LT(s1, 3000);
   EXPECT_LT(r1, 10000);
   // The jump to 20 ms makes the 2 ms RTO fire spuriously; backoff (and
   // Karn's rule) carry the RTO up until fresh samples arrive.
-  auto [s2, r2] = phase(milliseconds(10), 200);
+  auto [s2, r2] = phase(milliseconds(10), 200, 400);
   EXPECT_GT(s2, 18000);
   EXPECT_LT(s2, 30000);
   EXPECT_GT(r2, 20000);
-  auto [s3, r3] = phase(microseconds(500), 300);
+  // The RTO uses the largest variance of the last round trip, decaying by a
+  // quarter per round: coming down from the 20 ms spike takes a few dozen
+  // round trips (about 6 per 400 PDUs here).
+  auto [s3, r3] = phase(microseconds(500), 300, 2400);
   EXPECT_LT(s3, 3000);
   EXPECT_LT(r3, 10000);
 }
@@ -603,6 +606,10 @@ void single_late_ack(Duration after_rto, bool expect_spurious) {
   for (auto& f : out.frames) s.b.on_frame(decode_ok(f), now);
   settle(s.a, s.b, now);
   EXPECT_EQ(s.a.stats().frames_retransmitted, 1u);  // nothing was lost: only the head, either way
+  // Either way the resent head reached b as a duplicate; b's D-SACK shows
+  // the timeout spurious even where F-RTO could not tell.
+  EXPECT_EQ(s.a.stats().spurious_timeouts, 1u);
+  EXPECT_GE(s.a.stats().cwnd, s.cwnd_before);
   int pdus = 0;
   while (s.b.pop_pdu()) ++pdus;
   EXPECT_EQ(pdus, 4);
@@ -644,6 +651,205 @@ TEST(ConnectionFrto, RealLossRecoversAsBefore) {
     ++pdus;
   }
   EXPECT_EQ(pdus, 4);
+}
+
+// ---------------------------------------------------------------------------
+// D-SACK: the receiver reports duplicates; a timeout whose every
+// retransmission comes back as a duplicate is undone.
+
+// a sends one single-frame PDU; returns that frame.
+std::vector<uint8_t> send_one(Connection& a, uint16_t tag, TimePoint now) {
+  EXPECT_TRUE(a.send_pdu(Opcode::kCommandRequest, tag, std::vector<uint8_t>(100, uint8_t(tag))));
+  VectorSink out;
+  a.poll(now, out);
+  EXPECT_EQ(out.frames.size(), 1u);
+  return out.frames.empty() ? std::vector<uint8_t>{} : out.frames[0];
+}
+
+// b's standalone ack at `now` (it must owe one).
+FrameView ack_from(Connection& b, TimePoint now, VectorSink& keep) {
+  keep.frames.clear();
+  b.poll(now, keep);
+  EXPECT_EQ(keep.frames.size(), 1u);
+  return keep.frames.empty() ? FrameView{} : decode_ok(keep.frames.back());
+}
+
+TEST(ConnectionDsack, DuplicatesAreReportedOnceAsTheFirstBlock) {
+  TransportParams p;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 4, 1)));
+  VectorSink sa, keep;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 4u);
+  TimePoint t = TimePoint{} + microseconds(50);
+  for (auto& f : sa.frames) b.on_frame(decode_ok(f), t);
+  EXPECT_EQ(ack_from(b, t, keep).header.sacks.count, 0);  // in order: no blocks
+  // Frames 1 and 2 arrive again (below the cumulative ack): one D-SACK [1, 3).
+  b.on_frame(decode_ok(sa.frames[1]), t);
+  b.on_frame(decode_ok(sa.frames[2]), t);
+  EXPECT_EQ(b.stats().duplicates_received, 2u);
+  const FrameView ack = ack_from(b, t, keep);
+  EXPECT_EQ(ack.header.ext.ack, 4u);
+  ASSERT_EQ(ack.header.sacks.count, 1);
+  EXPECT_EQ(ack.header.sacks.blocks[0], (SackBlock{1, 3}));
+  // Reported once: nothing more is owed.
+  VectorSink none;
+  b.poll(t + milliseconds(5), none);
+  EXPECT_TRUE(none.frames.empty());
+}
+
+TEST(ConnectionDsack, NoReportsWithoutSack) {
+  TransportParams p;
+  p.sack = false;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  const auto frame = send_one(a, 1, TimePoint{});
+  const TimePoint t = TimePoint{} + microseconds(50);
+  VectorSink keep;
+  b.on_frame(decode_ok(frame), t);
+  (void)ack_from(b, t, keep);
+  b.on_frame(decode_ok(frame), t);
+  EXPECT_EQ(ack_from(b, t, keep).header.sacks.count, 0);
+}
+
+// A lightly loaded direction (one command, nothing else to send): its ack
+// is held up past the RTO (queued behind the other direction's data). F-RTO
+// cannot help (no new data, and the late ack covers everything); the D-SACK
+// of the resent copy shows the timeout spurious and the window comes back.
+TEST(ConnectionDsack, LateAckTimeoutIsUndoneByTheDuplicateReport) {
+  TransportParams p;
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  TimePoint now{};
+  // Warm up: a few round trips of 100 us, so the RTO sits at srtt + min.
+  for (uint16_t t = 1; t <= 20; ++t) {
+    ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, t, std::vector<uint8_t>(1460 * 8, 1)));
+    settle(a, b, now);
+    while (b.pop_pdu()) {
+    }
+  }
+  const uint32_t cwnd_before = a.stats().cwnd;
+  const uint32_t ssthresh_before = a.stats().ssthresh;
+  ASSERT_EQ(a.stats().timeouts, 0u);
+
+  const auto original = send_one(a, 99, now);
+  b.on_frame(decode_ok(original), now + microseconds(50));
+  VectorSink held;
+  const FrameView late_ack = ack_from(b, now + milliseconds(1), held);  // delayed ack
+
+  const TimePoint rto_at = a.next_deadline();
+  VectorSink out;
+  a.poll(rto_at, out);
+  ASSERT_EQ(a.stats().timeouts, 1u);
+  ASSERT_EQ(out.frames.size(), 1u);
+  EXPECT_EQ(a.stats().cwnd, 1u);
+  const Duration backed_off = a.stats().rto;
+  // The held ack arrives; then the resent copy reaches b, a duplicate.
+  TimePoint t = rto_at + microseconds(200);
+  a.on_frame(late_ack, t);
+  EXPECT_EQ(a.stats().spurious_timeouts, 0u);  // F-RTO: an ack for everything proves nothing
+  EXPECT_LT(a.stats().cwnd, cwnd_before);
+  b.on_frame(decode_ok(out.frames[0]), t);
+  VectorSink keep;
+  const FrameView report = ack_from(b, t, keep);
+  ASSERT_GE(report.header.sacks.count, 1);
+  EXPECT_EQ(report.header.sacks.blocks[0].start, decode_ok(original).header.ext.seq);
+  a.on_frame(report, t + microseconds(50));
+  EXPECT_EQ(a.stats().spurious_timeouts, 1u);
+  EXPECT_EQ(a.stats().cwnd, cwnd_before);
+  EXPECT_EQ(a.stats().ssthresh, ssthresh_before);
+  EXPECT_LT(a.stats().rto, backed_off);  // the backoff is gone too
+  EXPECT_EQ(b.pop_pdu()->tag, 99);
+}
+
+// A pair that has exchanged one PDU, then a single-frame PDU from a to b
+// that the test decides the fate of.
+struct OneFrameInFlight {
+  TransportParams p;
+  Connection a{p, endpoint_a()};
+  Connection b{p, endpoint_b()};
+  TimePoint now{};
+  std::vector<uint8_t> frame;
+
+  void start() {
+    ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 8, 1)));
+    settle(a, b, now);
+    frame = send_one(a, 2, now);
+  }
+};
+
+// A real loss: the original never arrives, so the resent copy is the first
+// b sees and nothing is reported as a duplicate: the reduction stands.
+TEST(ConnectionDsack, RealLossIsNotUndone) {
+  OneFrameInFlight setup;
+  setup.start();  // the frame is lost (never given to b)
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  auto& [p, a, b, now, frame] = setup;
+  (void)frame;
+  const TimePoint rto_at = a.next_deadline();
+  VectorSink out;
+  a.poll(rto_at, out);
+  ASSERT_EQ(out.frames.size(), 1u);
+  TimePoint t = rto_at;
+  for (auto& f : out.frames) b.on_frame(decode_ok(f), t);
+  settle(a, b, t);
+  EXPECT_EQ(a.stats().timeouts, 1u);
+  EXPECT_EQ(a.stats().spurious_timeouts, 0u);
+  EXPECT_EQ(b.stats().duplicates_received, 0u);
+  EXPECT_LT(a.stats().ssthresh, p.max_cwnd);  // the reduction stands
+}
+
+// The original is lost and the first resent copy's ack is late, so the
+// timer fires again and a second copy goes out; only that second copy is a
+// duplicate. One report strikes one of the two retransmissions: no undo.
+TEST(ConnectionDsack, NeededRetransmissionKeepsTheReduction) {
+  OneFrameInFlight setup;
+  setup.start();  // the frame is lost (never given to b)
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  auto& [p, a, b, now, frame] = setup;
+  (void)frame;
+  VectorSink out1, out2, keep;
+  const TimePoint rto1 = a.next_deadline();
+  a.poll(rto1, out1);  // copy 1
+  ASSERT_EQ(out1.frames.size(), 1u);
+  b.on_frame(decode_ok(out1.frames[0]), rto1 + microseconds(50));
+  const FrameView late_ack = ack_from(b, rto1 + milliseconds(1), keep);  // held up
+  const TimePoint rto2 = a.next_deadline();  // a second timeout, or the lost-head repair
+  a.poll(rto2, out2);                        // copy 2
+  ASSERT_EQ(a.stats().frames_retransmitted, 2u);
+  ASSERT_EQ(out2.frames.size(), 1u);
+  a.on_frame(late_ack, rto2 + microseconds(10));
+  b.on_frame(decode_ok(out2.frames[0]), rto2 + microseconds(50));
+  VectorSink keep2;
+  const FrameView report = ack_from(b, rto2 + microseconds(50), keep2);
+  ASSERT_GE(report.header.sacks.count, 1);  // the D-SACK of copy 2
+  a.on_frame(report, rto2 + microseconds(100));
+  EXPECT_EQ(a.stats().spurious_timeouts, 0u);
+  EXPECT_LT(a.stats().ssthresh, p.max_cwnd);
+}
+
+// A D-SACK block from the wire may span half the sequence space: handled in
+// time bounded by the sender's own list, and only what it covers counts.
+TEST(ConnectionDsack, HugeForgedBlockIsCheap) {
+  OneFrameInFlight setup;
+  setup.start();  // the frame is lost (never given to b)
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  auto& [p, a, b, now, frame] = setup;
+  (void)frame;
+  VectorSink out;
+  const TimePoint rto_at = a.next_deadline();
+  a.poll(rto_at, out);
+  ASSERT_EQ(a.stats().timeouts, 1u);
+  FrameHeader h = b.control_header(Opcode::kAck);          // b's ack point: the lost frame
+  h.sacks.push({h.ext.ack - 0x7fff0000u, h.ext.ack - 1});  // below the ack, not covering it
+  std::vector<uint8_t> buf(2048);
+  const size_t n = encode_frame(buf, h, {});
+  ASSERT_GT(n, 0u);
+  buf.resize(n);
+  const auto t0 = std::chrono::steady_clock::now();
+  a.on_frame(decode_ok(buf), rto_at + microseconds(10));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  EXPECT_EQ(a.stats().spurious_timeouts, 0u);
 }
 
 // ---------------------------------------------------------------------------
@@ -778,10 +984,12 @@ TEST(Connection, OutOfOrderAcksAtOnceWithSack) {
   ASSERT_EQ(sb.frames.size(), 1u);
   const FrameView ack = decode_ok(sb.frames[0]);
   EXPECT_EQ(ack.header.ext.ack, 1u);
-  ASSERT_EQ(ack.header.sacks.count, 2);
-  // The block of the most recent arrival first, then the lowest ones.
-  EXPECT_EQ(ack.header.sacks.blocks[0], (SackBlock{5, 6}));
-  EXPECT_EQ(ack.header.sacks.blocks[1], (SackBlock{2, 4}));
+  ASSERT_EQ(ack.header.sacks.count, 3);
+  // The D-SACK of the duplicate first (RFC 2883), then the block of the most
+  // recent arrival, then the lowest ones.
+  EXPECT_EQ(ack.header.sacks.blocks[0], (SackBlock{3, 4}));
+  EXPECT_EQ(ack.header.sacks.blocks[1], (SackBlock{5, 6}));
+  EXPECT_EQ(ack.header.sacks.blocks[2], (SackBlock{2, 4}));
   a.on_frame(ack, t + microseconds(50));
   EXPECT_EQ(a.in_flight(), 4u);  // 1, 4, 6, 7 outstanding
   // Three more SACKed frames above the holes declare frame 1 lost.

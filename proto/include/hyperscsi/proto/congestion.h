@@ -22,13 +22,19 @@ class CongestionControl {
   // recovery point. Returns true if the window was reduced.
   bool on_loss(uint32_t in_flight, uint32_t snd_nxt);
 
-  // Retransmission timeout: ssthresh = half the flight, cwnd = 1. Remembers
-  // the state before it for undo_timeout().
+  // Retransmission timeout: ssthresh = half the flight, cwnd = 1. The first
+  // timeout of an episode remembers the state before it for undo_timeout();
+  // further timeouts keep that snapshot until it is used or forgotten.
   void on_timeout(uint32_t in_flight, uint32_t snd_nxt);
 
-  // The last timeout was spurious (the originals were delivered): restores
-  // cwnd, ssthresh and the recovery state from just before it.
+  // The episode's timeouts were spurious (the originals were delivered):
+  // restores cwnd, ssthresh and the recovery state from before the first.
+  // No effect when nothing is remembered.
   void undo_timeout();
+
+  // The episode is over without an undo (a real loss, or too late to tell).
+  void forget_undo() { have_undo_ = false; }
+  bool can_undo() const { return have_undo_; }
 
   uint32_t cwnd() const { return cwnd_; }
   uint32_t ssthresh() const { return ssthresh_; }
@@ -54,6 +60,7 @@ class CongestionControl {
     bool in_recovery;
   };
   Saved before_timeout_{};
+  bool have_undo_ = false;
 };
 
 }  // namespace hyperscsi::proto
