@@ -22,6 +22,7 @@
 #include "hyperscsi/io/port_sink.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/negotiation.h"
 
 namespace hyperscsi::initiator {
 
@@ -255,6 +256,7 @@ class Initiator::Impl {
       cfg.local_mac = port_->mac();
       cfg.initiator_name = options_.initiator_name;
       cfg.mtu = static_cast<uint16_t>(std::min<size_t>(port_->mtu(), 65535));
+      cfg.window = proto::window_for_mtu(cfg.mtu, cfg.window);
       cfg.max_transfer = options_.max_transfer;
       cfg.auth = options_.auth;
       cfg.secret = options_.secret;

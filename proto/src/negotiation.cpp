@@ -4,6 +4,12 @@
 
 namespace hyperscsi::proto {
 
+uint16_t window_for_mtu(size_t mtu, uint16_t cap) {
+  constexpr size_t kWindowBytes = 400u * 1024u;
+  const size_t frames = kWindowBytes / (mtu + 14);  // + the Ethernet header
+  return static_cast<uint16_t>(std::max<size_t>(16, std::min<size_t>(frames, cap)));
+}
+
 LoginReply negotiate(const LoginRequest& request, const TargetLimits& limits) {
   LoginReply reply;
   reply.nonce = request.nonce;

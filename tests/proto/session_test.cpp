@@ -62,6 +62,17 @@ TEST(Negotiation, RejectsTooSmallMtuTransferOrWindow) {
   EXPECT_EQ(r.mtu, 500);  // a refusal names the target's offer
 }
 
+// About 400 KiB of frames (MTU + 14-byte Ethernet header each), within
+// [16, cap]: 270 frames fit at 1500 (capped to 256), 45 at 9000.
+TEST(Negotiation, WindowForMtuIsAboutFourHundredKibOfFrames) {
+  EXPECT_EQ(window_for_mtu(1500, 256), 256);
+  EXPECT_EQ(window_for_mtu(1500, 512), 270);
+  EXPECT_EQ(window_for_mtu(9000, 256), 45);
+  EXPECT_EQ(window_for_mtu(9000, 32), 32);    // never above the cap
+  EXPECT_EQ(window_for_mtu(65535, 256), 16);  // never below 16
+  EXPECT_EQ(window_for_mtu(576, 256), 256);
+}
+
 TEST(Negotiation, TransportParamsFollowTheReply) {
   LoginReply r;
   r.mtu = 9000;

@@ -92,6 +92,7 @@ Status<EngineError> PortLoop::start() {
   tc.limits = config_.limits;
   if (tc.limits.mtu == 0)
     tc.limits.mtu = static_cast<uint16_t>(std::min<size_t>(port_->mtu(), 65535));
+  tc.limits.window = proto::window_for_mtu(tc.limits.mtu, tc.limits.window);
   tc.max_sessions = config_.max_sessions;
   tc.transport = config_.transport;
   tc.reply_cache = config_.reply_cache;

@@ -79,7 +79,7 @@ struct InitiatorConfig {
   MacAddress local_mac{};
   std::string initiator_name;
   uint16_t mtu = 1500;                        // our port's L3 MTU
-  uint16_t window = 512;                      // frames we can receive beyond our ack
+  uint16_t window = 256;                      // frames we can receive beyond our ack
   uint32_t max_transfer = (1u << 20) + 4096;  // largest PDU we accept
   uint32_t features = kFeaturesV2;
   std::vector<uint8_t> auth;  // opaque auth bytes sent as they are (ignored when `secret` is set)

@@ -20,10 +20,19 @@ namespace hyperscsi::proto {
 inline constexpr uint16_t kMinNegotiatedMtu = 576;
 inline constexpr uint32_t kMinNegotiatedMaxTransfer = 64u * 1024u;
 
+// The receive window (frames) to offer at an MTU: about 400 KiB of frames,
+// at most `cap`, at least 16. Measured on a veth pair shaped to 1 Gbit/s
+// (docs/benchmarks.md): deeper windows only lengthen the shaper's queue, and
+// with it the round trip of the lightly loaded direction (commands during
+// reads), whose late acks then stall the pipeline; 256 frames at MTU 1500
+// and 45-48 at 9000 reached the line rate, 512 at 9000 overflowed tbf's queue.
+uint16_t window_for_mtu(size_t mtu, uint16_t cap);
+
 // What one target port offers.
 struct TargetLimits {
-  uint16_t mtu = 1500;                        // the target port's L3 MTU
-  uint16_t window = 512;                      // frames the target can receive beyond its ack
+  uint16_t mtu = 1500;  // the target port's L3 MTU
+  // Frames the target can receive beyond its ack, at most (see window_for_mtu).
+  uint16_t window = 256;
   uint32_t max_transfer = (1u << 20) + 4096;  // largest PDU the target accepts, bytes
   uint32_t features = kFeaturesV2;            // features the target offers
   uint32_t keepalive_ms = 1000;               // the initiator probes after this much silence
