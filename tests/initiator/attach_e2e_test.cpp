@@ -224,7 +224,7 @@ TEST_F(AttachE2eTest, FuseLoopExt4SurvivesDetachAndReattachThenNbdkit) {
     return;
   }
   const std::string sock = (work_ / "nbd.sock").string();
-  ASSERT_TRUE(nbdkit_.start(in_a("nbdkit -f -v --unix " + sock + " " NBDKIT_PLUGIN +
+  ASSERT_TRUE(nbdkit_.start(in_a(NBDKIT_ENV "nbdkit -f -v --unix " + sock + " " NBDKIT_PLUGIN +
                                  " port=" + port_a() + " target=" + name_ + " lun=0"),
                             (work_ / "nbdkit.log").string()));
   bool up = false;

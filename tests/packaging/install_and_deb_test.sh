@@ -134,7 +134,10 @@ out=$("$root/usr/bin/hyperscsi-attach" --help) || fail "hyperscsi-attach --help 
 for cmd in discover cdb attach detach list stats; do
   grep -qw "$cmd" <<<"$out" || fail "hyperscsi-attach --help does not list '$cmd'"
 done
-out=$(nbdkit --dump-plugin "$root/usr/$plugin_rel" 2>&1) || fail "nbdkit cannot load the plugin: $out"
+# NBDKIT_PRELOAD: the ASan runtime, for a sanitizer build's plugin.
+nbdkit_cmd=(nbdkit)
+[[ -n ${NBDKIT_PRELOAD:-} ]] && nbdkit_cmd=(env "LD_PRELOAD=$NBDKIT_PRELOAD" ASAN_OPTIONS=detect_leaks=0 nbdkit)
+out=$("${nbdkit_cmd[@]}" --dump-plugin "$root/usr/$plugin_rel" 2>&1) || fail "nbdkit cannot load the plugin: $out"
 grep -qx 'name=hyperscsi' <<<"$out" || fail "plugin name is not hyperscsi: $out"
 grep -qx "version=$version" <<<"$out" || fail "plugin version is not $version: $out"
 echo "nbdkit loads the plugin: $(grep -x 'name=.*' <<<"$out") $(grep -x 'version=.*' <<<"$out")"

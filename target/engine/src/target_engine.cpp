@@ -20,6 +20,13 @@ TargetEngine::TargetEngine(EngineConfig config, std::vector<std::unique_ptr<io::
 TargetEngine::~TargetEngine() {
   stop();
   loops_.clear();
+  // A request still in a store's kernel ring holds its command, and through
+  // it the LUN entry that owns the store: a cycle that only finishing the
+  // requests breaks (the snapshot keeps every entry alive meanwhile).
+  for (const auto& [n, slot] : *directory_->snapshot()) {
+    std::lock_guard lock(slot.entry->mu);
+    if (slot.entry->unit) slot.entry->unit->store().drain();
+  }
   // Dropping the table flushes and closes every LUN (LunEntry's destructor).
   directory_->update([](LunTable& t) {
     t.clear();
