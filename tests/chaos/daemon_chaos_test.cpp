@@ -3,6 +3,8 @@
 //   - kill -9 of the target during writes through the relay (3% loss), and a
 //     restart on the same file: the client resumes by itself and every write
 //     it saw acknowledged reads back correct (and is in the file);
+//   - the same for a protected session (a secret, auth required, encrypt):
+//     the client re-authenticates with the restarted target by itself;
 //   - the link down for 3 s on the client side, then on the target side,
 //     while writes run: nothing fails, commands wait and are retried;
 //   - kill -9 of the client: the target reclaims the session after its dead
@@ -11,7 +13,11 @@
 //     verified workload runs: the workload passes, the target stays up,
 //     keeps the real session as it was and counts what it dropped.
 // Each test prints a "figures:" line (times, I/Os verified, stalls, counts).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -228,14 +234,21 @@ class AckedWriter {
   std::thread thread_;
 };
 
-// An initiator whose port lives in namespace `ns`.
-std::unique_ptr<hi::Initiator> open_initiator(const std::string& ns, const std::string& iface,
-                                              std::string& why) {
+constexpr const char* kChaosInitiator = "iqn.2026-11.org.hyperscsi:chaos";
+
+// An initiator whose port lives in namespace `ns`; with `secret` (and the
+// weakest `protection` it accepts) it authenticates at every login.
+std::unique_ptr<hi::Initiator> open_initiator(
+    const std::string& ns, const std::string& iface, std::string& why,
+    hyperscsi::proto::crypto::SecretBytes secret = {},
+    hyperscsi::proto::Protection protection = hyperscsi::proto::Protection::kOff) {
   std::unique_ptr<hi::Initiator> ini;
   hi::Options o;
-  o.initiator_name = "iqn.2026-11.org.hyperscsi:chaos";
+  o.initiator_name = kChaosInitiator;
   o.dead_time = std::chrono::seconds(20);
   o.max_outstanding = 8;
+  o.secret = std::move(secret);
+  o.protection = protection;
   in_netns(ns, [&] {
     auto r = hi::Initiator::open("afpacket:" + iface, o);
     if (r)
@@ -345,6 +358,222 @@ TEST(ChaosDaemons, TargetKill9DuringWritesRestartsAndEveryAckedWriteIsThere) {
   EXPECT_EQ(bad, 0u) << first_bad;
   EXPECT_EQ(bad_in_file, 0u);
   EXPECT_GE(st.resumes + st.relogins, 1u);
+}
+
+// The inverse of an odd number modulo 2^64 (Newton's iteration).
+constexpr uint64_t inverse_mod64(uint64_t m) {
+  uint64_t x = m;
+  for (int i = 0; i < 6; ++i) x *= 2 - m * x;
+  return x;
+}
+
+// Inverse of fill_pattern's mixing step (splitmix64's finalizer).
+uint64_t unmix(uint64_t z) {
+  constexpr uint64_t kInv2 = inverse_mod64(0x94D049BB133111EBull);
+  constexpr uint64_t kInv1 = inverse_mod64(0xBF58476D1CE4E5B9ull);
+  static_assert(kInv1 * 0xBF58476D1CE4E5B9ull == 1 && kInv2 * 0x94D049BB133111EBull == 1);
+  z ^= (z >> 31) ^ (z >> 62);
+  z *= kInv2;
+  z ^= (z >> 27) ^ (z >> 54);
+  z *= kInv1;
+  z ^= (z >> 30) ^ (z >> 60);
+  return z;
+}
+
+// Whether `data` holds 16 bytes of some fill_pattern output, at any offset:
+// two consecutive 8-byte words of it unmix to counters 0x9E37... apart. For
+// random bytes (ciphertext) that happens with probability 2^-64 per offset.
+bool holds_clear_pattern(const uint8_t* data, size_t len) {
+  uint64_t unmixed[8] = {};  // of the words at the last 8 offsets
+  for (size_t i = 0; i + 8 <= len; ++i) {
+    uint64_t w;
+    std::memcpy(&w, data + i, 8);
+    const uint64_t u = unmix(w);
+    if (i >= 8 && u - unmixed[i % 8] == 0x9E3779B97F4A7C15ull) return true;
+    unmixed[i % 8] = u;
+  }
+  return false;
+}
+
+// Reads every HyperSCSI frame (EtherType 0x889A) arriving at `iface` of
+// namespace `ns` on a thread of its own, and counts those that carry
+// fill_pattern bytes in the clear. Stops (bounded) in the destructor.
+class WireWatch {
+ public:
+  WireWatch(const std::string& ns, const std::string& iface) {
+    in_netns(ns, [&] {
+      fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(0x889A));
+      if (fd_ < 0) return;
+      sockaddr_ll a{};
+      a.sll_family = AF_PACKET;
+      a.sll_protocol = htons(0x889A);
+      a.sll_ifindex = static_cast<int>(::if_nametoindex(iface.c_str()));
+      timeval tv{0, 100000};
+      if (a.sll_ifindex == 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+          ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+      }
+    });
+    if (fd_ >= 0) thread_ = std::thread([this] { loop(); });
+  }
+  ~WireWatch() { stop(); }
+  WireWatch(const WireWatch&) = delete;
+  WireWatch& operator=(const WireWatch&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  uint64_t frames() const { return frames_; }
+  uint64_t clear_frames() const { return clear_frames_; }
+
+ private:
+  void loop() {
+    std::vector<uint8_t> buf(65536);
+    while (!stop_) {
+      const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+      if (n <= 0) continue;  // timeout: look at stop_ again
+      ++frames_;
+      if (holds_clear_pattern(buf.data(), static_cast<size_t>(n))) ++clear_frames_;
+    }
+  }
+
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> frames_{0}, clear_frames_{0};
+  std::thread thread_;
+};
+
+// The kill -9 restart of a PROTECTED session: the daemon's config gives the
+// client's initiator name a secret and the LUN (a file) auth = "required",
+// protection = "encrypt". A protected session ignores the unprotected
+// Disconnect the restarted target sends for a session it does not know
+// (docs/protocol.md 10.13), so the client finds out by its dead time: the
+// target offers a short one (keepalive 300 ms, dead 2 s). The client must
+// then resume (re-authenticating, 10.12) or log in afresh by itself, with a
+// new handshake and new keys, and every acknowledged write must be there.
+TEST(ChaosDaemons, ProtectedSessionSurvivesTargetKill9AndReauthenticates) {
+  SKIP_UNLESS_READY();
+  const auto t_start = Clock::now();
+  NetnsPair net({.mtu = 1500});
+  if (!net.ok()) GTEST_SKIP() << "cannot create namespaces: " << net.error();
+  TempDir dir("hs_chaos");
+  ASSERT_FALSE(dir.path().empty());
+  const fs::path store = dir.path() / "lun0.img", control = dir.path() / "target.sock";
+  const fs::path key = dir.path() / "chaos.key", config = dir.path() / "target.toml";
+  { std::ofstream(store).close(); }
+  fs::resize_file(store, 32ull << 20);
+  { std::ofstream(key) << "5be0c1d27a9f43e8b6d1057c2e9a4f3b81c6d0e7a2f5b9c4\n"; }
+  fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  const std::string name = "hsp" + std::to_string(::getpid());
+  {
+    std::ofstream(config) << "[target]\nname = \"" << name
+                          << "\"\nports = [\"afpacket:" << net.iface_b() << "\"]\ncontrol = \""
+                          << control.string() << "\"\nkeepalive_ms = 300\ndead_time_ms = 2000\n\n"
+                          << "[[initiator]]\nname = \"" << kChaosInitiator << "\"\nsecret_file = \""
+                          << key.string() << "\"\n\n"
+                          << "[[lun]]\nnumber = 0\nstore = \"" << store.string()
+                          << "\"\nauth = \"required\"\nprotection = \"encrypt\"\n";
+  }
+  const std::string cmd =
+      "ip netns exec " + net.ns_b() + " " HYPERSCSI_TARGET_BIN " --config " + config.string();
+  auto stats = [&] { return target_stats(HYPERSCSI_TARGET_BIN, control); };
+  // The one session, authenticated with encryption.
+  auto protected_session = [](const std::string& json) {
+    return json_session_count(json) == 1 &&
+           json.find("\"authenticated\":true,\"protection\":\"encrypt\"") != std::string::npos;
+  };
+
+  Proc target;
+  ASSERT_TRUE(target.start(cmd, dir.path() / "target.log"));
+  ASSERT_TRUE(wait_until([&] { return target_answers(control); }, milliseconds(5000)))
+      << slurp(dir.path() / "target.log");
+
+  // What reaches the target's port: the written blocks must not be there in
+  // the clear. The detector itself is checked on a clear block first.
+  std::vector<uint8_t> clear(AckedWriter::kBytes + 3);
+  fill_pattern(clear.data() + 3, AckedWriter::kBytes, 7, 1);
+  ASSERT_TRUE(holds_clear_pattern(clear.data() + 1000, 40));
+  WireWatch wire(net.ns_b(), net.iface_b());
+  ASSERT_TRUE(wire.ok()) << "cannot open a packet socket on " << net.iface_b();
+
+  std::string why;
+  auto secret = hi::read_secret_file(key.string());
+  ASSERT_TRUE(secret) << secret.error().message;
+  auto ini = open_initiator(net.ns_a(), net.iface_a(), why, std::move(secret).value(),
+                            hyperscsi::proto::Protection::kEncrypt);
+  ASSERT_TRUE(ini) << why;
+  auto info = ini->connect(name);
+  ASSERT_TRUE(info) << info.error().message << "\n" << slurp(dir.path() / "target.log");
+  auto lun = ini->open_lun(0);
+  ASSERT_TRUE(lun) << lun.error().message;
+
+  AckedWriter writer(*lun, 2048, 8);  // 8 MiB
+  writer.start();
+  std::this_thread::sleep_for(milliseconds(1500));
+  const std::string before = stats();
+  const hi::Stats st_before = ini->stats();
+  const uint64_t acked_before_kill = writer.acked();
+  target.kill9();
+  std::this_thread::sleep_for(milliseconds(1000));
+  ASSERT_TRUE(target.start(cmd, dir.path() / "target.log"));
+  const auto restarted_at = Clock::now();
+  const bool resumed =
+      wait_until([&] { return writer.acked_since(restarted_at) >= 100; }, milliseconds(15000));
+  const double resume_s = seconds_since(restarted_at);
+  std::this_thread::sleep_for(milliseconds(1000));
+  // Taken while the writes still run: the session is open.
+  const std::string after = stats();
+  ASSERT_TRUE(writer.stop(milliseconds(25000))) << "writes still in flight";
+  const hi::Stats st = ini->stats();
+  std::string first_bad;
+  const uint64_t bad = resumed ? writer.verify(first_bad) : 0;
+  wire.stop();
+  ini->disconnect();
+  ini.reset();
+  EXPECT_EQ(target.stop(), 0) << slurp(dir.path() / "target.log");
+  const uint64_t bad_in_file = writer.verify_file(store);
+  const std::string log = slurp(dir.path() / "target.log");
+
+  std::printf(
+      "figures: %.1f s total; %llu writes acknowledged (%llu before the kill), %llu failed; "
+      "stall %.2f s (target down 1.0 s, dead time 2 s, first 100 acks %.2f s after the "
+      "restart); client resumes=%llu relogins=%llu reissued=%llu, session %08x epoch %u -> "
+      "%08x epoch %u; target after restart: auth_successes=%lld auth_failures=%lld "
+      "frames_bad_tag=%lld; 2048 blocks (8 MiB) verified by reads and in the file; wire: "
+      "%llu frames to the target, %llu with a block in the clear\n",
+      seconds_since(t_start), static_cast<unsigned long long>(writer.acked()),
+      static_cast<unsigned long long>(acked_before_kill),
+      static_cast<unsigned long long>(writer.failed()), writer.max_stall(), resume_s,
+      static_cast<unsigned long long>(st.resumes), static_cast<unsigned long long>(st.relogins),
+      static_cast<unsigned long long>(st.reissued), st_before.session_id, st_before.epoch,
+      st.session_id, st.epoch, static_cast<long long>(json_int(after, "auth_successes")),
+      static_cast<long long>(json_int(after, "auth_failures")),
+      static_cast<long long>(json_int(after, "frames_bad_tag")),
+      static_cast<unsigned long long>(wire.frames()),
+      static_cast<unsigned long long>(wire.clear_frames()));
+  EXPECT_TRUE(protected_session(before)) << before;
+  EXPECT_GE(json_int(before, "auth_successes"), 1) << before;
+  ASSERT_TRUE(resumed) << "no writes completed after the restart; state " << st.state << "\n"
+                       << log;
+  EXPECT_GT(acked_before_kill, 0u);
+  EXPECT_EQ(writer.failed(), 0u) << writer.first_error();
+  EXPECT_EQ(bad, 0u) << first_bad;
+  EXPECT_EQ(bad_in_file, 0u);
+  EXPECT_GE(st.resumes + st.relogins, 1u);
+  // The restarted daemon (its counters start at zero) authenticated the
+  // client again and serves the LUN only over the encrypted session.
+  EXPECT_TRUE(protected_session(after)) << after;
+  EXPECT_GE(json_int(after, "auth_successes"), 1) << after;
+  EXPECT_EQ(json_int(after, "auth_failures"), 0) << after;
+  EXPECT_EQ(json_int(after, "commands_unauthenticated"), 0) << after;
+  EXPECT_GT(wire.frames(), acked_before_kill) << "the capture saw too few frames";
+  EXPECT_EQ(wire.clear_frames(), 0u) << "written data crossed the wire unencrypted";
+  EXPECT_EQ(log.find("5be0c1d2"), std::string::npos) << "the secret must never be logged";
 }
 
 TEST(ChaosDaemons, LinkDownAndUpOnEitherSideDelaysButFailsNothing) {
