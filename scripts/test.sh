@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds with warnings as
 # errors, and runs every test. Tests that need root run as root here.
-# Then every libFuzzer harness for a bounded time (build-fuzz). The asan
-# stage (the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer,
-# build-asan) runs on request until it has passed in full once.
+# Then the whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (build-asan), then every libFuzzer harness for a bounded time (build-fuzz).
 #
-# HYPERSCSI_CI_STAGES picks stages, run in this order (default: setup normal fuzz):
+# HYPERSCSI_CI_STAGES picks stages, run in this order (default: setup normal asan fuzz):
 #   setup  normal  asan  fuzz        e.g. HYPERSCSI_CI_STAGES="asan fuzz"
 # BUILD_DIR, ASAN_BUILD_DIR, FUZZ_BUILD_DIR override the build directories.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-stages=${HYPERSCSI_CI_STAGES:-setup normal fuzz}
+stages=${HYPERSCSI_CI_STAGES:-setup normal asan fuzz}
 build=${BUILD_DIR:-$here/build}
 asan_build=${ASAN_BUILD_DIR:-$here/build-asan}
 fuzz_build=${FUZZ_BUILD_DIR:-$here/build-fuzz}
