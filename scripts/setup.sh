@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
-  zlib1g-dev libssl-dev libtomlplusplus-dev libcli11-dev
+  zlib1g-dev libisal-dev libssl-dev libtomlplusplus-dev libcli11-dev
   libpcap-dev tshark
   dpdk dpdk-dev libdpdk-dev
   liburing-dev libfuse3-dev fuse3
