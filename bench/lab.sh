@@ -13,6 +13,7 @@
 # Usage: bench/lab.sh [--mtu 1500|9000] [--shape RATE] [--quick] [--out DIR]
 #          [--build DIR] [--runs N] [--seconds S] [--cells "WORKLOAD BS QD[;...]"]...
 #          [--memory-only | --no-memory] [--memory-seconds S] [--memory-clients N]
+#          [--hyperscsi-args "ARGS"]   (extra hyperscsi-bench options for the HyperSCSI cells)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
@@ -27,6 +28,7 @@ cells=()
 do_cells=1
 do_memory=1
 mem_clients=16
+hs_extra=()
 # The command line without --out/--build, for the report's "reproduce" line.
 repro=bench/lab.sh
 args=("$@")
@@ -49,6 +51,7 @@ while (($#)); do
     --no-memory) do_memory=0; shift ;;
     --memory-seconds) mem_secs=$2; shift 2 ;;
     --memory-clients) mem_clients=$2; shift 2 ;;
+    --hyperscsi-args) read -ra hs_extra <<<"$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "lab: unknown option $1" >&2; usage ;;
   esac
@@ -201,7 +204,7 @@ if ((do_cells)); then
     for cell in "${cells[@]}"; do
       read -r w bs qd <<<"$cell"
       run_cell "$r" hyperscsi "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" --transport hyperscsi \
-        --port "afpacket:$if_c" --target "lab$$" --lun 0 --target-pid "$hs_pid"
+        --port "afpacket:$if_c" --target "lab$$" --lun 0 --target-pid "$hs_pid" "${hs_extra[@]}"
       run_cell "$r" iscsi "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" --transport iscsi \
         --url "iscsi://$ip_s/$iqn/1" --iface "$if_c" --target-pid "$tgtd_pid"
       run_cell "$r" local "$w" "$bs" "$qd" "$bench" --transport local --path "$store"

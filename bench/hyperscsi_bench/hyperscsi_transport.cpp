@@ -73,6 +73,7 @@ TransportResult open_hyperscsi(const HyperscsiOptions& options) {
                       "'");
   io.protection = *level;
   io.checksum = options.checksum;
+  io.busy_poll = std::chrono::microseconds(options.busy_poll_us);
   if (!options.secret_file.empty()) {
     auto secret = initiator::read_secret_file(options.secret_file);
     if (!secret) return Unexpected(secret.error().message);

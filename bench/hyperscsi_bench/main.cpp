@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
   std::string secret_file, protection = "off", checksum = "on";
   uint16_t lun = 0;
-  unsigned read_pct = 0, qd = 1;
+  unsigned read_pct = 0, qd = 1, busy_poll_us = 0;
   double seconds = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
                  "HyperSCSI: offer crc32 on every frame (on, the default) or not (off); iSCSI "
                  "digests stay as the target sets them")
       ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--busy-poll-us", busy_poll_us,
+                 "HyperSCSI: poll up to this many microseconds for a reply before sleeping "
+                 "(0, the default: always sleep)")
+      ->check(CLI::Range(0u, 10000u));
   app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
   app.add_option("--path", path, "local file or block device");
   app.add_flag("--direct", direct, "local: open with O_DIRECT");
@@ -142,7 +146,8 @@ int main(int argc, char** argv) {
                              .max_outstanding = std::max(qd, 1u) * 2,
                              .secret_file = secret_file,
                              .protection = protection,
-                             .checksum = checksum == "on"});
+                             .checksum = checksum == "on",
+                             .busy_poll_us = busy_poll_us});
   else
     opened = open_iscsi({.url = url});
   if (!opened) {

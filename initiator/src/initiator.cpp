@@ -654,12 +654,28 @@ class Initiator::Impl {
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
     if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
     if (port_->poll_mode()) until = now;  // busy-poll
+    if (!inflight_.empty() && options_.busy_poll.count() > 0 && until > now &&
+        busy_poll(std::min<TimePoint>(until, now + options_.busy_poll)))
+      return;
+    now = SteadyClock::now();
     const auto left = until > now ? until - now : proto::Duration::zero();
     timespec ts{};
     ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(left).count());
     ts.tv_nsec = static_cast<long>((left - std::chrono::seconds(ts.tv_sec)).count());
     epoll_event evs[4];
     ::epoll_pwait2(epoll_fd_, evs, 4, &ts, nullptr);
+  }
+
+  // Checks the epoll set without sleeping until something is ready (true) or
+  // `until` (false). A zero-timeout epoll_pwait2 is one cheap system call;
+  // sleeping and being woken by the other CPU is what costs the latency.
+  bool busy_poll(TimePoint until) {
+    const timespec zero{};
+    epoll_event evs[4];
+    do {
+      if (::epoll_pwait2(epoll_fd_, evs, 4, &zero, nullptr) > 0) return true;
+    } while (SteadyClock::now() < until);
+    return false;
   }
 
   Stats snapshot() const {

@@ -164,6 +164,7 @@ TEST(BenchTool, LocalVerifyPassesAndCatchesCorruption) {
   EXPECT_EQ(rec["cpu_s_per_gib_target"], "null");  // no --target-pid
   EXPECT_EQ(rec["client_timeouts"], "null");       // only HyperSCSI counts its recovery
   EXPECT_EQ(run(base + " --checksum maybe").status, 1);
+  EXPECT_EQ(run(base + " --busy-poll-us 20000").status, 1);  // above 10000
 
   auto r = run(base + " --workload randread --bs 4k --qd 8 --time 1 --verify");
   ASSERT_EQ(r.status, 0) << r.out;
@@ -255,7 +256,9 @@ TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
   EXPECT_GE(num(rec, "client_retransmits"), 0);
   EXPECT_GE(num(rec, "client_timeouts"), num(rec, "client_spurious_timeouts"));
 
-  auto r = run(base + " --workload randread --bs 4k --qd 32 --size 16M --time 1 --verify");
+  // The initiator polling for replies before it sleeps: same verified data.
+  auto r = run(base + " --workload randread --bs 4k --qd 32 --size 16M --time 1 --verify" +
+               " --busy-poll-us 50");
   ASSERT_EQ(r.status, 0) << r.out;
   rec = record_of(r.out);
   expect_record(rec, "hyperscsi");

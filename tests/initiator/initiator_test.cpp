@@ -120,13 +120,14 @@ TEST(InitiatorTest, DiscoverConnectInquiryCapacity) {
 
 // Random concurrent reads and writes in disjoint slots over a lossy,
 // reordering, duplicating link, with transfers split at a small maximum.
-TEST(InitiatorTest, RandomIoWithLossReorderDuplicationMatchesModel) {
+void random_io_with_loss_matches_model(std::chrono::microseconds busy_poll) {
   io::Impairment imp;
   imp.loss = 0.02;
   imp.duplicate = 0.02;
   imp.reorder = 0.05;
   Options opt;
   opt.max_transfer = 64 * 1024 + 4096;  // 60 KiB of data per command: forces splitting
+  opt.busy_poll = busy_poll;
   Lab lab = make_lab(imp, opt);
   ASSERT_TRUE(lab.initiator->connect("mini").ok());
   auto lun = lab.initiator->open_lun(0);
@@ -179,6 +180,16 @@ TEST(InitiatorTest, RandomIoWithLossReorderDuplicationMatchesModel) {
   const Stats st = lab.initiator->stats();
   EXPECT_GT(st.transport.frames_retransmitted, 0u);  // the impairments really bit
   EXPECT_EQ(st.failed, 0u);
+}
+
+TEST(InitiatorTest, RandomIoWithLossReorderDuplicationMatchesModel) {
+  random_io_with_loss_matches_model(std::chrono::microseconds(0));
+}
+
+// The I/O thread polls before it sleeps: timers, retransmission and
+// completions behave the same.
+TEST(InitiatorTest, RandomIoWithLossMatchesModelWhileBusyPolling) {
+  random_io_with_loss_matches_model(std::chrono::microseconds(200));
 }
 
 // The target restarts (loses every session) during a stream of writes: the

@@ -93,6 +93,11 @@ struct Options {
   // Offer CHECKSUM at login (crc32 over every frame, end to end); used only
   // if the target offers it too. Off: the Ethernet FCS alone guards the wire.
   bool checksum = true;
+  // While commands are in flight, the I/O thread polls for up to this long
+  // before it sleeps (like the kernel's busy_poll): a reply that arrives
+  // within it costs no wake-up, at the price of a CPU spinning meanwhile.
+  // Zero: always sleep.
+  std::chrono::microseconds busy_poll{0};
   uint64_t seed = 0;  // 0: random nonces; else deterministic
 };
 
