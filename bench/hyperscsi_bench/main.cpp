@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
   std::string secret_file, protection = "off", checksum = "on";
   uint16_t lun = 0;
-  unsigned read_pct = 0, qd = 1, busy_poll_us = 0;
+  unsigned read_pct = 0, qd = 1;
+  unsigned busy_poll_us = HyperscsiOptions{}.busy_poll_us;
   double seconds = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
@@ -75,7 +76,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--busy-poll-us", busy_poll_us,
                  "HyperSCSI: poll up to this many microseconds for a reply before sleeping "
-                 "(0, the default: always sleep)")
+                 "(0: always sleep)")
+      ->capture_default_str()
       ->check(CLI::Range(0u, 10000u));
   app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
   app.add_option("--path", path, "local file or block device");

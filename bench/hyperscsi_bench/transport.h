@@ -72,8 +72,8 @@ struct HyperscsiOptions {
   uint32_t max_outstanding = 256;
   std::string secret_file;  // empty: unauthenticated
   std::string protection = "off";
-  bool checksum = true;       // offer CHECKSUM at login
-  unsigned busy_poll_us = 0;  // initiator::Options::busy_poll
+  bool checksum = true;        // offer CHECKSUM at login
+  unsigned busy_poll_us = 50;  // as initiator::Options::busy_poll
 };
 TransportResult open_hyperscsi(const HyperscsiOptions& options);
 

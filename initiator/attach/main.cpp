@@ -46,7 +46,7 @@ std::string initiator_name() {
   return std::string("hyperscsi-attach@") + host;
 }
 
-// Secret and protection from --secret-file / --protection, read once in main().
+// Secret, protection and busy polling from the command line, read once in main().
 Options g_security;
 
 Options base_options() {
@@ -533,6 +533,12 @@ int main(int argc, char** argv) {
 
   auto* att = app.add_subcommand("attach", "expose a LUN as a file (FUSE) and a loop device");
   std::string secret_file, protection = "off";
+  auto busy_poll_us = static_cast<unsigned>(Options{}.busy_poll.count());
+  att->add_option("--busy-poll-us", busy_poll_us,
+                  "poll up to this many microseconds for a reply before sleeping (0: always "
+                  "sleep)")
+      ->check(CLI::Range(0u, 10000u))
+      ->capture_default_str();
   for (CLI::App* sub : {cdb, att}) {
     sub->add_option("--secret-file", secret_file,
                     "file with the secret shared with the target (authenticated login)");
@@ -557,6 +563,7 @@ int main(int argc, char** argv) {
   auto level = proto::parse_protection(protection);
   if (!level) return fail("--protection must be off, integrity or encrypt");
   g_security.protection = *level;
+  g_security.busy_poll = std::chrono::microseconds(busy_poll_us);
   if (!secret_file.empty()) {
     auto secret = read_secret_file(secret_file);
     if (!secret) return fail(secret.error());

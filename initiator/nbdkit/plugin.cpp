@@ -24,6 +24,7 @@ struct Config {
   std::string target;
   long lun = -1;
   long dead_time_s = 60;
+  long busy_poll_us = Options{}.busy_poll.count();
   std::string secret_file;
   std::string protection = "off";
 } config;
@@ -52,14 +53,15 @@ int hs_config(const char* key, const char* value) {
     config.secret_file = value;
   } else if (k == "protection") {
     config.protection = value;
-  } else if (k == "lun" || k == "dead_time") {
+  } else if (k == "lun" || k == "dead_time" || k == "busy_poll_us") {
     char* end = nullptr;
     const long v = std::strtol(value, &end, 10);
-    if (!end || *end != '\0' || v < 0 || (k == "lun" && v > 65535)) {
+    if (!end || *end != '\0' || v < 0 || (k == "lun" && v > 65535) ||
+        (k == "busy_poll_us" && v > 10000)) {
       nbdkit_error("hyperscsi: %s=%s is not a valid number", key, value);
       return -1;
     }
-    (k == "lun" ? config.lun : config.dead_time_s) = v;
+    (k == "lun" ? config.lun : k == "dead_time" ? config.dead_time_s : config.busy_poll_us) = v;
   } else {
     nbdkit_error("hyperscsi: unknown parameter '%s'", key);
     return -1;
@@ -79,6 +81,7 @@ int hs_after_fork() {
   Options o;
   o.initiator_name = "nbdkit-hyperscsi";
   o.dead_time = std::chrono::seconds(config.dead_time_s);
+  o.busy_poll = std::chrono::microseconds(config.busy_poll_us);
   auto level = hyperscsi::proto::parse_protection(config.protection);
   if (!level)
     return fail(Error{ErrorKind::kInvalidArgument, "protection must be off, integrity or encrypt"});
@@ -174,7 +177,8 @@ nbdkit_plugin make_plugin() {
       "lun=N          (required) LUN number\n"
       "dead_time=S    fail a command without reply after S seconds (default 60)\n"
       "secret_file=F  file with the secret shared with the target (authenticated login)\n"
-      "protection=P   weakest per-frame protection accepted: off, integrity, encrypt";
+      "protection=P   weakest per-frame protection accepted: off, integrity, encrypt\n"
+      "busy_poll_us=N poll up to N us for a reply before sleeping (0..10000, default 50)";
   p.magic_config_key = nullptr;
   p.after_fork = hs_after_fork;
   p.cleanup = hs_cleanup;

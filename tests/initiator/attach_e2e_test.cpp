@@ -161,6 +161,11 @@ TEST_F(AttachE2eTest, FuseLoopExt4SurvivesDetachAndReattachThenNbdkit) {
   EXPECT_NE(out.find("LUN absent"), std::string::npos) << out;
   EXPECT_FALSE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --port afpacket:hsnone0"), &out));
   EXPECT_NE(out.find("interface absent"), std::string::npos) << out;
+  EXPECT_FALSE(
+      run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() +
+               " --lun 0 --busy-poll-us 20000 --foreground --fuse " + (work_ / "fuse").string()),
+          &out));
+  EXPECT_NE(out.find("busy-poll-us"), std::string::npos) << out;
 
   const std::string fuse = (work_ / "fuse").string();
   const std::string mnt = (work_ / "mnt").string();
@@ -224,9 +229,10 @@ TEST_F(AttachE2eTest, FuseLoopExt4SurvivesDetachAndReattachThenNbdkit) {
     return;
   }
   const std::string sock = (work_ / "nbd.sock").string();
-  ASSERT_TRUE(nbdkit_.start(in_a(NBDKIT_ENV "nbdkit -f -v --unix " + sock + " " NBDKIT_PLUGIN +
-                                 " port=" + port_a() + " target=" + name_ + " lun=0"),
-                            (work_ / "nbdkit.log").string()));
+  ASSERT_TRUE(
+      nbdkit_.start(in_a(NBDKIT_ENV "nbdkit -f -v --unix " + sock + " " NBDKIT_PLUGIN +
+                         " port=" + port_a() + " target=" + name_ + " lun=0 busy_poll_us=0"),
+                    (work_ / "nbdkit.log").string()));
   bool up = false;
   for (int i = 0; i < 100 && !up; ++i) {
     up = NetnsPair::shell("nbdinfo --size 'nbd+unix:///?socket=" + sock + "' 2>/dev/null", &out);
