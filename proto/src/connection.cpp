@@ -81,7 +81,6 @@ struct Connection::Impl {
   void on_timeout(TimePoint now);
   bool frto_may_start() const;
   void frto_on_ack(bool advanced, bool loss_signal, bool sack_news, uint32_t ack, TimePoint now);
-  void frto_undo();
   void frto_go_back_n();
   void open_undo_episode();
   void close_undo_episode();
@@ -430,7 +429,7 @@ void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_ne
     // could arrive: the original got through (even if it acks everything).
     if (advanced && !sack_news && rtt.has_sample() &&
         (frto_resent_at == kNever || now - frto_resent_at < rtt.min_rtt() / 2)) {
-      frto_undo();
+      undo_episode();  // spurious: an F-RTO timeout opens its own episode
       return;
     }
     // New SACK blocks here show holes: some frames were lost, and repairing
@@ -448,13 +447,7 @@ void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_ne
     frto_go_back_n();
     return;
   }
-  frto_undo();
-}
-
-// Spurious: the originals were delivered, only the acks were late. An F-RTO
-// timeout always opens its own undo episode, so this is that episode's undo.
-void Connection::Impl::frto_undo() {
-  undo_episode();
+  undo_episode();  // two acks advanced over never-resent frames: spurious
 }
 
 void Connection::Impl::open_undo_episode() {
