@@ -66,17 +66,50 @@ vm_setup() {
   vm_require
   VM_ASSETS=${HS_VM_ASSETS:-$VM_BUILD/vm-assets}
   [[ -f $VM_ASSETS/stamp ]] || vm_die "no VM assets in $VM_ASSETS: run tests/vm/build_assets.sh (ctest fixture vm.assets)"
+  vm_reap_stale
   VM_WORK=$(mktemp -d "/tmp/${VM_ID}.XXXXXX")
   trap vm_cleanup EXIT
   trap 'exit 130' INT TERM
+  # Our own bound, below ctest's timeout (whose SIGKILL would skip the EXIT
+  # trap): past it the test ends through the trap and cleans up.
+  (
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    sleep "${HS_VM_TEST_BOUND:-540}" &
+    nap=$!
+    wait "$nap"
+    echo "FAIL: the test ran past ${HS_VM_TEST_BOUND:-540} s"
+    kill -TERM $$
+  ) &
+  VM_WATCHDOG=$!
   ip netns add "$VM_NS"
   VM_NAMESPACES+=("$VM_NS")
   ip -n "$VM_NS" link set lo up
 }
 
+# Leftovers of a run that was killed before its EXIT trap ran (namespaces
+# named hsvmPID-* whose PID is gone): their processes, namespaces, scratch.
+vm_reap_stale() {
+  local ns pid
+  for ns in $(ip netns list | grep -oE '^hsvm[0-9]+-[a-z0-9]+'); do
+    pid=${ns#hsvm}
+    pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null && continue
+    echo "removing stale namespace $ns"
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
+  for d in /tmp/hsvm[0-9]*.*; do
+    [[ -d $d ]] || continue
+    pid=${d#/tmp/hsvm}
+    pid=${pid%%.*}
+    kill -0 "$pid" 2>/dev/null || rm -rf "$d"
+  done
+}
+
 vm_cleanup() {
   local rc=$?
   set +e
+  [[ -n ${VM_WATCHDOG:-} ]] && kill "$VM_WATCHDOG" 2>/dev/null
   local name id
   for name in "${!VM_QEMU_PID[@]}"; do
     kill -9 "${VM_QEMU_PID[$name]}" 2>/dev/null
@@ -86,7 +119,10 @@ vm_cleanup() {
   done
   for name in "${!VM_QEMU_PID[@]}"; do wait "${VM_QEMU_PID[$name]}" 2>/dev/null; done
   for id in "${!VM_TARGET_PID[@]}"; do wait "${VM_TARGET_PID[$id]}" 2>/dev/null; done
-  for ns in "${VM_NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  for ns in "${VM_NAMESPACES[@]}"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
   if [[ -n $VM_WORK && -d $VM_WORK ]]; then
     if [[ ${HS_VM_KEEP:-0} == 1 || ($rc -ne 0 && ${HS_VM_KEEP:-0} == fail) ]]; then
       echo "kept $VM_WORK"
@@ -159,7 +195,7 @@ vm_target_start() {
 vm_target_kill() {
   local id=$1 sig=${2:-KILL}
   kill "-$sig" "${VM_TARGET_PID[$id]}" 2>/dev/null
-  wait "${VM_TARGET_PID[$id]}" 2>/dev/null
+  wait "${VM_TARGET_PID[$id]}" 2>/dev/null || true
   unset "VM_TARGET_PID[$id]"
 }
 
@@ -213,7 +249,7 @@ vm_wait_exit() {
   local name=$1 end=$((SECONDS + $2))
   while ((SECONDS < end)); do
     if ! vm_running "$name"; then
-      wait "${VM_QEMU_PID[$name]}" 2>/dev/null
+      wait "${VM_QEMU_PID[$name]}" 2>/dev/null || true
       unset "VM_QEMU_PID[$name]"
       vm_log "$name stopped after $((SECONDS - VM_BOOT_START)) s"
       return 0
@@ -221,7 +257,7 @@ vm_wait_exit() {
     sleep 0.2
   done
   kill -9 "${VM_QEMU_PID[$name]}" 2>/dev/null
-  wait "${VM_QEMU_PID[$name]}" 2>/dev/null
+  wait "${VM_QEMU_PID[$name]}" 2>/dev/null || true
   unset "VM_QEMU_PID[$name]"
   return 1
 }
