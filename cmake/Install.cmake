@@ -98,6 +98,23 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua)
   install(FILES ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua
           DESTINATION ${HYPERSCSI_WIRESHARK_LUA_DIR} COMPONENT hyperscsi-client)
 endif()
+# Diskless root and attachments at boot: the initramfs-tools hook, boot script
+# and conf-hook (docs/operations.md section 3), the hyperscsi-attach@.service
+# template and an example /etc/hyperscsi/attach.toml.
+set(_hs_initramfs_dir "${PROJECT_SOURCE_DIR}/initiator/initramfs")
+install(PROGRAMS ${_hs_initramfs_dir}/hooks/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/hooks COMPONENT hyperscsi-client)
+install(PROGRAMS ${_hs_initramfs_dir}/scripts/local-top/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/scripts/local-top
+        COMPONENT hyperscsi-client)
+install(FILES ${_hs_initramfs_dir}/conf-hooks.d/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/conf-hooks.d
+        COMPONENT hyperscsi-client)
+install(FILES ${PROJECT_SOURCE_DIR}/initiator/attach/hyperscsi-attach@.service
+        DESTINATION ${HYPERSCSI_SYSTEMD_UNIT_DIR} COMPONENT hyperscsi-client)
+install(FILES ${PROJECT_SOURCE_DIR}/initiator/attach/attach.example.toml
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi-client/examples RENAME attach.toml
+        COMPONENT hyperscsi-client)
 # The benchmark program, once bench/ builds one (its man page when written).
 if(TARGET hyperscsi-bench)
   install(TARGETS hyperscsi-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}

@@ -70,7 +70,29 @@ remote LUN as a local file (FUSE) and loop block device. The nbdkit plugin\n\
 # fusermount3 for attach/detach; nbdkit to load the plugin.
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_DEPENDS "fuse3")
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_RECOMMENDS "nbdkit")
-set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_SUGGESTS "wireshark | tshark")
+set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_SUGGESTS "wireshark | tshark, initramfs-tools, nbd-client")
+# The initramfs hook: a dpkg trigger rebuilds the initramfs when the package
+# (and so the hook, the boot script or hyperscsi-attach) changes; the unit
+# template needs a daemon-reload.
+set(_hs_client_scripts "${CMAKE_BINARY_DIR}/cpack-deb/hyperscsi-client")
+file(WRITE "${_hs_client_scripts}/triggers" "activate-noawait update-initramfs\n")
+file(WRITE "${_hs_client_scripts}/postinst" [=[#!/bin/sh
+set -e
+if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload >/dev/null || true
+fi
+exit 0
+]=])
+file(WRITE "${_hs_client_scripts}/postrm" [=[#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload >/dev/null || true
+fi
+exit 0
+]=])
+set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_CONTROL_EXTRA
+    "${_hs_client_scripts}/postinst;${_hs_client_scripts}/postrm;${_hs_client_scripts}/triggers")
+set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 include(CPack)
 cpack_add_component(hyperscsi-target DISPLAY_NAME "HyperSCSI target daemon")

@@ -17,9 +17,11 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include "attach_config.h"
 #include "fuse_export.h"
 #include "hyperscsi/initiator/byte_device.h"
 #include "hyperscsi/initiator/initiator.h"
@@ -199,6 +201,25 @@ Result<std::unique_ptr<Initiator>, Error> connect_to(const std::string& port,
   return std::move(ini.value());
 }
 
+// connect_to, retried every second for up to wait_s seconds while the
+// interface is absent or no target answers (at boot the NIC or the server may
+// come up after us); a LUN, access or secret problem is final at once.
+Result<std::unique_ptr<Initiator>, Error> connect_waiting(const std::string& port,
+                                                          const std::string& target,
+                                                          uint32_t wait_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+  for (;;) {
+    auto ini = connect_to(port, target);
+    if (ini) return ini;
+    const Error& e = ini.error();
+    const bool transient = e.kind == ErrorKind::kNoTarget || e.kind == ErrorKind::kInterfaceAbsent;
+    if (!transient || wait_s == 0) return ini;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Unexpected{Error{e.kind, e.message + " (waited " + std::to_string(wait_s) + " s)"}};
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+}
+
 int cmd_cdb(const std::string& port, const std::string& target, uint16_t lun, uint32_t data_in,
             const std::string& data_out_file, const std::string& hex) {
   ScsiCommand c;
@@ -248,6 +269,7 @@ struct AttachArgs {
   uint16_t lun = 0;
   bool loop = false;
   bool foreground = false;
+  uint32_t wait_s = 0;  // retry while no target answers (connect_waiting)
 };
 
 // Reports the attach outcome to the waiting parent (or stdout in foreground).
@@ -279,7 +301,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
   Reporter report(report_fd);
   const std::string dir = a.dir;
   const std::string state_file = attach::state_path(dir);
-  auto ini = connect_to(a.port, a.target);
+  auto ini = connect_waiting(a.port, a.target, a.wait_s);
   if (!ini) {
     report.error(ini.error().message);
     return 1;
@@ -469,6 +491,36 @@ int cmd_detach(const std::string& dir_arg) {
   return 0;
 }
 
+// --- up, down: attachments named in attach.toml (attach_config.h) ---
+
+int cmd_up(const std::string& name, const std::string& config_path) {
+  auto cfg = attach::load_attach_config(config_path, false);
+  if (!cfg) return fail(cfg.error().message);
+  const auto it = cfg->by_name.find(name);
+  if (it == cfg->by_name.end()) return fail("no attachment [attach." + name + "] in " + cfg->path);
+  const attach::Attachment& c = it->second;
+  g_security.protection = *proto::parse_protection(c.protection);  // validated by the parser
+  g_security.dead_time = std::chrono::seconds(c.dead_time_s);
+  if (c.busy_poll_us >= 0) g_security.busy_poll = std::chrono::microseconds(c.busy_poll_us);
+  if (!c.secret_file.empty()) {
+    auto secret = read_secret_file(c.secret_file);
+    if (!secret) return fail(secret.error());
+    g_security.secret = std::move(secret).value();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(c.fuse_dir, ec);
+  if (ec) return fail("cannot create " + c.fuse_dir + ": " + ec.message());
+  return cmd_attach(AttachArgs{c.port, c.target, c.fuse_dir, c.lun, c.loop, false, c.wait_s});
+}
+
+int cmd_down(const std::string& name, const std::string& config_path) {
+  auto cfg = attach::load_attach_config(config_path, false);
+  if (!cfg) return fail(cfg.error().message);
+  const auto it = cfg->by_name.find(name);
+  if (it == cfg->by_name.end()) return fail("no attachment [attach." + name + "] in " + cfg->path);
+  return cmd_detach(it->second.fuse_dir);
+}
+
 int cmd_list() {
   std::printf("%-28s %-20s %4s %10s %-12s %-12s %8s %10s %9s\n", "DIRECTORY", "TARGET", "LUN",
               "SIZE", "LOOP", "STATE", "PID", "COMMANDS", "REISSUED");
@@ -483,6 +535,14 @@ int cmd_list() {
         s["loop"].empty() ? "-" : s["loop"].c_str(), alive ? s["state"].c_str() : "daemon-gone",
         s["pid"].c_str(), s["commands_completed"].c_str(), s["commands_reissued"].c_str());
   }
+  // Attachments configured for boot, attached or not.
+  std::set<std::string> attached;
+  for (const auto& path : attach::list_states())
+    if (auto s = attach::read_state(path); s && attach::pid_alive(std::atoi((*s)["pid"].c_str())))
+      attached.insert((*s)["dir"]);
+  auto cfg = attach::load_attach_config(attach::default_config_path(), true);
+  if (!cfg) return fail(cfg.error().message);
+  std::printf("%s", attach::describe_configured(*cfg, attached).c_str());
   return 0;
 }
 
@@ -551,6 +611,21 @@ int main(int argc, char** argv) {
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
   att->add_flag("--loop", aa.loop, "bind the file to a loop device");
   att->add_flag("--foreground", aa.foreground, "stay in the foreground");
+  unsigned dead_time_s = 60;
+  att->add_option("--dead-time", dead_time_s,
+                  "seconds without a reply before a command fails with an I/O error")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
+  att->add_option("--wait", aa.wait_s,
+                  "seconds to keep retrying while no target answers or the interface is absent");
+
+  std::string name, config_path = attach::default_config_path();
+  auto* up = app.add_subcommand("up", "attach the attachment NAME of the configuration file");
+  auto* down = app.add_subcommand("down", "detach the attachment NAME of the configuration file");
+  for (CLI::App* sub : {up, down}) {
+    sub->add_option("NAME", name, "its table [attach.NAME]")->required();
+    sub->add_option("--config", config_path, "configuration file")->capture_default_str();
+  }
 
   auto* det = app.add_subcommand("detach", "tear down an attachment");
   det->add_option("DIR", dir, "the FUSE directory given to attach")->required();
@@ -564,6 +639,7 @@ int main(int argc, char** argv) {
   if (!level) return fail("--protection must be off, integrity or encrypt");
   g_security.protection = *level;
   g_security.busy_poll = std::chrono::microseconds(busy_poll_us);
+  g_security.dead_time = std::chrono::seconds(dead_time_s);
   if (!secret_file.empty()) {
     auto secret = read_secret_file(secret_file);
     if (!secret) return fail(secret.error());
@@ -576,6 +652,8 @@ int main(int argc, char** argv) {
   if (att->parsed()) return cmd_attach(aa);
   if (det->parsed()) return cmd_detach(dir);
   if (lst->parsed()) return cmd_list();
+  if (up->parsed()) return cmd_up(name, config_path);
+  if (down->parsed()) return cmd_down(name, config_path);
   if (sts->parsed()) return cmd_stats(dir);
   return 1;
 }

@@ -55,6 +55,12 @@ client_files=(
   bin/hyperscsi-attach
   "$plugin_rel"
   share/man/man8/hyperscsi-attach.8.gz
+  # Diskless root and attachments at boot (tests/vm boots with the hook).
+  share/initramfs-tools/hooks/hyperscsi
+  share/initramfs-tools/scripts/local-top/hyperscsi
+  share/initramfs-tools/conf-hooks.d/hyperscsi
+  lib/systemd/system/hyperscsi-attach@.service
+  share/doc/hyperscsi-client/examples/attach.toml
 )
 # The Wireshark dissector, when the tree has one (Wireshark's global Lua plugin dir).
 lua_rel=lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/wireshark/plugins/hyperscsi.lua
@@ -117,7 +123,18 @@ expect_file "$root/usr" "${target_files[@]}" "${client_files[@]}"
 if [[ -e "$root/usr/bin/hyperscsi-bench" ]]; then
   expect_file "$root/usr" share/man/man1/hyperscsi-bench.1.gz
 fi
-expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach
+expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach \
+  share/initramfs-tools/hooks/hyperscsi share/initramfs-tools/scripts/local-top/hyperscsi
+# The client package rebuilds the initramfs (its hook) through dpkg's trigger.
+dpkg-deb -e "$tmp/pkg/hyperscsi-client_${version}_${arch}.deb" "$tmp/client-ctrl"
+grep -qx 'activate-noawait update-initramfs' "$tmp/client-ctrl/triggers" 2>/dev/null ||
+  fail "hyperscsi-client does not trigger update-initramfs"
+# The shipped example attach.toml parses and lists its attachment.
+out=$(HYPERSCSI_ATTACH_CONFIG=$root/usr/share/doc/hyperscsi-client/examples/attach.toml \
+  HYPERSCSI_RUN_DIR=$tmp/run "$root/usr/bin/hyperscsi-attach" list 2>&1) ||
+  fail "hyperscsi-attach list rejects the example attach.toml: $out"
+grep -qE '^data +storage1 +0 +afpacket:eth1 +/run/hyperscsi/data +not attached$' <<<"$out" ||
+  fail "hyperscsi-attach list does not show the example's attachment: $out"
 
 echo "== programs in the scratch root"
 for exe in "$root"/usr/sbin/* "$root"/usr/bin/*; do
