@@ -51,11 +51,11 @@ Result<const dpdk::PortModuleV1*, io::PortError> load_module_locked() {
     const char* err = dlerror();
     const std::string why = err != nullptr ? err : "unknown error";
     if (!named && why.starts_with(file + ":") && why.find("No such file") != std::string::npos)
-      return Unexpected(
-          unavailable("the DPDK backend is not installed: no " + file +
-                      " in " HYPERSCSI_DPDK_MODULE_DIR
-                      " beside this program (install the hyperscsi-dpdk package, or set " +
-                      std::string(kModuleEnv) + " to the module's path)"));
+      return Unexpected(unavailable("the DPDK backend is not installed (no " + file +
+                                    " in PREFIX/" HYPERSCSI_DPDK_MODULE_DIR
+                                    "/ beside this program): install "
+                                    "the hyperscsi-dpdk package, or set " +
+                                    std::string(kModuleEnv) + " to the module's path"));
     return Unexpected(unavailable("cannot load the DPDK module " + file +
                                   (named ? std::string(" (named by ") + kModuleEnv + ")" : "") +
                                   ": " + why));
