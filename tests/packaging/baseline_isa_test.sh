@@ -15,7 +15,7 @@
 set -euo pipefail
 
 build=$1 source=$2
-for tool in objdump ldd python3; do
+for tool in objdump ldd awk; do
   if ! command -v "$tool" >/dev/null; then
     echo "SKIP: $tool not installed"
     exit 77
@@ -28,16 +28,16 @@ fail() {
 }
 
 echo "== compile flags"
-wide=$(python3 - "$build/compile_commands.json" "$source" <<'PY'
-import json, re, sys
-flags = re.compile(r"(?<!\S)-m(arch|tune=native|sse3|ssse3|sse4\S*|avx\S*|popcnt|crc32|bmi\S*|lzcnt|fma)\S*")
-for entry in json.load(open(sys.argv[1])):
-    rel = entry["file"].replace(sys.argv[2] + "/", "")
-    found = sorted({m.group(0) for m in flags.finditer(entry.get("command", ""))})
-    if found and not rel.startswith("dpdk/src/"):
-        print(rel, " ".join(found))
-PY
-)
+# compile_commands.json as CMake writes it: one "command" and one "file" line per entry.
+wide=$(awk -v src="$source/" '
+  /^  "command": / { cmd = $0 }
+  /^  "file": / {
+    file = $0; sub(/^  "file": "/, "", file); sub(/",?$/, "", file); sub(src, "", file)
+    found = ""; n = split(cmd, words, " ")
+    for (i = 1; i <= n; i++)
+      if (words[i] ~ /^-m(arch=|tune=native|sse3|ssse3|sse4|avx|popcnt|crc32|bmi|lzcnt|fma)/) found = found " " words[i]
+    if (found != "" && file !~ /^dpdk\/src\//) print file ":" found
+  }' "$build/compile_commands.json")
 if [[ -n "$wide" ]]; then fail "wider instruction sets outside dpdk/src: $wide"; else echo "ok: only dpdk/src/ is compiled for a wider CPU"; fi
 
 echo "== who links librte"
