@@ -55,15 +55,6 @@ std::string open_result(const std::string& spec) {
   return std::string(io::to_string(r.error().kind)) + "|" + r.error().message;
 }
 
-// The lines of /proc/self/maps that mention `what`, joined.
-std::string mapped(const std::string& what) {
-  std::ifstream maps("/proc/self/maps");
-  std::string line, hits;
-  while (std::getline(maps, line))
-    if (line.find(what) != std::string::npos) hits += line + "\n";
-  return hits;
-}
-
 std::string with_env(const char* value, const std::string& spec) {
   if (value != nullptr)
     ::setenv("HYPERSCSI_DPDK_MODULE", value, 1);
@@ -117,6 +108,15 @@ TEST(DpdkModule, AModuleFromAnotherBuildIsRefusedBeforeItsOpenRuns) {
 }
 
 #ifdef DPDK_MODULE
+// The lines of /proc/self/maps that mention `what`, joined.
+std::string mapped(const std::string& what) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, hits;
+  while (std::getline(maps, line))
+    if (line.find(what) != std::string::npos) hits += line + "\n";
+  return hits;
+}
+
 // The program links no DPDK; the module (found through the build tree's
 // RUNPATH, or named by HYPERSCSI_DPDK_MODULE) brings librte_* in on the first
 // "dpdk:" spec and answers it. "--hs-mtu=1" is refused by the module's own
