@@ -134,7 +134,8 @@ expect_exec "$root/usr" sbin/hyperscsi-target bin/hyperscsi-attach
 
 echo "== programs in the scratch root"
 for exe in "$root"/usr/sbin/* "$root"/usr/bin/*; do
-  if ldd "$exe" | grep -q 'not found'; then fail "$exe: unresolved libraries: $(ldd "$exe" | grep 'not found')"; fi
+  missing=$(ldd "$exe" | grep 'not found' || true)  # not grep -q: with pipefail, SIGPIPE hid hits
+  if [[ -n "$missing" ]]; then fail "$exe: unresolved libraries: $missing"; fi
 done
 # Every program answers --version with its name and the project version.
 for exe in "$root"/usr/sbin/* "$root"/usr/bin/*; do

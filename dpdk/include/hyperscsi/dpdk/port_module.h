@@ -10,9 +10,10 @@
 // The module exports exactly one symbol, kPortModuleEntry, an extern "C"
 // function returning a pointer to a static PortModuleV1. The table carries C++
 // types (io::Port, io::PortOptions, Result), so the loader and the module must
-// be built against the same io headers: build_id holds the project version and
-// a hash of those headers (HYPERSCSI_PORT_MODULE_BUILD_ID, set by CMake), and
-// the loader refuses a module whose build_id differs from its own. A change to
+// be built against the same headers: build_id (HYPERSCSI_PORT_MODULE_BUILD_ID,
+// set by CMake) holds the project version and a hash of this header,
+// dpdk_port.h, io's port.h and packet.h and proto's result.h, and the loader
+// refuses a module whose build_id differs from its own. A change to
 // the table itself gets a new struct and a new entry name (..._v2).
 //
 // Thread-safety: the entry point and open() may be called from any thread;
