@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/negotiation.h"
@@ -751,7 +752,7 @@ Result<std::unique_ptr<Initiator>, Error> Initiator::create(std::unique_ptr<io::
 
 Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_spec,
                                                           Options options) {
-  auto port = io::open_port(port_spec);
+  auto port = ports::open_port(port_spec);
   if (!port) {
     const io::PortError& e = port.error();
     switch (e.kind) {

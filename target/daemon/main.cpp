@@ -31,6 +31,7 @@
 #include "control.h"
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "lun_factory.h"
 
 namespace hd = hyperscsi::daemon;
@@ -182,7 +183,7 @@ int run_daemon(const Flags& f) {
 
   std::vector<std::unique_ptr<hyperscsi::io::Port>> ports;
   for (const std::string& spec : config.ports) {
-    auto p = hyperscsi::io::open_port(spec);
+    auto p = hyperscsi::ports::open_port(spec);
     if (!p) {
       return fail("port '" + spec + "': " + std::string(hyperscsi::io::to_string(p.error().kind)) +
                   ": " + p.error().message);

@@ -27,6 +27,7 @@
 
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 
@@ -300,7 +301,7 @@ TEST_F(AttachE2eTest, TargetKill9MidWriteStreamLosesNoAcknowledgedWrite) {
 TEST_F(AttachE2eTest, LibraryThroughputOverVeth) {
   std::string out;
   ASSERT_TRUE(discover(out)) << out;
-  auto port = net_->run_in_a([&] { return hyperscsi::io::open_port(port_a()); });
+  auto port = net_->run_in_a([&] { return hyperscsi::ports::open_port(port_a()); });
   ASSERT_TRUE(port.has_value() && port->ok());
   using namespace hyperscsi::initiator;
   auto ini = Initiator::create(std::move(port->value()));

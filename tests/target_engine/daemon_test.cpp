@@ -16,6 +16,7 @@
 #include "control.h"
 #include "hyperscsi/engine/access.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
 #include "process.h"
 #include "test_initiator.h"
@@ -234,7 +235,7 @@ class DaemonOverVeth : public ::testing::Test {
     control_ = unique("ctl") + ".sock";
     image_ = unique("disk") + ".img";
     std::filesystem::resize_file((std::ofstream(image_).close(), image_), 8u << 20);
-    auto port = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+    auto port = net_->run_in_b([&] { return ports::open_port("afpacket:" + net_->iface_b()); });
     ASSERT_TRUE(port && port->ok()) << (port && !port->ok() ? port->error().message : "netns");
     port_ = std::move(*port).value();
   }
@@ -453,7 +454,7 @@ TEST_F(DaemonOverVeth, SighupAddsALunAndAppliesAccessLists) {
 // Prints the throughput reached (no assertion on speed: shared 2-core box).
 TEST_F(DaemonOverVeth, TwoInitiatorsOnOnePortStreamAndVerify) {
   daemon_ = start(flags());
-  auto second = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+  auto second = net_->run_in_b([&] { return ports::open_port("afpacket:" + net_->iface_b()); });
   ASSERT_TRUE(second && second->ok());
   std::unique_ptr<io::Port> port2 = std::move(*second).value();
   TestInitiator a(*port_, "ini.stream-a", 51);
