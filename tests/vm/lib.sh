@@ -14,8 +14,8 @@
 #   vm_console_errors NAME [ALLOWED] prints console lines that look like errors
 #
 # The VM: qemu-system-x86_64 -accel tcg (no KVM needed), $HS_VM_CPU (default
-# "max": our programs need SSE4.2 while DPDK is linked in; another test may boot
-# with qemu64), $HS_VM_MEM MiB, one vCPU. Its NICs are virtio-net on taps in the
+# "qemu64", the x86-64 baseline without SSSE3/SSE4: the client must run on any
+# x86-64, issue 22), $HS_VM_MEM MiB, one vCPU. Its NICs are virtio-net on taps in the
 # VM namespace; each tap is bridged to a veth whose other end sits in a target
 # namespace, where hyperscsi-target serves on it. Nothing leaves the namespaces
 # this file creates, and vm_cleanup (an EXIT trap) removes all of them, the
@@ -215,7 +215,7 @@ vm_boot() {
   shift 2
   local console="$VM_WORK/$name.console"
   : >"$console"
-  ip netns exec "$VM_NS" qemu-system-x86_64 -machine q35 -accel tcg -cpu "${HS_VM_CPU:-max}" \
+  ip netns exec "$VM_NS" qemu-system-x86_64 -machine q35 -accel tcg -cpu "${HS_VM_CPU:-qemu64}" \
     -m "${HS_VM_MEM:-512}" -smp 1 -nodefaults -display none -no-reboot \
     -kernel "$VM_ASSETS/vmlinuz" -initrd "$VM_ASSETS/initrd.img" \
     -append "console=ttyS0 panic=-1 net.ifnames=0 $append" \

@@ -62,6 +62,14 @@ hs "md legs $la $lb"
 mdadm --create /dev/md0 --run --quiet --level=1 --raid-devices=2 --metadata=1.2 \
 	--bitmap=internal --assume-clean "$la" "$lb" >/tmp/md.out 2>&1 || hs_fail "mdadm --create: $(cat /tmp/md.out)"
 settle_dev /dev/md0 || hs_fail "no /dev/md0"
+# No bad-block log: with one, md answers a failed write by retrying it one
+# sector at a time to record bad blocks (narrow_write_error), and each retry
+# waits the leg's dead time: minutes before the leg is dropped. A leg whose
+# target is gone has no bad blocks; it is gone.
+mdadm --stop /dev/md0 >/tmp/md.out 2>&1 || hs_fail "mdadm --stop: $(cat /tmp/md.out)"
+mdadm --assemble /dev/md0 --run --quiet --update=no-bbl "$la" "$lb" >/tmp/md.out 2>&1 ||
+	hs_fail "mdadm --assemble --update=no-bbl: $(cat /tmp/md.out)"
+settle_dev /dev/md0 || hs_fail "no /dev/md0 after assembling"
 mkfs.ext4 -q -F /dev/md0 || hs_fail "mkfs.ext4 on /dev/md0"
 mount /dev/md0 /mnt/fs || hs_fail "mount /dev/md0"
 dd if=/dev/urandom of=/mnt/fs/before bs=64k count=64 conv=fsync 2>/dev/null || hs_fail "md: writing before"

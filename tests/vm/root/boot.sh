@@ -1,6 +1,15 @@
 # Diskless boot check (sourced by /sbin/init): the root attachment is listed,
 # then a file of random data, its checksum and a marker are written and synced;
 # the host reads all three from the image once the VM is off.
+# The baseline CPU (qemu64, no SSE4.2): a dpdk: port is refused with the
+# reason, not a SIGILL (DPDK is loaded only for dpdk: specs, issue 22).
+if ! grep -qw sse4_2 /proc/cpuinfo; then
+	hyperscsi-attach discover --port dpdk:--no-pci >/tmp/dpdk.out 2>&1
+	rc=$?
+	[ "$rc" -eq 1 ] && grep -q 'this CPU lacks .*SSE4.2' /tmp/dpdk.out ||
+		hs_fail "dpdk: on a CPU without SSE4.2: exit $rc, $(cat /tmp/dpdk.out)"
+	hs "baseline CPU: a dpdk: port is refused with the reason (no SSE4.2), exit $rc"
+fi
 hyperscsi-attach list >/tmp/list 2>&1
 cat /tmp/list
 grep -q '/hyperscsi-root' /tmp/list || hs_fail "hyperscsi-attach list does not show the root attachment"
