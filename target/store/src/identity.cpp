@@ -147,7 +147,8 @@ std::optional<StoreIdentity> file_identity(int fd, const std::string& path, bool
     if (!create) {
       why = "no identity attribute yet and not allowed to create one";
     } else {
-      StoreIdentity fresh = random_identity("xattr " + std::string(kIdentityXattr) + " (new)");
+      StoreIdentity fresh =
+          random_identity("xattr " + std::string(kIdentityXattr) + ", created now");
       const std::string text = fresh.text();
       if (::fsetxattr(fd, kIdentityXattr, text.data(), text.size(), XATTR_CREATE) == 0) {
         fresh.persistent = true;
