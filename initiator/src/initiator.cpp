@@ -643,8 +643,10 @@ class Initiator::Impl {
     if (r.error == CompletionError::kShutdown) return;  // counted, not news
     ++fail_log_.count;
     if (r.error == CompletionError::kDeadTime) ++fail_log_.timed_out;
-    fail_log_.last =
-        "LUN " + std::to_string(cmd.lun) + " " + opcode_name(cmd.cdb) + ": " + r.describe();
+    fail_log_.last = "LUN " + std::to_string(cmd.lun) + " " + opcode_name(cmd.cdb) + ": " +
+                     (r.error == CompletionError::kIdentityMismatch
+                          ? std::string("LUN fenced (identity mismatch, logged above)")
+                          : r.describe());
     flush_failure_log(SteadyClock::now());
   }
 
