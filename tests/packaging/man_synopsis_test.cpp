@@ -1,0 +1,137 @@
+// The man pages' SYNOPSIS against the programs: every option a program's
+// --help lists (per subcommand) appears in that command's synopsis in its man
+// page, and the synopsis names no option the program does not have.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace {
+
+using Options = std::set<std::string>;
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  ::pclose(p);
+  return out;
+}
+
+// Options of one --help screen (CLI11: "  -w,--workload TEXT ..." lines under
+// "Options:"); -h/--help is everywhere and left out.
+Options help_options(const std::string& help) {
+  Options out;
+  std::istringstream in(help);
+  std::string line;
+  bool in_options = false;
+  const std::regex opt(R"((^|[ ,])(--?[a-zA-Z][a-zA-Z0-9-]*))");
+  while (std::getline(in, line)) {
+    if (line.rfind("Options:", 0) == 0) {
+      in_options = true;
+      continue;
+    }
+    if (!line.empty() && line[0] != ' ') in_options = false;
+    if (!in_options || line.size() < 3 || line[2] != '-') continue;
+    // The option names come before the first space after them.
+    const std::string names = line.substr(2, line.find(' ', 2) - 2);
+    for (std::sregex_iterator it(names.begin(), names.end(), opt), end; it != end; ++it) {
+      const std::string o = (*it)[2];
+      if (o != "-h" && o != "--help") out.insert(o);
+    }
+  }
+  return out;
+}
+
+// SYNOPSIS blocks of a man page by subcommand ("" for the program itself):
+// each ".SY prog" block; a first ".B word" that is not an option names the
+// subcommand.
+std::map<std::string, Options> synopsis_options(const std::string& man_path) {
+  std::ifstream in(man_path);
+  std::string line;
+  bool in_synopsis = false;
+  std::map<std::string, Options> out;
+  std::string sub;
+  bool first_word = false;
+  const std::regex opt(R"((^|[^a-zA-Z0-9\\-])((\\-|-){1,2}[a-zA-Z][a-zA-Z0-9\\-]*))");
+  while (std::getline(in, line)) {
+    if (line.rfind(".SH", 0) == 0) {
+      in_synopsis = line.find("SYNOPSIS") != std::string::npos;
+      continue;
+    }
+    if (!in_synopsis) continue;
+    if (line.rfind(".SY", 0) == 0) {
+      sub.clear();
+      first_word = true;
+      continue;
+    }
+    if (first_word) {
+      first_word = false;
+      const bool names_sub = line.rfind(".B ", 0) == 0 && line.find("\\-") == std::string::npos;
+      sub = names_sub ? line.substr(3) : "";
+      out[sub];
+      if (names_sub) continue;
+    }
+    for (std::sregex_iterator it(line.begin(), line.end(), opt), end; it != end; ++it) {
+      std::string o = (*it)[2];
+      for (size_t p; (p = o.find("\\-")) != std::string::npos;) o.replace(p, 2, "-");
+      if (o != "-h" && o != "--help") out[sub].insert(o);
+    }
+  }
+  return out;
+}
+
+std::string join(const Options& o) {
+  std::string s;
+  for (const auto& x : o) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+void expect_same(const std::string& what, const Options& help, const Options& man) {
+  Options missing, extra;
+  for (const auto& o : help)
+    if (!man.count(o)) missing.insert(o);
+  for (const auto& o : man)
+    if (!help.count(o)) extra.insert(o);
+  EXPECT_TRUE(missing.empty()) << what
+                               << ": in --help, not in the man page synopsis: " << join(missing);
+  EXPECT_TRUE(extra.empty()) << what
+                             << ": in the man page synopsis, not in --help: " << join(extra);
+}
+
+void check(const std::string& bin, const std::string& man, const std::set<std::string>& subs) {
+  if (bin.empty()) GTEST_SKIP() << "program not built";
+  const auto synopsis = synopsis_options(man);
+  ASSERT_FALSE(synopsis.empty()) << "no SYNOPSIS in " << man;
+  for (const auto& sub : subs) {
+    const Options help = help_options(run(bin + (sub.empty() ? "" : " " + sub) + " --help"));
+    ASSERT_FALSE(help.empty() && sub.empty()) << bin << " --help lists no options";
+    auto it = synopsis.find(sub);
+    ASSERT_NE(it, synopsis.end()) << man << ": no synopsis for '" << sub << "'";
+    expect_same(man + (sub.empty() ? "" : " " + sub), help, it->second);
+  }
+  for (const auto& [sub, opts] : synopsis)
+    EXPECT_TRUE(subs.count(sub)) << man << ": synopsis of unknown command '" << sub << "'";
+}
+
+TEST(ManSynopsis, HyperscsiAttach) {
+  check(HYPERSCSI_ATTACH_BIN, HYPERSCSI_MAN_DIR "/hyperscsi-attach.8",
+        {"discover", "cdb", "attach", "detach", "list", "stats"});
+}
+
+TEST(ManSynopsis, HyperscsiTarget) {
+  check(HYPERSCSI_TARGET_BIN, HYPERSCSI_MAN_DIR "/hyperscsi-target.8", {"", "stats"});
+}
+
+TEST(ManSynopsis, HyperscsiBench) {
+  check(HYPERSCSI_BENCH_BIN, HYPERSCSI_MAN_DIR "/hyperscsi-bench.1", {""});
+}
+
+}  // namespace
