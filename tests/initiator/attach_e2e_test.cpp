@@ -510,6 +510,29 @@ TEST_F(AttachE2eTest, DoubleAttachIsRefusedUnlessSharedAndNothingIsLeftBehind) {
   EXPECT_EQ(out, "[\n]\n");
 }
 
+// Started by systemd (JOURNAL_STREAM names its standard error), the attach
+// daemon logs to the journal's stream too, with syslog priorities.
+TEST_F(AttachE2eTest, AttachDaemonLogsToTheJournalWhenSystemdRunsIt) {
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  const std::string journal = (work_ / "journal").string();
+  // Our standard error is `journal`, and JOURNAL_STREAM names it, as systemd does.
+  ASSERT_TRUE(run("touch " + journal + "; sh -c \"JOURNAL_STREAM=$(stat -c %d:%i " + journal +
+                      ") " +
+                      in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " +
+                           name_ + " --lun 0 --fuse " + fuse) +
+                      " 2>>" + journal + "\"",
+                  &out))
+      << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  const std::string lines = slurp(journal);
+  EXPECT_NE(lines.find("<6>" + fuse + ": attached LUN 0 of target '" + name_ + "'"),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(slurp(work_ / "run" / "attach.log").find("attached LUN 0"), std::string::npos);
+}
+
 // A target outage: the attach daemon logs it, each command that failed back
 // to the caller is counted, and it logs the way back.
 TEST_F(AttachE2eTest, OutageIsLoggedAndCountedByTheAttachDaemon) {

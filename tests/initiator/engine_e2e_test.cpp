@@ -132,6 +132,22 @@ class EngineLab {
     engine_->stop();
     engine_.reset();
   }
+  // What a SIGHUP with a grown file does: the LUN reopened on the same
+  // (grown) file, its sessions told CAPACITY DATA HAS CHANGED.
+  void reopen_grown(uint64_t new_size) {
+    auto usage = engine_->lun_usage(0);
+    ASSERT_TRUE(usage.has_value());
+    ASSERT_TRUE(engine_->remove_lun(0, std::chrono::seconds(5)));
+    std::filesystem::resize_file(path_, new_size);
+    auto st = store::open_store(path_.string(), {});
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    engine::LunDefinition def;
+    def.lun = 0;
+    def.unit = std::make_unique<hyperscsi::scsi::LogicalUnit>(hyperscsi::scsi::LuConfig{},
+                                                              std::move(st.value()));
+    def.unit->succeed(usage->nexuses, usage->owner, hyperscsi::scsi::Succession::kSameData, true);
+    ASSERT_TRUE(engine_->add_lun(std::move(def)).ok());
+  }
 
   std::unique_ptr<Initiator> initiator;
 
@@ -333,6 +349,24 @@ TEST(EngineE2eTest, AnotherFileBehindLunZeroIsRefusedTheSameFileResumes) {
   lab.initiator.reset();
   lab.stop_engine();
   std::filesystem::remove(other);
+}
+
+// The LUN grows under the client: the unit attention is noticed and logged,
+// the I/O goes on.
+TEST(EngineE2eTest, CapacityChangeIsNoticedAndLogged) {
+  LogCapture logs;
+  Options o;
+  o.log = logs.sink();
+  EngineLab lab({}, o);
+  ASSERT_TRUE(lab.initiator->connect("engine").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok()) << lun.error().message;
+  ASSERT_TRUE(lun->read_sync(0, 8).ok());
+  lab.reopen_grown(32u << 20);
+  auto r = lun->read_sync(0, 8);
+  ASSERT_TRUE(r.ok()) << r.error().message;  // retried after the unit attention
+  EXPECT_TRUE(logs.has("LUN 0 of target 'engine'") && logs.has("capacity changed")) << logs.all();
+  EXPECT_GE(lab.initiator->stats().retried, 1u);
 }
 
 // The target goes away: the client's log says so, counts the re-login
