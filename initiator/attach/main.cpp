@@ -685,14 +685,13 @@ int main(int argc, char** argv) {
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
   att->add_flag("--loop", aa.loop, "bind the file to a loop device");
   att->add_flag("--foreground", aa.foreground, "stay in the foreground");
-  att->add_flag("--shared", aa.shared,
-                "attach even if this host has the LUN attached already (cluster file systems)");
-  unsigned command_timeout_s = 60;
-  att->add_option("--command-timeout", command_timeout_s,
-                  "seconds a command may wait for its reply, across reconnections, before it "
-                  "fails with an I/O error")
+  unsigned dead_time_s = 60;
+  att->add_option("--dead-time", dead_time_s,
+                  "seconds without a reply before a command fails with an I/O error")
       ->check(CLI::Range(1u, 86400u))
       ->capture_default_str();
+  att->add_flag("--shared", aa.shared,
+                "attach even if this host has the LUN attached already (cluster file systems)");
 
   auto* det = app.add_subcommand("detach", "tear down an attachment");
   det->add_option("DIR", dir, "the FUSE directory given to attach")->required();
@@ -708,7 +707,7 @@ int main(int argc, char** argv) {
   if (!level) return fail("--protection must be off, integrity or encrypt");
   g_security.protection = *level;
   g_security.busy_poll = std::chrono::microseconds(busy_poll_us);
-  g_security.dead_time = std::chrono::seconds(command_timeout_s);
+  g_security.dead_time = std::chrono::seconds(dead_time_s);
   if (!secret_file.empty()) {
     auto secret = read_secret_file(secret_file);
     if (!secret) return fail(secret.error());

@@ -543,7 +543,7 @@ TEST_F(AttachE2eTest, OutageIsLoggedAndCountedByTheAttachDaemon) {
   ASSERT_TRUE(discover(out)) << out;
   const std::string fuse = (work_ / "fuse").string();
   ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " + name_ +
-                       " --lun 0 --command-timeout 2 --fuse " + fuse),
+                       " --lun 0 --dead-time 2 --fuse " + fuse),
                   &out))
       << out;
   target_.kill9();
@@ -551,7 +551,7 @@ TEST_F(AttachE2eTest, OutageIsLoggedAndCountedByTheAttachDaemon) {
   EXPECT_FALSE(run("dd if=" + fuse + "/lun0 of=/dev/null iflag=direct bs=4k count=1 status=none"));
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_GE(waited, 1.5);  // --command-timeout 2, not the default 60 s
+  EXPECT_GE(waited, 1.5);  // --dead-time 2, not the default 60 s
   EXPECT_LT(waited, 10.0);
   out = stats_showing(fuse, "commands_timed_out     1");
   EXPECT_EQ(out.find("commands_failed        0"), std::string::npos) << out;

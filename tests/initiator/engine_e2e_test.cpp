@@ -375,13 +375,13 @@ TEST(EngineE2eTest, OutageIsLoggedAndEveryFailedCommandCounted) {
   LogCapture logs;
   Options o;
   o.log = logs.sink();
-  o.dead_time = 1500ms;  // the command timeout
+  o.dead_time = 1500ms;  // the client's dead time
   o.login_attempts = 2;  // a re-login attempt fails within about 300 ms
   o.login_timeout = 100ms;
   o.reconnect_backoff_max = 300ms;
   engine::EngineConfig ecfg;
   ecfg.limits.keepalive_ms = 100;
-  ecfg.limits.dead_time_ms = 500;  // the session dead time
+  ecfg.limits.dead_time_ms = 500;  // the session timeout
   EngineLab lab({}, o, "", ecfg);
   ASSERT_TRUE(lab.initiator->connect("engine").ok());
   auto lun = lab.initiator->open_lun(0);
