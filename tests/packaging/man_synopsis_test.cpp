@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -52,14 +53,13 @@ Options help_options(const std::string& help) {
 }
 
 // SYNOPSIS blocks of a man page by subcommand ("" for the program itself):
-// each ".SY prog" block; a first ".B word" that is not an option names the
-// subcommand.
-std::map<std::string, Options> synopsis_options(const std::string& man_path) {
-  std::ifstream in(man_path);
+// each ".SY prog" block; a first ".B word" (or ".BR a | b" for commands that
+// share a synopsis) that is not an option names the subcommand(s).
+std::map<std::string, Options> synopsis_options(std::istream& in) {
   std::string line;
   bool in_synopsis = false;
   std::map<std::string, Options> out;
-  std::string sub;
+  std::vector<std::string> subs;
   bool first_word = false;
   const std::regex opt(R"((^|[^a-zA-Z0-9\\-])((\\-|-){1,2}[a-zA-Z][a-zA-Z0-9\\-]*))");
   while (std::getline(in, line)) {
@@ -69,24 +69,35 @@ std::map<std::string, Options> synopsis_options(const std::string& man_path) {
     }
     if (!in_synopsis) continue;
     if (line.rfind(".SY", 0) == 0) {
-      sub.clear();
       first_word = true;
       continue;
     }
     if (first_word) {
       first_word = false;
-      const bool names_sub = line.rfind(".B ", 0) == 0 && line.find("\\-") == std::string::npos;
-      sub = names_sub ? line.substr(3) : "";
-      out[sub];
-      if (names_sub) continue;
+      subs.assign(1, "");
+      const bool b = line.rfind(".B ", 0) == 0, br = line.rfind(".BR ", 0) == 0;
+      if ((b || br) && line.find("\\-") == std::string::npos) {
+        subs.clear();
+        std::istringstream words(line.substr(b ? 3 : 4));
+        for (std::string w; words >> w;)
+          if (w != "|") subs.push_back(w);
+      }
+      for (const auto& sub : subs) out[sub];
+      if (subs.front() != "") continue;
     }
     for (std::sregex_iterator it(line.begin(), line.end(), opt), end; it != end; ++it) {
       std::string o = (*it)[2];
       for (size_t p; (p = o.find("\\-")) != std::string::npos;) o.replace(p, 2, "-");
-      if (o != "-h" && o != "--help") out[sub].insert(o);
+      if (o == "-h" || o == "--help") continue;
+      for (const auto& sub : subs) out[sub].insert(o);
     }
   }
   return out;
+}
+
+std::map<std::string, Options> synopsis_options(const std::string& man_path) {
+  std::ifstream in(man_path);
+  return synopsis_options(in);
 }
 
 // The subcommands a --help screen lists (CLI11: "Subcommands:" then
@@ -142,6 +153,23 @@ void check(const std::string& bin, const std::string& man) {
   }
   for (const auto& [sub, opts] : synopsis)
     EXPECT_TRUE(subs.count(sub)) << man << ": synopsis of unknown command '" << sub << "'";
+}
+
+TEST(ManSynopsis, ParserReadsSubcommandsAndOptions) {
+  std::istringstream man(
+      ".SH SYNOPSIS\n.SY prog\n.B attach\n.B \\-\\-port\n.I SPEC\n.RB [ \\-\\-loop ]\n.YS\n"
+      ".SY prog\n.BR up | down\n.I NAME\n.RB [ \\-\\-config\n.IR FILE ]\n.YS\n"
+      ".SY prog\n.BR \\-\\-help \\ | \\ \\-\\-version\n.YS\n.SH DESCRIPTION\n.B \\-\\-other\n");
+  const auto s = synopsis_options(man);
+  EXPECT_EQ(s.at("attach"), (Options{"--port", "--loop"}));
+  EXPECT_EQ(s.at("up"), (Options{"--config"}));
+  EXPECT_EQ(s.at("down"), (Options{"--config"}));
+  EXPECT_EQ(s.at(""), (Options{"--version"}));
+  EXPECT_EQ(help_options("Usage: x\n\nOptions:\n  -h,--help   help\n  -w,--workload TEXT  w\n"
+                         "  --bs TEXT  b\n\nSubcommands:\n  up   u\n"),
+            (Options{"-w", "--workload", "--bs"}));
+  EXPECT_EQ(help_subcommands("Subcommands:\n  up     attach\n  down   detach\n"),
+            (std::set<std::string>{"up", "down"}));
 }
 
 TEST(ManSynopsis, HyperscsiAttach) {
