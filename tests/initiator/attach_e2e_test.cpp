@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -508,6 +509,27 @@ TEST_F(AttachE2eTest, DoubleAttachIsRefusedUnlessSharedAndNothingIsLeftBehind) {
   EXPECT_TRUE(left.empty()) << left.front();
   ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " list --json", &out));
   EXPECT_EQ(out, "[\n]\n");
+}
+
+// discover says which LUNs are read-only (RO column, "read_only" in JSON).
+TEST_F(AttachE2eTest, DiscoverShowsReadOnlyLuns) {
+  ASSERT_TRUE(start_target("ram:8M --lun 1=ram:8M --read-only-lun 1"));
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  EXPECT_NE(out.find(" RO "), std::string::npos) << out;
+  std::istringstream lines(out);
+  std::map<std::string, std::string> ro;  // LUN -> RO column
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    std::string target, mac, lun, size, unit, block, col;
+    if (f >> target >> mac >> lun >> size >> unit >> block >> col && target == name_) ro[lun] = col;
+  }
+  EXPECT_EQ(ro["0"], "no") << out;
+  EXPECT_EQ(ro["1"], "yes") << out;
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --json --port " + port_a()), &out));
+  EXPECT_NE(out.find("\"lun\": 1, \"capacity\": 8388608, \"block_size\": 512, \"read_only\": true"),
+            std::string::npos)
+      << out;
 }
 
 // Started by systemd (JOURNAL_STREAM names its standard error), the attach
