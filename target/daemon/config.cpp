@@ -116,6 +116,8 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
     return Unexpected(st.error());
   if (auto st = read_field(t, "direct_io", l.direct_io, origin, ctx); !st)
     return Unexpected(st.error());
+  if (auto st = read_field(t, "exclusive", l.exclusive, origin, ctx); !st)
+    return Unexpected(st.error());
   auto acl = read_access(t, origin, ctx);
   if (!acl) return Unexpected(acl.error());
   l.access = std::move(acl).value();
@@ -132,9 +134,9 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
     return Unexpected(error_at(origin, t.get("protection"),
                                ctx + ": protection must be \"off\", \"integrity\" or \"encrypt\""));
   l.access.protection = *level;
-  static const std::set<std::string> known = {"number",     "store",     "size",
-                                              "block_size", "read_only", "direct_io",
-                                              "allow",      "auth",      "protection"};
+  static const std::set<std::string> known = {"number",     "store",     "size",  "block_size",
+                                              "read_only",  "direct_io", "allow", "auth",
+                                              "protection", "exclusive"};
   for (const auto& [k, v] : t)
     if (!known.count(std::string(k.str())))
       return Unexpected(error_at(origin, &v, ctx + ": unknown key '" + std::string(k.str()) + "'"));

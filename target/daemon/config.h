@@ -29,12 +29,13 @@ struct LunSetting {
   uint32_t block_size = 512;  // 512 or 4096
   bool read_only = false;
   bool direct_io = false;
+  bool exclusive = false;  // one session at a time (scsi::LuConfig::exclusive)
   engine::AccessList access;
   bool operator==(const LunSetting&) const = default;
   // Same backing store and geometry (a change needs the unit reopened).
   bool same_store(const LunSetting& o) const {
     return store == o.store && size == o.size && block_size == o.block_size &&
-           read_only == o.read_only && direct_io == o.direct_io;
+           read_only == o.read_only && direct_io == o.direct_io && exclusive == o.exclusive;
   }
 };
 

@@ -34,7 +34,16 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   scsi::LuConfig c;
   c.target_name = target_name;
   c.lun = lun.number;
-  c.serial = std::to_string(lun.number);
+  c.exclusive = lun.exclusive;
+  // The unit serial number (VPD 0x80) follows the data, as the identity does.
+  const store::StoreIdentity id = s.value()->identity();
+  if (id.known()) {
+    c.serial.clear();
+    for (char ch : id.text())
+      if (ch != '-') c.serial.push_back(ch);
+  } else {
+    c.serial = std::to_string(lun.number);
+  }
   return std::make_unique<scsi::LogicalUnit>(c, std::move(s).value());
 }
 

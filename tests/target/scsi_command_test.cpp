@@ -210,15 +210,20 @@ TEST_P(ScsiCommand, InquiryStandardAndVpd) {
   EXPECT_EQ(p83.data_in[8] >> 4, 0x3);     // NAA 3
   const auto naa = lu.naa_identifier();
   EXPECT_TRUE(std::equal(naa.begin(), naa.end(), p83.data_in.begin() + 8));
-  // Stable: same config gives the same id; another LUN a different one.
+  // Designator 2: the store's identity as a UUID (SPC-5 type 0Ah, RFC 4122 type).
+  ASSERT_GE(p83.data_in.size(), 16u + 22u);
+  EXPECT_EQ(p83.data_in[17] & 0x0F, 0x0A);
+  EXPECT_EQ(p83.data_in[19], 18);
+  EXPECT_EQ(p83.data_in[20] >> 4, 0x1);
+  const auto id = lu.store().identity();
+  EXPECT_TRUE(std::equal(id.uuid.begin(), id.uuid.end(), p83.data_in.begin() + 22));
+  // The identity belongs to the data: the same configuration over another
+  // RAM disk is another device.
   LuConfig other;
   other.target_name = "iqn.test:target";
   other.serial = "SER123";
   LogicalUnit same(other, std::move(store::open_store("ram:1M", {})).value());
-  EXPECT_EQ(same.naa_identifier(), naa);
-  other.lun = 1;
-  LogicalUnit lun1(other, std::move(store::open_store("ram:1M", {})).value());
-  EXPECT_NE(lun1.naa_identifier(), naa);
+  EXPECT_NE(same.naa_identifier(), naa);
 
   auto b0 = run(lu, cdb_inquiry(true, 0xB0, 255), {}, 255);
   EXPECT_GOOD(b0);
@@ -773,6 +778,68 @@ TEST(LunMapTest, ReportLunsAndAbsentLuns) {
   ASSERT_NE(removed, nullptr);
   EXPECT_SENSE(run(map, 5, Bytes(6, 0)), SenseKey::kIllegalRequest, 0x25, 0);
   EXPECT_EQ(map.luns(), (std::vector<std::uint64_t>{0, 300}));
+}
+
+}  // namespace
+}  // namespace hyperscsi::scsi::testing
+
+namespace hyperscsi::scsi::testing {
+namespace {
+
+std::unique_ptr<LogicalUnit> exclusive_lu() {
+  LuConfig cfg;
+  cfg.exclusive = true;
+  return std::make_unique<LogicalUnit>(cfg, std::move(store::open_store("ram:1M", {})).value());
+}
+
+TEST(ExclusiveLun, OneSessionAtATimeOthersGetReservationConflict) {
+  auto lu = exclusive_lu();
+  clear_power_on_ua(*lu, kNexusA);  // A's TEST UNIT READY claims it
+  const Bytes tur(6, 0);
+  EXPECT_SENSE(run(*lu, tur, {}, 0, kNexusB), SenseKey::kUnitAttention, 0x29, 0);  // B's UA first
+  EXPECT_EQ(run(*lu, tur, {}, 0, kNexusB).status, status::kReservationConflict);   // then refused
+  EXPECT_EQ(run(*lu, cdb_rw10(op::kRead10, 0, 1), {}, 512, kNexusB).status,
+            status::kReservationConflict);
+  // Identification stays open to everyone (discovery shows the LUN).
+  EXPECT_GOOD(run(*lu, cdb_inquiry(true, 0x83, 255), {}, 255, kNexusB));
+  EXPECT_GOOD(run(*lu, cdb_rw10(op::kRead10, 0, 1), {}, 512, kNexusA));
+  ASSERT_TRUE(lu->owner().has_value());
+  EXPECT_EQ(*lu->owner(), kNexusA);
+  // A's session ends: B may take it.
+  lu->nexus_gone(kNexusA);
+  EXPECT_GOOD(run(*lu, tur, {}, 0, kNexusB));
+  EXPECT_EQ(*lu->owner(), kNexusB);
+  EXPECT_EQ(run(*lu, tur, {}, 0, kNexusC).status, status::kCheckCondition);  // C's UA
+  EXPECT_EQ(run(*lu, tur, {}, 0, kNexusC).status, status::kReservationConflict);
+}
+
+TEST(Succession, AnotherDiskFencesTheOldSessionsTheSameDiskGetsUnitAttention) {
+  LuConfig cfg;
+  auto old_lu =
+      std::make_unique<LogicalUnit>(cfg, std::move(store::open_store("ram:1M", {})).value());
+  clear_power_on_ua(*old_lu, kNexusA);
+  clear_power_on_ua(*old_lu, kNexusB);
+  const auto users = old_lu->nexuses();
+  ASSERT_EQ(users.size(), 2u);
+  const Bytes tur(6, 0);
+
+  // Another disk behind the number: the old sessions never reach its data.
+  LogicalUnit other(cfg, std::move(store::open_store("ram:1M", {})).value());
+  other.succeed(users, std::nullopt, Succession::kOtherData, false);
+  EXPECT_SENSE(run(other, cdb_rw10(op::kRead10, 0, 1), {}, 512, kNexusA), SenseKey::kIllegalRequest,
+               0x25, 0);
+  EXPECT_SENSE(run(other, tur, {}, 0, kNexusB), SenseKey::kIllegalRequest, 0x25, 0);
+  EXPECT_GOOD(run(other, cdb_inquiry(true, 0x83, 255), {}, 255, kNexusA));  // it may look
+  clear_power_on_ua(other, kNexusC);  // a new session may use it
+  EXPECT_GOOD(run(other, tur, {}, 0, kNexusC));
+  other.nexus_gone(kNexusA);  // after its session ended, A's next login is a new nexus anyway
+  EXPECT_EQ(other.nexuses().size(), 2u);  // B (fenced) and C
+
+  // The same disk, grown: CAPACITY DATA HAS CHANGED for the old sessions.
+  LogicalUnit grown(cfg, std::move(store::open_store("ram:2M", {})).value());
+  grown.succeed(users, std::nullopt, Succession::kSameData, true);
+  EXPECT_SENSE(run(grown, tur, {}, 0, kNexusA), SenseKey::kUnitAttention, 0x2A, 0x09);
+  EXPECT_GOOD(run(grown, tur, {}, 0, kNexusA));
 }
 
 }  // namespace

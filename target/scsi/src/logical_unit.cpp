@@ -156,7 +156,7 @@ LogicalUnit::~LogicalUnit() {
 }
 
 std::array<std::uint8_t, 8> LogicalUnit::naa_identifier() const {
-  return make_naa_identifier(config_);
+  return make_naa_identifier(config_, store_->identity());
 }
 
 LogicalUnit::NexusState& LogicalUnit::nexus_state(const Nexus& n) {
@@ -204,6 +204,29 @@ void LogicalUnit::nexus_gone(const Nexus& nexus) {
   nexuses_.erase(std::remove_if(nexuses_.begin(), nexuses_.end(),
                                 [&](const NexusState& s) { return s.nexus == nexus; }),
                  nexuses_.end());
+  if (owner_ == nexus) owner_.reset();
+  fenced_.erase(std::remove(fenced_.begin(), fenced_.end(), nexus), fenced_.end());
+}
+
+std::vector<Nexus> LogicalUnit::nexuses() const {
+  std::vector<Nexus> out;
+  for (const auto& s : nexuses_) out.push_back(s.nexus);
+  for (const auto& n : fenced_)
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  return out;
+}
+
+void LogicalUnit::succeed(const std::vector<Nexus>& nexuses, const std::optional<Nexus>& owner,
+                          Succession how, bool capacity_changed) {
+  for (const Nexus& n : nexuses) {
+    if (how == Succession::kOtherData) {
+      if (std::find(fenced_.begin(), fenced_.end(), n) == fenced_.end()) fenced_.push_back(n);
+      continue;
+    }
+    NexusState& st = nexus_state(n);  // starts with POWER ON OR RESET
+    if (capacity_changed) st.unit_attentions.assign(1, sense::capacity_changed());
+  }
+  if (how == Succession::kSameData && config_.exclusive && owner) owner_ = owner;
 }
 
 void LogicalUnit::execute(const CommandRequest& req, CommandCallback done) {
@@ -303,12 +326,25 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
                                                (cdb[len - 1] & 0x04) ? 2 : 0));
   }
 
+  // A session that knew another disk under this LUN number never reaches
+  // this one's data (the initiator checks the identity when it logs in again).
+  if (ac != AccessClass::kAlways && !fenced_.empty() &&
+      std::find(fenced_.begin(), fenced_.end(), c->nexus) != fenced_.end()) {
+    return fail(c, sense::lun_not_supported());
+  }
   NexusState& ns = nexus_state(c->nexus);
   if (opcode != op::kInquiry && opcode != op::kReportLuns && opcode != op::kRequestSense &&
       !ns.unit_attentions.empty()) {
     const Sense ua = ns.unit_attentions.front();
     ns.unit_attentions.pop_front();
     return fail(c, ua);
+  }
+  if (config_.exclusive && ac != AccessClass::kAlways) {
+    if (!owner_) owner_ = c->nexus;
+    if (*owner_ != c->nexus) {
+      c->result.status = status::kReservationConflict;
+      return finish(c);
+    }
   }
   if (reservations_->conflicts(c->nexus.initiator, ac, opcode)) {
     c->result.status = status::kReservationConflict;

@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "hyperscsi/proto/result.h"
+#include "hyperscsi/store/identity.h"
 
 namespace hyperscsi::store {
 
@@ -74,6 +75,9 @@ class BlockStore {
   virtual bool unmapped_reads_zero() const { return supports_unmap(); }
   // Human readable description ("file:/srv/disk.img", "ram:1073741824").
   virtual std::string describe() const = 0;
+  // Who the data is (identity.h): persistent for files and block devices,
+  // fresh for RAM. A store without one returns an unknown identity.
+  virtual StoreIdentity identity() const { return {}; }
 
   // Byte offsets and lengths; both must be multiples of block_size() and within
   // capacity, else the callback gets kOutOfRange. Requests are queued and handed
@@ -113,6 +117,7 @@ struct StoreError {
     kBadBlockSize,     // block size not 512/4096 or incompatible with the device
     kUnsupportedType,  // neither regular file nor block device
     kIoSetupFailed,    // io_uring or eventfd setup failed
+    kBusy,             // exported (locked) by another store or process, or mounted
   };
   Kind kind = Kind::kBadSpec;
   std::string message;  // names the path and the reason

@@ -32,6 +32,7 @@ class FaultStore final : public BlockStore {
   bool supports_unmap() const override { return inner_->supports_unmap(); }
   bool unmapped_reads_zero() const override { return inner_->unmapped_reads_zero(); }
   std::string describe() const override { return "fault(" + inner_->describe() + ")"; }
+  StoreIdentity identity() const override { return inner_->identity(); }
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override;
   void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
