@@ -1,6 +1,7 @@
-# CPack: two Debian packages from the components of cmake/Install.cmake.
+# CPack: Debian packages from the components of cmake/Install.cmake.
 #   cpack -G DEB --config BUILD/CPackConfig.cmake -B OUTDIR
-# gives hyperscsi-target_VERSION_ARCH.deb and hyperscsi-client_VERSION_ARCH.deb.
+# gives hyperscsi-target_VERSION_ARCH.deb, hyperscsi-client_VERSION_ARCH.deb
+# and (built with the rbd store) hyperscsi-target-rbd_VERSION_ARCH.deb.
 set(CPACK_GENERATOR "DEB")
 set(CPACK_PACKAGE_NAME "hyperscsi")
 set(CPACK_PACKAGE_VENDOR "HyperSCSI project")
@@ -15,6 +16,9 @@ set(CPACK_DEB_COMPONENT_INSTALL ON)
 # (hyperscsi-target-config) is the target package's postinst here, and the
 # rules of target/daemon/CMakeLists.txt without a component stay out.
 set(CPACK_COMPONENTS_ALL hyperscsi-target hyperscsi-client)
+if(TARGET hyperscsi-store-rbd)
+  list(APPEND CPACK_COMPONENTS_ALL hyperscsi-target-rbd)
+endif()
 
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION "net")
@@ -60,6 +64,17 @@ exit 0
 set(CPACK_DEBIAN_HYPERSCSI-TARGET_PACKAGE_CONTROL_EXTRA
     "${_hs_deb_scripts}/postinst;${_hs_deb_scripts}/postrm")
 set(CPACK_DEBIAN_HYPERSCSI-TARGET_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+# The rbd: store is its own package: the daemon never links librbd.
+set(CPACK_DEBIAN_HYPERSCSI-TARGET_PACKAGE_SUGGESTS "hyperscsi-target-rbd")
+
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_PACKAGE_NAME "hyperscsi-target-rbd")
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_DESCRIPTION
+    "HyperSCSI target: Ceph RBD images as LUNs (rbd:POOL/IMAGE)\n\
+The rbd: backing store of hyperscsi-target, loaded only when a LUN is an RBD\n\
+image: hyperscsi-target becomes a gateway in front of a Ceph pool through\n\
+librbd (several gateways may export one image).")
+# dpkg-shlibdeps adds librbd1 and librados2; the module must match the daemon.
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_PACKAGE_DEPENDS "hyperscsi-target (= ${CPACK_PACKAGE_VERSION})")
 
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_NAME "hyperscsi-client")
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_DESCRIPTION
@@ -75,3 +90,6 @@ set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_SUGGESTS "wireshark | tshark")
 include(CPack)
 cpack_add_component(hyperscsi-target DISPLAY_NAME "HyperSCSI target daemon")
 cpack_add_component(hyperscsi-client DISPLAY_NAME "HyperSCSI initiator tools")
+if(TARGET hyperscsi-store-rbd)
+  cpack_add_component(hyperscsi-target-rbd DISPLAY_NAME "HyperSCSI target: Ceph RBD store")
+endif()

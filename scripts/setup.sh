@@ -15,6 +15,8 @@ packages=(
   iproute2 ethtool e2fsprogs util-linux kmod procps psmisc
   clang-format file groff-base jq
   clang libclang-rt-14-dev llvm gnuplot-nox
+  # the rbd: store (librbd) and the one-host Ceph cluster its tests start (tests/ceph)
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()
