@@ -135,7 +135,7 @@ rbd_bench_run() {  # workload bs
   esac
   line=$(ip netns exec "$ns_s" rbd -c "$CEPH_CONF" --id "$CEPH_CLIENT_ID" \
          --keyring "$CEPH_CLIENT_KEYRING" bench --io-type "$type" --io-pattern "$pattern" \
-         --io-size "$bs" --io-threads 32 --io-total "$total" "$CEPH_POOL/$image" 2>&1 | grep '^elapsed:') ||
+         --io-size "$(numfmt --from=iec "${bs^^}")" --io-threads 32 --io-total "$total" "$CEPH_POOL/$image" 2>&1 | grep '^elapsed:') ||
     { echo "rbd: rbd bench $w $bs failed" >&2; return 1; }
   # elapsed: 3   ops: 32768   ops/sec: 10123.4   bytes/sec: 39 MiB/s
   jq -cn --arg w "$w" --arg bs "$bs" --arg l "$line" '
@@ -170,7 +170,7 @@ echo "|---|---|---|---|---|---|---|---|"
 jq -s -r '
   def median: map(select(. != null)) | sort | if length == 0 then null else .[(length / 2 | floor)] end;
   def r(n): if . == null then "-" else (. * n | round / n | tostring) end;
-  def label: {"lun0": "rbd: (HyperSCSI)", "lun1": "file on tmpfs (HyperSCSI)", "rbd-bench": "rbd bench (librbd alone)"}[.];
+  def lname: {"lun0": "rbd: (HyperSCSI)", "lun1": "file on tmpfs (HyperSCSI)", "rbd-bench": "rbd bench (librbd alone)"}[.];
   map(. + {shaped: (.labels.shaped // .shaped)})
   | group_by([.workload, .bs])
   | sort_by({"randread":0,"randwrite":1,"read":2,"write":3}[.[0].workload])
@@ -178,6 +178,6 @@ jq -s -r '
   | (map(select(.shaped == "lun1")) | map(.iops) | median) as $file
   | group_by(.shaped) | sort_by({"lun0":0,"lun1":1,"rbd-bench":2}[.[0].shaped]) | .[]
   | (map(.iops) | median) as $iops
-  | "| \(.[0].workload) \(.[0].bs / 1024 | floor)k | \(.[0].shaped | label) | \($iops | floor) | \(map(.mb_s) | median | r(1)) | \(map(.lat_p50_us) | median | r(1)) | \(map(.lat_p99_us) | median | r(1)) | \(map(.cpu_s_per_gib_target) | median | r(100)) | \(if .[0].shaped == "lun1" then "1" else ($iops / $file | r(100)) end) |"
+  | "| \(.[0].workload) \(.[0].bs / 1024 | floor)k | \(.[0].shaped | lname) | \($iops | floor) | \(map(.mb_s) | median | r(1)) | \(map(.lat_p50_us) | median | r(1)) | \(map(.lat_p99_us) | median | r(1)) | \(map(.cpu_s_per_gib_target) | median | r(100)) | \(if .[0].shaped == "lun1" then "1" else ($iops / $file | r(100)) end) |"
 ' "$results"
 grep -q "established" "$work/target.log" || echo "rbd: warning: no session in the target log" >&2
