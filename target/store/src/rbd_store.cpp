@@ -164,6 +164,9 @@ Result<rados_t, StoreError> Cluster::connect(const RbdOptions& o, std::string_vi
   // Several gateways may serve one image: no client-side write-back cache,
   // so an acknowledged write is in the cluster for every gateway.
   rados_conf_set(r, "rbd_cache", "false");
+  // librbd's default, stated: submitting never waits (lock acquisition, throttles);
+  // the port loop calls submit_* and must not block.
+  rados_conf_set(r, "rbd_non_blocking_aio", "true");
   // Discards of part of an object zero it, so unmapped blocks read zeros (LBPRZ).
   rados_conf_set(r, "rbd_skip_partial_discard", "false");
 

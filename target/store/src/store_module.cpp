@@ -39,7 +39,8 @@ std::string parent(const std::string& path) {
 }
 
 std::string module_dir() {
-  if (const char* env = std::getenv("HYPERSCSI_STORE_MODULE_DIR"); env && *env) return env;
+  // Not in setuid programs (secure_getenv): no loading code from a caller-chosen dir.
+  if (const char* env = ::secure_getenv("HYPERSCSI_STORE_MODULE_DIR"); env && *env) return env;
   const std::string exe = self_exe();
   const std::string build = HYPERSCSI_BUILD_DIR "/";
   if (exe.compare(0, build.size(), build) == 0) return HYPERSCSI_BUILD_MODULE_DIR;

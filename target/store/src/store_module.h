@@ -12,7 +12,8 @@
 // because StoreOptions and BlockStore cross the boundary as C++ types.
 //
 // Where modules are looked for, in this order:
-//   $HYPERSCSI_STORE_MODULE_DIR, when set (tests, unusual layouts);
+//   $HYPERSCSI_STORE_MODULE_DIR, when set (tests, unusual layouts; ignored
+//     in setuid programs);
 //   the build tree's module directory, when the running program itself lives
 //     in that build tree (so a build never picks up an installed module);
 //   otherwise <program dir>/../<libdir>/hyperscsi, the installed layout
