@@ -17,7 +17,7 @@
 //   the build tree's module directory, when the running program itself lives
 //     in that build tree (so a build never picks up an installed module);
 //   otherwise <program dir>/../<libdir>/hyperscsi, the installed layout
-//     (/usr/sbin/hyperscsi-target -> /usr/lib/.../hyperscsi/).
+//     (/usr/sbin/hyperscsi-target -> /usr/lib/<multiarch>/hyperscsi/).
 // A loaded module stays loaded until the process exits (stores it made may
 // live that long; librados does not support being unloaded).
 //
