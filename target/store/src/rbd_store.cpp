@@ -257,7 +257,8 @@ class RbdStore final : public BlockStore {
         observed_size_(size) {}
 
   // Registers the header watch and starts the size thread. Without the watch
-  // (librbd refused it) the store works but does not notice resizes.
+  // the store works but does not notice resizes; librbd 16 accepts the watch
+  // on a read-only open but never calls it (it keeps no header watch then).
   void watch() {
     if (rbd_update_watch(image_, &watch_handle_, &RbdStore::on_update, this) == 0) {
       watching_ = true;
