@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "hyperscsi/store/block_store.h"
@@ -75,6 +76,11 @@ class ScsiCommand : public ::testing::TestWithParam<LuParam> {
   TempDir dir_;
   std::unique_ptr<LogicalUnit> lu_;
 };
+
+// How gtest prints a parameter (in ctest's test names): "rbd 512", not bytes.
+inline void PrintTo(const LuParam& p, std::ostream* os) {
+  *os << p.kind << " " << p.block_size;
+}
 
 // "ram512", "file4096", "rbd512"...
 std::string lu_param_name(const ::testing::TestParamInfo<LuParam>& p);
