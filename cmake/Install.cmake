@@ -4,10 +4,12 @@
 # dissector. Every destination is relative to the install prefix, so
 # `cmake --install BUILD --prefix DIR` never writes outside DIR.
 #
-# Three components, one .deb each (cmake/Packaging.cmake):
-#   hyperscsi-target  the daemon, its unit, example config, man page
-#   hyperscsi-client  hyperscsi-attach, the nbdkit plugin, man page, dissector
-#   hyperscsi-dpdk    the DPDK backend module (the only file linking librte_*)
+# Components, one .deb each (cmake/Packaging.cmake):
+#   hyperscsi-target      the daemon, its unit, example config, man page
+#   hyperscsi-target-rbd  the rbd: store module (librbd, librados): apart, so
+#                         the daemon's package does not pull in Ceph's libraries
+#   hyperscsi-client      hyperscsi-attach, the nbdkit plugin, man page, dissector
+#   hyperscsi-dpdk        the DPDK backend module (the only file linking librte_*)
 include(GNUInstallDirs)
 
 # nbdkit looks for nbdkit-NAME-plugin.so in its plugindir; keep the part below
@@ -75,6 +77,12 @@ install(FILES ${_hs_daemon_dir}/example.toml DESTINATION ${CMAKE_INSTALL_DATAROO
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi
         COMPONENT hyperscsi-target)
 hyperscsi_install_man(hyperscsi-target.8 hyperscsi-target)
+
+# --- hyperscsi-target-rbd: found by the daemon at <prefix>/<libdir>/hyperscsi ---
+if(TARGET hyperscsi-store-rbd)
+  install(TARGETS hyperscsi-store-rbd LIBRARY DESTINATION ${HYPERSCSI_STORE_MODULE_SUBDIR}
+          COMPONENT hyperscsi-target-rbd)
+endif()
 
 # The unit reads /etc/hyperscsi/target.toml. A plain `cmake --install` seeds it
 # from the example only when absent, so an operator's file is never replaced.

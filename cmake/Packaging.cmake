@@ -4,6 +4,7 @@
 # and, when DPDK is built, hyperscsi-dpdk_VERSION_ARCH.deb: the DPDK module,
 # the only file that needs DPDK's libraries (and an SSE4.2 CPU). The target
 # recommends it, the client suggests it; neither depends on DPDK.
+# and (built with the rbd store) hyperscsi-target-rbd_VERSION_ARCH.deb.
 set(CPACK_GENERATOR "DEB")
 set(CPACK_PACKAGE_NAME "hyperscsi")
 set(CPACK_PACKAGE_VENDOR "HyperSCSI project")
@@ -20,6 +21,9 @@ set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_ALL hyperscsi-target hyperscsi-client)
 if(TARGET hyperscsi_dpdk_port_module)
   list(APPEND CPACK_COMPONENTS_ALL hyperscsi-dpdk)
+endif()
+if(TARGET hyperscsi-store-rbd)
+  list(APPEND CPACK_COMPONENTS_ALL hyperscsi-target-rbd)
 endif()
 
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
@@ -70,6 +74,17 @@ if(TARGET hyperscsi_dpdk_port_module)
   # The module must come from the same build (the loader checks its build id).
   set(CPACK_DEBIAN_HYPERSCSI-TARGET_PACKAGE_RECOMMENDS "hyperscsi-dpdk (= ${PROJECT_VERSION})")
 endif()
+# The rbd: store is its own package: the daemon never links librbd.
+set(CPACK_DEBIAN_HYPERSCSI-TARGET_PACKAGE_SUGGESTS "hyperscsi-target-rbd")
+
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_PACKAGE_NAME "hyperscsi-target-rbd")
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_DESCRIPTION
+    "HyperSCSI target: Ceph RBD images as LUNs (rbd:POOL/IMAGE)\n\
+The rbd: backing store of hyperscsi-target, loaded only when a LUN is an RBD\n\
+image: hyperscsi-target becomes a gateway in front of a Ceph pool through\n\
+librbd (several gateways may export one image).")
+# dpkg-shlibdeps adds librbd1 and librados2; the module must match the daemon.
+set(CPACK_DEBIAN_HYPERSCSI-TARGET-RBD_PACKAGE_DEPENDS "hyperscsi-target (= ${CPACK_PACKAGE_VERSION})")
 
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_PACKAGE_NAME "hyperscsi-client")
 set(CPACK_DEBIAN_HYPERSCSI-CLIENT_DESCRIPTION
@@ -122,3 +137,6 @@ include(CPack)
 cpack_add_component(hyperscsi-target DISPLAY_NAME "HyperSCSI target daemon")
 cpack_add_component(hyperscsi-client DISPLAY_NAME "HyperSCSI initiator tools")
 cpack_add_component(hyperscsi-dpdk DISPLAY_NAME "HyperSCSI DPDK backend module")
+if(TARGET hyperscsi-store-rbd)
+  cpack_add_component(hyperscsi-target-rbd DISPLAY_NAME "HyperSCSI target: Ceph RBD store")
+endif()

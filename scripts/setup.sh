@@ -19,6 +19,8 @@ packages=(
   # a busybox root; md, LVM and NBD inside the VM.
   qemu-system-x86 linux-image-amd64 initramfs-tools busybox-static zstd
   mdadm lvm2 nbd-client
+  # the rbd: store (librbd) and the one-host Ceph cluster its tests start (tests/ceph)
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

@@ -47,6 +47,8 @@ struct Flags {
   std::vector<int> exclusive_luns;
   std::string name;
   uint32_t block_size = 512;
+  bool block_size_set = false;
+  hyperscsi::store::RbdOptions ceph;
   std::string config;
   std::string control;
   std::string log_level = "info";
@@ -85,7 +87,10 @@ hyperscsi::Result<hd::DaemonConfig, hd::ConfigError> config_from_flags(const Fla
     auto lun = hd::parse_lun_flag(l, f.block_size);
     if (!lun) return hyperscsi::Unexpected(lun.error());
     c.luns.push_back(std::move(lun).value());
+    c.luns.back().block_size_set = f.block_size_set;
   }
+  c.ceph = f.ceph;
+  hd::apply_ceph_settings(c);
   for (int ro : f.read_only_luns) {
     bool found = false;
     for (auto& l : c.luns)
@@ -375,16 +380,33 @@ int main(int argc, char** argv) {
   Flags f;
   auto* port_opt = app.add_option(
       "--port", f.ports, "port to serve on: afpacket:IFACE, pcap:IFACE, dpdk:ARGS, mem:NAME");
-  auto* lun_opt = app.add_option("--lun", f.luns, "N=PATH or N=ram:SIZE (repeatable)");
+  auto* lun_opt =
+      app.add_option("--lun", f.luns, "N=PATH, N=ram:SIZE or N=rbd:POOL/IMAGE (repeatable)");
   app.add_option("--read-only-lun", f.read_only_luns, "export LUN N read-only (repeatable)");
   app.add_option(
       "--exclusive-lun", f.exclusive_luns,
       "LUN N serves one session at a time; others get RESERVATION CONFLICT (repeatable)");
   app.add_option("--name", f.name, "target name (default hyperscsi-target)");
-  app.add_option("--block-size", f.block_size, "logical block size for --lun")
-      ->check(CLI::IsMember({512, 4096}));
+  auto* bs_opt = app.add_option("--block-size", f.block_size, "logical block size for --lun")
+                     ->check(CLI::IsMember({512, 4096}));
+  // How rbd: LUNs reach the Ceph cluster ([ceph] in a config file).
+  std::vector<CLI::Option*> ceph_opts = {
+      app.add_option("--ceph-conf", f.ceph.conf_file,
+                     "Ceph configuration for rbd:POOL/IMAGE LUNs (default /etc/ceph/ceph.conf)"),
+      app.add_option("--ceph-id", f.ceph.client_id,
+                     "cephx user for rbd: LUNs, without client. (default admin)"),
+      app.add_option("--ceph-keyring", f.ceph.keyring,
+                     "keyring of that user (default: as ceph.conf says)"),
+      app.add_option("--ceph-connect-timeout", f.ceph.connect_timeout_s,
+                     "seconds to reach the Ceph monitors at start (default 10; 0: ceph.conf's)")
+          ->check(CLI::Range(0, 3600)),
+      app.add_option("--ceph-op-timeout", f.ceph.op_timeout_s,
+                     "seconds an rbd: I/O waits for a blocked OSD before it fails (default 30; "
+                     "0: ceph.conf's, or forever)")
+          ->check(CLI::Range(0, 3600))};
   auto* config_opt = app.add_option("--config", f.config, "TOML configuration file");
   config_opt->excludes(port_opt)->excludes(lun_opt);
+  for (CLI::Option* o : ceph_opts) config_opt->excludes(o);
   app.add_option("--control", f.control, "control socket (default /run/hyperscsi/NAME.sock)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
       ->check(CLI::IsMember(
@@ -401,6 +423,8 @@ int main(int argc, char** argv) {
   stats->add_flag("--json", stats_json, "JSON output");
 
   CLI11_PARSE(app, argc, argv);
+  f.block_size_set = bs_opt->count() > 0;
+  if (f.ceph.client_id.rfind("client.", 0) == 0) f.ceph.client_id.erase(0, 7);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
   if (*stats) return run_stats(stats_control, stats_name, stats_json);
   return run_daemon(f);

@@ -14,6 +14,10 @@
 #    the target recommends it, and the unpacked programs find it through their
 #    RUNPATH (a dpdk: spec reaches DPDK's own parser); with the client package
 #    alone, a dpdk: spec is refused with a message naming the package.
+# 4. Built with the rbd: store: its module is in hyperscsi-target-rbd (which
+#    depends on librbd1), never in hyperscsi-target (which must not); the
+#    unpacked daemon says the module is missing until that package is there,
+#    then loads it from the installed layout.
 # Everything happens under one temporary directory; nothing on the real
 # system is modified. Man pages are gzip-compressed (Debian policy). Exit 77 (ctest: skipped) when a tool is missing.
 set -euo pipefail
@@ -74,6 +78,10 @@ client_files=(
 lua_rel=lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/wireshark/plugins/hyperscsi.lua
 if [[ -f "$source/tools/wireshark/hyperscsi.lua" ]]; then client_files+=("$lua_rel"); fi
 
+# Built with the rbd: store module?
+with_rbd=0
+[[ -f "$build/store-modules/hyperscsi-store-rbd.so" ]] && with_rbd=1
+
 echo "== cmake --install into $tmp/prefix"
 prefix=$tmp/prefix
 "$cmake" --install "$build" --prefix "$prefix" >"$tmp/install1.log"
@@ -91,6 +99,10 @@ else
 fi
 grep -q 'Keeping existing: .*/etc/hyperscsi/target.toml' "$tmp/install2.log" ||
   fail "second install did not report keeping the config"
+if ((with_rbd)); then
+  n=$(find "$prefix" -path '*/hyperscsi/hyperscsi-store-rbd.so' | wc -l)
+  ((n == 1)) && echo "ok: the rbd store module is installed" || fail "found $n rbd store modules in $prefix"
+fi
 
 echo "== cpack -G DEB into $tmp/pkg"
 (cd "$tmp" && "$cpack" -G DEB --config "$build/CPackConfig.cmake" -B "$tmp/pkg") >"$tmp/cpack.log" 2>&1 ||
@@ -130,6 +142,36 @@ ctrl=$tmp/ctrl
 dpkg-deb -e "$tmp/pkg/hyperscsi-target_${version}_${arch}.deb" "$ctrl"
 [[ -x "$ctrl/postinst" && -x "$ctrl/postrm" ]] || fail "hyperscsi-target lacks postinst/postrm"
 grep -q '! -e /etc/hyperscsi/target.toml' "$ctrl/postinst" || fail "postinst may replace the config"
+
+# The rbd: store: apart, and the daemon finds it in the installed layout.
+if ((with_rbd)); then
+  rbd_deb=$tmp/pkg/hyperscsi-target-rbd_${version}_${arch}.deb
+  target_deps=$(dpkg-deb -f "$tmp/pkg/hyperscsi-target_${version}_${arch}.deb" Depends)
+  [[ "$target_deps" != *librbd* && "$target_deps" != *librados* ]] ||
+    fail "hyperscsi-target depends on Ceph's libraries: $target_deps"
+  grep -q 'hyperscsi-store-rbd' "$tmp/hyperscsi-target.contents" && fail "the rbd module in hyperscsi-target"
+  rbd_cmd=("$root/usr/sbin/hyperscsi-target" --port mem:pkgtest --lun 0=rbd:pool/image
+    --ceph-conf "$tmp/absent.conf" --control "$tmp/rbd.sock")
+  out=$(env -u HYPERSCSI_STORE_MODULE_DIR "${rbd_cmd[@]}" 2>&1) && fail "daemon started without the rbd module"
+  grep -q 'store module is not installed.*hyperscsi-target-rbd' <<<"$out" ||
+    fail "no clear error without the rbd module: $out"
+  if [[ -f "$rbd_deb" ]]; then
+    rbd_deps=$(dpkg-deb -f "$rbd_deb" Depends)
+    echo "hyperscsi-target-rbd Depends: $rbd_deps"
+    [[ "$rbd_deps" == *librbd1* ]] || fail "hyperscsi-target-rbd does not depend on librbd1"
+    [[ "$rbd_deps" == *"hyperscsi-target (= $version)"* ]] || fail "hyperscsi-target-rbd: no exact hyperscsi-target dependency"
+    dpkg-deb -c "$rbd_deb" | grep -q '/hyperscsi/hyperscsi-store-rbd.so$' || fail "no module in $rbd_deb"
+    dpkg-deb -x "$rbd_deb" "$root"
+    out=$(env -u HYPERSCSI_STORE_MODULE_DIR "${rbd_cmd[@]}" 2>&1) && fail "daemon started with a missing ceph.conf"
+    if grep -q 'cannot read the Ceph configuration' <<<"$out"; then
+      echo "ok: the installed daemon loads the installed rbd module"
+    else
+      fail "the installed daemon did not load the rbd module: $out"
+    fi
+  else
+    fail "no $rbd_deb; cpack made: $(ls "$tmp/pkg")"
+  fi
+fi
 
 expect_file "$root/usr" "${target_files[@]}" "${client_files[@]}"
 # The benchmark program, when the tree builds one, comes with its man page.

@@ -680,6 +680,59 @@ TEST_F(DaemonOverVeth, SighupLogsRevokedAccessFencesAReplacedDiskAndReportsAResi
   EXPECT_EQ(wait_exit(*daemon_, ini, 20s), 0) << daemon_->err();
   std::remove(conf.c_str());
   std::remove(image2.c_str());
+
+// [ceph] reaches every rbd: LUN (and only those); keys and ranges are checked.
+TEST(TargetDaemonConfig, CephTableConfiguresRbdLuns) {
+  const std::string good = R"(
+[target]
+ports = ["afpacket:eth1"]
+[ceph]
+conf = "/etc/ceph/other.conf"
+id = "client.gw1"
+keyring = "/etc/ceph/gw1.keyring"
+connect_timeout = 5
+op_timeout = 0
+[[lun]]
+number = 0
+store = "rbd:pool/image"
+[[lun]]
+number = 1
+store = "rbd:pool/ns/image4k"
+block_size = 4096
+[[lun]]
+number = 2
+store = "ram"
+size = "1M"
+)";
+  auto c = daemon::parse_config(good, "ceph.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->luns.size(), 3u);
+  EXPECT_EQ(c->luns[0].ceph.conf_file, "/etc/ceph/other.conf");
+  EXPECT_EQ(c->luns[0].ceph.client_id, "gw1");  // "client." is optional
+  EXPECT_EQ(c->luns[0].ceph.keyring, "/etc/ceph/gw1.keyring");
+  EXPECT_EQ(c->luns[0].ceph.connect_timeout_s, 5u);
+  EXPECT_EQ(c->luns[0].ceph.op_timeout_s, 0u);
+  EXPECT_FALSE(c->luns[0].block_size_set);  // the image may keep its own
+  EXPECT_TRUE(c->luns[1].block_size_set);
+  EXPECT_EQ(c->luns[1].ceph, c->luns[0].ceph);
+  EXPECT_EQ(c->luns[2].ceph, store::RbdOptions{});  // not an rbd: LUN
+  // A changed [ceph] table reopens the LUN at reload.
+  daemon::LunSetting other = c->luns[0];
+  other.ceph.keyring = "/etc/ceph/gw2.keyring";
+  EXPECT_FALSE(other.same_store(c->luns[0]));
+
+  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+           {"[ceph]\nkeyrings = \"x\"\n", "ceph: unknown key 'keyrings'"},
+           {"[ceph]\nop_timeout = 4000\n", "ceph.op_timeout must be 0..3600"},
+           {"[ceph]\nid = 7\n", "ceph.id has the wrong type"},
+           {"ceph = 1\n", "[ceph] must be a table"}}) {
+    auto bad = daemon::parse_config(text +
+                                        "[target]\nports = [\"afpacket:eth1\"]\n"
+                                        "[[lun]]\nnumber = 0\nstore = \"rbd:p/i\"\n",
+                                    "bad.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_NE(bad.error().message.find(says), std::string::npos) << bad.error().message;
+  }
 }
 
 }  // namespace

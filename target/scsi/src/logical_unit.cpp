@@ -107,6 +107,12 @@ Sense sense_for(IoStatus s, bool write) {
       return sense::lba_out_of_range();
     case IoStatus::kUnsupported:
       return sense::internal_target_failure();
+    case IoStatus::kTimedOut:
+      return sense::command_timeout();
+    case IoStatus::kUnavailable:
+      return sense::not_ready_manual_intervention();
+    case IoStatus::kMiscompare:
+      return sense::miscompare(0);
     case IoStatus::kMediumError:
     case IoStatus::kOk:
       break;
@@ -237,6 +243,9 @@ void LogicalUnit::execute(const CommandRequest& req, CommandCallback done) {
   c->nexus = req.nexus;
   c->done = std::move(done);
   ++in_flight_;
+  // A store that grew or shrank under us (an rbd image resized elsewhere):
+  // every nexus hears of it once, this command included.
+  if (store_->take_capacity_change()) capacity_changed();
   dispatch(c);
 }
 
@@ -736,7 +745,9 @@ void LogicalUnit::do_write_same(const std::shared_ptr<Cmd>& c, bool sixteen) {
   // Unmapped blocks read back as zeros (LBPRZ), so a zero pattern with UNMAP
   // can deallocate instead of writing.
   c->unmap_instead = (unmap || ndob) && zero && store_->unmapped_reads_zero();
-  if (!c->unmap_instead) {
+  if (!c->unmap_instead && store_->offloads_write_same()) {
+    c->pattern = std::make_shared<std::vector<std::uint8_t>>(std::move(pattern_block));
+  } else if (!c->unmap_instead) {
     const std::uint64_t chunk_blocks = std::min<std::uint64_t>(n, kWriteSameChunkBytes / bs);
     auto buf = std::make_shared<std::vector<std::uint8_t>>(chunk_blocks * bs);
     for (std::uint64_t i = 0; i < chunk_blocks; ++i) {
@@ -752,6 +763,15 @@ void LogicalUnit::run_write_same(const std::shared_ptr<Cmd>& c) {
   if (c->unmap_instead) {
     c->extents.emplace_back(c->lba * bs, c->blocks * bs);
     return run_unmap(c);
+  }
+  if (store_->offloads_write_same()) {  // one request; c->pattern is one block
+    store_->submit_write_same(c->lba * bs, c->blocks * bs, as_store_buf(*c->pattern), c->fua,
+                              [this, c](IoStatus s) {
+                                if (s != IoStatus::kOk) return fail(c, sense_for(s, true));
+                                c->result.status = status::kGood;
+                                finish(c);
+                              });
+    return;
   }
   const std::uint64_t chunk_blocks = c->pattern->size() / bs;
   const std::uint64_t writes = (c->blocks + chunk_blocks - 1) / chunk_blocks;
@@ -794,6 +814,18 @@ void LogicalUnit::do_compare_and_write(const std::shared_ptr<Cmd>& c) {
 void LogicalUnit::run_compare_and_write(const std::shared_ptr<Cmd>& c) {
   const std::uint32_t bs = store_->block_size();
   const std::size_t bytes = c->blocks * bs;
+  if (store_->offloads_compare_and_write(bytes)) {  // atomic in the store (and across gateways)
+    store_->submit_compare_and_write(c->lba * bs, as_store_buf(c->data_out.first(bytes)),
+                                     as_store_buf(c->data_out.subspan(bytes, bytes)), c->fua,
+                                     [this, c](IoStatus s, std::uint64_t at) {
+                                       if (s == IoStatus::kMiscompare)
+                                         return fail(c, sense::miscompare(at));
+                                       if (s != IoStatus::kOk) return fail(c, sense_for(s, true));
+                                       c->result.status = status::kGood;
+                                       finish(c);
+                                     });
+    return;
+  }
   c->scratch.resize(bytes);
   store_->submit_read(c->lba * bs, as_store_buf(c->scratch), [this, c, bytes, bs](IoStatus s) {
     if (s != IoStatus::kOk) return fail(c, sense_for(s, false));

@@ -127,6 +127,14 @@ StoreIdentity random_identity(std::string source) {
   return id;
 }
 
+StoreIdentity name_identity(std::string_view name, std::string source) {
+  StoreIdentity id;
+  id.uuid = derived(name);
+  id.source = std::move(source);
+  id.persistent = true;
+  return id;
+}
+
 std::optional<StoreIdentity> file_identity(int fd, const std::string& path, bool create,
                                            std::string& error) {
   char buf[64] = {};

@@ -39,6 +39,7 @@ class FaultStore final : public BlockStore {
                     IoCallback cb) override;
   void submit_flush(IoCallback cb) override;
   void submit_unmap(std::uint64_t offset, std::uint64_t length, IoCallback cb) override;
+  bool take_capacity_change() override { return inner_->take_capacity_change(); }
   void submit() override { inner_->submit(); }
   int completion_fd() const override { return inner_->completion_fd(); }
   std::size_t poll() override { return inner_->poll(); }

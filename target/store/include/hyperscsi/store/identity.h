@@ -54,6 +54,11 @@ std::optional<std::array<std::uint8_t, 16>> parse_uuid(std::string_view text);
 // A fresh random identity (RFC 9562 version 4).
 StoreIdentity random_identity(std::string source);
 
+// A persistent identity derived from a name that belongs to the data (SHA-256
+// of `name`, RFC 9562 version 8): e.g. a Ceph image's cluster fsid, pool and
+// image id, so every gateway exporting the image reports the same identity.
+StoreIdentity name_identity(std::string_view name, std::string source);
+
 // The identity of the regular file open on `fd` (see above). `create`:
 // store a new one as the xattr when there is none. Fails (message set) only
 // when the xattr exists but is not a UUID.
