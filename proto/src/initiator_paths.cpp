@@ -55,7 +55,7 @@ struct InitiatorPaths::Candidate {
   uint8_t id = 0;
   PathCandidate c;
   CandidateState state = CandidateState::kJoining;
-  uint8_t gen = 0;  // installed (or last installed) generation
+  uint8_t gen = 0;  // installed (or last installed) generation; last_gen_ has the last sent
   bool ever_active = false;
   bool failed_before = false;
   PathStatus refusal = PathStatus::kOk;
@@ -95,7 +95,9 @@ InitiatorPaths::InitiatorPaths(InitiatorPathsConfig config, const PathSpec& logi
   p0.gen = 0;
   p0.state = PathState::kActive;
   std::optional<SessionKeys> keys;
-  if (protected_session(config_.keys)) keys = *config_.keys;
+  if (protected_session(config_.keys))
+    keys = derive_path_frame_keys(*config_.keys, config_.transport.session_id,
+                                  config_.transport.epoch, 0, 0);
   paths_.install(p0, now, keys ? &*keys : nullptr);
   Candidate c;
   c.id = 0;
@@ -169,6 +171,7 @@ void InitiatorPaths::send_request(Candidate& c, PathAction action, uint8_t subje
   c.pending = true;
   c.pending_action = action;
   c.pending_gen = subject_gen;
+  if (action == PathAction::kJoin) last_gen_[c.id] = subject_gen;
   c.nonce = req.nonce;
   c.attempts = 1;
   c.next_tx = now + config_.join_timeout;
@@ -178,8 +181,11 @@ void InitiatorPaths::send_request(Candidate& c, PathAction action, uint8_t subje
 }
 
 void InitiatorPaths::start_join(Candidate& c, TimePoint now) {
-  uint8_t gen = static_cast<uint8_t>(c.gen + 1);
-  if (protected_session(config_.keys) && c.gen == 0xFF) {
+  // The last generation this id had in the epoch, whichever candidate used
+  // it: the target remembers them all.
+  const uint8_t last = last_gen_[c.id];
+  uint8_t gen = static_cast<uint8_t>(last + 1);
+  if (protected_session(config_.keys) && last == 0xFF) {
     // Generations never wrap in a protected session (each has its keys):
     // this path id is spent until the session is resumed.
     c.state = CandidateState::kRefused;
@@ -280,7 +286,6 @@ void InitiatorPaths::on_reply(const FrameView& frame, TimePoint now) {
         on_joined(*c, r, now);
       } else if (r.status == PathStatus::kStaleGeneration &&
                  ++c->stale_refusals <= kMaxStaleRefusals) {
-        c->gen = r.path_gen;  // burned: the next join counts on from it
         c->state = CandidateState::kFailed;
         c->retry_at = now;
       } else {
@@ -476,7 +481,6 @@ void InitiatorPaths::run_timers(TimePoint now) {
             c.state = CandidateState::kUnreachable;
             c.retry_at = now + config_.retry_unreachable;
           }
-          c.gen = c.pending_gen;  // burned: never reused for another join
         }
         // An activation never confirmed: the path still carries our commands;
         // if it is broken, its failure detection says so.

@@ -106,13 +106,6 @@ std::optional<SessionKeys> derive_path_frame_keys(const SessionKeys& session, ui
                                                   uint8_t path_gen) {
   SessionKeys out;
   out.protection = session.protection;
-  if (path_id == 0 && path_gen == 0) {
-    out.initiator_to_target = session.initiator_to_target;
-    out.target_to_initiator = session.target_to_initiator;
-    out.salt_i2t = session.salt_i2t;
-    out.salt_t2i = session.salt_t2i;
-    return out;
-  }
   std::vector<uint8_t> info;
   put(info, kFrameKeyInfo);
   put_be32(info, session_id);

@@ -33,7 +33,9 @@ TargetPaths::TargetPaths(TargetPathsConfig config, const PathSpec& login_path, T
   p0.gen = 0;
   p0.state = PathState::kActive;
   std::optional<SessionKeys> keys;
-  if (protected_session(config_.keys)) keys = *config_.keys;
+  if (protected_session(config_.keys))
+    keys = derive_path_frame_keys(*config_.keys, config_.transport.session_id,
+                                  config_.transport.epoch, 0, 0);
   paths_.install(p0, now, keys ? &*keys : nullptr);
   history_[0].seen = true;
   history_[0].gen = 0;

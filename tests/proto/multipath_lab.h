@@ -59,6 +59,8 @@ struct WireConfig {
   Duration delay = microseconds(20);
   double loss = 0;
   size_t queue_bytes = 1u << 20;  // drop-tail beyond this much waiting to be serialized
+  size_t max_frame = SIZE_MAX;    // longer frames vanish (a switch with a smaller MTU)
+  uint16_t port_mtu = 0;          // both ports' MTU on this wire; 0: LabConfig::mtu
 };
 
 class Direction {
@@ -66,6 +68,10 @@ class Direction {
   Direction(const WireConfig& c, uint64_t seed) : c_(c), rng_(seed) {}
   void send(std::vector<uint8_t> frame, TimePoint now) {
     ++offered;
+    if (frame.size() > c_.max_frame) {
+      ++dropped_too_big;
+      return;
+    }
     if (!up) {
       ++dropped_down;
       return;
@@ -105,6 +111,7 @@ class Direction {
 
   bool up = true;
   uint64_t offered = 0, dropped_down = 0, dropped_loss = 0, dropped_queue = 0, bytes = 0;
+  uint64_t dropped_too_big = 0;
 
  private:
   struct Item {
@@ -389,7 +396,8 @@ class Lab {
     tc.transport.session_id = c.session_id;
     tc.transport.epoch = 1;
     tc.transport.transport = base;
-    for (const auto& w : wires) tc.ports.push_back(TargetPort{w->target, c.mtu});
+    for (size_t i = 0; i < wires.size(); ++i)
+      tc.ports.push_back(TargetPort{wires[i]->target, port_mtu(i)});
     tc.max_transfer = base.max_pdu;
     tc.keys = c.keys;
     login.local = wires[0]->target;
@@ -414,7 +422,7 @@ class Lab {
       for (size_t i = 1; i < wires.size(); ++i) extra.emplace_back(i, i);
     for (auto [a, b] : extra) {
       auto r = initiator->paths.add_candidate(
-          PathCandidate{wires[a]->initiator, c.mtu, wires[b]->target}, now);
+          PathCandidate{wires[a]->initiator, port_mtu(a), wires[b]->target}, now);
       EXPECT_TRUE(r.ok());
     }
   }
@@ -427,6 +435,9 @@ class Lab {
   uint64_t undecodable = 0;
 
   TimePoint start() const { return TimePoint{} + seconds(100); }
+  uint16_t port_mtu(size_t wire) const {
+    return cfg_.wires[wire].port_mtu != 0 ? cfg_.wires[wire].port_mtu : cfg_.mtu;
+  }
 
   Wire* wire_of(const MacAddress& m) {
     for (auto& w : wires)

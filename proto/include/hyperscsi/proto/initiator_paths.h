@@ -28,6 +28,7 @@
 // owner thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -158,6 +159,7 @@ class InitiatorPaths {
   PathSet paths_;
   std::optional<crypto::SecretBytes> proof_key_;
   std::vector<Candidate> candidates_;
+  std::array<uint8_t, kMaxPaths> last_gen_{};  // per path id, this epoch (0: the login's)
   std::deque<PathEvent> events_;
   std::mt19937_64 rng_;
   TimePoint last_now_{};

@@ -15,8 +15,11 @@
 //
 // `binding` = u32 session_id, u16 epoch, u8 header path_id, u8 header
 // path_gen, source MAC, destination MAC of the frame; `label` names the sender
-// and the message ("path request from initiator" ...). Path 0 generation 0
-// (the login path) keeps the session's own frame keys.
+// and the message ("path request from initiator" ...). Every path generation
+// of a multipath session, the login path's generation 0 included, seals with
+// its derived keys: the login's keys only seal single-path sessions, so a
+// frame sealed before a session became multipath can never share a nonce
+// with one sealed after.
 // Pure functions: no I/O, no state. Thread-safety: free functions.
 #pragma once
 
@@ -61,7 +64,6 @@ bool verify_path_reply(std::span<const uint8_t> proof_key, PathRole sender,
                        const PathBinding& binding, const PathReply& m);
 
 // Per-frame keys of one path generation (both directions; protection copied).
-// Path 0 generation 0 returns a copy of `session`.
 std::optional<SessionKeys> derive_path_frame_keys(const SessionKeys& session, uint32_t session_id,
                                                   uint16_t epoch, uint8_t path_id,
                                                   uint8_t path_gen);
