@@ -44,6 +44,7 @@ Result<std::vector<TargetPort>, DecodeError> decode_port_list(std::span<const ui
 struct MultipathLoginReply {
   LoginReply reply;
   std::vector<TargetPort> ports;  // empty unless multipath
+  friend bool operator==(const MultipathLoginReply&, const MultipathLoginReply&) = default;
 };
 void encode(const MultipathLoginReply& m, std::vector<uint8_t>& out);
 Result<MultipathLoginReply, DecodeError> decode_multipath_login_reply(
