@@ -39,6 +39,10 @@ struct LunEntry {
   const int completion_fd;    // the store's; stable for the unit's life
   std::mutex mu;
   std::unique_ptr<scsi::LogicalUnit> unit;  // guarded by mu
+  // Expires only after ~LunEntry has flushed and closed the unit (a weak_ptr
+  // to the entry itself expires before its destructor runs): what a caller
+  // that reopens the same store waits for.
+  const std::shared_ptr<const bool> closed_marker = std::make_shared<const bool>(true);
 };
 
 struct LunSlot {

@@ -67,12 +67,12 @@ bool TargetEngine::remove_lun(uint16_t lun) {
 }
 
 bool TargetEngine::remove_lun(uint16_t lun, std::chrono::milliseconds wait_closed) {
-  std::weak_ptr<LunEntry> gone;
+  std::weak_ptr<const bool> gone;
   {
     const auto table = directory_->snapshot();
     auto it = table->find(lun);
     if (it == table->end()) return false;
-    gone = it->second.entry;
+    gone = it->second.entry->closed_marker;
   }
   if (!remove_lun(lun)) return false;
   // Loops drop an idle removed entry within one turn (at most 100 ms apart).
