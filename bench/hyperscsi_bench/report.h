@@ -23,6 +23,8 @@ struct Record {
   // The client's retransmitted frames, timeouts and spurious (undone)
   // timeouts during the run; empty for transports that do not count them.
   std::optional<uint64_t> client_retransmits, client_timeouts, client_spurious_timeouts;
+  // With --start-at: how late this client began the timed run (0 when on time).
+  std::optional<double> start_late_s;
   std::string first_error, first_mismatch;
 };
 
