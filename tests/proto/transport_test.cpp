@@ -222,6 +222,31 @@ TEST(Congestion, TimeoutCollapsesToOne) {
   EXPECT_EQ(CongestionControl::send_window(50, 200), 50u);
 }
 
+// A timeout while the previous one's data is still unacknowledged (the
+// timer backing off) keeps the first one's ssthresh: halving the collapsed
+// window again would set the floor of 2, and the session would then grow
+// back at one frame per round trip (issue 21).
+TEST(Congestion, RepeatedTimeoutKeepsTheFirstSsthresh) {
+  CongestionControl cc(16, 4096);
+  cc.on_ack(100, 100);
+  cc.on_timeout(100, 300);
+  EXPECT_EQ(cc.ssthresh(), 50u);
+  cc.on_timeout(1, 300);  // backed-off timer: same episode
+  cc.on_timeout(1, 301);
+  EXPECT_EQ(cc.cwnd(), 1u);
+  EXPECT_EQ(cc.ssthresh(), 50u);
+  // Once everything sent by the last timeout is acked, a new timeout is a new
+  // episode and halves what is in flight then.
+  cc.on_ack(60, 301);
+  EXPECT_EQ(cc.cwnd(), 50u);
+  cc.on_timeout(40, 400);
+  EXPECT_EQ(cc.ssthresh(), 20u);
+  // An undone episode ends it too.
+  cc.undo_timeout();
+  cc.on_timeout(40, 500);
+  EXPECT_EQ(cc.ssthresh(), 20u);
+}
+
 TEST(Congestion, NeverExceedsMax) {
   CongestionControl cc(16, 40);
   cc.on_ack(1000, 1000);
