@@ -168,6 +168,26 @@ TEST(Rtt, BackoffDoublesAndIsCapped) {
   EXPECT_EQ(e.rto(), seconds(2));
 }
 
+// Eifel's response: the original frame of a spurious timeout was acked late;
+// the estimate grows to cover that delay, and the backoff is gone.
+TEST(Rtt, SpuriousTimeoutRaisesTheEstimateToTheOriginalsDelay) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 10; ++i) e.on_sample(microseconds(100));
+  e.on_timeout();
+  e.on_timeout();
+  e.on_spurious_timeout(milliseconds(40));
+  e.cancel_backoff();
+  EXPECT_EQ(e.srtt(), milliseconds(40));
+  EXPECT_GE(e.rttvar(), milliseconds(20));
+  EXPECT_EQ(e.rto(), milliseconds(40) + 4 * milliseconds(20));
+  EXPECT_EQ(e.backoff_shift(), 0u);
+  // A shorter delay changes nothing; later samples bring it down as usual.
+  e.on_spurious_timeout(milliseconds(10));
+  EXPECT_EQ(e.srtt(), milliseconds(40));
+  for (int i = 0; i < 200; ++i) e.on_sample(milliseconds(1));
+  EXPECT_LT(e.rto(), milliseconds(5));
+}
+
 TEST(Congestion, SlowStartThenAdditiveIncrease) {
   CongestionControl cc(16, 4096);
   EXPECT_EQ(cc.cwnd(), 16u);
