@@ -19,7 +19,7 @@
 # fails or is interrupted.
 #
 # Usage: bench/fairness.sh [--clients "8 32 64"] [--workloads "read write"]
-#          [--transports "hyperscsi iscsi"] [--runs N] [--seconds S] [--mtu 1500|9000]
+#          [--transports "hyperscsi iscsi"] [--runs N] [--seconds S] [--warmup S] [--mtu 1500|9000]
 #          [--bs 128k] [--qd 32] [--shared-rate 1gbit] [--edge "RATE RATE ..."]...
 #          [--no-shared] [--no-edge] [--hyperscsi-args "ARGS"] [--out DIR] [--build DIR]
 set -euo pipefail
@@ -29,6 +29,7 @@ workloads="read write"
 transports="hyperscsi iscsi"
 runs=3
 secs=5
+warm=1
 mtu=1500
 bs=128k
 qd=32
@@ -54,6 +55,7 @@ while (($#)); do
     --transports) transports=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
+    --warmup) warm=$2; shift 2 ;;
     --mtu) mtu=$2; shift 2 ;;
     --bs) bs=$2; shift 2 ;;
     --qd) qd=$2; shift 2 ;;
@@ -79,6 +81,7 @@ bps() {  # 1gbit -> 1000000000
 [[ $mtu == 1500 || $mtu == 9000 ]] || die "--mtu must be 1500 or 9000"
 [[ $runs =~ ^[1-9]$ ]] || die "--runs must be 1..9"
 [[ $secs =~ ^[1-9][0-9]?$ ]] || die "--seconds must be 1..99"
+[[ $warm =~ ^[0-9]$ ]] || die "--warmup must be 0..9"
 [[ $bs =~ ^[0-9]+[kM]?$ && $qd =~ ^[0-9]+$ ]] || die "bad --bs/--qd"
 for n in $clients_list; do [[ $n =~ ^[1-9][0-9]?$ ]] || die "--clients: 1..99 each"; done
 for w in $workloads; do [[ $w =~ ^(rand)?(read|write)$ ]] || die "--workloads: read, write, randread, randwrite"; done
@@ -229,6 +232,12 @@ tbf_drops() {
   done
   echo "$sum"
 }
+proc_cpu() {  # pid -> utime+stime in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+busy_ticks() {  # all CPUs: "busy total" in clock ticks
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
 tcp_retrans() {  # namespace -> TCP segments retransmitted so far
   ip netns exec "$1" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) col[$i] = i; h = 1 } else print $col["RetransSegs"] }' /proc/net/snmp
 }
@@ -251,6 +260,11 @@ run_once() {
     for ((i = 0; i < n; i++)); do tcp0_c=$((tcp0_c + $(tcp_retrans "$(ns_c "$i")"))); done
   fi
   rm -f "$work"/c.*.json "$work"/c.*.err "$work/stats.jsonl"
+  local server_pid=$hs_pid
+  [[ $t == iscsi ]] && server_pid=$tgtd_pid
+  local cpu0 busy0 total0
+  cpu0=$(proc_cpu "$server_pid")
+  read -r busy0 total0 < <(busy_ticks)
   for ((i = 0; i < n; i++)); do
     c=$(ns_c "$i")
     local cmd=("$bench")
@@ -259,19 +273,20 @@ run_once() {
     else
       cmd+=(--transport iscsi --url "iscsi://$ip_t/$iqn/1")
     fi
-    timeout -k 5 $((lead + secs + 40)) ip netns exec "$c" "${cmd[@]}" --workload "$w" --bs "$bs" \
-      --qd "$qd" --time "$secs" --start-at "$start_at" --quiet --json --mtu "$mtu" \
+    timeout -k 5 $((lead + warm + secs + 40)) ip netns exec "$c" "${cmd[@]}" --workload "$w" \
+      --bs "$bs" --qd "$qd" --time $((warm + secs)) --warmup "$warm" --start-at "$start_at" \
+      --quiet --json --mtu "$mtu" \
       --shaped "$scenario" >"$work/c.$i.json" 2>"$work/c.$i.err" &
     client_pids+=($!)
   done
   # The target's per-session counters once a second during the run (sessions
   # end with their clients, so the last sample is taken just before the end).
   if [[ $t == hyperscsi ]]; then
-    local k now
-    for ((k = 1; k <= secs; k++)); do
+    local k now total=$((warm + secs))
+    for ((k = 1; k <= total; k++)); do
       now=$(date +%s.%N)
       local due
-      due=$(awk -v s="$start_at" -v k="$k" -v n="$now" -v e="$secs" 'BEGIN { t = s + (k < e ? k : e - 0.3) - n; print (t > 0 ? t : 0) }')
+      due=$(awk -v s="$start_at" -v k="$k" -v n="$now" -v e="$total" 'BEGIN { t = s + (k < e ? k : e - 0.3) - n; print (t > 0 ? t : 0) }')
       sleep "$due"
       "$target_bin" stats --control "$work/target.sock" --json 2>/dev/null |
         jq -c --argjson k "$k" '{second: $k, sessions: [.sessions[] | {mac, bytes_in, bytes_out,
@@ -283,7 +298,14 @@ run_once() {
   local p failed=0
   for p in "${client_pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
   client_pids=()
-  local drops tcp_t=0 tcp_c=0
+  local drops tcp_t=0 tcp_c=0 cpu1 busy1 total1
+  cpu1=$(proc_cpu "$server_pid")
+  read -r busy1 total1 < <(busy_ticks)
+  local hz
+  hz=$(getconf CLK_TCK)
+  local server_cpu machine_busy
+  server_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+  machine_busy=$(awk -v a="$busy0" -v b="$busy1" -v c="$total0" -v d="$total1" 'BEGIN { printf "%.3f", (d > c) ? (b - a) / (d - c) : 0 }')
   drops=$(($(tbf_drops) - drops0))
   if [[ $t == iscsi ]]; then
     tcp_t=$(($(tcp_retrans "$ns_t") - tcp0_t))
@@ -301,7 +323,7 @@ run_once() {
     line_mb=$(awk -v b="$line_bps" -v p="$payload" -v m="$mtu" 'BEGIN { printf "%.4f", b / 8 * p / (m + 14) / 1e6 }')
     if jq -e . "$work/c.$i.json" >/dev/null 2>&1 && [[ -s $work/c.$i.json ]]; then
       jq -c --argjson i "$i" --arg rate "${rates[$i]}" --argjson line "$line_mb" \
-        '{client: $i, rate: $rate, line_mb_s: $line, ok: true, mb_s, seconds, errors,
+        '{client: $i, rate: $rate, line_mb_s: $line, ok: true, mb_s: (.mb_s_in_time // .mb_s), mb_s_all: .mb_s, seconds, errors,
           start_late_s: (.start_late_s // 0), retransmits: .client_retransmits,
           timeouts: .client_timeouts, spurious: .client_spurious_timeouts}' "$work/c.$i.json" >>"$per"
     else
@@ -315,7 +337,8 @@ run_once() {
   [[ -s $work/stats.jsonl ]] && stats=$(jq -s -c . "$work/stats.jsonl")
   jq -s -c --arg scenario "$scenario" --arg t "$t" --arg w "$w" --argjson r "$r" --argjson n "$n" \
     --argjson drops "$drops" --argjson tcp_t "$tcp_t" --argjson tcp_c "$tcp_c" \
-    --argjson failed "$failed" --argjson stats "$stats" --arg shared "$shared_rate" '
+    --argjson failed "$failed" --argjson stats "$stats" --arg shared "$shared_rate" \
+    --argjson server_cpu "$server_cpu" --argjson busy "$machine_busy" '
     (map(.mb_s)) as $x | ($x | add) as $sum | ($sum / $n) as $mean
     | {record: "run", scenario: $scenario, transport: $t, workload: $w, run: $r, clients: $n,
        shared_rate: (if $scenario == "shared" then $shared else null end),
@@ -327,6 +350,7 @@ run_once() {
        max_start_late_s: (map(.start_late_s // 0) | max),
        clients_failed: ($failed + (map(select(.ok | not)) | length)),
        tbf_drops: $drops,
+       server_cpu_s: $server_cpu, machine_busy: $busy,
        client_retransmits: (map(.retransmits // 0) | add),
        client_timeouts: (map(.timeouts // 0) | add),
        target_retransmits: (if $t == "hyperscsi" and ($stats | length) > 0
@@ -337,7 +361,7 @@ run_once() {
        tcp_retrans_clients: (if $t == "iscsi" then $tcp_c else null end),
        per_client: ., target_stats: $stats}
     | .pct_of_line = (.aggregate_mb_s / .line_mb_s * 100)' "$per" >>"$results"
-  jq -r 'select(.record == "run") | "fairness: \(.scenario) \(.transport) \(.workload) N=\(.clients) run \(.run): \(.aggregate_mb_s * 10 | round / 10) MB/s (\(.pct_of_line * 10 | round / 10)% of line), Jain \(.jain * 1000 | round / 1000), slowest/mean \(.slowest_over_mean * 100 | round / 100), min % own line \(.min_pct_of_own_line | round), late \(.max_start_late_s * 100 | round / 100) s, drops \(.tbf_drops), failed \(.clients_failed)"' \
+  jq -r 'select(.record == "run") | "fairness: \(.scenario) \(.transport) \(.workload) N=\(.clients) run \(.run): \(.aggregate_mb_s * 10 | round / 10) MB/s (\(.pct_of_line * 10 | round / 10)% of line), Jain \(.jain * 1000 | round / 1000), slowest/mean \(.slowest_over_mean * 100 | round / 100), min % own line \(.min_pct_of_own_line | round), late \(.max_start_late_s * 100 | round / 100) s, server CPU \(.server_cpu_s) s, machine busy \(.machine_busy * 100 | round)%, drops \(.tbf_drops), failed \(.clients_failed)"' \
     <(tail -n 1 "$results") >&2
   sleep 1  # sessions close, sockets drain
 }
@@ -369,6 +393,7 @@ fi
 # --- results and report --------------------------------------------------------
 mkdir -p "$out"
 jq -s . "$results" >"$out/results.json"
+cp "$work/target.log" "$out/target.log" 2>/dev/null || true
 jq '
   def median: sort | if length == 0 then null
     elif length % 2 == 1 then .[length / 2 | floor]
@@ -393,9 +418,10 @@ jq '
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)."
   echo "Machine: $(nproc) CPUs, kernel $(uname -r). Load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Clients in their own namespaces on a bridge, the target in its own; MTU $mtu; $bs QD$qd, ${secs} s per run,"
-  echo "all clients of a run start together (--start-at); $runs runs per cell, interleaved across transports;"
-  echo "figures are medians over the runs. HyperSCSI clients: ${hs_extra[*]}."
+  echo "Clients in their own namespaces on a bridge, the target in its own; MTU $mtu; $bs QD$qd. All clients of a"
+  echo "run start together (--start-at) and run ${warm} s of warm-up plus ${secs} s; a client's MB/s is the bytes of its I/Os"
+  echo "completed within those ${secs} s (mb_s_in_time). $runs runs per cell, interleaved across transports; figures"
+  echo "are medians over the runs. HyperSCSI clients: ${hs_extra[*]}."
   echo "Payload line rate: HyperSCSI carries MTU-40 bytes per MTU+14-byte frame, iSCSI (TCP with timestamps) MTU-52."
   echo
   if ((do_shared)); then

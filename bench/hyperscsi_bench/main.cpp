@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   unsigned busy_poll_us = HyperscsiOptions{}.busy_poll_us;
-  double seconds = 0, start_at = 0;
+  double seconds = 0, start_at = 0, warmup = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
   bool read_pct_given = false;
@@ -95,6 +95,9 @@ int main(int argc, char** argv) {
   app.add_option("--start-at", start_at,
                  "begin the timed run at this wall-clock time (seconds since the epoch, after "
                  "connecting), so that several clients measure the same interval")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", warmup,
+                 "with --time: leave the first S seconds out of mb_s_in_time (the ramp-up)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--bytes", bytes_text, "stop after this many bytes (k/M/G suffixes)");
   app.add_option("--size", size_text, "use only the first SIZE bytes of the device");
@@ -144,6 +147,11 @@ int main(int argc, char** argv) {
   }
   if (seconds == 0 && config.bytes == 0) seconds = 5;
   config.duration = std::chrono::nanoseconds(int64_t(seconds * 1e9));
+  if (warmup >= seconds && warmup > 0) {
+    std::fprintf(stderr, "error: --warmup must be shorter than --time\n");
+    return 1;
+  }
+  config.warmup = std::chrono::nanoseconds(int64_t(warmup * 1e9));
 
   TransportResult opened = hyperscsi::Unexpected(std::string("no transport"));
   if (transport_name == "local")
@@ -237,6 +245,9 @@ int main(int argc, char** argv) {
   const double gib = rec.bytes ? double(rec.bytes) / kGiB : 1;
   rec.iops = double(rec.ios) / secs;
   rec.mb_s = double(rec.bytes) / secs / 1e6;
+  if (config.duration.count() > 0)
+    rec.mb_s_in_time = double(result.bytes_in_time) /
+                       std::chrono::duration<double>(config.duration - config.warmup).count() / 1e6;
   rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
   rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
   rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;
