@@ -5,7 +5,10 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <map>
 
 #include "report.h"
@@ -56,7 +59,7 @@ int main(int argc, char** argv) {
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   unsigned busy_poll_us = HyperscsiOptions{}.busy_poll_us;
-  double seconds = 0;
+  double seconds = 0, start_at = 0, warmup = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
   bool read_pct_given = false;
@@ -89,6 +92,13 @@ int main(int argc, char** argv) {
   app.add_option("--bs", bs_text, "block size 512..1M (k/M suffixes)");
   app.add_option("--qd", qd, "queue depth 1..256")->check(CLI::Range(1u, 256u));
   app.add_option("--time", seconds, "run time in seconds")->check(CLI::NonNegativeNumber);
+  app.add_option("--start-at", start_at,
+                 "begin the timed run at this wall-clock time (seconds since the epoch, after "
+                 "connecting), so that several clients measure the same interval")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", warmup,
+                 "with --time: leave the first S seconds out of mb_s_in_time (the ramp-up)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--bytes", bytes_text, "stop after this many bytes (k/M/G suffixes)");
   app.add_option("--size", size_text, "use only the first SIZE bytes of the device");
   app.add_flag("--verify", verify, "write checksummed patterns, check every read");
@@ -137,6 +147,11 @@ int main(int argc, char** argv) {
   }
   if (seconds == 0 && config.bytes == 0) seconds = 5;
   config.duration = std::chrono::nanoseconds(int64_t(seconds * 1e9));
+  if (warmup >= seconds && warmup > 0) {
+    std::fprintf(stderr, "error: --warmup must be shorter than --time\n");
+    return 1;
+  }
+  config.warmup = std::chrono::nanoseconds(int64_t(warmup * 1e9));
 
   TransportResult opened = hyperscsi::Unexpected(std::string("no transport"));
   if (transport_name == "local")
@@ -161,6 +176,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", problem.c_str());
     return 1;
   }
+
+  if (start_at > 0) {
+    // Connected: wait for the common start. A client that connected too late
+    // starts at once and says by how much (start_late_s in the record).
+    timespec ts{};
+    ts.tv_sec = time_t(start_at);
+    ts.tv_nsec = long((start_at - double(ts.tv_sec)) * 1e9);
+    while (::clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+  }
+  timespec began{};
+  ::clock_gettime(CLOCK_REALTIME, &began);
+  const double start_late =
+      start_at > 0 ? std::max(0.0, double(began.tv_sec) + double(began.tv_nsec) / 1e9 - start_at)
+                   : 0.0;
 
   const auto self_before = sample_self();
   const auto target_before = target_pid ? sample_process(target_pid) : std::nullopt;
@@ -201,6 +231,7 @@ int main(int argc, char** argv) {
   rec.read_pct = config.read_pct;
   rec.verify = verify;
   rec.seconds = result.seconds;
+  if (start_at > 0) rec.start_late_s = start_late;
   rec.reads = result.reads;
   rec.writes = result.writes;
   rec.ios = result.reads + result.writes;
@@ -214,6 +245,9 @@ int main(int argc, char** argv) {
   const double gib = rec.bytes ? double(rec.bytes) / kGiB : 1;
   rec.iops = double(rec.ios) / secs;
   rec.mb_s = double(rec.bytes) / secs / 1e6;
+  if (config.duration.count() > 0)
+    rec.mb_s_in_time = double(result.bytes_in_time) /
+                       std::chrono::duration<double>(config.duration - config.warmup).count() / 1e6;
   rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
   rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
   rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;

@@ -56,6 +56,7 @@ std::string to_json(const Record& r) {
   add("bytes", std::to_string(r.bytes));
   add("iops", number(r.iops));
   add("mb_s", number(r.mb_s));
+  if (r.mb_s_in_time) add("mb_s_in_time", number(*r.mb_s_in_time));
   add("lat_p50_us", number(r.lat_p50_us));
   add("lat_p99_us", number(r.lat_p99_us));
   add("lat_p999_us", number(r.lat_p999_us));
@@ -67,6 +68,7 @@ std::string to_json(const Record& r) {
   add("client_retransmits", optional_count(r.client_retransmits));
   add("client_timeouts", optional_count(r.client_timeouts));
   add("client_spurious_timeouts", optional_count(r.client_spurious_timeouts));
+  if (r.start_late_s) add("start_late_s", number(*r.start_late_s));
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));

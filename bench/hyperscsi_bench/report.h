@@ -14,6 +14,8 @@ struct Record {
   double seconds = 0;
   uint64_t ios = 0, reads = 0, writes = 0, bytes = 0, errors = 0, mismatches = 0;
   double iops = 0, mb_s = 0;
+  // With --time: MB/s of the I/Os completed within the timed interval alone.
+  std::optional<double> mb_s_in_time;
   double lat_p50_us = 0, lat_p99_us = 0, lat_p999_us = 0;
   double cpu_s_per_gib_client = 0;
   std::optional<double> cpu_s_per_gib_target;
@@ -23,6 +25,8 @@ struct Record {
   // The client's retransmitted frames, timeouts and spurious (undone)
   // timeouts during the run; empty for transports that do not count them.
   std::optional<uint64_t> client_retransmits, client_timeouts, client_spurious_timeouts;
+  // With --start-at: how late this client began the timed run (0 when on time).
+  std::optional<double> start_late_s;
   std::string first_error, first_mismatch;
 };
 

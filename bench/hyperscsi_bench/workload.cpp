@@ -161,6 +161,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
             std::chrono::duration_cast<std::chrono::nanoseconds>(now - s.started).count()));
         (s.request.write ? result_.writes : result_.reads) += 1;
         result_.bytes += s.request.length;
+        if (now <= deadline_ && now >= begin_ + config_.warmup)
+          result_.bytes_in_time += s.request.length;
         if (!check.ok && result_.mismatches++ == 0) result_.first_mismatch = check.problem;
       }
       again = prepare_locked(index);

@@ -21,6 +21,7 @@ struct WorkloadConfig {
   uint32_t bs = 4096;
   uint32_t qd = 1;
   std::chrono::nanoseconds duration{0};  // 0: until `bytes`
+  std::chrono::nanoseconds warmup{0};    // not counted in bytes_in_time (within duration)
   uint64_t bytes = 0;                    // 0: until `duration`
   uint64_t region = 0;                   // bytes of the device used (0: all)
   bool verify = false;
@@ -30,6 +31,10 @@ struct WorkloadConfig {
 struct WorkloadResult {
   uint64_t reads = 0, writes = 0;
   uint64_t bytes = 0;
+  // Bytes of I/Os completed after the warm-up and by the deadline (--time):
+  // with several clients started together, each client's share of one
+  // common interval, without the drain of the I/Os in flight at the deadline.
+  uint64_t bytes_in_time = 0;
   uint64_t errors = 0;
   uint64_t mismatches = 0;
   std::string first_error;     // first I/O error

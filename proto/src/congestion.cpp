@@ -12,7 +12,10 @@ CongestionControl::CongestionControl(uint32_t initial_cwnd, uint32_t max_cwnd)
       max_cwnd_(std::max<uint32_t>(1, max_cwnd)) {}
 
 void CongestionControl::on_ack(uint32_t frames, uint32_t cum_ack) {
-  if (in_recovery_ && seq_geq(cum_ack, recovery_point_)) in_recovery_ = false;
+  if (in_recovery_ && seq_geq(cum_ack, recovery_point_)) {
+    in_recovery_ = false;
+    timeout_episode_ = false;
+  }
   while (frames > 0 && cwnd_ < max_cwnd_) {
     if (cwnd_ < ssthresh_) {
       // Slow start: +1 per acked frame, up to ssthresh.
@@ -57,7 +60,12 @@ void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
     before_timeout_ = {cwnd_, ssthresh_, acked_in_ca_, recovery_point_, in_recovery_};
     have_undo_ = true;
   }
-  ssthresh_ = half_flight(in_flight);
+  // A further timeout before the first one's data is acknowledged (the same
+  // episode, the timer backing off) keeps the first one's ssthresh: halving
+  // the already collapsed window again set ssthresh to the floor of 2, and the
+  // session then crawled back at one frame per round trip (issue 21).
+  if (!timeout_episode_) ssthresh_ = half_flight(in_flight);
+  timeout_episode_ = true;
   cwnd_ = 1;
   acked_in_ca_ = 0;
   in_recovery_ = true;
@@ -67,6 +75,7 @@ void CongestionControl::on_timeout(uint32_t in_flight, uint32_t snd_nxt) {
 void CongestionControl::undo_timeout() {
   if (!have_undo_) return;
   have_undo_ = false;
+  timeout_episode_ = false;
   cwnd_ = before_timeout_.cwnd;
   ssthresh_ = before_timeout_.ssthresh;
   acked_in_ca_ = before_timeout_.acked_in_ca;

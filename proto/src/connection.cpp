@@ -68,6 +68,7 @@ struct Connection::Impl {
         reasm(p.max_pdu, p.reassembly_limit),
         frag_payload(max_payload(p.mtu)),
         peer_window(e.peer_window),
+        advertised_window(p.receive_window),
         ring_mask(ring_size_for(p.receive_window) - 1),
         ring((ring_size_for(p.receive_window) + 63) / 64) {}
 
@@ -87,7 +88,7 @@ struct Connection::Impl {
   void close_undo_episode();
   void on_dsack(const SackBlock& b);
   void undo_episode();
-  void note_episode_retransmission(uint32_t seq, TimePoint now);
+  void note_episode_retransmission(uint32_t seq);
   TimePoint head_recovery_deadline() const;
   uint32_t pipe() const { return static_cast<uint32_t>(flight.size()) - sacked_count - lost_count; }
   uint32_t unacked() const { return static_cast<uint32_t>(flight.size()) - sacked_count; }
@@ -116,17 +117,22 @@ struct Connection::Impl {
 
   // ---- emission ----
   FrameHeader base_header(Opcode op) const;
-  // What fill_ack put into a header: whether every SACK block fitted, and
-  // whether it carries the pending D-SACK block.
+  // What fill_ack put into a header: whether every SACK block (D-SACKs
+  // included) fitted, and which pending D-SACK blocks it carries.
   struct AckFill {
     bool all_sacks = true;
-    bool dsack = false;
+    uint8_t dsack_mask = 0;  // which pending D-SACK blocks it carries
   };
   AckFill fill_ack(FrameHeader& h, size_t sack_room);
   bool emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill, FrameSink& sink);
   void note_duplicate(uint32_t seq);
   bool transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink);
   void poll(TimePoint now, FrameSink& sink);
+  bool send_ack(FrameSink& sink);
+  bool has_sack_blocks() {
+    compute_sacks();
+    return sacks.count > 0;
+  }
   TimePoint next_deadline() const;
 
   TransportParams params;
@@ -178,12 +184,21 @@ struct Connection::Impl {
   uint32_t undo_timeouts = 0;                // timeouts in the open episode
   std::vector<uint32_t> undo_retransmitted;  // its retransmissions not yet reported duplicate
   TimePoint undo_prev_timeout{};             // last_timeout before the episode
+  uint32_t undo_recover = 0;                 // snd_nxt at the episode's latest timeout
   TimePoint undo_expiry = kNever;            // no report by then: the episode is closed
+  // The frame whose timer opened the episode, as first sent, and when an ack
+  // first covered it: if the episode proves spurious, that ack answered the
+  // original, and its delay is the round trip the estimator had missed.
+  bool undo_head_valid = false;
+  uint32_t undo_head_seq = 0;
+  TimePoint undo_head_sent{};
+  TimePoint undo_head_acked = kNever;
 
   // Receiver state.
-  uint32_t rcv_nxt = 0;    // cumulative ack: next in-order sequence number expected
-  uint32_t rcv_high = 0;   // one past the highest sequence number received
-  uint32_t last_rcvd = 0;  // the most recently accepted sequence number
+  uint16_t advertised_window;  // <= params.receive_window, which is what we accept
+  uint32_t rcv_nxt = 0;        // cumulative ack: next in-order sequence number expected
+  uint32_t rcv_high = 0;       // one past the highest sequence number received
+  uint32_t last_rcvd = 0;      // the most recently accepted sequence number
   uint32_t ring_mask;
   std::vector<uint64_t> ring;  // received bits for [rcv_nxt, rcv_nxt + window)
   uint32_t unacked_rx = 0;     // frames received since our last ack went out
@@ -191,8 +206,7 @@ struct Connection::Impl {
   TimePoint ack_deadline = kNever;
   SackList sacks;
   bool sacks_dirty = false;
-  bool have_dsack = false;  // duplicates arrived since the last ack that reported them
-  SackBlock dsack{0, 0};
+  SackList dsacks;  // duplicates that arrived since the last ack that reported them
   std::deque<ReceivedPdu> ready;
 };
 
@@ -261,6 +275,8 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   const bool advanced = seq_gt(ack, snd_una);
   while (seq_lt(snd_una, ack)) {
     TxFrame& f = flight.front();
+    if (undo_head_valid && snd_una == undo_head_seq && undo_head_acked == kNever)
+      undo_head_acked = now;
     if (f.sacked) {
       --sacked_count;
     } else {
@@ -273,17 +289,18 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     ++snd_una;
   }
 
-  // A first block at or below the cumulative ack, or inside another block, is
-  // a D-SACK: the peer received those frames twice.
-  if (h.sacks.count > 0) {
-    const SackBlock first = h.sacks.blocks[0];
-    bool is_dsack = seq_lt(first.start, first.end) && seq_leq(first.end, ack);
-    for (size_t i = 1; i < h.sacks.count && !is_dsack; ++i) {
-      const SackBlock& b = h.sacks.blocks[i];
-      is_dsack = seq_lt(first.start, first.end) && seq_geq(first.start, b.start) &&
-                 seq_leq(first.end, b.end);
+  // D-SACKs: the peer received those frames twice. Every block at or below
+  // the cumulative ack is one (an ack may carry several), and so is a first
+  // block inside another block (RFC 2883).
+  for (size_t i = 0; i < h.sacks.count; ++i) {
+    const SackBlock& d = h.sacks.blocks[i];
+    if (!seq_lt(d.start, d.end)) continue;
+    bool is_dsack = seq_leq(d.end, ack);
+    for (size_t j = 1; i == 0 && j < h.sacks.count && !is_dsack; ++j) {
+      const SackBlock& b = h.sacks.blocks[j];
+      is_dsack = seq_geq(d.start, b.start) && seq_leq(d.end, b.end);
     }
-    if (is_dsack) on_dsack(first);
+    if (is_dsack) on_dsack(d);
   }
 
   bool sack_news = false;
@@ -293,6 +310,7 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     for (uint32_t s = start; s != b.end; ++s) {
       TxFrame& f = flight[static_cast<size_t>(seq_diff(s, snd_una))];
       if (f.sacked) continue;
+      if (undo_head_valid && s == undo_head_seq && undo_head_acked == kNever) undo_head_acked = now;
       f.sacked = true;
       ++sacked_count;
       if (f.lost) {
@@ -348,6 +366,17 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   }
   if (sack_news) detect_sack_losses(now);
   cc.on_ack(newly, snd_una);
+  // The reports of an episode's retransmissions follow the acks of what was
+  // sent before its latest timeout: the wait for them starts only then, and
+  // allows twice the delay the timed-out frame itself saw (at a session's
+  // start, or behind a receiver that was not scheduled, that delay can be
+  // many times the estimate the RTO came from).
+  if (undo_open && undo_expiry == kNever && seq_geq(snd_una, undo_recover)) {
+    const Duration head = undo_head_valid && undo_head_acked != kNever
+                              ? undo_head_acked - undo_head_sent
+                              : Duration::zero();
+    undo_expiry = now + std::max(2 * rtt.rto() + rtt.srtt(), 2 * head);
+  }
 
   if (flight.empty()) {
     rtx_deadline = kNever;
@@ -401,7 +430,11 @@ void Connection::Impl::detect_sack_losses(TimePoint now) {
 // will report it: wait one smoothed round trip plus variance (not the
 // clamped RTO), then send it again without declaring a timeout.
 TimePoint Connection::Impl::head_recovery_deadline() const {
-  if (flight.empty() || !rtt.has_sample()) return kNever;
+  // Not in a timeout episode: there the (backed-off) timer resends the head;
+  // resent every round trip of a stale estimate instead, it went out dozens
+  // of times while the acks were merely late, and every copy needs a
+  // duplicate report before the episode can be undone.
+  if (flight.empty() || !rtt.has_sample() || undo_open) return kNever;
   const TxFrame& head = flight.front();
   if (!head.retransmitted || head.lost) return kNever;
   // Plus the peer's delayed ack: a lone frame is acked only when that expires.
@@ -460,6 +493,7 @@ void Connection::Impl::frto_on_ack(bool advanced, bool loss_signal, bool sack_ne
 void Connection::Impl::open_undo_episode() {
   if (undo_open) return;
   undo_open = true;
+  undo_head_valid = false;
   undo_timeouts = 0;
   undo_retransmitted.clear();
   undo_prev_timeout = last_timeout;
@@ -494,17 +528,16 @@ void Connection::Impl::on_dsack(const SackBlock& b) {
   if (undo_retransmitted.size() < before && undo_retransmitted.empty()) undo_episode();
 }
 
-// The report of a retransmission arrives about one round trip after it; a
-// retransmission of the episode that is never reported keeps it from being
-// undone, and after a generous wait the episode closes.
-void Connection::Impl::note_episode_retransmission(uint32_t seq, TimePoint now) {
+// A retransmission of the episode that is never reported keeps it from being
+// undone; the episode closes a generous wait after everything sent before
+// its latest timeout is acknowledged (process_ack arms the expiry then).
+void Connection::Impl::note_episode_retransmission(uint32_t seq) {
   constexpr size_t kMaxTracked = 4096;  // beyond this, give up undoing (memory bound)
   if (undo_retransmitted.size() >= kMaxTracked) {
     close_undo_episode();
     return;
   }
   undo_retransmitted.push_back(seq);
-  undo_expiry = now + 2 * rtt.rto() + rtt.srtt();
 }
 
 // Spurious after all: the window and RTO from before the episode come back,
@@ -514,6 +547,13 @@ void Connection::Impl::note_episode_retransmission(uint32_t seq, TimePoint now) 
 void Connection::Impl::undo_episode() {
   stats.spurious_timeouts += undo_timeouts;
   cc.undo_timeout();
+  // Eifel's response (RFC 4015): the round trip of the original is at least
+  // the estimate. Without it a frame that always times out before its ack
+  // (a single command frame, say) would never give a sample (Karn's rule)
+  // while the undo keeps cancelling the backoff: every one would time out.
+  if (undo_head_valid && undo_head_acked != kNever)
+    rtt.on_spurious_timeout(undo_head_acked - undo_head_sent);
+  undo_head_valid = false;
   rtt.cancel_backoff();
   last_timeout = undo_prev_timeout;
   frto = Frto::kOff;
@@ -549,11 +589,23 @@ void Connection::Impl::on_timeout(TimePoint now) {
     return;
   }
   ++stats.timeouts;
-  const bool try_frto = frto_may_start();
-  // An F-RTO timeout starts its own episode, so either undo restores the
-  // window from just before it; so does an episode left without reports.
-  if (try_frto || now >= undo_expiry) close_undo_episode();
+  // A timeout while an episode still waits for its reports joins it (undone
+  // only if every retransmission of both proves needless); closing it instead
+  // lost the window from before it whenever the reports were slower than the
+  // next timeout (a session's start, a receiver not scheduled). Otherwise it
+  // opens its own episode and may try F-RTO.
+  if (now >= undo_expiry) close_undo_episode();
+  const bool try_frto = !undo_open && frto_may_start();
   open_undo_episode();
+  undo_recover = snd_nxt;
+  undo_expiry = kNever;  // armed once everything sent so far is acknowledged
+  if (undo_timeouts == 0) {
+    const TxFrame& head = flight.front();
+    undo_head_valid = !head.retransmitted && !head.sacked;
+    undo_head_seq = snd_una;
+    undo_head_sent = head.sent_at;
+    undo_head_acked = kNever;
+  }
   ++undo_timeouts;
   last_timeout = now;
   rtt.on_timeout();
@@ -631,19 +683,27 @@ void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
   }
 }
 
-// One D-SACK block per ack: contiguous duplicates extend it; a duplicate
-// elsewhere replaces it (the sender then sees fewer reports and undoes
-// nothing, the safe side).
+// Every duplicate is reported once: contiguous duplicates extend a pending
+// block, any other (a second copy of a frame already in a block, too) opens
+// a block of its own. A receiver that was not scheduled for a while takes
+// many frames at once, retransmissions among them, and every one must be
+// reported for the sender to undo a spurious timeout. Beyond 8 pending
+// blocks a duplicate goes unreported (the sender then undoes nothing, the
+// safe side).
 void Connection::Impl::note_duplicate(uint32_t seq) {
   if (!params.sack) return;
-  if (have_dsack && seq == dsack.end) {
-    ++dsack.end;
-  } else if (have_dsack && seq + 1 == dsack.start) {
-    --dsack.start;
-  } else if (!have_dsack || seq_lt(seq, dsack.start) || seq_geq(seq, dsack.end)) {
-    dsack = {seq, seq + 1};
+  for (size_t i = 0; i < dsacks.count; ++i) {
+    SackBlock& b = dsacks.blocks[i];
+    if (seq == b.end) {
+      ++b.end;
+      return;
+    }
+    if (seq + 1 == b.start) {
+      --b.start;
+      return;
+    }
   }
-  have_dsack = true;
+  dsacks.push({seq, seq + 1});
 }
 
 void Connection::Impl::compute_sacks() {
@@ -694,19 +754,26 @@ FrameHeader Connection::Impl::base_header(Opcode op) const {
 Connection::Impl::AckFill Connection::Impl::fill_ack(FrameHeader& h, size_t sack_room) {
   h.ext.flags |= kFlagAck;
   h.ext.ack = rcv_nxt;
-  h.ext.window = params.receive_window;
+  h.ext.window = advertised_window;
   compute_sacks();
   size_t room = sack_room / kSackBlockSize;
   AckFill fill;
   h.sacks.count = 0;
-  if (have_dsack && room > 0) {  // RFC 2883: the D-SACK block goes first
-    h.sacks.push(dsack);
-    --room;
-    fill.dsack = true;
+  // D-SACK blocks first: one above the ack (its copy was SACKed) only in the
+  // first place (RFC 2883), then those at or below the ack, as many as fit.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < dsacks.count && room > 0; ++i) {
+      const bool below = seq_leq(dsacks.blocks[i].end, rcv_nxt);
+      if (pass == 0 ? below || h.sacks.count > 0 : !below) continue;
+      h.sacks.push(dsacks.blocks[i]);
+      --room;
+      fill.dsack_mask |= static_cast<uint8_t>(1u << i);
+    }
   }
   const size_t fit = std::min<size_t>(sacks.count, room);
   for (size_t i = 0; i < fit; ++i) h.sacks.push(sacks.blocks[i]);
-  fill.all_sacks = fit == sacks.count && have_dsack == fill.dsack;
+  const uint8_t all_dsacks = static_cast<uint8_t>((1u << dsacks.count) - 1);
+  fill.all_sacks = fit == sacks.count && fill.dsack_mask == all_dsacks;
   return fill;
 }
 
@@ -718,7 +785,12 @@ bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, Ac
   const size_t n = encode_frame(buf, h, payload);
   if (n == 0) return false;  // cannot happen with the fields we set; nothing was committed
   sink.commit(n);
-  if (fill.dsack) have_dsack = false;
+  if (fill.dsack_mask != 0) {  // reported: drop them from the pending list
+    SackList left;
+    for (size_t i = 0; i < dsacks.count; ++i)
+      if ((fill.dsack_mask & (1u << i)) == 0) left.push(dsacks.blocks[i]);
+    dsacks = left;
+  }
   // This frame told the peer everything it needs to know about our receive side.
   if (fill.all_sacks) ack_sent();
   return true;
@@ -759,7 +831,7 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     f.retransmitted = true;
     f.sent_at = now;
     if (idx == 0 && frto == Frto::kFirstAck && frto_resent_at == kNever) frto_resent_at = now;
-    if (undo_open) note_episode_retransmission(snd_una + static_cast<uint32_t>(idx), now);
+    if (undo_open) note_episode_retransmission(snd_una + static_cast<uint32_t>(idx));
     ++stats.frames_retransmitted;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
     return true;
@@ -776,6 +848,11 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     if (!retransmit(static_cast<size_t>(idx))) return;
     lost_queue.pop_front();
   }
+
+  // An ack owed with D-SACK or SACK blocks goes before new data: full-MTU
+  // data frames have no room for blocks, and when the port fills this poll
+  // may end before step 4 (the peer's undo and loss recovery wait on them).
+  if (ack_owed(now) && (dsacks.count > 0 || has_sack_blocks()) && !send_ack(sink)) return;
 
   // 2. New frames within min(cwnd, peer window).
   while (can_send_new()) {
@@ -836,13 +913,18 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
   }
 
   // 4. A standalone ack if one is owed and nothing above carried it.
-  if (ack_owed(now)) {
-    FrameHeader h = base_header(Opcode::kAck);
-    // All blocks fit an ack, except a D-SACK beside 8 regular ones (it goes
-    // first; the highest regular block waits for the next ack).
-    const AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
-    if (emit(h, {}, {true, fill.dsack}, sink)) ++stats.acks_sent;
-  }
+  if (ack_owed(now)) send_ack(sink);
+}
+
+bool Connection::Impl::send_ack(FrameSink& sink) {
+  FrameHeader h = base_header(Opcode::kAck);
+  // D-SACK blocks go first; the highest regular blocks that do not fit
+  // beside them wait for the next ack.
+  AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
+  fill.all_sacks = true;
+  if (!emit(h, {}, fill, sink)) return false;
+  ++stats.acks_sent;
+  return true;
 }
 
 TimePoint Connection::Impl::next_deadline() const {
@@ -894,11 +976,19 @@ TimePoint Connection::next_deadline() const {
   return impl_->next_deadline();
 }
 
+void Connection::set_advertised_window(uint16_t frames) {
+  impl_->advertised_window = std::clamp<uint16_t>(frames, 1, impl_->params.receive_window);
+}
+
+uint16_t Connection::advertised_window() const {
+  return impl_->advertised_window;
+}
+
 FrameHeader Connection::control_header(Opcode opcode, uint8_t extra_flags) const {
   FrameHeader h = impl_->base_header(opcode);
   h.ext.flags |= kFlagAck | extra_flags;
   h.ext.ack = impl_->rcv_nxt;
-  h.ext.window = impl_->params.receive_window;
+  h.ext.window = impl_->advertised_window;
   return h;
 }
 
@@ -938,6 +1028,7 @@ std::vector<Connection::UnackedPdu> Connection::release_unacked() {
   s.undo_open = false;
   s.undo_retransmitted.clear();
   s.undo_expiry = kNever;
+  s.undo_head_valid = false;
   return out;
 }
 

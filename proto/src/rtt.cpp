@@ -46,6 +46,18 @@ bool RttEstimator::on_sample(Duration rtt, bool retransmitted, bool ends_round) 
   return true;
 }
 
+void RttEstimator::on_spurious_timeout(Duration rtt) {
+  if (rtt <= Duration::zero()) return;
+  if (!has_sample_) {
+    on_sample(rtt);
+    return;
+  }
+  srtt_ = std::max(srtt_, rtt);
+  rttvar_ = std::max(rttvar_, rtt / 2);
+  round_peak_ = std::max(round_peak_, rttvar_);
+  base_rto_ = clamp(srtt_ + std::max(4 * rto_variance(), params_.min));
+}
+
 Duration RttEstimator::rto_variance() const {
   return std::max({rttvar_, round_peak_, held_peak_});
 }

@@ -1,6 +1,7 @@
 #include "hyperscsi/proto/target_session.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "hyperscsi/proto/bytes.h"
@@ -38,6 +39,7 @@ struct TargetEndpoint::Session {
   std::unique_ptr<FrameOpener> opener;
   ProtectionStats drops;
   std::vector<uint8_t> scratch;  // decrypted payload of the frame being handled
+  uint64_t frames_at_share = 0;  // frames_received when the window was last shared
 };
 
 // One handshake waiting for the initiator's proof. Single use.
@@ -588,6 +590,34 @@ std::optional<TargetEvent> TargetEndpoint::pop_event() {
 }
 
 void TargetEndpoint::poll(TimePoint now, FrameSink& sink) {
+  poll_control(now, sink);
+  for (auto& [id, s] : sessions_) poll_session(*s, now, sink);
+}
+
+void TargetEndpoint::poll_session(Session& s, TimePoint now, FrameSink& sink) {
+  if (s.sealer) {
+    SealingSink sealing(sink, *s.sealer);
+    s.connection->poll(now, sealing);
+  } else {
+    s.connection->poll(now, sink);
+  }
+  drain_pdus(s);
+}
+
+bool TargetEndpoint::poll_session(uint32_t session_id, TimePoint now, FrameSink& sink) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return false;
+  poll_session(*it->second, now, sink);
+  return true;
+}
+
+void TargetEndpoint::session_ids(std::vector<uint32_t>& out) const {
+  out.clear();
+  out.reserve(sessions_.size());
+  for (const auto& [id, s] : sessions_) out.push_back(id);
+}
+
+void TargetEndpoint::poll_control(TimePoint now, FrameSink& sink) {
   std::vector<uint32_t> dead;
   for (auto& [id, s] : sessions_) {
     const uint32_t dead_ms = s->reply.dead_time_ms;
@@ -599,15 +629,23 @@ void TargetEndpoint::poll(TimePoint now, FrameSink& sink) {
   }
   OutboxSealer outbox_sink(*this, sink);
   outbox_->flush(outbox_sink);
+  share_receive_window(now);
+}
+
+void TargetEndpoint::share_receive_window(TimePoint now) {
+  if (config_.receive_budget_windows == 0 || now < next_share_) return;
+  next_share_ = now + config_.share_interval;
+  size_t active = 0;
   for (auto& [id, s] : sessions_) {
-    if (s->sealer) {
-      SealingSink sealing(sink, *s->sealer);
-      s->connection->poll(now, sealing);
-    } else {
-      s->connection->poll(now, sink);
-    }
-    drain_pdus(*s);
+    const uint64_t frames = s->connection->stats().frames_received;
+    if (frames - s->frames_at_share >= config_.share_active_frames) ++active;
+    s->frames_at_share = frames;
   }
+  const uint64_t budget = uint64_t{config_.receive_budget_windows} * config_.limits.window;
+  const uint64_t share = budget / std::max<size_t>(active, 1);
+  const auto window = static_cast<uint16_t>(
+      std::clamp<uint64_t>(share, kMinSharedWindow, std::numeric_limits<uint16_t>::max()));
+  for (auto& [id, s] : sessions_) s->connection->set_advertised_window(window);
 }
 
 TimePoint TargetEndpoint::next_deadline() const {

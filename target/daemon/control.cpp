@@ -81,15 +81,16 @@ std::string format_stats_text(const std::string& target,
     out += fmt::format(
         "session {:08x} epoch {} initiator '{}' mac {} port {} {} protection {}\n"
         "  commands {} replies {} bytes in {} out {} frames out {} retransmitted {} "
-        "(fast {}, timeouts {}, spurious {}) srtt {:.0f}us rto {:.0f}us cwnd {} peer window {} "
+        "(fast {}, timeouts {}, spurious {}) srtt {:.0f}us rttvar {:.0f}us rto {:.0f}us cwnd {} "
+        "ssthresh {} peer window {} "
         "mtu {} replays {}\n",
         i.session_id, i.epoch, i.initiator_name, engine::format_mac(i.initiator_mac), r.port,
         i.authenticated ? "authenticated" : "unauthenticated", proto::to_string(i.protection),
         i.commands, i.replies, i.transport.bytes_received, i.transport.bytes_sent,
         i.transport.frames_sent, i.transport.frames_retransmitted, i.transport.fast_retransmits,
         i.transport.timeouts, i.transport.spurious_timeouts, us(i.transport.srtt),
-        us(i.transport.rto), i.transport.cwnd, i.transport.peer_window, i.negotiated.mtu,
-        i.cache.replays);
+        us(i.transport.rttvar), us(i.transport.rto), i.transport.cwnd, i.transport.ssthresh,
+        i.transport.peer_window, i.negotiated.mtu, i.cache.replays);
   }
   return out;
 }
@@ -126,17 +127,19 @@ std::string format_stats_json(const std::string& target,
         "{{\"session_id\":{},\"epoch\":{},\"initiator\":\"{}\",\"mac\":\"{}\",\"port\":\"{}\","
         "\"commands\":{},\"replies\":{},\"bytes_in\":{},\"bytes_out\":{},\"frames_sent\":{},"
         "\"retransmissions\":{},\"fast_retransmits\":{},\"timeouts\":{},"
-        "\"spurious_timeouts\":{},\"srtt_us\":{:.1f},"
-        "\"rto_us\":{:.1f},\"cwnd\":{},\"peer_window\":{},\"mtu\":{},\"replays\":{},"
+        "\"spurious_timeouts\":{},\"srtt_us\":{:.1f},\"rttvar_us\":{:.1f},"
+        "\"rto_us\":{:.1f},\"cwnd\":{},\"ssthresh\":{},\"peer_window\":{},\"mtu\":{},"
+        "\"replays\":{},"
         "\"duplicates_received\":{},\"out_of_window\":{},"
         "\"authenticated\":{},\"protection\":\"{}\"}}",
         i.session_id, i.epoch, json_escape(i.initiator_name), engine::format_mac(i.initiator_mac),
         json_escape(r.port), i.commands, i.replies, i.transport.bytes_received,
         i.transport.bytes_sent, i.transport.frames_sent, i.transport.frames_retransmitted,
         i.transport.fast_retransmits, i.transport.timeouts, i.transport.spurious_timeouts,
-        us(i.transport.srtt), us(i.transport.rto), i.transport.cwnd, i.transport.peer_window,
-        i.negotiated.mtu, i.cache.replays, i.transport.duplicates_received,
-        i.transport.out_of_window, i.authenticated, proto::to_string(i.protection));
+        us(i.transport.srtt), us(i.transport.rttvar), us(i.transport.rto), i.transport.cwnd,
+        i.transport.ssthresh, i.transport.peer_window, i.negotiated.mtu, i.cache.replays,
+        i.transport.duplicates_received, i.transport.out_of_window, i.authenticated,
+        proto::to_string(i.protection));
   }
   out += "]}\n";
   return out;

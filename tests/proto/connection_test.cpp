@@ -558,7 +558,9 @@ TEST(ConnectionFrto, DelaySpikeIsDeclaredSpuriousAndUndone) {
   EXPECT_EQ(s.a.stats().spurious_timeouts, 1u);
   EXPECT_GE(s.a.stats().cwnd, s.cwnd_before);
   EXPECT_EQ(s.a.stats().ssthresh, s.ssthresh_before);
-  EXPECT_LT(s.a.stats().rto, 2 * s.p.rto.min + microseconds(1000));  // no backoff left
+  // No backoff left, and the estimate covers the spike the original saw.
+  EXPECT_GT(s.a.stats().rto, now - s.now);
+  EXPECT_LT(s.a.stats().rto, 4 * (now - s.now));
   for (size_t i = 2; i < acks.frames.size(); ++i) s.a.on_frame(decode_ok(acks.frames[i]), now);
 
   // The rest completes without any further retransmission.
@@ -699,6 +701,33 @@ TEST(ConnectionDsack, DuplicatesAreReportedOnceAsTheFirstBlock) {
   EXPECT_TRUE(none.frames.empty());
 }
 
+// A receiver that was not scheduled for a while takes many frames at once:
+// every duplicate among them is reported, each copy of a frame that came
+// three times too, in one ack (blocks below the cumulative ack are D-SACKs).
+TEST(ConnectionDsack, EveryDuplicateOfABatchIsReported) {
+  TransportParams p;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 8, 1)));
+  VectorSink sa, keep;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 8u);
+  const TimePoint t = TimePoint{} + microseconds(50);
+  for (auto& f : sa.frames) b.on_frame(decode_ok(f), t);
+  (void)ack_from(b, t, keep);
+  for (int i : {1, 2, 5, 1, 1, 6}) b.on_frame(decode_ok(sa.frames[size_t(i)]), t);
+  const FrameView ack = ack_from(b, t, keep);
+  EXPECT_EQ(ack.header.ext.ack, 8u);
+  ASSERT_EQ(ack.header.sacks.count, 4);
+  EXPECT_EQ(ack.header.sacks.blocks[0], (SackBlock{1, 3}));
+  EXPECT_EQ(ack.header.sacks.blocks[1], (SackBlock{5, 7}));
+  EXPECT_EQ(ack.header.sacks.blocks[2], (SackBlock{1, 2}));
+  EXPECT_EQ(ack.header.sacks.blocks[3], (SackBlock{1, 2}));
+  VectorSink none;
+  b.poll(t + milliseconds(5), none);
+  EXPECT_TRUE(none.frames.empty());  // all reported
+}
+
 TEST(ConnectionDsack, NoReportsWithoutSack) {
   TransportParams p;
   p.sack = false;
@@ -758,8 +787,58 @@ TEST(ConnectionDsack, LateAckTimeoutIsUndoneByTheDuplicateReport) {
   EXPECT_EQ(a.stats().spurious_timeouts, 1u);
   EXPECT_EQ(a.stats().cwnd, cwnd_before);
   EXPECT_EQ(a.stats().ssthresh, ssthresh_before);
-  EXPECT_LT(a.stats().rto, backed_off);  // the backoff is gone too
+  // The backoff is gone, and the estimate now covers the delay the original
+  // saw (Eifel's response): the same delay does not fire the timer again.
+  EXPECT_GE(a.stats().srtt, t - now);
+  EXPECT_GT(a.stats().rto, 2 * (t - now));
+  EXPECT_LT(a.stats().rto, 2 * backed_off);
   EXPECT_EQ(b.pop_pdu()->tag, 99);
+}
+
+// At a session's start the estimate comes from an idle link (100 us) while
+// the loaded path holds the acks back 60 ms (a full queue, a receiver not
+// scheduled): the timer fires again and again, backing off, long before any
+// ack. Every retransmission is delivered as a duplicate together with the
+// originals; the episode waits for those reports (the wait starts when the
+// originals are acknowledged), is undone, and the estimate then covers the
+// delay (so the next window does not time out again).
+TEST(ConnectionDsack, EpisodeLongerThanTheEstimateIsStillUndone) {
+  TransportParams p;
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  TimePoint now{};
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 2, 1)));
+  settle(a, b, now);
+  ASSERT_TRUE(b.pop_pdu());
+  const uint32_t cwnd_before = a.stats().cwnd;
+  const uint32_t ssthresh_before = a.stats().ssthresh;
+  ASSERT_LT(a.stats().rto, milliseconds(3));
+
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 2, std::vector<uint8_t>(1460 * 4, 2)));
+  VectorSink sent;
+  const TimePoint t0 = now;
+  a.poll(t0, sent);
+  ASSERT_EQ(sent.frames.size(), 4u);
+  // Nothing comes back for 60 ms: the timer fires, backing off.
+  TimePoint t = t0;
+  while (a.next_deadline() < t0 + milliseconds(60)) {
+    t = a.next_deadline();
+    a.poll(t, sent);
+  }
+  ASSERT_GE(a.stats().timeouts, 3u);
+  EXPECT_EQ(a.stats().cwnd, 1u);
+  // Then b takes everything at once: the originals and every resent copy.
+  const TimePoint late = t0 + milliseconds(60);
+  for (auto& f : sent.frames) b.on_frame(decode_ok(f), late);
+  VectorSink acks;
+  b.poll(late, acks);
+  ASSERT_FALSE(acks.frames.empty());
+  for (auto& f : acks.frames) a.on_frame(decode_ok(f), late + microseconds(50));
+  EXPECT_EQ(a.stats().spurious_timeouts, a.stats().timeouts);
+  EXPECT_GE(a.stats().cwnd, cwnd_before);  // restored, then grown by this ack
+  EXPECT_EQ(a.stats().ssthresh, ssthresh_before);
+  EXPECT_GE(a.stats().srtt, milliseconds(60));
+  EXPECT_GT(a.stats().rto, milliseconds(120));
+  EXPECT_EQ(b.pop_pdu()->tag, 2);
 }
 
 // A pair that has exchanged one PDU, then a single-frame PDU from a to b
@@ -1054,6 +1133,54 @@ TEST(Connection, ZeroWindowIsProbed) {
   sa.frames.clear();
   a.poll(probe_at, sa);
   EXPECT_EQ(sa.frames.size(), 4u);
+}
+
+// A receiver that lowers the window it advertises (the target sharing its
+// capacity among sessions): the peer keeps to it from the next ack on, and
+// frames already sent beyond it are still accepted, not dropped.
+TEST(Connection, LoweredAdvertisedWindowLimitsThePeerAndDropsNothing) {
+  TransportParams p;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  EXPECT_EQ(b.advertised_window(), p.receive_window);
+  b.set_advertised_window(0);
+  EXPECT_EQ(b.advertised_window(), 1u);  // never closed by this
+  b.set_advertised_window(60000);
+  EXPECT_EQ(b.advertised_window(), p.receive_window);  // never beyond what b accepts
+  TimePoint now{};
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 2, 1)));
+  settle(a, b, now);  // a learns the RTT, its window opens
+  ASSERT_TRUE(b.pop_pdu());
+
+  // a sends more than 16 frames on the full window; b lowers its window to 16
+  // meanwhile.
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 2, std::vector<uint8_t>(1460 * 40, 2)));
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 3, std::vector<uint8_t>(1460 * 200, 3)));
+  VectorSink sa, sb;
+  a.poll(now, sa);
+  ASSERT_GT(sa.frames.size(), 16u);
+  b.set_advertised_window(16);
+  now += microseconds(50);
+  for (auto& f : sa.frames) b.on_frame(decode_ok(f), now);
+  EXPECT_EQ(b.stats().out_of_window, 0u);
+  b.poll(now, sb);
+  ASSERT_FALSE(sb.frames.empty());
+  EXPECT_EQ(decode_ok(sb.frames.back()).header.ext.window, 16u);
+  for (auto& f : sb.frames) a.on_frame(decode_ok(f), now);
+  EXPECT_EQ(a.stats().peer_window, 16u);
+  sa.frames.clear();
+  a.poll(now, sa);
+  EXPECT_LE(sa.frames.size(), 16u);
+  EXPECT_LE(a.in_flight(), 16u);
+  // Raised again, the peer uses the whole window once it hears of it.
+  b.set_advertised_window(p.receive_window);
+  settle(a, b, now);
+  for (uint16_t tag : {2, 3}) {
+    auto pdu = b.pop_pdu();
+    ASSERT_TRUE(pdu);
+    EXPECT_EQ(pdu->tag, tag);
+  }
+  EXPECT_EQ(a.stats().peer_window, p.receive_window);
 }
 
 TEST(Connection, EmptySinkLosesNothing) {

@@ -3,6 +3,8 @@
 // (session_lab.h) under a virtual clock.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -676,6 +678,98 @@ TEST(Keepalive, ProbeIsAnsweredWithAckResponseOfTheSameSize) {
     ++answers;
   }
   EXPECT_EQ(answers, 1u);
+}
+
+// ------------------------------------------------------- receive sharing
+
+std::vector<uint8_t> write_command(uint32_t cmd_sn, uint32_t length) {
+  CommandHeader h;
+  h.cmd_sn = cmd_sn;
+  h.reply_ack_sn = cmd_sn;
+  h.flags = kCommandFlagDataOut;
+  h.data_out_length = length;
+  h.cdb_length = 10;
+  h.cdb[0] = 0x2A;  // WRITE(10)
+  h.cdb[8] = static_cast<uint8_t>(length / 512);
+  std::vector<uint8_t> pdu;
+  encode(h, pdu);
+  pdu.resize(pdu.size() + length, static_cast<uint8_t>(cmd_sn));
+  return pdu;
+}
+
+// Issue 21: the target shares its receive capacity among the sessions that
+// send to it. With five writers and a budget of two windows, every session
+// advertises 2/5 of a window (an idle session does not count as a sender);
+// when only one writer is left, it gets its whole window back.
+TEST(ReceiveSharing, ActiveSendersShareTheBudgetAndGetItBackWhenAlone) {
+  TargetConfig tc = target_config();
+  tc.limits.window = 200;
+  tc.receive_budget_windows = 2;
+  tc.share_interval = milliseconds(20);
+  tc.share_active_frames = 4;
+  TargetEndpoint target(tc);
+  Executor exec;
+  exec.target = &target;
+  Lab lab;
+  lab.add(Node{kTargetMac, [&](const FrameView& f, TimePoint t) { target.on_frame(f, t); },
+               [&](TimePoint t, FrameSink& s) { target.poll(t, s); }});
+  lab.after_step = [&] { exec.run(); };
+  // The window the target last advertised to each initiator.
+  std::map<MacAddress, uint16_t> advertised;
+  lab.drop_if = [&](const FrameView& f) {
+    if (f.header.src == kTargetMac && (f.header.ext.flags & kFlagAck) != 0)
+      advertised[f.header.dst] = f.header.ext.window;
+    return false;
+  };
+  std::vector<std::unique_ptr<InitiatorSession>> inits;
+  for (uint8_t i = 0; i < 6; ++i) {
+    InitiatorConfig ic = initiator_config(1500, "iqn.test:client" + std::to_string(i));
+    ic.local_mac = mac(uint8_t(0x20 + i));
+    ic.window = 200;
+    ic.seed = 100 + i;
+    inits.push_back(std::make_unique<InitiatorSession>(ic));
+    lab.add(node_of(ic.local_mac, *inits.back()));
+    ASSERT_TRUE(inits.back()->login(kTargetMac, tc.target_name, lab.now));
+  }
+  ASSERT_TRUE(lab.run_until(
+      [&] {
+        return std::all_of(inits.begin(), inits.end(),
+                           [](auto& i) { return i->state() == InitiatorState::kEstablished; });
+      },
+      seconds(10)));
+  // Writers 0..4 keep two 64 KiB writes outstanding; initiator 5 stays idle.
+  std::vector<uint32_t> next_sn(6, 1), outstanding(6, 0);
+  size_t writers = 5;
+  auto keep_writing = [&] {
+    for (size_t i = 0; i < inits.size(); ++i) {
+      while (inits[i]->pop_reply()) --outstanding[i];
+      while (i < writers && outstanding[i] < 2) {
+        ASSERT_TRUE(inits[i]->send_command(uint16_t(next_sn[i]), write_command(next_sn[i], 65536)));
+        ++next_sn[i];
+        ++outstanding[i];
+      }
+    }
+  };
+  for (int k = 0; k < 200; ++k) {
+    keep_writing();
+    lab.step(microseconds(500));
+  }
+  // 5 senders, not 6: the idle session does not count (it hears of the
+  // window with its next ack, having sent nothing).
+  const uint16_t share = 2 * 200 / 5;
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(advertised[mac(uint8_t(0x20 + i))], share) << "initiator " << i;
+    EXPECT_EQ(inits[i]->connection()->stats().peer_window, share) << "initiator " << i;
+    EXPECT_GT(next_sn[i], 20u) << "initiator " << i;  // still writing at its share
+  }
+
+  writers = 1;
+  for (int k = 0; k < 200; ++k) {
+    keep_writing();
+    lab.step(microseconds(500));
+  }
+  EXPECT_EQ(advertised[mac(0x20)], 200);
+  EXPECT_EQ(inits[0]->connection()->stats().peer_window, 200);
 }
 
 }  // namespace

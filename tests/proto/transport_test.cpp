@@ -168,6 +168,26 @@ TEST(Rtt, BackoffDoublesAndIsCapped) {
   EXPECT_EQ(e.rto(), seconds(2));
 }
 
+// Eifel's response: the original frame of a spurious timeout was acked late;
+// the estimate grows to cover that delay, and the backoff is gone.
+TEST(Rtt, SpuriousTimeoutRaisesTheEstimateToTheOriginalsDelay) {
+  RttEstimator e(rto_params());
+  for (int i = 0; i < 10; ++i) e.on_sample(microseconds(100));
+  e.on_timeout();
+  e.on_timeout();
+  e.on_spurious_timeout(milliseconds(40));
+  e.cancel_backoff();
+  EXPECT_EQ(e.srtt(), milliseconds(40));
+  EXPECT_GE(e.rttvar(), milliseconds(20));
+  EXPECT_EQ(e.rto(), milliseconds(40) + 4 * milliseconds(20));
+  EXPECT_EQ(e.backoff_shift(), 0u);
+  // A shorter delay changes nothing; later samples bring it down as usual.
+  e.on_spurious_timeout(milliseconds(10));
+  EXPECT_EQ(e.srtt(), milliseconds(40));
+  for (int i = 0; i < 200; ++i) e.on_sample(milliseconds(1));
+  EXPECT_LT(e.rto(), milliseconds(5));
+}
+
 TEST(Congestion, SlowStartThenAdditiveIncrease) {
   CongestionControl cc(16, 4096);
   EXPECT_EQ(cc.cwnd(), 16u);
@@ -220,6 +240,31 @@ TEST(Congestion, TimeoutCollapsesToOne) {
   EXPECT_EQ(cc.cwnd(), 50u);
   EXPECT_EQ(CongestionControl::send_window(50, 20), 20u);
   EXPECT_EQ(CongestionControl::send_window(50, 200), 50u);
+}
+
+// A timeout while the previous one's data is still unacknowledged (the
+// timer backing off) keeps the first one's ssthresh: halving the collapsed
+// window again would set the floor of 2, and the session would then grow
+// back at one frame per round trip (issue 21).
+TEST(Congestion, RepeatedTimeoutKeepsTheFirstSsthresh) {
+  CongestionControl cc(16, 4096);
+  cc.on_ack(100, 100);
+  cc.on_timeout(100, 300);
+  EXPECT_EQ(cc.ssthresh(), 50u);
+  cc.on_timeout(1, 300);  // backed-off timer: same episode
+  cc.on_timeout(1, 301);
+  EXPECT_EQ(cc.cwnd(), 1u);
+  EXPECT_EQ(cc.ssthresh(), 50u);
+  // Once everything sent by the last timeout is acked, a new timeout is a new
+  // episode and halves what is in flight then.
+  cc.on_ack(60, 301);
+  EXPECT_EQ(cc.cwnd(), 50u);
+  cc.on_timeout(40, 400);
+  EXPECT_EQ(cc.ssthresh(), 20u);
+  // An undone episode ends it too.
+  cc.undo_timeout();
+  cc.on_timeout(40, 500);
+  EXPECT_EQ(cc.ssthresh(), 20u);
 }
 
 TEST(Congestion, NeverExceedsMax) {

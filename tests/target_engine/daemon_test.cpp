@@ -315,6 +315,10 @@ TEST_F(DaemonOverVeth, ServesWritesReadsFlushesAndReportsStats) {
   ASSERT_EQ(json.wait(10s), 0) << json.err();
   EXPECT_NE(json.out().find("\"initiator\":\"ini.veth\""), std::string::npos) << json.out();
   EXPECT_NE(json.out().find("\"target\":\"tgt.veth\""), std::string::npos);
+  // Per-session congestion state (issue 21): window, round trip, timeouts.
+  for (const char* key : {"\"cwnd\":", "\"ssthresh\":", "\"srtt_us\":", "\"rttvar_us\":",
+                          "\"rto_us\":", "\"timeouts\":", "\"spurious_timeouts\":"})
+    EXPECT_NE(json.out().find(key), std::string::npos) << key << " in " << json.out();
 
   const auto t0 = std::chrono::steady_clock::now();
   daemon_->signal(SIGTERM);

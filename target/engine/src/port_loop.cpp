@@ -203,10 +203,11 @@ void PortLoop::run() {
     poll_units();
     answer_completions();
     handle_events();
-    endpoint_->poll(Clock::now(), *sink_);
+    // The sessions share the port fairly (tx_scheduler.h).
+    tx_.poll(*endpoint_, Clock::now(), *sink_);
     take_commands();  // poll() may have completed PDUs
     answer_completions();
-    endpoint_->poll(Clock::now(), *sink_);
+    tx_.poll(*endpoint_, Clock::now(), *sink_);
     sink_->flush();
     unwatch_idle();
     update_drain_state();

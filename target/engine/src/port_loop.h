@@ -21,6 +21,7 @@
 #include "hyperscsi/io/port_sink.h"
 #include "hyperscsi/scsi/lun_map.h"
 #include "lun_directory.h"
+#include "tx_scheduler.h"
 
 namespace hyperscsi::engine {
 
@@ -145,6 +146,7 @@ class PortLoop {
   std::shared_ptr<Mailbox> mailbox_;
   std::unique_ptr<proto::TargetEndpoint> endpoint_;
   std::unique_ptr<io::PortSink> sink_;
+  TxScheduler tx_;       // shares the port among the sessions (issue 21)
   scsi::LunMap absent_;  // empty: answers for absent and hidden LUNs per SPC-4
   std::map<LunEntry*, std::shared_ptr<LunEntry>> watched_;
   std::unordered_map<uint32_t, Peer> peers_;

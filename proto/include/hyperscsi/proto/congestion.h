@@ -24,7 +24,9 @@ class CongestionControl {
 
   // Retransmission timeout: ssthresh = half the flight, cwnd = 1. The first
   // timeout of an episode remembers the state before it for undo_timeout();
-  // further timeouts keep that snapshot until it is used or forgotten.
+  // further timeouts keep that snapshot until it is used or forgotten. A
+  // timeout before everything sent at the previous one is acknowledged (the
+  // timer backing off) leaves ssthresh as the first one set it.
   void on_timeout(uint32_t in_flight, uint32_t snd_nxt);
 
   // The episode's timeouts were spurious (the originals were delivered):
@@ -54,6 +56,7 @@ class CongestionControl {
   uint32_t acked_in_ca_ = 0;  // acks counted toward the next +1 in congestion avoidance
   uint32_t recovery_point_ = 0;
   bool in_recovery_ = false;
+  bool timeout_episode_ = false;  // collapsed by a timeout, its data not yet all acked
 
   struct Saved {
     uint32_t cwnd, ssthresh, acked_in_ca, recovery_point;

@@ -140,6 +140,14 @@ class Connection {
   // When poll() next has something to do (a timer), or kNever.
   TimePoint next_deadline() const;
 
+  // The receive window our acks advertise, in [1, params.receive_window]
+  // (default: all of it). Frames up to params.receive_window beyond our ack
+  // are still accepted, so lowering it drops nothing the peer already sent;
+  // the peer sends less from its next ack on (a receiver sharing its
+  // capacity among sessions, docs/protocol.md 10.4).
+  void set_advertised_window(uint16_t frames);
+  uint16_t advertised_window() const;
+
   // Header for an unsequenced control frame (discovery, keepalive, disconnect
   // ...) from this endpoint, with our current ack and window piggy-backed.
   FrameHeader control_header(Opcode opcode, uint8_t extra_flags = 0) const;

@@ -32,6 +32,11 @@ class RttEstimator {
   // The last timeout was spurious: the RTO returns to the estimate.
   void cancel_backoff() { backoff_ = 0; }
 
+  // A spurious timeout's original frame was acknowledged `rtt` after it was
+  // sent (a delay the estimate missed): srtt and rttvar become at least rtt
+  // and rtt / 2 (the Eifel response, RFC 4015), so the next RTO covers it.
+  void on_spurious_timeout(Duration rtt);
+
   // The RTO to arm now, including backoff.
   Duration rto() const;
   // The RTO from the estimates alone, without backoff.
