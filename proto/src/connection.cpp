@@ -889,6 +889,15 @@ FrameHeader Connection::control_header(Opcode opcode, uint8_t extra_flags) const
   return h;
 }
 
+FlowHints Connection::flow_hints() const {
+  const Impl& s = *impl_;
+  FlowHints h;
+  h.rx_missing = s.reasm.bytes_missing();
+  h.rx_window_bytes = size_t{s.params.receive_window} * (s.params.mtu + 14);
+  h.tx_waiting = !s.queue.empty();
+  return h;
+}
+
 bool Connection::idle() const {
   const Impl& s = *impl_;
   return s.queue.empty() && s.flight.empty() && s.unacked_rx == 0 && !s.ack_now;

@@ -182,6 +182,8 @@ class TargetEndpoint {
   void on_frame(const FrameView& frame, TimePoint now);
   void poll(TimePoint now, FrameSink& sink);
   TimePoint next_deadline() const;
+  // The sessions' FlowHints, merged (for the owner's event loop).
+  FlowHints flow_hints() const;
 
   std::optional<IncomingCommand> pop_command();
   // Stores the reply in the session's ReplyCache and sends it. `reexecutable`:
