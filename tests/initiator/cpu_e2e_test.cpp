@@ -34,6 +34,7 @@
 
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 
@@ -106,7 +107,7 @@ class ShapedCpuTest : public ::testing::Test {
                                   " --control " + (work_ / "t.sock").string() + " --log-level warn",
                               (work_ / "target.log").string()));
     auto port =
-        net_->run_in_a([&] { return hyperscsi::io::open_port("afpacket:" + net_->iface_a()); });
+        net_->run_in_a([&] { return hyperscsi::ports::open_port("afpacket:" + net_->iface_a()); });
     ASSERT_TRUE(port.has_value() && port->ok());
     hi::Options o;
     o.initiator_name = "cpu-e2e";
