@@ -53,6 +53,11 @@ class HyperscsiTransport final : public Transport {
     return RecoveryCounts{t.frames_retransmitted, t.timeouts, t.spurious_timeouts};
   }
 
+  std::optional<LoopCounts> loop() const override {
+    const auto s = initiator_->stats();
+    return LoopCounts{static_cast<double>(s.wake.poll_ns) / 1e9, s.wakeups, s.wake.holds};
+  }
+
  private:
   std::unique_ptr<initiator::Initiator> initiator_;
   initiator::Lun lun_;

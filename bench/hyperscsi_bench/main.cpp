@@ -201,6 +201,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "warning: no counters for interface %s\n", iface.c_str());
   const auto frames_before = transport.frames();
   const auto recovery_before = transport.recovery();
+  const auto loop_before = transport.loop();
 
   Progress progress;
   if (!quiet) {
@@ -219,6 +220,7 @@ int main(int argc, char** argv) {
   const auto iface_after = iface.empty() ? std::nullopt : sample_interface(iface);
   const auto frames_after = transport.frames();
   const auto recovery_after = transport.recovery();
+  const auto loop_after = transport.loop();
 
   Record rec;
   rec.transport = transport.name();
@@ -269,6 +271,11 @@ int main(int argc, char** argv) {
     rec.client_retransmits = recovery_after->retransmits - recovery_before->retransmits;
     rec.client_timeouts = recovery_after->timeouts - recovery_before->timeouts;
     rec.client_spurious_timeouts = recovery_after->spurious - recovery_before->spurious;
+  }
+  if (loop_before && loop_after) {
+    rec.client_poll_s = loop_after->poll_seconds - loop_before->poll_seconds;
+    rec.client_wakeups_per_io = double(loop_after->wakeups - loop_before->wakeups) / ios;
+    rec.client_holds_per_io = double(loop_after->holds - loop_before->holds) / ios;
   }
 
   std::fputs((json ? to_json(rec) + "\n" : to_table(rec)).c_str(), stdout);

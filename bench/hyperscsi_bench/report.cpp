@@ -69,6 +69,9 @@ std::string to_json(const Record& r) {
   add("client_timeouts", optional_count(r.client_timeouts));
   add("client_spurious_timeouts", optional_count(r.client_spurious_timeouts));
   if (r.start_late_s) add("start_late_s", number(*r.start_late_s));
+  add("client_poll_s", optional_number(r.client_poll_s));
+  add("client_wakeups_per_io", optional_number(r.client_wakeups_per_io));
+  add("client_holds_per_io", optional_number(r.client_holds_per_io));
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));
@@ -99,6 +102,10 @@ std::string to_table(const Record& r) {
     row("client recovery",
         fmt::format("{} retransmits, {} timeouts ({} spurious)", *r.client_retransmits,
                     r.client_timeouts.value_or(0), r.client_spurious_timeouts.value_or(0)));
+  if (r.client_poll_s)
+    row("client I/O thread",
+        fmt::format("{:.3f} s busy polling, {:.2f} wake-ups/IO, {:.2f} holds/IO", *r.client_poll_s,
+                    r.client_wakeups_per_io.value_or(0), r.client_holds_per_io.value_or(0)));
   if (!r.mtu.empty() || !r.shaped.empty()) row("labels", "mtu=" + r.mtu + " shaped=" + r.shaped);
   row("errors",
       std::to_string(r.errors) + (r.first_error.empty() ? "" : " (" + r.first_error + ")"));

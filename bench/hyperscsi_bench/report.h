@@ -27,6 +27,10 @@ struct Record {
   std::optional<uint64_t> client_retransmits, client_timeouts, client_spurious_timeouts;
   // With --start-at: how late this client began the timed run (0 when on time).
   std::optional<double> start_late_s;
+  // How the client's I/O thread waited during the run: seconds busy
+  // polling, and per I/O its wake-ups (voluntary context switches) and holds
+  // (sleeps without watching the port); empty for transports without one.
+  std::optional<double> client_poll_s, client_wakeups_per_io, client_holds_per_io;
   std::string first_error, first_mismatch;
 };
 

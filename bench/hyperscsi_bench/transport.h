@@ -41,6 +41,14 @@ struct RecoveryCounts {
   uint64_t spurious = 0;     // of those, shown spurious and undone
 };
 
+// How the client's I/O thread waited, cumulative; transports with such a
+// thread report it (HyperSCSI's initiator).
+struct LoopCounts {
+  double poll_seconds = 0;  // busy polling
+  uint64_t wakeups = 0;     // voluntary context switches of the thread
+  uint64_t holds = 0;       // sleeps without watching the port
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -54,6 +62,8 @@ class Transport {
   virtual std::optional<FrameCounts> frames() const { return std::nullopt; }
   // Cumulative recovery events of the client side; empty when unknown.
   virtual std::optional<RecoveryCounts> recovery() const { return std::nullopt; }
+  // Cumulative wait counters of the client's I/O thread; empty when unknown.
+  virtual std::optional<LoopCounts> loop() const { return std::nullopt; }
 };
 
 using TransportResult = Result<std::unique_ptr<Transport>, std::string>;

@@ -2,8 +2,10 @@
 // and the session, and the command table (tags, cmd_sn, recovery, dead time).
 #include "hyperscsi/initiator/initiator.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,6 +101,7 @@ struct Pending {
   uint64_t seq = 0;  // cmd_sn is its low 32 bits
   uint16_t tag = 0;
   bool sent = false;       // handed to the current Connection
+  TimePoint sent_at{};     // when it was, for the reply time
   uint32_t retries = 0;    // UNIT ATTENTION / BUSY retries so far
   TimePoint not_before{};  // BUSY: wait a little before sending again
   bool probe = false;      // the initiator's own identity check (tag kProbeTag)
@@ -161,7 +164,11 @@ Error map_session_failure(const proto::SessionFailure& f, const TargetInfo& targ
 class Initiator::Impl {
  public:
   Impl(std::unique_ptr<io::Port> port, Options options)
-      : port_(std::move(port)), options_(std::move(options)), sink_(*port_, 1024) {
+      : port_(std::move(port)),
+        options_(std::move(options)),
+        sink_(*port_, 1024),
+        wake_policy_(wake_config(options_)) {
+    sink_.pace_at_port_rate();
     options_.max_outstanding = std::clamp<uint32_t>(options_.max_outstanding, 1, kProbeTag);
     if (options_.seed == 0) options_.seed = std::random_device{}() | 1ull << 40;
     for (uint32_t t = options_.max_outstanding; t-- > 0;)
@@ -329,13 +336,22 @@ class Initiator::Impl {
  private:
   // --- loop thread ---
 
+  static io::WakeConfig wake_config(const Options& o) {
+    io::WakeConfig c;
+    c.busy_poll = o.busy_poll;
+    return c;
+  }
+
   void run() {
     std::vector<io::Packet> rx(64);
     while (!stop_) {
       run_tasks();
       if (stop_) break;
       TimePoint now = SteadyClock::now();
+      rx_bytes_ = 0;
       receive(rx, now);
+      wake_policy_.on_turn(now, rx_bytes_);
+      ++wake_.turns;
       drain_replies();
       recover(now);
       admit(now);
@@ -343,7 +359,7 @@ class Initiator::Impl {
       expire(now);
       if (session_) session_->poll(now, sink_);
       if (discovery_) discovery_->poll(now, sink_);
-      sink_.flush();
+      tx_progress_ = sink_.flush() > 0;
       finish_waits(now);
       flush_failure_log(now);
       wait(now);
@@ -370,6 +386,7 @@ class Initiator::Impl {
     for (int burst = 0; burst < 16; ++burst) {
       const size_t n = port_->rx_burst(std::span<io::Packet>(rx));
       for (size_t i = 0; i < n; ++i) {
+        rx_bytes_ += rx[i].size();
         auto frame = proto::decode_frame(rx[i].bytes());
         if (frame) {
           const proto::FrameView& view = frame.value();
@@ -404,6 +421,7 @@ class Initiator::Impl {
       }
       std::unique_ptr<Pending> p = std::move(it->second);
       release(it, p->tag);
+      if (p->sent) wake_policy_.on_reply(SteadyClock::now() - p->sent_at);
       const proto::ReplyHeader& h = decoded->header;
       if (h.response == proto::CommandResponse::kCompleted && p->retries < kMaxRetries) {
         const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
@@ -786,11 +804,13 @@ class Initiator::Impl {
   // Stops at the first refusal so the order holds.
   void send_unsent() {
     if (!session_ || !session_->established()) return;
+    const TimePoint now = SteadyClock::now();
     for (auto& [seq, p] : inflight_) {
       if (!verify_queue_.empty() && !p->probe) continue;  // the identity check goes first
       if (p->sent) continue;
       if (!session_->send_command(p->tag, build_pdu(*p))) break;
       p->sent = true;
+      p->sent_at = now;
     }
   }
 
@@ -873,6 +893,12 @@ class Initiator::Impl {
     }
   }
 
+  // Sleeps until the next turn is due. Frames the port did not take wait
+  // for the send buffer to drain (EPOLLOUT) or a pause (the device queue
+  // refused them). While a reply streams in at the link's pace, or the
+  // pipeline of commands is long, it holds: sleeps on the eventfd alone and
+  // takes what piled up in one turn. Otherwise it busy-polls while that pays (io::WakePolicy), then
+  // sleeps on the port.
   void wait(TimePoint now) {
     TimePoint until = now + std::chrono::milliseconds(100);
     if (session_) until = std::min(until, session_->next_deadline());
@@ -883,18 +909,71 @@ class Initiator::Impl {
       if (waiting_.front()->not_before > now) until = std::min(until, waiting_.front()->not_before);
     }
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
-    if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
-    if (port_->poll_mode()) until = now;  // busy-poll
-    if (!inflight_.empty() && options_.busy_poll.count() > 0 && until > now &&
-        busy_poll(std::min<TimePoint>(until, now + options_.busy_poll)))
+    const bool paced = sink_.paced();
+    if (paced) until = std::min(until, sink_.release_time());
+    const bool tx_full = sink_.pending() > 0 && !paced;
+    if (tx_full) {
+      ++wake_.tx_full_waits;
+      const bool socket_full = port_->tx_blocked() == io::TxBlock::kSocketFull;
+      watch_writable(socket_full);
+      tx_backoff_ = tx_progress_ || tx_backoff_ == proto::Duration::zero()
+                        ? std::chrono::microseconds(50)
+                        : std::min<proto::Duration>(2 * tx_backoff_, std::chrono::milliseconds(1));
+      if (!socket_full) until = std::min(until, now + tx_backoff_);
+    } else {
+      watch_writable(false);
+      tx_backoff_ = proto::Duration::zero();
+    }
+    if (port_->poll_mode() || until <= now) return;  // poll-mode ports are polled every turn
+    proto::FlowHints hints;
+    if (session_ && session_->connection()) hints = session_->connection()->flow_hints();
+    // Frames waiting for the pacing clock: acks could only open a window
+    // they may not use yet, so hold until it.
+    const proto::Duration hold = paced     ? until - now
+                                 : tx_full ? proto::Duration::zero()
+                                           : wake_policy_.hold(now, until, hints, inflight_.size());
+    wake_policy_.on_wait(now, hold > proto::Duration::zero());
+    if (hold > proto::Duration::zero()) {
+      ++wake_.sleeps;
+      ++wake_.holds;
+      const timespec ts = to_timespec(hold);
+      pollfd p{event_fd_, POLLIN, 0};
+      ::ppoll(&p, 1, &ts, nullptr);
       return;
-    now = SteadyClock::now();
-    const auto left = until > now ? until - now : proto::Duration::zero();
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(left).count());
-    ts.tv_nsec = static_cast<long>((left - std::chrono::seconds(ts.tv_sec)).count());
+    }
+    if (wake_policy_.should_poll(inflight_.size())) {
+      const TimePoint start = SteadyClock::now();
+      const bool found = busy_poll(std::min<TimePoint>(until, start + options_.busy_poll));
+      const TimePoint end = SteadyClock::now();
+      ++wake_.polls;
+      wake_.poll_ns += static_cast<uint64_t>((end - start).count());
+      wake_policy_.on_poll(found, end - start);
+      if (found) {
+        ++wake_.poll_hits;
+        return;
+      }
+      now = end;
+      if (until <= now) return;
+    }
+    ++wake_.sleeps;
+    const timespec ts = to_timespec(until - now);
     epoll_event evs[4];
     ::epoll_pwait2(epoll_fd_, evs, 4, &ts, nullptr);
+  }
+
+  static timespec to_timespec(proto::Duration d) {
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+    ts.tv_nsec = static_cast<long>((d - std::chrono::seconds(ts.tv_sec)).count());
+    return ts;
+  }
+
+  void watch_writable(bool on) {
+    if (on == want_writable_ || port_->fd() < 0) return;
+    epoll_event ev{};
+    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.data.fd = port_->fd();
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, port_->fd(), &ev) == 0) want_writable_ = on;
   }
 
   // Checks the epoll set without sleeping until something is ready (true) or
@@ -926,6 +1005,14 @@ class Initiator::Impl {
     s.in_flight = static_cast<uint32_t>(inflight_.size());
     s.queued = static_cast<uint32_t>(waiting_.size());
     s.port = port_->counters();
+    s.wake = wake_;
+    s.reply_time = wake_policy_.reply_time();
+    rusage ru{};
+    if (::getrusage(RUSAGE_THREAD, &ru) == 0) {  // this is the loop thread
+      s.wakeups = static_cast<uint64_t>(ru.ru_nvcsw);
+      s.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                      static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    }
     return s;
   }
 
@@ -975,6 +1062,14 @@ class Initiator::Impl {
   uint64_t next_seq_ = 1;
   uint64_t malformed_frames_ = 0;
   Stats stats_;
+
+  // Waiting (see wait()).
+  io::WakePolicy wake_policy_;
+  io::WakeCounters wake_;
+  size_t rx_bytes_ = 0;         // received in the current turn
+  bool tx_progress_ = false;    // the last flush sent something
+  bool want_writable_ = false;  // EPOLLOUT on the port: frames wait for a full send buffer
+  proto::Duration tx_backoff_{};
   std::atomic<uint32_t> max_data_{64 * 1024};
 };
 

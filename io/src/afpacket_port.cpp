@@ -17,6 +17,7 @@
 #include "ether.h"
 #include "hyperscsi/io/heap_pool.h"
 #include "netif.h"
+#include "shaper.h"
 
 namespace hyperscsi::io {
 namespace {
@@ -114,6 +115,8 @@ class AfPacketPort final : public Port {
   Packet alloc() override { return pool_.alloc(); }
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
+  TxBlock tx_blocked() const override { return tx_blocked_; }
+  uint64_t tx_rate() const override { return tx_rate_; }
 
  private:
   // Slot i of the ring: slots never straddle a block, and blocks are contiguous in the mapping.
@@ -138,6 +141,8 @@ class AfPacketPort final : public Port {
   size_t frame_count_ = 0;
   size_t cur_frame_ = 0;   // next slot to look at: the kernel fills slots in order
   uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
+  TxBlock tx_blocked_ = TxBlock::kNone;
+  uint64_t tx_rate_ = 0;
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -162,6 +167,8 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
     (void)::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
   if (::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
     (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  // A shaper on the interface sets the pace (see shaper.h).
+  tx_rate_ = detail::root_tbf_rate(info_.index);
   if (opt.qdisc_bypass && ::setsockopt(fd_, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
     return Unexpected(detail::errno_error(who + ": PACKET_QDISC_BYPASS", errno));
 
@@ -278,9 +285,18 @@ size_t AfPacketPort::rx_burst(std::span<Packet> out) {
   return n;
 }
 
+// What a full transmit path answers, and what the caller is told to wait for:
+// EAGAIN: the socket's send buffer (SO_SNDBUF) is full of frames the qdisc or
+//   the driver still holds; it polls writable (EPOLLOUT) when they drain.
+// ENOBUFS: the qdisc dropped the frame (its queue is full; tbf and a NIC's
+//   default pfifo_fast/fq_codel both do this) or the driver's ring is full
+//   under PACKET_QDISC_BYPASS; no event reports room, so the caller pauses.
+// A qdisc with room (tbf below its limit, a NIC queue) simply holds frames:
+// sendmmsg succeeds, and the sender's window is what bounds them.
 size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
   const size_t max_frame = info_.mtu + detail::kEthHeader;
   size_t done = 0;
+  tx_blocked_ = TxBlock::kNone;
   while (done < pkts.size()) {
     // Collect a run of valid frames; invalid ones are taken and counted.
     msgs_.clear();
@@ -317,6 +333,13 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
         for (size_t i = first; i < first + iovs_.size(); ++i)
           if (vid_ != 0) detail::strip_vlan(pkts[i]);
         ++counters_.tx_dropped;
+        if (err == ENOBUFS || err == EINTR) {
+          tx_blocked_ = TxBlock::kQueueFull;
+          ++counters_.tx_blocked_queue;
+        } else {
+          tx_blocked_ = TxBlock::kSocketFull;
+          ++counters_.tx_blocked_socket;
+        }
         return done;
       }
       // Hard error (e.g. ENETDOWN): the first frame is lost, like on a dead wire.
@@ -333,12 +356,10 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
       pkts[first + static_cast<size_t>(i)].reset();
     }
     done += static_cast<size_t>(sent);
-    if (static_cast<size_t>(sent) < iovs_.size()) {
-      for (size_t i = done; i < first + iovs_.size(); ++i)
-        if (vid_ != 0) detail::strip_vlan(pkts[i]);
-      ++counters_.tx_dropped;
-      return done;
-    }
+    // A short count hides the error that stopped it: strip the tags and go
+    // round again, where the first frame left answers with its errno.
+    for (size_t i = done; i < first + iovs_.size(); ++i)
+      if (vid_ != 0) detail::strip_vlan(pkts[i]);
   }
   return done;
 }

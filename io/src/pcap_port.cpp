@@ -64,6 +64,7 @@ class PcapPort final : public Port {
   Packet alloc() override { return pool_.alloc(); }
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
+  TxBlock tx_blocked() const override { return tx_blocked_; }
 
  private:
   struct Batch {
@@ -81,6 +82,7 @@ class PcapPort final : public Port {
   pcap_t* pcap_ = nullptr;
   int fd_ = -1;
   PortCounters counters_;
+  TxBlock tx_blocked_ = TxBlock::kQueueFull;
 };
 
 Status<PortError> PcapPort::open(const PortOptions& opt) {
@@ -165,6 +167,9 @@ size_t PcapPort::tx_burst(std::span<Packet> pkts) {
       if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR) {
         if (vid_ != 0) detail::strip_vlan(p);
         ++counters_.tx_dropped;
+        const bool socket = err == EAGAIN || err == EWOULDBLOCK;
+        tx_blocked_ = socket ? TxBlock::kSocketFull : TxBlock::kQueueFull;
+        ++(socket ? counters_.tx_blocked_socket : counters_.tx_blocked_queue);
         break;  // the caller keeps pkts[n..]
       }
       ++counters_.tx_errors;

@@ -25,14 +25,55 @@ void PortSink::commit(size_t length) {
 }
 
 size_t PortSink::flush() {
+  held_by_pacing_ = false;
+  size_t allowed = queued_.size();
+  if (rate_ > 0 && !queued_.empty()) {
+    const proto::TimePoint now = proto::Clock::now();
+    credit_ = std::min(burst_, credit_ + static_cast<double>((now - credit_at_).count()) * rate_);
+    credit_at_ = now;
+    double bytes = 0;
+    allowed = 0;
+    while (allowed < queued_.size() &&
+           bytes + static_cast<double>(queued_[allowed].size()) <= credit_)
+      bytes += static_cast<double>(queued_[allowed++].size());
+    held_by_pacing_ = allowed < queued_.size();
+  }
   size_t sent = 0;
-  while (!queued_.empty()) {
-    const size_t n = port_.tx_burst(std::span<Packet>(queued_));
-    if (n == 0) break;
+  while (sent < allowed) {
+    const size_t n = port_.tx_burst(std::span<Packet>(queued_.data(), allowed - sent));
+    if (n == 0) {
+      held_by_pacing_ = false;  // the port refused: that is what holds them now
+      break;
+    }
+    if (rate_ > 0)
+      for (size_t i = 0; i < n; ++i) credit_ -= static_cast<double>(queued_[i].size());
     queued_.erase(queued_.begin(), queued_.begin() + static_cast<ptrdiff_t>(n));
     sent += n;
   }
   return sent;
+}
+
+void PortSink::set_pacing(uint64_t bytes_per_second, size_t burst_bytes) {
+  rate_ = static_cast<double>(bytes_per_second) / 1e9;
+  burst_ = static_cast<double>(burst_bytes);
+  credit_ = burst_;
+  credit_at_ = proto::Clock::now();
+}
+
+void PortSink::pace_at_port_rate() {
+  const uint64_t rate = port_.tx_rate();
+  if (rate == 0) return;
+  const auto burst = static_cast<size_t>(static_cast<double>(rate) * 400e-6);
+  set_pacing(rate, std::max(burst, 8 * (port_.mtu() + 14)));
+}
+
+proto::TimePoint PortSink::release_time() const {
+  if (!paced()) return proto::kNever;
+  double waiting = 0;
+  for (const Packet& p : queued_) waiting += static_cast<double>(p.size());
+  const double want = std::min(waiting, burst_ / 2);
+  if (credit_ >= want) return credit_at_;
+  return credit_at_ + proto::Duration(static_cast<int64_t>((want - credit_) / rate_));
 }
 
 }  // namespace hyperscsi::io

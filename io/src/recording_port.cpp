@@ -29,6 +29,8 @@ class RecordingPort final : public Port {
   PortCounters counters() const override { return inner_->counters(); }
   int fd() const override { return inner_->fd(); }
   bool wait_rx(std::chrono::microseconds timeout) override { return inner_->wait_rx(timeout); }
+  TxBlock tx_blocked() const override { return inner_->tx_blocked(); }
+  uint64_t tx_rate() const override { return inner_->tx_rate(); }
   Packet alloc() override { return inner_->alloc(); }
 
   size_t rx_burst(std::span<Packet> out) override {

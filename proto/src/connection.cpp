@@ -992,6 +992,15 @@ FrameHeader Connection::control_header(Opcode opcode, uint8_t extra_flags) const
   return h;
 }
 
+FlowHints Connection::flow_hints() const {
+  const Impl& s = *impl_;
+  FlowHints h;
+  h.rx_missing = s.reasm.bytes_missing();
+  h.rx_window_bytes = size_t{s.params.receive_window} * (s.params.mtu + 14);
+  h.tx_waiting = !s.queue.empty();
+  return h;
+}
+
 std::vector<Connection::UnackedPdu> Connection::release_unacked() {
   Impl& s = *impl_;
   std::vector<UnackedPdu> out;

@@ -155,6 +155,7 @@ FragmentResult Reassembler::check_and_store(Partial& p, const Fragment& f) {
   if (in_place > 0) std::memcpy(d.data() + offset, f.payload.data(), in_place);
   if (in_place < length) d.insert(d.end(), f.payload.begin() + in_place, f.payload.end());
   p.received += length;
+  bytes_stored_ += length;
   ++stats_.fragments_accepted;
   return FragmentResult::kAccepted;
 }
@@ -162,6 +163,7 @@ FragmentResult Reassembler::check_and_store(Partial& p, const Fragment& f) {
 void Reassembler::complete(size_t slot) {
   auto& held = partial_[slot];
   bytes_held_ -= held->pdu_length;
+  bytes_stored_ -= held->received;
   --partial_count_;
   completed_.push_back(ReceivedPdu{held->opcode, held->tag, std::move(held->data)});
   ++stats_.pdus_completed;
@@ -178,6 +180,7 @@ std::optional<ReceivedPdu> Reassembler::pop() {
 void Reassembler::clear_partial() {
   for (auto& p : partial_) p.reset();
   bytes_held_ = 0;
+  bytes_stored_ = 0;
   partial_count_ = 0;
 }
 

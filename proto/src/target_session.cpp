@@ -659,6 +659,12 @@ TimePoint TargetEndpoint::next_deadline() const {
   return t;
 }
 
+FlowHints TargetEndpoint::flow_hints() const {
+  FlowHints h;
+  for (const auto& [id, s] : sessions_) h.merge(s->connection->flow_hints());
+  return h;
+}
+
 SessionInfo TargetEndpoint::info(const Session& s) const {
   SessionInfo i;
   i.session_id = s.id;

@@ -263,6 +263,10 @@ TEST(BenchTool, HyperscsiOverVethWithRealDaemonVerifies) {
   rec = record_of(r.out);
   expect_record(rec, "hyperscsi");
   EXPECT_GT(num(rec, "reads"), 0);
+  // How the client's I/O thread waited: numbers for HyperSCSI.
+  EXPECT_GE(num(rec, "client_poll_s"), 0) << r.out;
+  EXPECT_GE(num(rec, "client_wakeups_per_io"), 0);
+  EXPECT_GE(num(rec, "client_holds_per_io"), 0);
 
   // Without the crc32 feature the session still moves verified data.
   auto m = run(base + " --workload randrw --bs 16k --qd 16 --size 16M --time 1 --verify" +

@@ -1045,6 +1045,39 @@ TEST(Connection, DelayedAckThenAckEvery) {
   EXPECT_EQ(b.stats().acks_sent, 2u);
 }
 
+// FlowHints: the receiver's remainder of an incoming PDU and window, the
+// sender's frames waiting for the window; merged by the smallest remainder.
+TEST(Connection, FlowHintsForTheEventLoop) {
+  TransportParams p;
+  p.receive_window = 8;
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  EXPECT_EQ(a.flow_hints().rx_missing, 0u);
+  EXPECT_FALSE(a.flow_hints().tx_waiting);
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 20, 7)));
+  EXPECT_TRUE(a.flow_hints().tx_waiting);
+  VectorSink sa;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 16u);  // the initial congestion window
+  EXPECT_TRUE(a.flow_hints().tx_waiting);
+  for (size_t i = 0; i < 3; ++i) b.on_frame(decode_ok(sa.frames[i]), TimePoint{});
+  const FlowHints hb = b.flow_hints();
+  EXPECT_EQ(hb.rx_missing, 1460u * 17);
+  EXPECT_EQ(hb.rx_window_bytes, 8u * (1500 + 14));
+  EXPECT_FALSE(hb.tx_waiting);
+
+  FlowHints merged;
+  merged.merge(hb);
+  FlowHints smaller;
+  smaller.rx_missing = 1000;
+  smaller.rx_window_bytes = 77;
+  merged.merge(smaller);
+  merged.merge(FlowHints{});  // nothing begun: ignored
+  merged.merge(a.flow_hints());
+  EXPECT_EQ(merged.rx_missing, 1000u);
+  EXPECT_EQ(merged.rx_window_bytes, 77u);
+  EXPECT_TRUE(merged.tx_waiting);
+}
+
 TEST(Connection, OutOfOrderAcksAtOnceWithSack) {
   TransportParams p;
   Connection a(p, endpoint_a()), b(p, endpoint_b());

@@ -326,6 +326,32 @@ TEST(Reassembly, InOrder) {
   EXPECT_EQ(r.partial_count(), 0u);
 }
 
+// What an event loop is told is still to come (FlowHints::rx_missing).
+TEST(Reassembly, BytesMissingFollowThePartialPdus) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  EXPECT_EQ(r.bytes_missing(), 0u);
+  const auto a = pattern(131072, 5);
+  const auto b = pattern(10000, 6);
+  auto fa = split(a, 1460, 1);
+  auto fb = split(b, 1460, 2);
+  ASSERT_EQ(r.add(fa[0]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.bytes_missing(), 131072u - 1460u);
+  ASSERT_EQ(r.add(fb[1]), FragmentResult::kAccepted);  // out of order, another tag
+  EXPECT_EQ(r.bytes_missing(), 131072u - 1460u + 10000u - 1460u);
+  EXPECT_EQ(r.add(fb[1]), FragmentResult::kDuplicate);  // counts once
+  EXPECT_EQ(r.bytes_missing(), 131072u - 1460u + 10000u - 1460u);
+  for (size_t i = 0; i < fb.size(); ++i)
+    if (i != 1) r.add(fb[i]);
+  EXPECT_EQ(r.bytes_missing(), 131072u - 1460u);  // b complete
+  for (size_t i = 1; i + 1 < fa.size(); ++i) r.add(fa[i]);
+  EXPECT_EQ(r.bytes_missing(), a.size() - (fa.size() - 1) * 1460u);
+  EXPECT_EQ(r.add(fa.back()), FragmentResult::kCompleted);
+  EXPECT_EQ(r.bytes_missing(), 0u);
+  ASSERT_EQ(r.add(fa[3]), FragmentResult::kAccepted);  // a new PDU under the same tag
+  r.clear_partial();
+  EXPECT_EQ(r.bytes_missing(), 0u);
+}
+
 TEST(Reassembly, ReverseOrder) {
   Reassembler r(kMaxPdu, 64u << 20);
   const auto pdu = pattern(100000, 2);

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,18 +68,23 @@ PortLoop::PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
 PortLoop::~PortLoop() {
   stop(false);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
+  if (quiet_fd_ >= 0) ::close(quiet_fd_);
 }
 
 Status<EngineError> PortLoop::start() {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  quiet_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   mailbox_ = std::make_shared<Mailbox>();
   wake_fd_ = mailbox_->fd();
-  if (epoll_fd_ < 0 || wake_fd_ < 0)
+  if (epoll_fd_ < 0 || quiet_fd_ < 0 || wake_fd_ < 0)
     return Unexpected(EngineError{std::string("epoll/eventfd: ") + std::strerror(errno)});
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
+  if (::epoll_ctl(quiet_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
+    return Unexpected(EngineError{std::string("epoll_ctl: ") + std::strerror(errno)});
+  ev.data.fd = quiet_fd_;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, quiet_fd_, &ev) != 0)
     return Unexpected(EngineError{std::string("epoll_ctl: ") + std::strerror(errno)});
   if (port_->fd() >= 0) {
     ev.data.fd = port_->fd();
@@ -122,6 +128,7 @@ Status<EngineError> PortLoop::start() {
   };
   endpoint_->set_security(std::move(security));
   sink_ = std::make_unique<io::PortSink>(*port_);
+  sink_->pace_at_port_rate();
   refresh_table();
   thread_ = std::thread([this] { run(); });
   return {};
@@ -191,14 +198,17 @@ void PortLoop::run() {
       break;
     }
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wake_fd_) {
-        uint64_t v;
-        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
+      if (events[i].data.fd == wake_fd_ || events[i].data.fd == quiet_fd_) {
+        drain_wake_fd();
+        break;
       }
     }
     refresh_table();
     const TimePoint t = Clock::now();
+    rx_bytes_ = 0;
     receive(t);
+    wake_policy_.on_turn(t, rx_bytes_);
+    counters_.turns.fetch_add(1, std::memory_order_relaxed);
     take_commands();
     poll_units();
     answer_completions();
@@ -208,7 +218,7 @@ void PortLoop::run() {
     take_commands();  // poll() may have completed PDUs
     answer_completions();
     tx_.poll(*endpoint_, Clock::now(), *sink_);
-    sink_->flush();
+    tx_progress_ = sink_->flush() > 0;
     unwatch_idle();
     update_drain_state();
     publish_snapshot_if_asked();
@@ -225,32 +235,83 @@ void PortLoop::run() {
   spdlog::info("{}: stopped", port_->spec());
 }
 
-proto::Duration PortLoop::timeout(TimePoint now) const {
-  if (port_->poll_mode()) return proto::Duration::zero();
-  if (!mailbox_->empty()) return proto::Duration::zero();           // own pushes do not wake the fd
-  if (sink_->pending() > 0) return std::chrono::microseconds(200);  // port was full: retry soon
-  const TimePoint d = endpoint_->next_deadline();
-  if (d <= now) return proto::Duration::zero();
-  const proto::Duration cap = std::chrono::milliseconds(kMaxWaitMs);
-  if (d == proto::kNever) return cap;
-  return std::min<proto::Duration>(d - now, cap);
+void PortLoop::drain_wake_fd() {
+  uint64_t v;
+  [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
+}
+
+TimePoint PortLoop::deadline(TimePoint now) const {
+  if (port_->poll_mode()) return now;
+  if (!mailbox_->empty()) return now;  // own pushes do not wake the fd
+  TimePoint d = std::min(endpoint_->next_deadline(), now + std::chrono::milliseconds(kMaxWaitMs));
+  // Frames held for the pacing clock go when it allows; frames the device
+  // queue refused after a pause (no event says when there is room); a full
+  // send buffer wakes us through EPOLLOUT.
+  if (sink_->paced())
+    d = std::min(d, sink_->release_time());
+  else if (sink_->pending() > 0 && !want_writable_)
+    d = std::min(d, now + tx_backoff_);
+  return d;
+}
+
+void PortLoop::watch_writable(bool on) {
+  if (on == want_writable_ || port_->fd() < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.fd = port_->fd();
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, port_->fd(), &ev) == 0) want_writable_ = on;
 }
 
 int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
-  // Sub-millisecond timers (delayed acks, short RTOs) need epoll_pwait2's
-  // nanosecond timeout; epoll_wait's milliseconds would round them up.
-  const proto::Duration t = timeout(now);
+  // A sender whose frames the port did not take sleeps until something can
+  // move: the send buffer drains (EPOLLOUT), or a pause passes after the
+  // device queue refused them (doubling while nothing moves).
+  if (sink_->pending() > 0 && !sink_->paced()) {
+    counters_.tx_full_waits.fetch_add(1, std::memory_order_relaxed);
+    const bool socket_full = port_->tx_blocked() == io::TxBlock::kSocketFull;
+    watch_writable(socket_full);
+    tx_backoff_ = tx_progress_ || tx_backoff_ == proto::Duration::zero()
+                      ? std::chrono::microseconds(100)
+                      : std::min<proto::Duration>(2 * tx_backoff_, std::chrono::milliseconds(1));
+  } else {
+    watch_writable(false);
+    tx_backoff_ = proto::Duration::zero();
+  }
+  const TimePoint until = deadline(now);
+  if (until <= now) return epoll_wait_for(epoll_fd_, events, max, proto::Duration::zero());
+  counters_.sleeps.fetch_add(1, std::memory_order_relaxed);
+  // While an incoming PDU streams in at the link's pace, or frames wait for
+  // the pacing clock (acks could only open a window they may not use yet),
+  // wait for the mailbox and the LUNs only, and take what piled up in one
+  // turn.
+  proto::Duration hold = proto::Duration::zero();
+  if (sink_->paced())
+    hold = until - now;
+  else if (sink_->pending() == 0)
+    hold = wake_policy_.hold(now, until, endpoint_->flow_hints());
+  wake_policy_.on_wait(now, hold > proto::Duration::zero());
+  if (hold > proto::Duration::zero()) {
+    counters_.holds.fetch_add(1, std::memory_order_relaxed);
+    return epoll_wait_for(quiet_fd_, events, max, hold);
+  }
+  return epoll_wait_for(epoll_fd_, events, max, until - now);
+}
+
+int PortLoop::epoll_wait_for(int epfd, epoll_event* events, int max, proto::Duration t) {
+  // Sub-millisecond timers (delayed acks, short RTOs, holds) need
+  // epoll_pwait2's nanosecond timeout; epoll_wait's milliseconds would round
+  // them up.
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(t).count());
   ts.tv_nsec = static_cast<long>((t - std::chrono::seconds(ts.tv_sec)).count());
   if (!no_pwait2_) {
-    const int n = ::epoll_pwait2(epoll_fd_, events, max, &ts, nullptr);
+    const int n = ::epoll_pwait2(epfd, events, max, &ts, nullptr);
     if (n >= 0 || errno != ENOSYS) return n;
     no_pwait2_ = true;
   }
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(t + std::chrono::microseconds(999));
-  return ::epoll_wait(epoll_fd_, events, max, static_cast<int>(ms.count()));
+  return ::epoll_wait(epfd, events, max, static_cast<int>(ms.count()));
 }
 
 void PortLoop::log_malformed(proto::DecodeError e, TimePoint now) {
@@ -269,6 +330,7 @@ void PortLoop::receive(TimePoint now) {
     for (size_t i = 0; i < n; ++i) {
       io::Packet pkt = std::move(rx_[i]);
       counters_.frames_received.fetch_add(1, std::memory_order_relaxed);
+      rx_bytes_ += pkt.size();
       auto frame = proto::decode_frame(pkt.bytes());
       if (!frame) {
         counters_.malformed_frames.fetch_add(1, std::memory_order_relaxed);
@@ -437,7 +499,7 @@ void PortLoop::watch(const std::shared_ptr<LunEntry>& entry) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = entry->completion_fd;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, entry->completion_fd, &ev) != 0 && errno != EEXIST)
+  if (::epoll_ctl(quiet_fd_, EPOLL_CTL_ADD, entry->completion_fd, &ev) != 0 && errno != EEXIST)
     spdlog::warn("{}: cannot watch LUN {} completions: {}", port_->spec(), entry->lun,
                  std::strerror(errno));
 }
@@ -463,7 +525,7 @@ void PortLoop::unwatch_idle() {
       continue;
     }
     if (it->second->completion_fd >= 0)
-      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second->completion_fd, nullptr);
+      ::epoll_ctl(quiet_fd_, EPOLL_CTL_DEL, it->second->completion_fd, nullptr);
     it = watched_.erase(it);
   }
 }
@@ -530,6 +592,16 @@ void PortLoop::publish_snapshot_if_asked() {
   std::vector<SessionReport> reports;
   for (proto::SessionInfo& s : endpoint_->sessions())
     reports.push_back(SessionReport{std::string(port_->spec()), std::move(s)});
+  // This thread's CPU time and the times it slept and was woken.
+  rusage ru{};
+  if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
+    const auto ns = [](const timeval& tv) {
+      return static_cast<uint64_t>(tv.tv_sec) * 1000000000u +
+             static_cast<uint64_t>(tv.tv_usec) * 1000u;
+    };
+    counters_.cpu_ns.store(ns(ru.ru_utime) + ns(ru.ru_stime), std::memory_order_relaxed);
+    counters_.wakeups.store(static_cast<uint64_t>(ru.ru_nvcsw), std::memory_order_relaxed);
+  }
   {
     std::lock_guard lock(snap_mu_);
     snap_sessions_ = std::move(reports);

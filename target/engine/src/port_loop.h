@@ -19,6 +19,7 @@
 
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/io/wake_policy.h"
 #include "hyperscsi/scsi/lun_map.h"
 #include "lun_directory.h"
 #include "tx_scheduler.h"
@@ -75,6 +76,14 @@ struct LoopCounters {
   std::atomic<uint64_t> replays{0};
   std::atomic<uint64_t> replies_sent{0};
   std::atomic<uint64_t> replies_failed{0};
+  // How the loop waited (io::WakeCounters) and the CPU time of its thread
+  // (as of the last stats request).
+  std::atomic<uint64_t> turns{0};
+  std::atomic<uint64_t> sleeps{0};
+  std::atomic<uint64_t> holds{0};
+  std::atomic<uint64_t> tx_full_waits{0};
+  std::atomic<uint64_t> cpu_ns{0};
+  std::atomic<uint64_t> wakeups{0};  // voluntary context switches: sleeps that ended
 };
 
 class PortLoop {
@@ -112,6 +121,7 @@ class PortLoop {
   void wake();
   void refresh_table();
   void receive(proto::TimePoint now);
+  void drain_wake_fd();
   void poll_units();
   void answer_completions();
   void take_commands();
@@ -126,8 +136,10 @@ class PortLoop {
   void unwatch_idle();
   void publish_snapshot_if_asked();
   void update_drain_state();
-  proto::Duration timeout(proto::TimePoint now) const;
+  proto::TimePoint deadline(proto::TimePoint now) const;
   int wait(epoll_event* events, int max, proto::TimePoint now);
+  int epoll_wait_for(int epfd, epoll_event* events, int max, proto::Duration t);
+  void watch_writable(bool on);
   const Peer* peer_of(uint32_t session_id);
   std::vector<proto::LunInfo> visible_luns(std::string_view name, const MacAddress& mac) const;
   std::optional<proto::Protection> required_protection(std::string_view name, const MacAddress& mac,
@@ -140,9 +152,17 @@ class PortLoop {
   std::shared_ptr<const LunTable> table_;
   uint64_t table_generation_ = 0;
 
+  // epoll_fd_ watches the port and quiet_fd_; quiet_fd_ the mailbox and the
+  // LUNs' completions: a hold waits on quiet_fd_ alone.
   int epoll_fd_ = -1;
+  int quiet_fd_ = -1;
   int wake_fd_ = -1;
-  bool no_pwait2_ = false;  // kernel without epoll_pwait2: millisecond timeouts
+  bool want_writable_ = false;    // EPOLLOUT on the port: frames wait for a full send buffer
+  proto::Duration tx_backoff_{};  // pause after the device queue refused frames
+  io::WakePolicy wake_policy_;
+  size_t rx_bytes_ = 0;       // received in the current turn
+  bool tx_progress_ = false;  // the last flush sent something
+  bool no_pwait2_ = false;    // kernel without epoll_pwait2: millisecond timeouts
   std::shared_ptr<Mailbox> mailbox_;
   std::unique_ptr<proto::TargetEndpoint> endpoint_;
   std::unique_ptr<io::PortSink> sink_;

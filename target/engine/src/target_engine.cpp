@@ -194,7 +194,17 @@ std::vector<SessionReport> TargetEngine::sessions(std::chrono::milliseconds time
 EngineStats TargetEngine::stats() const {
   EngineStats s;
   for (const auto& l : loops_) {
+    // The snapshot first: it also refreshes the loop's CPU time and wake-ups.
+    std::vector<SessionReport> unused;
+    proto::TargetStats t;
+    const bool fresh = l->snapshot(unused, t, std::chrono::milliseconds(200));
     const LoopCounters& c = l->counters();
+    s.loop_turns += c.turns.load();
+    s.loop_waits += c.sleeps.load();
+    s.loop_holds += c.holds.load();
+    s.loop_tx_full_waits += c.tx_full_waits.load();
+    s.loop_wakeups += c.wakeups.load();
+    s.loop_cpu_seconds += static_cast<double>(c.cpu_ns.load()) / 1e9;
     s.frames_received += c.frames_received.load();
     s.malformed_frames += c.malformed_frames.load();
     s.frames_not_for_us += c.frames_not_for_us.load();
@@ -206,9 +216,7 @@ EngineStats TargetEngine::stats() const {
     s.replays += c.replays.load();
     s.replies_sent += c.replies_sent.load();
     s.replies_failed += c.replies_failed.load();
-    std::vector<SessionReport> unused;
-    proto::TargetStats t;
-    if (l->snapshot(unused, t, std::chrono::milliseconds(200))) {
+    if (fresh) {
       s.endpoint.discovery_requests += t.discovery_requests;
       s.endpoint.discovery_replies += t.discovery_replies;
       s.endpoint.announcements += t.announcements;

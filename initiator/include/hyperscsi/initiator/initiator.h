@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/io/wake_policy.h"
 #include "hyperscsi/proto/initiator_session.h"
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/proto/result.h"
@@ -114,7 +115,10 @@ struct Options {
   // within it costs no wake-up, at the price of a CPU spinning meanwhile.
   // Zero: always sleep. 50 us halved 4 KiB QD1 latency on a veth (63 -> 30
   // us) at about the same CPU per GiB (docs/benchmarks.md); with nothing in
-  // flight the thread never spins.
+  // flight the thread never spins. It polls only while polling pays: while
+  // the measured reply time is at most 8 budgets and recent polls found
+  // something; a link-bound pipeline (replies in milliseconds) sleeps, in
+  // batches (io::WakePolicy).
   std::chrono::microseconds busy_poll{50};
   uint64_t seed = 0;  // 0: random nonces; else deterministic
 };
@@ -204,6 +208,14 @@ struct Stats {
   uint32_t queued = 0;
   proto::TransportStats transport;
   io::PortCounters port;
+  // How the I/O thread waited (io::WakeCounters: turns, waits that could
+  // block, holds, busy polls, hits and time, waits for a full transmit
+  // path), its wake-ups (voluntary context switches) and CPU time so far,
+  // and the reply time it measures (smoothed; busy polling follows it).
+  io::WakeCounters wake;
+  uint64_t wakeups = 0;
+  double cpu_seconds = 0;
+  Duration reply_time{};
 };
 
 class Lun;

@@ -38,6 +38,17 @@ struct PortCounters {
   uint64_t tx_dropped = 0;  // could not be sent (no space); the caller kept them
   uint64_t rx_errors = 0;
   uint64_t tx_errors = 0;
+  // tx_burst calls cut short, by reason (see TxBlock); together they are tx_dropped.
+  uint64_t tx_blocked_socket = 0;
+  uint64_t tx_blocked_queue = 0;
+};
+
+// Why the last tx_burst() left frames with the caller.
+enum class TxBlock : uint8_t {
+  kNone,        // it took every frame it was offered
+  kSocketFull,  // the send buffer is full: fd() polls writable (EPOLLOUT) once it drains
+  kQueueFull,   // the device or its queue refused them (ENOBUFS, a full ring): no event
+                // tells when there is room again, so retry after a pause
 };
 
 struct PortOptions {
@@ -91,6 +102,17 @@ class Port {
   // (their handles become empty); pkts[n..] stay with the caller, who may
   // retry them later. Never blocks for long, never throws.
   virtual size_t tx_burst(std::span<Packet> pkts) = 0;
+
+  // Why the last tx_burst that returned fewer frames than it was offered
+  // stopped. A loop holding frames sleeps on it instead of retrying at once:
+  // kSocketFull until fd() polls writable, kQueueFull for a pause. Backends
+  // that cannot tell report kQueueFull.
+  virtual TxBlock tx_blocked() const { return TxBlock::kQueueFull; }
+
+  // The rate, in frame bytes per second, at which the port's link takes
+  // frames when a shaper on the interface says so (a root tbf qdisc), or 0
+  // when nothing does. Senders pace at it (PortSink::set_pacing).
+  virtual uint64_t tx_rate() const { return 0; }
 
   // Waits until rx_burst may return something or `timeout` passes. Backends
   // with an fd poll it; poll-mode backends return at once.

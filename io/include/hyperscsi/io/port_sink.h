@@ -2,6 +2,12 @@
 // buffers and sends them in bursts. Frames the port does not take stay queued
 // and are retried on the next flush().
 //
+// Pacing (set_pacing, off by default): frames leave at most at a given rate,
+// counted in frame bytes as a shaper counts them, in bursts of at most a
+// given size; the others wait here until release_time(). A port on a shaped
+// link is paced at the shaper's rate (Port::tx_rate), so the shaper never
+// has to hold and time out frames one by one (docs/benchmarks.md, issue 20).
+//
 // Ownership: the sink holds the packets it has not yet handed to the port.
 // Thread-safety: none; used by the thread that owns the port.
 #pragma once
@@ -12,6 +18,7 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/proto/clock.h"
 #include "hyperscsi/proto/connection.h"
 
 namespace hyperscsi::io {
@@ -24,15 +31,31 @@ class PortSink final : public proto::FrameSink {
   std::span<uint8_t> acquire(size_t size) override;
   void commit(size_t length) override;
 
-  // Sends queued frames in bursts; returns how many the port took.
+  // Sends queued frames in bursts (as pacing allows); returns how many the
+  // port took.
   size_t flush();
   size_t pending() const { return queued_.size(); }
+
+  // Paces frames at `bytes_per_second` (0: off) in bursts of `burst_bytes`.
+  void set_pacing(uint64_t bytes_per_second, size_t burst_bytes);
+  // Paces at the port's tx_rate(), if it has one, in bursts of 400 us of it
+  // (at least 8 frames of the MTU).
+  void pace_at_port_rate();
+  // Frames wait for the pacing clock, not for the port.
+  bool paced() const { return !queued_.empty() && held_by_pacing_; }
+  // When a flush() may send them: once half a burst (or all that waits) may go.
+  proto::TimePoint release_time() const;
 
  private:
   Port& port_;
   size_t max_pending_;
   Packet current_;
   std::vector<Packet> queued_;
+  double rate_ = 0;  // bytes per ns; 0: unpaced
+  double burst_ = 0;
+  double credit_ = 0;  // bytes that may go now
+  proto::TimePoint credit_at_{};
+  bool held_by_pacing_ = false;
 };
 
 }  // namespace hyperscsi::io

@@ -108,6 +108,24 @@ struct TransportStats {
   uint16_t peer_window = 0;
 };
 
+// What an event loop learns from its connections before it sleeps: how
+// much of an incoming PDU is still to come, so that it can sleep while the
+// rest streams in rather than wake per frame, and whether it has frames
+// waiting for the send window, which the next ack opens (io::WakePolicy).
+// Merged over several connections with merge().
+struct FlowHints {
+  size_t rx_missing = 0;       // smallest remainder of an incoming PDU begun, bytes (0: none)
+  size_t rx_window_bytes = 0;  // our receive window in bytes, on the connection of rx_missing
+  bool tx_waiting = false;     // PDUs have fragments not yet sent
+  void merge(const FlowHints& o) {
+    tx_waiting = tx_waiting || o.tx_waiting;
+    if (o.rx_missing != 0 && (rx_missing == 0 || o.rx_missing < rx_missing)) {
+      rx_missing = o.rx_missing;
+      rx_window_bytes = o.rx_window_bytes;
+    }
+  }
+};
+
 class Connection {
  public:
   Connection(const TransportParams& params, const Endpoint& endpoint);
@@ -171,6 +189,9 @@ class Connection {
   size_t send_queue_bytes() const;
   // Frames sent but not yet acknowledged.
   uint32_t in_flight() const;
+
+  // For the owner's event loop (see FlowHints).
+  FlowHints flow_hints() const;
 
   const TransportStats& stats() const;
   const Endpoint& endpoint() const;

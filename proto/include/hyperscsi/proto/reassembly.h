@@ -74,6 +74,8 @@ class Reassembler {
 
   // Bytes charged for partial PDUs, and how many there are.
   size_t bytes_held() const { return bytes_held_; }
+  // Bytes of partial PDUs still to arrive.
+  size_t bytes_missing() const { return bytes_held_ - bytes_stored_; }
   size_t partial_count() const { return partial_count_; }
   const ReassemblyStats& stats() const { return stats_; }
 
@@ -90,6 +92,7 @@ class Reassembler {
   uint32_t max_pdu_;
   size_t memory_limit_;
   size_t bytes_held_ = 0;
+  size_t bytes_stored_ = 0;  // of bytes_held_, what has arrived
   size_t partial_count_ = 0;
   std::array<std::unique_ptr<Partial>, kSlots> partial_;
   std::deque<ReceivedPdu> completed_;

@@ -209,6 +209,8 @@ class TargetEndpoint {
   bool poll_session(uint32_t session_id, TimePoint now, FrameSink& sink);
   void session_ids(std::vector<uint32_t>& out) const;
   TimePoint next_deadline() const;
+  // The sessions' FlowHints, merged (for the owner's event loop).
+  FlowHints flow_hints() const;
 
   std::optional<IncomingCommand> pop_command();
   // Stores the reply in the session's ReplyCache and sends it. `reexecutable`:

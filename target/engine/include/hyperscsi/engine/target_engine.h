@@ -93,6 +93,17 @@ struct EngineStats {
   uint64_t replies_failed = 0;            // session gone or the connection refused the reply
   uint64_t commands_unauthenticated = 0;  // LUN hidden by its auth/protection policy
   proto::TargetStats endpoint;            // summed over ports (as of the last sessions() call)
+  // The port loops (summed over ports): turns, waits that could block, of
+  // those the holds (port not watched while a PDU streams in or frames wait
+  // for the pacing clock) and the waits for a full transmit path; then the
+  // loop threads' wake-ups (voluntary context switches) and CPU time. The
+  // target never busy-polls.
+  uint64_t loop_turns = 0;
+  uint64_t loop_waits = 0;
+  uint64_t loop_holds = 0;
+  uint64_t loop_tx_full_waits = 0;
+  uint64_t loop_wakeups = 0;
+  double loop_cpu_seconds = 0;
 };
 
 // A session as seen by the stats interface.
