@@ -16,6 +16,7 @@
 
 #include "ether.h"
 #include "hyperscsi/io/heap_pool.h"
+#include "hyperscsi/io/rx_filter.h"
 #include "netif.h"
 
 namespace hyperscsi::io {
@@ -24,55 +25,14 @@ namespace {
 constexpr size_t kMinBlock = 1u << 16;  // a power of two, hence a multiple of the page size
 constexpr int kSocketBuffer = 8 << 20;  // room for several jumbo bursts
 
-sock_filter stmt(uint16_t code, uint32_t k) {
-  return {code, 0, 0, k};
-}
-sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
-  return {code, jt, jf, k};
-}
-
-// The classic BPF program described in afpacket_port.h. Jump offsets are
-// relative to the next instruction.
-std::vector<sock_filter> hyperscsi_filter(uint16_t vid) {
-  constexpr uint32_t kAd = static_cast<uint32_t>(SKF_AD_OFF);
-  constexpr uint16_t kLdAbsW = BPF_LD | BPF_W | BPF_ABS;
-  constexpr uint16_t kLdAbsH = BPF_LD | BPF_H | BPF_ABS;
-  constexpr uint16_t kJeq = BPF_JMP | BPF_JEQ | BPF_K;
-  constexpr uint16_t kAnd = BPF_ALU | BPF_AND | BPF_K;
-  constexpr uint16_t kRet = BPF_RET | BPF_K;
-  constexpr uint32_t kAccept = 0x40000;  // bytes to keep: more than any frame
-  if (vid == 0) {
-    return {
-        stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
-        jump(kJeq, PACKET_OUTGOING, 4, 0),              // 1 -> reject
-        stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
-        jump(kJeq, 0, 0, 2),                            // 3 tagged -> reject
-        stmt(kLdAbsH, 12),                              // 4
-        jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 5
-        stmt(kRet, kAccept),                            // 6
-        stmt(kRet, 0),                                  // 7
-    };
-  }
-  return {
-      stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
-      jump(kJeq, PACKET_OUTGOING, 15, 0),             // 1 -> 17
-      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
-      jump(kJeq, 0, 5, 0),                            // 3 no aux tag -> 9
-      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG),           // 4
-      stmt(kAnd, 0x0fff),                             // 5
-      jump(kJeq, vid, 0, 10),                         // 6 -> 17
-      stmt(kLdAbsH, 12),                              // 7
-      jump(kJeq, detail::kEtherTypeHyperScsi, 7, 8),  // 8 -> 16 / 17
-      stmt(kLdAbsH, 12),                              // 9 in-band tag?
-      jump(kJeq, detail::kEtherTypeVlan, 0, 6),       // 10 -> 17
-      stmt(kLdAbsH, 14),                              // 11
-      stmt(kAnd, 0x0fff),                             // 12
-      jump(kJeq, vid, 0, 3),                          // 13 -> 17
-      stmt(kLdAbsH, 16),                              // 14
-      jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 15 -> 16 / 17
-      stmt(kRet, kAccept),                            // 16
-      stmt(kRet, 0),                                  // 17
-  };
+// Attaches rx_filter_program(filter) to `fd`, replacing any earlier program.
+int attach_filter(int fd, const RxFilter& filter, uint16_t vid) {
+  const std::vector<BpfInstruction> program = rx_filter_program(filter, vid, BpfFlavor::kAfPacket);
+  std::vector<sock_filter> code;
+  code.reserve(program.size());
+  for (const BpfInstruction& in : program) code.push_back({in.code, in.jt, in.jf, in.k});
+  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  return ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
 }
 
 size_t round_up_pow2(size_t v) {
@@ -114,6 +74,12 @@ class AfPacketPort final : public Port {
   Packet alloc() override { return pool_.alloc(); }
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
+  Status<PortError> set_rx_filter(const RxFilter& filter) override {
+    if (attach_filter(fd_, filter, vid_) < 0)
+      return Unexpected(
+          detail::errno_error(spec_ + ": SO_ATTACH_FILTER (" + to_string(filter) + ")", errno));
+    return {};
+  }
 
  private:
   // Slot i of the ring: slots never straddle a block, and blocks are contiguous in the mapping.
@@ -150,9 +116,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return Unexpected(detail::errno_error(who + ": socket(AF_PACKET)", errno));
 
-  auto filter = hyperscsi_filter(vid_);
-  sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
-  if (::setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+  if (attach_filter(fd_, RxFilter::all(), vid_) < 0)
     return Unexpected(detail::errno_error(who + ": SO_ATTACH_FILTER", errno));
   int one = 1;
   // Best effort (Linux >= 4.20); the filter and rx_burst drop outgoing frames anyway.

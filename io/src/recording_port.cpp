@@ -30,6 +30,9 @@ class RecordingPort final : public Port {
   int fd() const override { return inner_->fd(); }
   bool wait_rx(std::chrono::microseconds timeout) override { return inner_->wait_rx(timeout); }
   Packet alloc() override { return inner_->alloc(); }
+  Status<PortError> set_rx_filter(const RxFilter& filter) override {
+    return inner_->set_rx_filter(filter);
+  }
 
   size_t rx_burst(std::span<Packet> out) override {
     const size_t n = inner_->rx_burst(out);
