@@ -67,6 +67,7 @@ std::string to_json(const Record& r) {
   add("client_retransmits", optional_count(r.client_retransmits));
   add("client_timeouts", optional_count(r.client_timeouts));
   add("client_spurious_timeouts", optional_count(r.client_spurious_timeouts));
+  add("client_foreign_frames", optional_count(r.client_foreign_frames));
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));

@@ -23,6 +23,9 @@ struct Record {
   // The client's retransmitted frames, timeouts and spurious (undone)
   // timeouts during the run; empty for transports that do not count them.
   std::optional<uint64_t> client_retransmits, client_timeouts, client_spurious_timeouts;
+  // Frames the client's port received during the run that were another
+  // session's on the same host (HyperSCSI; the kernel filter keeps it near 0).
+  std::optional<uint64_t> client_foreign_frames;
   std::string first_error, first_mismatch;
 };
 

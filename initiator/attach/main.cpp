@@ -331,6 +331,8 @@ int run_attach(const AttachArgs& a, int report_fd) {
     state["srtt_us"] = std::to_string(
         std::chrono::duration_cast<std::chrono::microseconds>(s.transport.srtt).count());
     state["cwnd"] = std::to_string(s.transport.cwnd);
+    state["rx_filter"] = s.rx_filter;
+    state["foreign_frames"] = std::to_string(s.foreign_frames);
     attach::write_state(state_file, state);
   };
 

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/negotiation.h"
@@ -176,6 +177,7 @@ class Initiator::Impl {
       ev.data.fd = port_->fd();
       ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev);
     }
+    sync_rx_filter();  // discovery and login replies only, until a session exists
     thread_ = std::thread([this] { run(); });
     return {};
   }
@@ -358,6 +360,10 @@ class Initiator::Impl {
     for (int burst = 0; burst < 16; ++burst) {
       const size_t n = port_->rx_burst(std::span<io::Packet>(rx));
       for (size_t i = 0; i < n; ++i) {
+        if (foreign(rx[i].bytes())) {
+          rx[i].reset();
+          continue;
+        }
         auto frame = proto::decode_frame(rx[i].bytes());
         if (frame) {
           const proto::FrameView& view = frame.value();
@@ -366,6 +372,8 @@ class Initiator::Impl {
             if (discovery_) discovery_->on_frame(view, now);
           } else if (session_) {
             session_->on_frame(view, now);
+            // A login reply may name a new session: narrow to it before we answer.
+            if (op == proto::Opcode::kLoginReply) sync_rx_filter();
           }
         } else {
           ++malformed_frames_;
@@ -374,6 +382,26 @@ class Initiator::Impl {
       }
       if (n < rx.size()) break;
     }
+  }
+
+  // The port's receive filter follows the session (io/rx_filter.h): before
+  // login, discovery and login replies only; then also this session's frames.
+  // The kernel applies it where the backend can; foreign() applies it again
+  // here, to frames queued before a change or from a backend without one.
+  void sync_rx_filter() {
+    const io::RxFilter want =
+        session_ ? io::RxFilter::session(session_->target_mac(), session_->session_id())
+                 : io::RxFilter::session({}, 0);
+    if (want == rx_filter_) return;
+    rx_filter_ = want;
+    kernel_filter_ = port_->set_rx_filter(want).ok();
+  }
+
+  // True (and counted) for a frame of another session on this host.
+  bool foreign(std::span<const uint8_t> frame) {
+    if (io::rx_filter_matches(rx_filter_, frame)) return false;
+    ++stats_.foreign_frames;
+    return true;
   }
 
   void drain_replies() {
@@ -695,6 +723,7 @@ class Initiator::Impl {
     s.in_flight = static_cast<uint32_t>(inflight_.size());
     s.queued = static_cast<uint32_t>(waiting_.size());
     s.port = port_->counters();
+    s.rx_filter = io::to_string(rx_filter_) + (kernel_filter_ ? "" : " (in user space)");
     return s;
   }
 
@@ -732,6 +761,8 @@ class Initiator::Impl {
   std::vector<uint16_t> free_tags_;
   uint64_t next_seq_ = 1;
   uint64_t malformed_frames_ = 0;
+  io::RxFilter rx_filter_ = io::RxFilter::all();  // what the port was last asked to deliver
+  bool kernel_filter_ = false;                    // whether the port's kernel applies it
   Stats stats_;
   std::atomic<uint32_t> max_data_{64 * 1024};
 };

@@ -177,6 +177,12 @@ struct Stats {
   uint64_t resumes = 0;    // successful resumes
   uint64_t relogins = 0;   // successful fresh logins during recovery
   uint64_t unmatched_replies = 0;
+  // Frames this port received that belonged to another session on this host
+  // (or arrived before its filter narrowed): near zero when the port's
+  // kernel filter works (AF_PACKET, libpcap), every other session's frame
+  // otherwise (rx_filter then ends in "(in user space)").
+  uint64_t foreign_frames = 0;
+  std::string rx_filter;  // what the port delivers: "session 0x... from MAC", "control only"
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint32_t in_flight = 0;
