@@ -104,6 +104,13 @@ struct Pending {
 // per nexus, e.g. after the target restarted) and BUSY / TASK SET FULL.
 constexpr uint32_t kMaxRetries = 8;
 
+// Longest sleep of the I/O thread. Every timer it serves (the session's
+// keepalive and dead time, commands' dead time, logins, discovery) is a
+// deadline the wait already honours and every request posts to its eventfd,
+// so this is only a safety net: an idle session wakes for its keepalives
+// (every 3 s by default), not ten times a second (issue 14).
+constexpr auto kMaxSleep = std::chrono::seconds(10);
+
 CommandResult failed(CompletionError e, std::string message) {
   CommandResult r;
   r.error = e;
@@ -671,7 +678,7 @@ class Initiator::Impl {
   }
 
   void wait(TimePoint now) {
-    TimePoint until = now + std::chrono::milliseconds(100);
+    TimePoint until = now + kMaxSleep;
     if (session_) until = std::min(until, session_->next_deadline());
     if (discovery_) until = std::min(until, discovery_->next_deadline());
     if (!inflight_.empty()) until = std::min(until, inflight_.begin()->second->deadline);
