@@ -333,6 +333,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
     state["cwnd"] = std::to_string(s.transport.cwnd);
     state["rx_filter"] = s.rx_filter;
     state["foreign_frames"] = std::to_string(s.foreign_frames);
+    state["rx_pauses"] = std::to_string(s.rx_pauses);
     attach::write_state(state_file, state);
   };
 

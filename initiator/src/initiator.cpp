@@ -333,6 +333,7 @@ class Initiator::Impl {
       run_tasks();
       if (stop_) break;
       TimePoint now = SteadyClock::now();
+      update_rx_pause(now);
       receive(rx, now);
       drain_replies();
       recover(now);
@@ -402,6 +403,63 @@ class Initiator::Impl {
     if (want == rx_filter_) return;
     rx_filter_ = want;
     kernel_filter_ = port_->set_rx_filter(want).ok();
+  }
+
+  // An established session without commands for Options::rx_pause_after
+  // stops receiving (io::Port::set_rx_paused): every socket on an interface
+  // costs the kernel a little for each frame of every session, a paused one
+  // nothing. Anything to send or to wait for (a command, a keepalive that is
+  // due, discovery, a login, a disconnect) resumes it first, in this
+  // iteration of the loop, before the frame goes out.
+  void update_rx_pause(TimePoint now) {
+    if (options_.rx_pause_after <= Duration::zero() || !rx_pause_supported_) return;
+    if (rx_busy()) last_busy_ = now;
+    const bool pause = rx_quiet_since(now) <= now && session_->next_deadline() > now;
+    if (pause == rx_paused_) return;
+    const auto st = port_->set_rx_paused(pause);
+    if (!st) {
+      // A port that cannot pause keeps receiving: never ask again (retrying
+      // would spin this loop, whose next wake-up is the pause time). A failed
+      // resume is tried again on the next iteration: it must not stay paused.
+      if (pause) rx_pause_supported_ = false;
+      return;
+    }
+    rx_paused_ = pause;
+    if (pause) ++stats_.rx_pauses;
+  }
+
+  bool rx_busy() const {
+    return !session_ || !session_->established() || !inflight_.empty() || !waiting_.empty() ||
+           discovery_ || connect_wait_ || disconnect_wait_;
+  }
+
+  // When the loop should wake to pause the port (kNever: not needed).
+  TimePoint rx_pause_at(TimePoint now) {
+    if (rx_paused_ || !rx_pause_supported_ || options_.rx_pause_after <= Duration::zero())
+      return proto::kNever;
+    return rx_quiet_since(now);
+  }
+
+  // From when on the port may stay paused if nothing changes (kNever: not
+  // while this lasts).
+  TimePoint rx_quiet_since(TimePoint now) {
+    if (rx_busy() || sink_.pending() > 0) return proto::kNever;
+    const proto::Connection* c = session_->connection();
+    if (c != nullptr && !c->idle()) return proto::kNever;  // its own timers wake the loop
+    // A keepalive just sent: wait for its answer (or give it up after 1 s).
+    const proto::InitiatorStats& ks = session_->stats();
+    if (ks.keepalives_sent != probes_seen_) {
+      probes_seen_ = ks.keepalives_sent;
+      answers_seen_ = ks.keepalives_answered;
+      probe_open_ = true;
+      probe_sent_at_ = now;
+    } else if (probe_open_ && (ks.keepalives_answered != answers_seen_ ||
+                               now - probe_sent_at_ >= std::chrono::seconds(1))) {
+      probe_open_ = false;
+    }
+    TimePoint at = last_busy_ + options_.rx_pause_after;
+    if (probe_open_) at = std::max(at, probe_sent_at_ + std::chrono::seconds(1));
+    return at;
   }
 
   // True (and counted) for a frame of another session on this host.
@@ -687,6 +745,7 @@ class Initiator::Impl {
       if (waiting_.front()->not_before > now) until = std::min(until, waiting_.front()->not_before);
     }
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
+    until = std::min(until, rx_pause_at(now));
     if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
     if (port_->poll_mode()) until = now;  // busy-poll
     if (!inflight_.empty() && options_.busy_poll.count() > 0 && until > now &&
@@ -730,7 +789,8 @@ class Initiator::Impl {
     s.in_flight = static_cast<uint32_t>(inflight_.size());
     s.queued = static_cast<uint32_t>(waiting_.size());
     s.port = port_->counters();
-    s.rx_filter = io::to_string(rx_filter_) + (kernel_filter_ ? "" : " (in user space)");
+    s.rx_filter = io::to_string(rx_filter_) + (kernel_filter_ ? "" : " (in user space)") +
+                  (rx_paused_ ? " (paused)" : "");
     return s;
   }
 
@@ -770,6 +830,13 @@ class Initiator::Impl {
   uint64_t malformed_frames_ = 0;
   io::RxFilter rx_filter_ = io::RxFilter::all();  // what the port was last asked to deliver
   bool kernel_filter_ = false;                    // whether the port's kernel applies it
+  bool rx_paused_ = false;                        // update_rx_pause()
+  bool rx_pause_supported_ = true;                // false once the port failed to pause
+  TimePoint last_busy_{};                         // last time commands or a login were under way
+  uint64_t probes_seen_ = 0;                      // keepalives_sent when last looked at
+  uint64_t answers_seen_ = 0;                     // keepalives_answered when that probe went out
+  bool probe_open_ = false;                       // that probe is not answered yet
+  TimePoint probe_sent_at_{};
   Stats stats_;
   std::atomic<uint32_t> max_data_{64 * 1024};
 };

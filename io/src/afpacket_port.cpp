@@ -24,6 +24,10 @@ namespace {
 
 constexpr size_t kMinBlock = 1u << 16;  // a power of two, hence a multiple of the page size
 constexpr int kSocketBuffer = 8 << 20;  // room for several jumbo bursts
+// Where a paused socket is bound: IEEE 802's "local experimental" EtherType 1.
+// The kernel then visits it only for frames of that type (which the filter
+// rejects), not for every frame on the interface as with ETH_P_ALL.
+constexpr uint16_t kParkedEtherType = 0x88B5;
 
 // Attaches rx_filter_program(filter) to `fd`, replacing any earlier program.
 int attach_filter(int fd, const RxFilter& filter, uint16_t vid) {
@@ -80,6 +84,16 @@ class AfPacketPort final : public Port {
           detail::errno_error(spec_ + ": SO_ATTACH_FILTER (" + to_string(filter) + ")", errno));
     return {};
   }
+  Status<PortError> set_rx_paused(bool paused) override {
+    // The kernel refuses to rebind a socket in a fanout group (EINVAL).
+    if (fanout_ && paused)
+      return Unexpected(PortError{PortErrorKind::kUnavailable,
+                                  spec_ + ": a port in a fanout group cannot pause receiving"});
+    if (bind_to(paused ? kParkedEtherType : ETH_P_ALL) < 0)
+      return Unexpected(
+          detail::errno_error(spec_ + (paused ? ": pause (bind)" : ": resume (bind)"), errno));
+    return {};
+  }
 
  private:
   // Slot i of the ring: slots never straddle a block, and blocks are contiguous in the mapping.
@@ -87,6 +101,13 @@ class AfPacketPort final : public Port {
     const size_t per_block = block_size_ / frame_size_;
     return reinterpret_cast<tpacket2_hdr*>(ring_ + (i / per_block) * block_size_ +
                                            (i % per_block) * frame_size_);
+  }
+  int bind_to(uint16_t ether_type) {
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ether_type);
+    sll.sll_ifindex = info_.index;
+    return ::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
   }
   // Copies one ring frame into a Packet; false if it is to be skipped.
   bool take_frame(const tpacket2_hdr* hdr, Packet& out);
@@ -104,6 +125,7 @@ class AfPacketPort final : public Port {
   size_t frame_count_ = 0;
   size_t cur_frame_ = 0;   // next slot to look at: the kernel fills slots in order
   uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
+  bool fanout_ = false;    // joined a PACKET_FANOUT group (then never rebound)
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -159,12 +181,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   if (m == MAP_FAILED) return Unexpected(detail::errno_error(who + ": mmap ring", errno));
   ring_ = static_cast<uint8_t*>(m);
 
-  sockaddr_ll sll{};
-  sll.sll_family = AF_PACKET;
-  sll.sll_protocol = htons(ETH_P_ALL);
-  sll.sll_ifindex = info_.index;
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0)
-    return Unexpected(detail::errno_error(who + ": bind", errno));
+  if (bind_to(ETH_P_ALL) < 0) return Unexpected(detail::errno_error(who + ": bind", errno));
   if (opt.fanout_group >= 0) {
     if (opt.fanout_group > 0xffff)
       return Unexpected(
@@ -173,6 +190,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
     if (::setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0)
       return Unexpected(detail::errno_error(
           who + ": PACKET_FANOUT group " + std::to_string(opt.fanout_group), errno));
+    fanout_ = true;
   }
   return {};
 }

@@ -25,6 +25,12 @@ Status<PortError> Port::set_rx_filter(const RxFilter& filter) {
                               std::string(spec()) + ": no kernel receive filter in this backend"});
 }
 
+Status<PortError> Port::set_rx_paused(bool paused) {
+  if (!paused) return {};
+  return Unexpected(PortError{PortErrorKind::kUnavailable,
+                              std::string(spec()) + ": this backend cannot pause receiving"});
+}
+
 std::string to_string(const MacAddress& mac) {
   char buf[18];
   std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],

@@ -33,6 +33,7 @@ class RecordingPort final : public Port {
   Status<PortError> set_rx_filter(const RxFilter& filter) override {
     return inner_->set_rx_filter(filter);
   }
+  Status<PortError> set_rx_paused(bool paused) override { return inner_->set_rx_paused(paused); }
 
   size_t rx_burst(std::span<Packet> out) override {
     const size_t n = inner_->rx_burst(out);

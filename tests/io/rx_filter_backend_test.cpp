@@ -5,10 +5,13 @@
 // shows the other frames were on the wire. Untagged and 802.1Q (software
 // tags, moved into metadata by the receiving kernel). libpcap also re-runs
 // the program itself over frames already in its ring when the filter
-// changes: checked with frames queued before narrowing.
+// changes: checked with frames queued before narrowing. An AF_PACKET port
+// paused gets nothing until resumed (unless it is in a fanout group, which
+// cannot pause).
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,10 +32,12 @@ constexpr uint32_t kS1 = 0x11110001;
 constexpr uint32_t kS2 = 0x22220002;
 constexpr uint32_t kS3 = 0x33330003;
 
-PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind, uint16_t vid) {
+PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind, uint16_t vid,
+                int fanout_group = -1) {
   const std::string spec = kind + ":" + (side_a ? net.iface_a() : net.iface_b());
   PortOptions opt;
   opt.vlan_id = vid;
+  opt.fanout_group = fanout_group;
   auto fn = [&]() -> PortPtr {
     auto r = open_port(spec, opt);
     if (!r.ok()) {
@@ -195,6 +200,69 @@ TEST_P(RxFilterBackend, NarrowingWithFramesQueued) {
       if (s % 2 == 1) s2.push_back(s);
     EXPECT_EQ(s2, (std::vector<uint8_t>{1, 3, 5, 7}));
   }
+}
+
+// A paused port gets nothing (frames sent meanwhile are gone, not queued)
+// and receives again once resumed; libpcap cannot pause and says so.
+TEST_P(RxFilterBackend, PausedPortReceivesNothingUntilResumed) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
+  const Case c = GetParam();
+  NetnsPair net;
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortPtr tx = open_in(net, true, "afpacket", c.vid);
+  PortPtr rx = open_in(net, false, c.kind, c.vid);
+  ASSERT_TRUE(tx && rx);
+  const MacAddress peer = tx->mac();
+  ASSERT_TRUE(rx->set_rx_filter(RxFilter::session(peer, kS1)).ok());
+  const auto burst = [&](uint8_t first) {
+    std::vector<Packet> pkts;
+    for (uint8_t i = 0; i < 4; ++i)
+      pkts.push_back(make(*tx, rx->mac(), {peer, 0x01, kS1, 1, 0x01}, first + i));
+    send_all(*tx, pkts);
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto paused = rx->set_rx_paused(true);
+  const auto t1 = std::chrono::steady_clock::now();
+  if (c.kind == "pcap") {
+    ASSERT_FALSE(paused.ok());
+    EXPECT_EQ(paused.error().kind, PortErrorKind::kUnavailable);
+    burst(10);
+    EXPECT_EQ(drain(*rx), (std::vector<uint8_t>{10, 11, 12, 13}));
+    return;
+  }
+  ASSERT_TRUE(paused.ok()) << paused.error().message;
+  burst(10);
+  EXPECT_EQ(drain(*rx, 100ms), std::vector<uint8_t>{}) << "a paused port received frames";
+  const auto t2 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(rx->set_rx_paused(false).ok());
+  const auto t3 = std::chrono::steady_clock::now();
+  burst(20);
+  EXPECT_EQ(drain(*rx), (std::vector<uint8_t>{20, 21, 22, 23}));
+  using us = std::chrono::microseconds;
+  std::printf("figures: pause took %lld us, resume %lld us\n",
+              static_cast<long long>(std::chrono::duration_cast<us>(t1 - t0).count()),
+              static_cast<long long>(std::chrono::duration_cast<us>(t3 - t2).count()));
+}
+
+// The kernel cannot rebind a socket in a PACKET_FANOUT group: such a port
+// says it cannot pause (so the initiator stops asking) and keeps receiving.
+TEST(RxFilterBackendFanout, PortInAFanoutGroupCannotPauseAndKeepsReceiving) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
+  NetnsPair net;
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortPtr tx = open_in(net, true, "afpacket", 0);
+  PortPtr rx = open_in(net, false, "afpacket", 0, 4242);
+  ASSERT_TRUE(tx && rx);
+  const MacAddress peer = tx->mac();
+  ASSERT_TRUE(rx->set_rx_filter(RxFilter::session(peer, kS1)).ok());
+  const auto paused = rx->set_rx_paused(true);
+  ASSERT_FALSE(paused.ok());
+  EXPECT_EQ(paused.error().kind, PortErrorKind::kUnavailable);
+  std::vector<Packet> pkts;
+  for (uint8_t i = 0; i < 4; ++i)
+    pkts.push_back(make(*tx, rx->mac(), {peer, 0x01, kS1, 1, 0x01}, 30 + i));
+  send_all(*tx, pkts);
+  EXPECT_EQ(drain(*rx), (std::vector<uint8_t>{30, 31, 32, 33}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, RxFilterBackend,

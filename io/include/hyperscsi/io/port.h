@@ -108,6 +108,17 @@ class Port {
   // DPDK) keeps delivering every HyperSCSI frame: it accepts
   // RxFilter::all() and returns kUnavailable for anything narrower.
   virtual Status<PortError> set_rx_filter(const RxFilter& filter);
+
+  // Stops (true) or restarts (false) delivery to this port without closing
+  // it. A socket with a receive filter still costs a little kernel work for
+  // every frame on its interface (the filter runs once per socket); a paused
+  // one costs none, so an idle session slows the others down by nothing.
+  // Frames arriving while paused are not delivered; queued ones stay.
+  // AF_PACKET rebinds the socket to an EtherType nobody uses and back, each
+  // switch waiting for an RCU grace period in the kernel (a few ms). The
+  // default (libpcap, mem, DPDK), and AF_PACKET in a fanout group, return
+  // kUnavailable and keep receiving. Same thread rules as set_rx_filter().
+  virtual Status<PortError> set_rx_paused(bool paused);
 };
 
 // Opens a port from a spec string: "afpacket:IFACE", "pcap:IFACE",
