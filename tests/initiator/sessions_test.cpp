@@ -38,6 +38,7 @@
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port.h"
 #include "hyperscsi/io/rx_filter.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 #include "hyperscsi/test_support/process.h"
@@ -117,7 +118,7 @@ class WatchPort final : public io::Port {
 class Spy {
  public:
   Spy(const NetnsPair& net, const std::string& kind) {
-    auto p = net.run_in_b([&] { return io::open_port(kind + ":" + net.iface_b()); });
+    auto p = net.run_in_b([&] { return ports::open_port(kind + ":" + net.iface_b()); });
     if (p && p->ok()) port_ = std::move(p->value());
     if (port_) thread_ = std::thread([this] { loop(); });
   }
@@ -222,7 +223,7 @@ class Lab {
   Client client(const std::string& kind, Duration rx_pause_after = Options{}.rx_pause_after) {
     Client c;
     auto made = net.run_in_b([&]() -> std::unique_ptr<Initiator> {
-      auto port = io::open_port(kind + ":" + net.iface_b());
+      auto port = ports::open_port(kind + ":" + net.iface_b());
       if (!port) {
         ADD_FAILURE() << port.error().message;
         return nullptr;

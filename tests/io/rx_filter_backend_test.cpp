@@ -18,6 +18,7 @@
 
 #include "hyperscsi/io/port.h"
 #include "hyperscsi/io/rx_filter.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
 
 namespace hyperscsi::io {
@@ -39,7 +40,7 @@ PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind, uint
   opt.vlan_id = vid;
   opt.fanout_group = fanout_group;
   auto fn = [&]() -> PortPtr {
-    auto r = open_port(spec, opt);
+    auto r = ports::open_port(spec, opt);
     if (!r.ok()) {
       ADD_FAILURE() << spec << ": " << r.error().message;
       return nullptr;
