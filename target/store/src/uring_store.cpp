@@ -103,6 +103,10 @@ class UringStore final : public BlockStore {
       io_uring_queue_exit(&ring_);
     }
     if (event_fd_ >= 0) ::close(event_fd_);
+    // Release the export lock now: the ring's teardown can hold the file
+    // (and with it the flock) a little longer in the kernel, and a successor
+    // that reopens the file at once (SIGHUP reload) must find it free.
+    ::flock(fd_, LOCK_UN);
     ::close(fd_);
   }
 
