@@ -543,6 +543,18 @@ class Initiator::Impl {
     inflight_.erase(it);
   }
 
+  // True when the session failed or died since recover() last left it (in this
+  // iteration's poll()), or failed with no login timed: recover() acts on it at
+  // once. A state recover() left as it is (a backed-off login waits for
+  // next_login_) never spins the loop.
+  bool recovery_due() const {
+    if (!session_ || !connected_) return false;
+    using S = proto::InitiatorState;
+    const S s = session_->state();
+    return (s != recover_seen_ && (s == S::kDead || s == S::kDisconnected || s == S::kFailed)) ||
+           (s == S::kFailed && next_login_ == proto::kNever);
+  }
+
   void recover(TimePoint now) {
     if (!session_ || !connected_) return;
     using S = proto::InitiatorState;
@@ -611,6 +623,7 @@ class Initiator::Impl {
       default:
         break;
     }
+    recover_seen_ = session_->state();
   }
 
   // --- identity checks and the operator's log (loop thread) ---
@@ -980,6 +993,9 @@ class Initiator::Impl {
     // Failures held back for the once-a-second summary (flush_failure_log):
     // the loop no longer wakes every 100 ms on its own.
     if (fail_log_.count > 0) until = std::min(until, fail_log_.logged + std::chrono::seconds(1));
+    // A session that failed or died in this iteration's poll(): recover() acts on it next time
+    // round (it has no deadline of its own to wake the loop).
+    if (recovery_due()) until = now;
     if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
     if (port_->poll_mode()) until = now;  // busy-poll
     if (!inflight_.empty() && options_.busy_poll.count() > 0 && until > now &&
@@ -1054,6 +1070,7 @@ class Initiator::Impl {
   bool recovering_ = false;
   bool last_attempt_resume_ = false;
   TimePoint next_login_ = proto::kNever;
+  proto::InitiatorState recover_seen_{};  // the state recover() last saw (recovery_due())
   proto::Duration backoff_{};
   TimePoint last_relogin_log_{};
   // LUN -> identity (open_lun), guarded by target_mutex_; fenced LUNs and
