@@ -44,8 +44,8 @@ class HyperscsiTransport final : public Transport {
   }
 
   std::optional<FrameCounts> frames() const override {
-    const auto port = initiator_->stats().port;
-    return FrameCounts{port.tx_frames, port.rx_frames};
+    const auto s = initiator_->stats();
+    return FrameCounts{s.port.tx_frames, s.port.rx_frames, s.foreign_frames};
   }
 
   std::optional<RecoveryCounts> recovery() const override {

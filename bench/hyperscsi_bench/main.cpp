@@ -267,6 +267,8 @@ int main(int argc, char** argv) {
     rec.frames_per_io =
         double((frames_after->tx - frames_before->tx) + (frames_after->rx - frames_before->rx)) /
         ios;
+  if (frames_before && frames_after)
+    rec.client_foreign_frames = frames_after->foreign - frames_before->foreign;
   if (recovery_before && recovery_after) {
     rec.client_retransmits = recovery_after->retransmits - recovery_before->retransmits;
     rec.client_timeouts = recovery_after->timeouts - recovery_before->timeouts;

@@ -72,6 +72,7 @@ std::string to_json(const Record& r) {
   add("client_poll_s", optional_number(r.client_poll_s));
   add("client_wakeups_per_io", optional_number(r.client_wakeups_per_io));
   add("client_holds_per_io", optional_number(r.client_holds_per_io));
+  add("client_foreign_frames", optional_count(r.client_foreign_frames));
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));

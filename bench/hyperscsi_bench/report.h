@@ -31,6 +31,9 @@ struct Record {
   // polling, and per I/O its wake-ups (voluntary context switches) and holds
   // (sleeps without watching the port); empty for transports without one.
   std::optional<double> client_poll_s, client_wakeups_per_io, client_holds_per_io;
+  // Frames the client's port received during the run that were another
+  // session's on the same host (HyperSCSI; the kernel filter keeps it near 0).
+  std::optional<uint64_t> client_foreign_frames;
   std::string first_error, first_mismatch;
 };
 

@@ -31,6 +31,7 @@ using IoDone = std::function<void(bool ok, const std::string& error)>;
 struct FrameCounts {
   uint64_t tx = 0;
   uint64_t rx = 0;
+  uint64_t foreign = 0;  // received but another session's (several sessions on one host)
 };
 
 // The client's own loss-recovery events, when the transport keeps them

@@ -420,6 +420,9 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
     state["srtt_us"] = std::to_string(
         std::chrono::duration_cast<std::chrono::microseconds>(s.transport.srtt).count());
     state["cwnd"] = std::to_string(s.transport.cwnd);
+    state["rx_filter"] = s.rx_filter;
+    state["foreign_frames"] = std::to_string(s.foreign_frames);
+    state["rx_pauses"] = std::to_string(s.rx_pauses);
     attach::write_state(state_file, state);
   };
 

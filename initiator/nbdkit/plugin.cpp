@@ -1,6 +1,7 @@
 // nbdkit-hyperscsi-plugin.so: an nbdkit plugin serving one LUN of a HyperSCSI
 // target, so NBD clients (nbd-client, qemu, nbdcopy, nbdinfo, fio) can use it.
 //   nbdkit ./nbdkit-hyperscsi-plugin.so port=SPEC [target=NAME] lun=N [dead_time=SECONDS]
+//          [busy_poll_us=N] [rx_pause_ms=N] [secret_file=F] [protection=P]
 // One Initiator (one session) is shared by every NBD connection; nbdkit's
 // PARALLEL thread model calls in from many threads, which ByteDevice allows.
 // The session is opened in after_fork (threads do not survive nbdkit's fork).
@@ -25,6 +26,8 @@ struct Config {
   long lun = -1;
   long dead_time_s = 60;
   long busy_poll_us = Options{}.busy_poll.count();
+  long rx_pause_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Options{}.rx_pause_after).count();
   std::string secret_file;
   std::string protection = "off";
 } config;
@@ -53,6 +56,14 @@ int hs_config(const char* key, const char* value) {
     config.secret_file = value;
   } else if (k == "protection") {
     config.protection = value;
+  } else if (k == "rx_pause_ms") {
+    char* end = nullptr;
+    const long v = std::strtol(value, &end, 10);
+    if (!end || *end != '\0' || v < 0 || v > 3600000) {
+      nbdkit_error("hyperscsi: rx_pause_ms=%s is not 0..3600000", value);
+      return -1;
+    }
+    config.rx_pause_ms = v;
   } else if (k == "lun" || k == "dead_time" || k == "busy_poll_us") {
     char* end = nullptr;
     const long v = std::strtol(value, &end, 10);
@@ -82,6 +93,7 @@ int hs_after_fork() {
   o.initiator_name = "nbdkit-hyperscsi";
   o.dead_time = std::chrono::seconds(config.dead_time_s);
   o.busy_poll = std::chrono::microseconds(config.busy_poll_us);
+  o.rx_pause_after = std::chrono::milliseconds(config.rx_pause_ms);
   auto level = hyperscsi::proto::parse_protection(config.protection);
   if (!level)
     return fail(Error{ErrorKind::kInvalidArgument, "protection must be off, integrity or encrypt"});
@@ -178,7 +190,8 @@ nbdkit_plugin make_plugin() {
       "dead_time=S    fail a command without reply after S seconds (default 60)\n"
       "secret_file=F  file with the secret shared with the target (authenticated login)\n"
       "protection=P   weakest per-frame protection accepted: off, integrity, encrypt\n"
-      "busy_poll_us=N poll up to N us for a reply before sleeping (0..10000, default 50)";
+      "busy_poll_us=N poll up to N us for a reply before sleeping (0..10000, default 50)\n"
+      "rx_pause_ms=N  stop receiving after N ms without commands (0: never; default 2000)";
   p.magic_config_key = nullptr;
   p.after_fork = hs_after_fork;
   p.cleanup = hs_cleanup;

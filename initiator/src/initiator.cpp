@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
@@ -114,6 +115,13 @@ constexpr uint16_t kProbeTag = 511;
 // per nexus, e.g. after the target restarted) and BUSY / TASK SET FULL.
 constexpr uint32_t kMaxRetries = 8;
 
+// Longest sleep of the I/O thread. Every timer it serves (the session's
+// keepalive and dead time, commands' dead time, logins, discovery) is a
+// deadline the wait already honours and every request posts to its eventfd,
+// so this is only a safety net: an idle session wakes for its keepalives
+// (every 3 s by default), not ten times a second (issue 14).
+constexpr auto kMaxSleep = std::chrono::seconds(10);
+
 CommandResult failed(CompletionError e, std::string message) {
   CommandResult r;
   r.error = e;
@@ -191,6 +199,7 @@ class Initiator::Impl {
       ev.data.fd = port_->fd();
       ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev);
     }
+    sync_rx_filter();  // discovery and login replies only, until a session exists
     thread_ = std::thread([this] { run(); });
     return {};
   }
@@ -349,6 +358,7 @@ class Initiator::Impl {
       if (stop_) break;
       TimePoint now = SteadyClock::now();
       rx_bytes_ = 0;
+      update_rx_pause(now);
       receive(rx, now);
       wake_policy_.on_turn(now, rx_bytes_);
       ++wake_.turns;
@@ -386,6 +396,10 @@ class Initiator::Impl {
     for (int burst = 0; burst < 16; ++burst) {
       const size_t n = port_->rx_burst(std::span<io::Packet>(rx));
       for (size_t i = 0; i < n; ++i) {
+        if (foreign(rx[i].bytes())) {
+          rx[i].reset();
+          continue;
+        }
         rx_bytes_ += rx[i].size();
         auto frame = proto::decode_frame(rx[i].bytes());
         if (frame) {
@@ -395,6 +409,8 @@ class Initiator::Impl {
             if (discovery_) discovery_->on_frame(view, now);
           } else if (session_) {
             session_->on_frame(view, now);
+            // A login reply may name a new session: narrow to it before we answer.
+            if (op == proto::Opcode::kLoginReply) sync_rx_filter();
           }
         } else {
           ++malformed_frames_;
@@ -403,6 +419,83 @@ class Initiator::Impl {
       }
       if (n < rx.size()) break;
     }
+  }
+
+  // The port's receive filter follows the session (io/rx_filter.h): before
+  // login, discovery and login replies only; then also this session's frames.
+  // The kernel applies it where the backend can; foreign() applies it again
+  // here, to frames queued before a change or from a backend without one.
+  void sync_rx_filter() {
+    const io::RxFilter want =
+        session_ ? io::RxFilter::session(session_->target_mac(), session_->session_id())
+                 : io::RxFilter::session({}, 0);
+    if (want == rx_filter_) return;
+    rx_filter_ = want;
+    kernel_filter_ = port_->set_rx_filter(want).ok();
+  }
+
+  // An established session without commands for Options::rx_pause_after
+  // stops receiving (io::Port::set_rx_paused): every socket on an interface
+  // costs the kernel a little for each frame of every session, a paused one
+  // nothing. Anything to send or to wait for (a command, a keepalive that is
+  // due, discovery, a login, a disconnect) resumes it first, in this
+  // iteration of the loop, before the frame goes out.
+  void update_rx_pause(TimePoint now) {
+    if (options_.rx_pause_after <= Duration::zero() || !rx_pause_supported_) return;
+    if (rx_busy()) last_busy_ = now;
+    const bool pause = rx_quiet_since(now) <= now && session_->next_deadline() > now;
+    if (pause == rx_paused_) return;
+    const auto st = port_->set_rx_paused(pause);
+    if (!st) {
+      // A port that cannot pause keeps receiving: never ask again (retrying
+      // would spin this loop, whose next wake-up is the pause time). A failed
+      // resume is tried again on the next iteration: it must not stay paused.
+      if (pause) rx_pause_supported_ = false;
+      return;
+    }
+    rx_paused_ = pause;
+    if (pause) ++stats_.rx_pauses;
+  }
+
+  bool rx_busy() const {
+    return !session_ || !session_->established() || !inflight_.empty() || !waiting_.empty() ||
+           discovery_ || connect_wait_ || disconnect_wait_;
+  }
+
+  // When the loop should wake to pause the port (kNever: not needed).
+  TimePoint rx_pause_at(TimePoint now) {
+    if (rx_paused_ || !rx_pause_supported_ || options_.rx_pause_after <= Duration::zero())
+      return proto::kNever;
+    return rx_quiet_since(now);
+  }
+
+  // From when on the port may stay paused if nothing changes (kNever: not
+  // while this lasts).
+  TimePoint rx_quiet_since(TimePoint now) {
+    if (rx_busy() || sink_.pending() > 0) return proto::kNever;
+    const proto::Connection* c = session_->connection();
+    if (c != nullptr && !c->idle()) return proto::kNever;  // its own timers wake the loop
+    // A keepalive just sent: wait for its answer (or give it up after 1 s).
+    const proto::InitiatorStats& ks = session_->stats();
+    if (ks.keepalives_sent != probes_seen_) {
+      probes_seen_ = ks.keepalives_sent;
+      answers_seen_ = ks.keepalives_answered;
+      probe_open_ = true;
+      probe_sent_at_ = now;
+    } else if (probe_open_ && (ks.keepalives_answered != answers_seen_ ||
+                               now - probe_sent_at_ >= std::chrono::seconds(1))) {
+      probe_open_ = false;
+    }
+    TimePoint at = last_busy_ + options_.rx_pause_after;
+    if (probe_open_) at = std::max(at, probe_sent_at_ + std::chrono::seconds(1));
+    return at;
+  }
+
+  // True (and counted) for a frame of another session on this host.
+  bool foreign(std::span<const uint8_t> frame) {
+    if (io::rx_filter_matches(rx_filter_, frame)) return false;
+    ++stats_.foreign_frames;
+    return true;
   }
 
   void drain_replies() {
@@ -466,6 +559,18 @@ class Initiator::Impl {
     by_tag_[tag] = 0;
     if (tag != kProbeTag) free_tags_.push_back(tag);
     inflight_.erase(it);
+  }
+
+  // True when the session failed or died since recover() last left it (in this
+  // iteration's poll()), or failed with no login timed: recover() acts on it at
+  // once. A state recover() left as it is (a backed-off login waits for
+  // next_login_) never spins the loop.
+  bool recovery_due() const {
+    if (!session_ || !connected_) return false;
+    using S = proto::InitiatorState;
+    const S s = session_->state();
+    return (s != recover_seen_ && (s == S::kDead || s == S::kDisconnected || s == S::kFailed)) ||
+           (s == S::kFailed && next_login_ == proto::kNever);
   }
 
   void recover(TimePoint now) {
@@ -536,6 +641,7 @@ class Initiator::Impl {
       default:
         break;
     }
+    recover_seen_ = session_->state();
   }
 
   // --- identity checks and the operator's log (loop thread) ---
@@ -900,7 +1006,7 @@ class Initiator::Impl {
   // takes what piled up in one turn. Otherwise it busy-polls while that pays (io::WakePolicy), then
   // sleeps on the port.
   void wait(TimePoint now) {
-    TimePoint until = now + std::chrono::milliseconds(100);
+    TimePoint until = now + kMaxSleep;
     if (session_) until = std::min(until, session_->next_deadline());
     if (discovery_) until = std::min(until, discovery_->next_deadline());
     if (!inflight_.empty()) until = std::min(until, inflight_.begin()->second->deadline);
@@ -909,6 +1015,13 @@ class Initiator::Impl {
       if (waiting_.front()->not_before > now) until = std::min(until, waiting_.front()->not_before);
     }
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
+    until = std::min(until, rx_pause_at(now));
+    // Failures held back for the once-a-second summary (flush_failure_log):
+    // the loop no longer wakes every 100 ms on its own.
+    if (fail_log_.count > 0) until = std::min(until, fail_log_.logged + std::chrono::seconds(1));
+    // A session that failed or died in this iteration's poll(): recover() acts on it next time
+    // round (it has no deadline of its own to wake the loop).
+    if (recovery_due()) until = now;
     const bool paced = sink_.paced();
     if (paced) until = std::min(until, sink_.release_time());
     const bool tx_full = sink_.pending() > 0 && !paced;
@@ -1013,6 +1126,8 @@ class Initiator::Impl {
       s.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                       static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     }
+    s.rx_filter = io::to_string(rx_filter_) + (kernel_filter_ ? "" : " (in user space)") +
+                  (rx_paused_ ? " (paused)" : "");
     return s;
   }
 
@@ -1042,6 +1157,7 @@ class Initiator::Impl {
   bool recovering_ = false;
   bool last_attempt_resume_ = false;
   TimePoint next_login_ = proto::kNever;
+  proto::InitiatorState recover_seen_{};  // the state recover() last saw (recovery_due())
   proto::Duration backoff_{};
   TimePoint last_relogin_log_{};
   // LUN -> identity (open_lun), guarded by target_mutex_; fenced LUNs and
@@ -1061,6 +1177,15 @@ class Initiator::Impl {
   std::vector<uint16_t> free_tags_;
   uint64_t next_seq_ = 1;
   uint64_t malformed_frames_ = 0;
+  io::RxFilter rx_filter_ = io::RxFilter::all();  // what the port was last asked to deliver
+  bool kernel_filter_ = false;                    // whether the port's kernel applies it
+  bool rx_paused_ = false;                        // update_rx_pause()
+  bool rx_pause_supported_ = true;                // false once the port failed to pause
+  TimePoint last_busy_{};                         // last time commands or a login were under way
+  uint64_t probes_seen_ = 0;                      // keepalives_sent when last looked at
+  uint64_t answers_seen_ = 0;                     // keepalives_answered when that probe went out
+  bool probe_open_ = false;                       // that probe is not answered yet
+  TimePoint probe_sent_at_{};
   Stats stats_;
 
   // Waiting (see wait()).

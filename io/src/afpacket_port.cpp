@@ -16,6 +16,7 @@
 
 #include "ether.h"
 #include "hyperscsi/io/heap_pool.h"
+#include "hyperscsi/io/rx_filter.h"
 #include "netif.h"
 #include "shaper.h"
 
@@ -24,56 +25,19 @@ namespace {
 
 constexpr size_t kMinBlock = 1u << 16;  // a power of two, hence a multiple of the page size
 constexpr int kSocketBuffer = 8 << 20;  // room for several jumbo bursts
+// Where a paused socket is bound: IEEE 802's "local experimental" EtherType 1.
+// The kernel then visits it only for frames of that type (which the filter
+// rejects), not for every frame on the interface as with ETH_P_ALL.
+constexpr uint16_t kParkedEtherType = 0x88B5;
 
-sock_filter stmt(uint16_t code, uint32_t k) {
-  return {code, 0, 0, k};
-}
-sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
-  return {code, jt, jf, k};
-}
-
-// The classic BPF program described in afpacket_port.h. Jump offsets are
-// relative to the next instruction.
-std::vector<sock_filter> hyperscsi_filter(uint16_t vid) {
-  constexpr uint32_t kAd = static_cast<uint32_t>(SKF_AD_OFF);
-  constexpr uint16_t kLdAbsW = BPF_LD | BPF_W | BPF_ABS;
-  constexpr uint16_t kLdAbsH = BPF_LD | BPF_H | BPF_ABS;
-  constexpr uint16_t kJeq = BPF_JMP | BPF_JEQ | BPF_K;
-  constexpr uint16_t kAnd = BPF_ALU | BPF_AND | BPF_K;
-  constexpr uint16_t kRet = BPF_RET | BPF_K;
-  constexpr uint32_t kAccept = 0x40000;  // bytes to keep: more than any frame
-  if (vid == 0) {
-    return {
-        stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
-        jump(kJeq, PACKET_OUTGOING, 4, 0),              // 1 -> reject
-        stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
-        jump(kJeq, 0, 0, 2),                            // 3 tagged -> reject
-        stmt(kLdAbsH, 12),                              // 4
-        jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 5
-        stmt(kRet, kAccept),                            // 6
-        stmt(kRet, 0),                                  // 7
-    };
-  }
-  return {
-      stmt(kLdAbsW, kAd + SKF_AD_PKTTYPE),            // 0
-      jump(kJeq, PACKET_OUTGOING, 15, 0),             // 1 -> 17
-      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG_PRESENT),   // 2
-      jump(kJeq, 0, 5, 0),                            // 3 no aux tag -> 9
-      stmt(kLdAbsW, kAd + SKF_AD_VLAN_TAG),           // 4
-      stmt(kAnd, 0x0fff),                             // 5
-      jump(kJeq, vid, 0, 10),                         // 6 -> 17
-      stmt(kLdAbsH, 12),                              // 7
-      jump(kJeq, detail::kEtherTypeHyperScsi, 7, 8),  // 8 -> 16 / 17
-      stmt(kLdAbsH, 12),                              // 9 in-band tag?
-      jump(kJeq, detail::kEtherTypeVlan, 0, 6),       // 10 -> 17
-      stmt(kLdAbsH, 14),                              // 11
-      stmt(kAnd, 0x0fff),                             // 12
-      jump(kJeq, vid, 0, 3),                          // 13 -> 17
-      stmt(kLdAbsH, 16),                              // 14
-      jump(kJeq, detail::kEtherTypeHyperScsi, 0, 1),  // 15 -> 16 / 17
-      stmt(kRet, kAccept),                            // 16
-      stmt(kRet, 0),                                  // 17
-  };
+// Attaches rx_filter_program(filter) to `fd`, replacing any earlier program.
+int attach_filter(int fd, const RxFilter& filter, uint16_t vid) {
+  const std::vector<BpfInstruction> program = rx_filter_program(filter, vid, BpfFlavor::kAfPacket);
+  std::vector<sock_filter> code;
+  code.reserve(program.size());
+  for (const BpfInstruction& in : program) code.push_back({in.code, in.jt, in.jf, in.k});
+  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  return ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
 }
 
 size_t round_up_pow2(size_t v) {
@@ -117,6 +81,22 @@ class AfPacketPort final : public Port {
   size_t tx_burst(std::span<Packet> pkts) override;
   TxBlock tx_blocked() const override { return tx_blocked_; }
   uint64_t tx_rate() const override { return tx_rate_; }
+  Status<PortError> set_rx_filter(const RxFilter& filter) override {
+    if (attach_filter(fd_, filter, vid_) < 0)
+      return Unexpected(
+          detail::errno_error(spec_ + ": SO_ATTACH_FILTER (" + to_string(filter) + ")", errno));
+    return {};
+  }
+  Status<PortError> set_rx_paused(bool paused) override {
+    // The kernel refuses to rebind a socket in a fanout group (EINVAL).
+    if (fanout_ && paused)
+      return Unexpected(PortError{PortErrorKind::kUnavailable,
+                                  spec_ + ": a port in a fanout group cannot pause receiving"});
+    if (bind_to(paused ? kParkedEtherType : ETH_P_ALL) < 0)
+      return Unexpected(
+          detail::errno_error(spec_ + (paused ? ": pause (bind)" : ": resume (bind)"), errno));
+    return {};
+  }
 
  private:
   // Slot i of the ring: slots never straddle a block, and blocks are contiguous in the mapping.
@@ -124,6 +104,13 @@ class AfPacketPort final : public Port {
     const size_t per_block = block_size_ / frame_size_;
     return reinterpret_cast<tpacket2_hdr*>(ring_ + (i / per_block) * block_size_ +
                                            (i % per_block) * frame_size_);
+  }
+  int bind_to(uint16_t ether_type) {
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ether_type);
+    sll.sll_ifindex = info_.index;
+    return ::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
   }
   // Copies one ring frame into a Packet; false if it is to be skipped.
   bool take_frame(const tpacket2_hdr* hdr, Packet& out);
@@ -143,6 +130,7 @@ class AfPacketPort final : public Port {
   uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
   TxBlock tx_blocked_ = TxBlock::kNone;
   uint64_t tx_rate_ = 0;
+  bool fanout_ = false;    // joined a PACKET_FANOUT group (then never rebound)
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -155,9 +143,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return Unexpected(detail::errno_error(who + ": socket(AF_PACKET)", errno));
 
-  auto filter = hyperscsi_filter(vid_);
-  sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
-  if (::setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+  if (attach_filter(fd_, RxFilter::all(), vid_) < 0)
     return Unexpected(detail::errno_error(who + ": SO_ATTACH_FILTER", errno));
   int one = 1;
   // Best effort (Linux >= 4.20); the filter and rx_burst drop outgoing frames anyway.
@@ -202,12 +188,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   if (m == MAP_FAILED) return Unexpected(detail::errno_error(who + ": mmap ring", errno));
   ring_ = static_cast<uint8_t*>(m);
 
-  sockaddr_ll sll{};
-  sll.sll_family = AF_PACKET;
-  sll.sll_protocol = htons(ETH_P_ALL);
-  sll.sll_ifindex = info_.index;
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0)
-    return Unexpected(detail::errno_error(who + ": bind", errno));
+  if (bind_to(ETH_P_ALL) < 0) return Unexpected(detail::errno_error(who + ": bind", errno));
   if (opt.fanout_group >= 0) {
     if (opt.fanout_group > 0xffff)
       return Unexpected(
@@ -216,6 +197,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
     if (::setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0)
       return Unexpected(detail::errno_error(
           who + ": PACKET_FANOUT group " + std::to_string(opt.fanout_group), errno));
+    fanout_ = true;
   }
   return {};
 }

@@ -7,6 +7,7 @@
 
 #include "ether.h"
 #include "hyperscsi/io/heap_pool.h"
+#include "hyperscsi/io/rx_filter.h"
 #include "netif.h"
 
 namespace hyperscsi::io {
@@ -65,6 +66,7 @@ class PcapPort final : public Port {
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
   TxBlock tx_blocked() const override { return tx_blocked_; }
+  Status<PortError> set_rx_filter(const RxFilter& filter) override;
 
  private:
   struct Batch {
@@ -108,6 +110,18 @@ Status<PortError> PcapPort::open(const PortOptions& opt) {
   pcap_freecode(&prog);
   if (frc < 0) return Unexpected(pcap_error(who + " (setfilter)", PCAP_ERROR, pcap_geterr(pcap_)));
   fd_ = pcap_get_selectable_fd(pcap_);
+  return {};
+}
+
+Status<PortError> PcapPort::set_rx_filter(const RxFilter& filter) {
+  const std::vector<BpfInstruction> program = rx_filter_program(filter, vid_, BpfFlavor::kPcap);
+  std::vector<bpf_insn> code;
+  code.reserve(program.size());
+  for (const BpfInstruction& in : program) code.push_back({in.code, in.jt, in.jf, in.k});
+  bpf_program prog{static_cast<u_int>(code.size()), code.data()};
+  if (pcap_setfilter(pcap_, &prog) < 0)
+    return Unexpected(pcap_error(spec_ + " (setfilter " + to_string(filter) + ")", PCAP_ERROR,
+                                 pcap_geterr(pcap_)));
   return {};
 }
 

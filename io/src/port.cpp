@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/io/rx_filter.h"
 
 namespace hyperscsi::io {
 
@@ -16,6 +17,18 @@ bool Port::wait_rx(std::chrono::microseconds timeout) {
   const auto ms = (timeout.count() + 999) / 1000;
   const int rc = ::poll(&p, 1, static_cast<int>(ms > 0x7fffffff ? 0x7fffffff : ms));
   return rc > 0 && (p.revents & POLLIN) != 0;
+}
+
+Status<PortError> Port::set_rx_filter(const RxFilter& filter) {
+  if (filter.everything) return {};  // what every port delivers anyway
+  return Unexpected(PortError{PortErrorKind::kUnavailable,
+                              std::string(spec()) + ": no kernel receive filter in this backend"});
+}
+
+Status<PortError> Port::set_rx_paused(bool paused) {
+  if (!paused) return {};
+  return Unexpected(PortError{PortErrorKind::kUnavailable,
+                              std::string(spec()) + ": this backend cannot pause receiving"});
 }
 
 std::string to_string(const MacAddress& mac) {

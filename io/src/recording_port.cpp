@@ -32,6 +32,10 @@ class RecordingPort final : public Port {
   TxBlock tx_blocked() const override { return inner_->tx_blocked(); }
   uint64_t tx_rate() const override { return inner_->tx_rate(); }
   Packet alloc() override { return inner_->alloc(); }
+  Status<PortError> set_rx_filter(const RxFilter& filter) override {
+    return inner_->set_rx_filter(filter);
+  }
+  Status<PortError> set_rx_paused(bool paused) override { return inner_->set_rx_paused(paused); }
 
   size_t rx_burst(std::span<Packet> out) override {
     const size_t n = inner_->rx_burst(out);

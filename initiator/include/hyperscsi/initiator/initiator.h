@@ -120,6 +120,12 @@ struct Options {
   // something; a link-bound pipeline (replies in milliseconds) sleeps, in
   // batches (io::WakePolicy).
   std::chrono::microseconds busy_poll{50};
+  // An established session without a command for this long stops receiving
+  // (io::Port::set_rx_paused; AF_PACKET only) until it next sends: other
+  // sessions on the host then pay nothing per frame for its socket. The
+  // first command after such a pause waits for the kernel to re-attach the
+  // socket, about 10 ms; keepalives re-attach it briefly. Zero: never pause.
+  Duration rx_pause_after = std::chrono::seconds(2);
   uint64_t seed = 0;  // 0: random nonces; else deterministic
 };
 
@@ -202,6 +208,13 @@ struct Stats {
   uint64_t relogin_failures = 0;  // login attempts during recovery that failed
   uint64_t identity_mismatches = 0;  // LUNs fenced: another disk (or none) after a re-login
   uint64_t unmatched_replies = 0;
+  // Frames this port received that belonged to another session on this host
+  // (or arrived before its filter narrowed): near zero when the port's
+  // kernel filter works (AF_PACKET, libpcap), every other session's frame
+  // otherwise (rx_filter then ends in "(in user space)").
+  uint64_t foreign_frames = 0;
+  std::string rx_filter;   // what the port delivers: "session 0x... from MAC", "control only"
+  uint64_t rx_pauses = 0;  // times the idle session stopped receiving (Options::rx_pause_after)
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint32_t in_flight = 0;

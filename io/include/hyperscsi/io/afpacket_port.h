@@ -21,6 +21,11 @@
 // fields; received tags arrive in tp_vlan_tci with TP_STATUS_VLAN_VALID; an
 // in-band tag is matched too). Frames the host sends
 // (PACKET_OUTGOING), including this port's own, are never delivered.
+// set_rx_filter() replaces the program with one that also checks the session
+// (rx_filter.h): an initiator's socket then wakes only for its own session's
+// frames and for discovery and login replies. set_rx_paused() rebinds the
+// socket from ETH_P_ALL to EtherType 0x88B5 (IEEE local experimental, which
+// the filter rejects) and back: the kernel then does no work for it per frame.
 // Options: vlan_id/vlan_priority, pool_size, ring_bytes, qdisc_bypass,
 // fanout_group (PACKET_FANOUT_HASH). Socket buffers are sized for jumbo bursts.
 // Errors: kNoSuchInterface, kInterfaceDown, kPermission (needs CAP_NET_RAW),

@@ -4,7 +4,9 @@
 // Kernel filter (compiled by libpcap): "ether proto 0x889a" and untagged when
 // vlan_id is 0, "vlan VID and ether proto 0x889a" otherwise; rx_burst checks
 // again in user space (libpcap puts a kernel-stripped tag back into the data)
-// and strips the tag. VLAN tags are inserted on send.
+// and strips the tag. VLAN tags are inserted on send. set_rx_filter() installs
+// rx_filter_program(BpfFlavor::kPcap) with pcap_setfilter (libpcap hands it to
+// the kernel and runs it itself over frames already in its ring).
 // Errors come from pcap's error buffer, typed: kNoSuchInterface,
 // kInterfaceDown, kPermission, kBackendFailure.
 // Thread-safety: as Port.

@@ -7,6 +7,10 @@
 // EtherType 0x889A frames are delivered (the kernel-side filter does this where
 // the backend has one).
 //
+// An initiator narrows that further to its own session with set_rx_filter()
+// (rx_filter.h), so that several sessions on one host wake only for their
+// own frames.
+//
 // Thread-safety: a Port is used by one thread at a time (its data path is not
 // locked). Packets may be released from any thread.
 // Errors: opening a port returns a typed PortError; rx_burst/tx_burst never
@@ -28,6 +32,7 @@
 namespace hyperscsi::io {
 
 using MacAddress = std::array<uint8_t, 6>;
+struct RxFilter;  // rx_filter.h
 
 struct PortCounters {
   uint64_t rx_frames = 0;
@@ -117,6 +122,25 @@ class Port {
   // Waits until rx_burst may return something or `timeout` passes. Backends
   // with an fd poll it; poll-mode backends return at once.
   virtual bool wait_rx(std::chrono::microseconds timeout);
+
+  // Narrows (or widens again) what the kernel delivers to this port to
+  // `filter`, replacing the previous one at once; frames already queued may
+  // still come, so a caller that narrows also checks rx_filter_matches().
+  // AF_PACKET and libpcap attach a classic BPF program. The default (mem,
+  // DPDK) keeps delivering every HyperSCSI frame: it accepts
+  // RxFilter::all() and returns kUnavailable for anything narrower.
+  virtual Status<PortError> set_rx_filter(const RxFilter& filter);
+
+  // Stops (true) or restarts (false) delivery to this port without closing
+  // it. A socket with a receive filter still costs a little kernel work for
+  // every frame on its interface (the filter runs once per socket); a paused
+  // one costs none, so an idle session slows the others down by nothing.
+  // Frames arriving while paused are not delivered; queued ones stay.
+  // AF_PACKET rebinds the socket to an EtherType nobody uses and back, each
+  // switch waiting for an RCU grace period in the kernel (a few ms). The
+  // default (libpcap, mem, DPDK), and AF_PACKET in a fanout group, return
+  // kUnavailable and keep receiving. Same thread rules as set_rx_filter().
+  virtual Status<PortError> set_rx_paused(bool paused);
 };
 
 // Ports are opened from spec strings by ports::open_port (ports/, the factory

@@ -35,8 +35,12 @@ struct TargetLimits {
   uint16_t window = 256;
   uint32_t max_transfer = (1u << 20) + 4096;  // largest PDU the target accepts, bytes
   uint32_t features = kFeaturesV2;            // features the target offers
-  uint32_t keepalive_ms = 1000;               // the initiator probes after this much silence
-  uint32_t dead_time_ms = 10000;              // either side declares the peer dead after this
+  // The initiator probes after this much silence. A third of the dead time:
+  // two lost probes in a row still do not kill a session, and an idle
+  // session costs each side one wake-up per 3 s (docs/operations.md "Many
+  // LUNs on one client"); 1 s before issue 14.
+  uint32_t keepalive_ms = 3000;
+  uint32_t dead_time_ms = 10000;  // either side declares the peer dead after this
 };
 
 // mtu, window and max_transfer become the minimum of both offers, features
