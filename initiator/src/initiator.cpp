@@ -91,6 +91,7 @@ namespace {
 struct Pending {
   ScsiCommand cmd;
   Completion done;
+  std::span<uint8_t> data_in_buffer;  // submit_into(): where the data-in lands
   TimePoint deadline{};
   uint64_t seq = 0;  // cmd_sn is its low 32 bits
   uint16_t tag = 0;
@@ -291,10 +292,11 @@ class Initiator::Impl {
     f.get();
   }
 
-  void submit(ScsiCommand command, Completion done) {
+  void submit(ScsiCommand command, Completion done, std::span<uint8_t> data_in_buffer = {}) {
     auto pending = std::make_unique<Pending>();
     pending->cmd = std::move(command);
     pending->done = std::move(done);
+    pending->data_in_buffer = data_in_buffer;
     pending->deadline = SteadyClock::now() + options_.dead_time;
     {
       std::lock_guard lock(task_mutex_);
@@ -417,10 +419,18 @@ class Initiator::Impl {
       }
       r.status = h.status;
       r.sense = h.sense;
-      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
       r.residual = h.residual;
       ++stats_.completed;
-      stats_.bytes_in += r.data_in.size();
+      if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
+        // Into the caller's buffer (one copy); what did not arrive reads as zeros.
+        const size_t n = std::min(dst.size(), decoded->data_in.size());
+        std::copy_n(decoded->data_in.begin(), n, dst.begin());
+        std::fill(dst.begin() + static_cast<ptrdiff_t>(n), dst.end(), uint8_t{0});
+        stats_.bytes_in += n;
+      } else {
+        r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+        stats_.bytes_in += r.data_in.size();
+      }
       stats_.bytes_out += p->cmd.data_out.size();
       if (p->done) p->done(std::move(r));
     }
@@ -798,6 +808,10 @@ void Initiator::disconnect() {
 
 void Initiator::submit(ScsiCommand command, Completion done) {
   impl_->submit(std::move(command), std::move(done));
+}
+
+void Initiator::submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done) {
+  impl_->submit(std::move(command), std::move(done), data_in);
 }
 
 std::future<CommandResult> Initiator::execute(ScsiCommand command) {

@@ -158,6 +158,15 @@ std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc) {
   return c;
 }
 
+std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
+  std::vector<uint8_t> c(6, 0);
+  c[0] = 0x1a;
+  c[1] = 0x08;  // DBD: no block descriptors
+  c[2] = 0x3f;  // current values, all pages
+  c[4] = alloc;
+  return c;
+}
+
 std::vector<uint8_t> synchronize_cache_cdb() {
   std::vector<uint8_t> c(10, 0);
   c[0] = 0x35;

@@ -148,6 +148,11 @@ struct CommandResult {
 
 using Completion = std::function<void(CommandResult&&)>;
 
+// A failed command as a typed Error: kLunAbsent for LOGICAL UNIT NOT
+// SUPPORTED, kScsi for other CHECK CONDITIONs (the message decodes the
+// sense), kCommandFailed without SCSI status. `what` names the command.
+Error error_of(const CommandResult& r, std::string_view what);
+
 struct Capacity {
   uint64_t num_blocks = 0;
   uint32_t block_size = 0;
@@ -214,6 +219,11 @@ class Initiator {
 
   // Queues a command; `done` runs once, on the loop thread.
   void submit(ScsiCommand command, Completion done);
+  // submit() with the data-in copied straight into `data_in` (owned by the
+  // caller, valid until `done` ran; its size the command's data_in_length)
+  // instead of CommandResult::data_in, which stays empty: one copy less.
+  // Bytes beyond what the target sent are zeroed.
+  void submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done);
   std::future<CommandResult> execute(ScsiCommand command);
 
   // A LUN of the connected target: checks that it exists and reads its
@@ -238,15 +248,24 @@ class Initiator {
 // failure's result. Cheap to copy; must not outlive its Initiator.
 class Lun {
  public:
-  Lun(Initiator& initiator, uint16_t lun, Capacity capacity)
-      : initiator_(&initiator), lun_(lun), capacity_(capacity) {}
+  Lun(Initiator& initiator, uint16_t lun, Capacity capacity, bool read_only = false)
+      : initiator_(&initiator), lun_(lun), capacity_(capacity), read_only_(read_only) {}
 
   uint16_t number() const { return lun_; }
   const Capacity& capacity() const { return capacity_; }
   uint64_t size_bytes() const { return capacity_.num_blocks * capacity_.block_size; }
+  // Write-protected: the WP bit of MODE SENSE at open_lun() (or the
+  // discovery record's read-only flag when MODE SENSE is not supported).
+  bool read_only() const { return read_only_; }
+  // Data bytes one command carries at the negotiated maximum.
+  uint32_t max_data_per_command() const { return initiator_->max_data_per_command(); }
 
   // Async: `done` gets data_in (reads) on the loop thread.
   void read(uint64_t lba, uint32_t blocks, Completion done);
+  // Async read into `out` (blocks x block size bytes, owned by the caller and
+  // valid until `done` ran): the data is copied once, from the reply into
+  // `out`; `done` gets an empty data_in, on the loop thread.
+  void read_into(uint64_t lba, uint32_t blocks, std::span<uint8_t> out, Completion done);
   void write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua = false);
   void flush(Completion done);
   void unmap(uint64_t lba, uint64_t blocks, Completion done);
@@ -262,6 +281,7 @@ class Lun {
   Initiator* initiator_;
   uint16_t lun_;
   Capacity capacity_;
+  bool read_only_ = false;
 };
 
 // SCSI helpers shared by the library and the tools.
@@ -285,6 +305,9 @@ std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua);
 std::vector<uint8_t> inquiry_cdb(uint16_t alloc);
 std::vector<uint8_t> read_capacity10_cdb();
 std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc);
+// MODE SENSE(6), all pages, block descriptors disabled: byte 2 bit 7 of the
+// reply is WP (write protected).
+std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc);
 std::vector<uint8_t> synchronize_cache_cdb();
 std::vector<uint8_t> unmap_cdb(uint16_t param_len);
 // The UNMAP parameter list with one descriptor.
