@@ -337,7 +337,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
   auto on_ready = [&]() -> std::string {
     if (a.loop) {
       bool dio = false;
-      loop_dev = attach::attach_loop(file, dio);
+      loop_dev = attach::attach_loop(file, device.block_size(), device.read_only(), dio);
       if (loop_dev.rfind("error: ", 0) == 0) {
         std::string msg = loop_dev.substr(7);
         loop_dev.clear();
@@ -359,6 +359,9 @@ int run_attach(const AttachArgs& a, int report_fd) {
     });
     std::string text = "file " + file + "\n";
     if (!loop_dev.empty()) text += "loop " + loop_dev + "\n";
+    if (device.read_only())
+      text += "read-only: LUN " + std::to_string(a.lun) +
+              " is write-protected (the file is 0400, the loop device read-only)\n";
     report.ok(text);
     return {};
   };
