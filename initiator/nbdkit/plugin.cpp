@@ -1,9 +1,15 @@
 // nbdkit-hyperscsi-plugin.so: an nbdkit plugin serving one LUN of a HyperSCSI
 // target, so NBD clients (nbd-client, qemu, nbdcopy, nbdinfo, fio) can use it.
 //   nbdkit ./nbdkit-hyperscsi-plugin.so port=SPEC [target=NAME] lun=N [dead_time=SECONDS]
-// One Initiator (one session) is shared by every NBD connection; nbdkit's
-// PARALLEL thread model calls in from many threads, which ByteDevice allows.
-// The session is opened in after_fork (threads do not survive nbdkit's fork).
+// One Initiator (one session) is shared by every NBD connection and every
+// nbdkit thread: nbdkit's PARALLEL thread model calls in from many threads,
+// each waiting for its own command while the session carries them all at
+// once, so the export is as deep as nbdkit's thread count (--threads, 16 by
+// default per connection; run it with at least the clients' queue depth) and
+// multi-conn is safe (one session: a flush covers every connection). Reads
+// land straight in nbdkit's buffer. A write-protected LUN is exported
+// read-only. The session is opened in after_fork (threads do not survive
+// nbdkit's fork).
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -99,8 +105,9 @@ int hs_after_fork() {
   if (!lun) return fail(lun.error());
   initiator = std::move(ini.value());
   device = std::make_unique<ByteDevice>(*lun);
-  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes", config.lun, t->name.c_str(),
-               static_cast<unsigned long long>(device->size()));
+  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes%s", config.lun, t->name.c_str(),
+               static_cast<unsigned long long>(device->size()),
+               device->read_only() ? ", write-protected: exported read-only" : "");
   return 0;
 }
 
@@ -119,13 +126,13 @@ int64_t hs_get_size(void*) {
   return static_cast<int64_t>(device->size());
 }
 int hs_can_write(void*) {
-  return 1;
+  return device->read_only() ? 0 : 1;
 }
 int hs_can_flush(void*) {
   return 1;
 }
 int hs_can_trim(void*) {
-  return 1;
+  return device->read_only() ? 0 : 1;
 }
 int hs_can_fua(void*) {
   return NBDKIT_FUA_NATIVE;
