@@ -19,7 +19,9 @@ namespace hyperscsi::attach {
 struct FuseExport {
   initiator::ByteDevice* device = nullptr;
   std::string file_name;  // inside the mount directory, e.g. "lun0"
-  unsigned readers = 1;   // threads reading /dev/fuse (each request returns at once)
+  // Threads reading /dev/fuse (each request returns at once); 0: read on
+  // the initiator's loop thread itself, one thread hop less per request.
+  unsigned readers = 0;
   // The kernel's cap on asynchronous requests (direct I/O from the loop
   // device is asynchronous): the session's command tags.
   unsigned max_background = 512;

@@ -248,6 +248,7 @@ struct AttachArgs {
   uint16_t lun = 0;
   bool loop = false;
   bool foreground = false;
+  unsigned fuse_readers = 0;
 };
 
 // Reports the attach outcome to the waiting parent (or stdout in foreground).
@@ -291,6 +292,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
   }
   ByteDevice device(*lun);
   attach::FuseExport exp{&device, "lun" + std::to_string(a.lun)};
+  exp.readers = a.fuse_readers;
   const std::string file = dir + "/" + exp.file_name;
   std::mutex state_mutex;
   StateMap state{{"pid", std::to_string(::getpid())},
@@ -554,6 +556,10 @@ int main(int argc, char** argv) {
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
   att->add_flag("--loop", aa.loop, "bind the file to a loop device");
   att->add_flag("--foreground", aa.foreground, "stay in the foreground");
+  att->add_option("--fuse-readers", aa.fuse_readers,
+                  "threads reading FUSE requests (0: the session's own I/O thread)")
+      ->check(CLI::Range(0u, 16u))
+      ->capture_default_str();
 
   auto* det = app.add_subcommand("detach", "tear down an attachment");
   det->add_option("DIR", dir, "the FUSE directory given to attach")->required();

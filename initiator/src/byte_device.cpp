@@ -86,8 +86,33 @@ void ByteDevice::write(std::span<const uint8_t> in, uint64_t offset, bool fua, D
   const uint32_t bs = block_size();
   if (offset % bs != 0 || in.size() % bs != 0) return done(read_modify_write(in, offset, fua));
   enter_shared();
+  submit_write(in, offset, fua, std::move(done));
+}
+
+bool ByteDevice::write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua,
+                              const Done& done) {
+  if (!in_range(offset, in.size(), size())) {
+    done(Unexpected{out_of_range(offset, in.size(), size())});
+    return true;
+  }
+  if (in.empty()) {
+    done({});
+    return true;
+  }
+  const uint32_t bs = block_size();
+  if (offset % bs != 0 || in.size() % bs != 0) return false;
+  {
+    std::lock_guard lock(gate_mutex_);
+    if (exclusive_) return false;
+    ++shared_in_flight_;
+  }
+  submit_write(in, offset, fua, done);
+  return true;
+}
+
+void ByteDevice::submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done) {
   lun_.write(
-      offset / bs, in,
+      offset / block_size(), in,
       [this, done = std::move(done)](CommandResult&& r) {
         leave_shared();
         if (r.good())

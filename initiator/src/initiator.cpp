@@ -302,8 +302,29 @@ class Initiator::Impl {
       std::lock_guard lock(task_mutex_);
       submissions_.push_back(std::move(pending));
     }
+    // From a poller the loop runs these in this very turn: no wake-up needed.
+    if (std::this_thread::get_id() == loop_id_ && polling_) return;
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  }
+
+  void add_poller(int fd, std::function<void()> poll) {
+    call<bool>([this, fd, poll = std::move(poll)]() mutable {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+      pollers_.emplace_back(fd, std::move(poll));
+      return true;
+    });
+  }
+
+  void remove_poller(int fd) {
+    call<bool>([this, fd] {
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      std::erase_if(pollers_, [fd](const auto& p) { return p.first == fd; });
+      return true;
+    });
   }
 
   Stats stats() {
@@ -321,8 +342,12 @@ class Initiator::Impl {
   // --- loop thread ---
 
   void run() {
+    loop_id_ = std::this_thread::get_id();
     std::vector<io::Packet> rx(64);
     while (!stop_) {
+      polling_ = true;  // their submissions go out in this turn
+      for (auto& [fd, poll] : pollers_) poll();
+      polling_ = false;
       run_tasks();
       if (stop_) break;
       TimePoint now = SteadyClock::now();
@@ -433,6 +458,9 @@ class Initiator::Impl {
       }
       stats_.bytes_out += p->cmd.data_out.size();
       if (p->done) p->done(std::move(r));
+      // A poller's client (the FUSE export) answers with its next request
+      // soon: keep polling for it as if a command were still in flight.
+      if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
     }
   }
 
@@ -664,8 +692,8 @@ class Initiator::Impl {
     if (next_login_ != proto::kNever) until = std::min(until, next_login_);
     if (sink_.pending() > 0) until = std::min(until, now + std::chrono::microseconds(50));
     if (port_->poll_mode()) until = now;  // busy-poll
-    if (!inflight_.empty() && options_.busy_poll.count() > 0 && until > now &&
-        busy_poll(std::min<TimePoint>(until, now + options_.busy_poll)))
+    if ((!inflight_.empty() || now < poll_spin_until_) && options_.busy_poll.count() > 0 &&
+        until > now && busy_poll(std::min<TimePoint>(until, now + options_.busy_poll)))
       return;
     now = SteadyClock::now();
     const auto left = until > now ? until - now : proto::Duration::zero();
@@ -712,6 +740,10 @@ class Initiator::Impl {
   Options options_;
   io::PortSink sink_;
   std::thread thread_;
+  std::atomic<std::thread::id> loop_id_{};
+  std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
+  bool polling_ = false;         // the loop thread is running pollers_
+  TimePoint poll_spin_until_{};  // busy-poll until then after a poller's command completed
   int event_fd_ = -1;
   int epoll_fd_ = -1;
   bool stop_ = false;
@@ -812,6 +844,14 @@ void Initiator::submit(ScsiCommand command, Completion done) {
 
 void Initiator::submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done) {
   impl_->submit(std::move(command), std::move(done), data_in);
+}
+
+void Initiator::add_poller(int fd, std::function<void()> poll) {
+  impl_->add_poller(fd, std::move(poll));
+}
+
+void Initiator::remove_poller(int fd) {
+  impl_->remove_poller(fd);
 }
 
 std::future<CommandResult> Initiator::execute(ScsiCommand command) {

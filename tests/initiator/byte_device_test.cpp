@@ -123,6 +123,7 @@ TEST(ByteDeviceTest, AsyncReadsAndWritesAlignedAndUnaligned) {
   Lab lab({});
   auto lun = lab.initiator->open_lun(0);
   ASSERT_TRUE(lun.ok()) << lun.error().message;
+  EXPECT_EQ(lun->max_data_per_command(), 1u << 20);  // a 1 MiB request is one command
   ByteDevice dev(*lun);
   const auto a = pattern(1 << 20, 2);
   std::promise<Status<Error>> w;

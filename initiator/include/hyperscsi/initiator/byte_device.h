@@ -15,7 +15,8 @@
 // Thread-safety: every member is safe from many threads at once. The
 // synchronous calls and every call that may take the slow path (write,
 // discard) must not be made from the initiator's loop thread (a completion
-// callback): they may wait for commands. read() and flush() may.
+// callback or a poller): they may wait for commands. read(), flush() and
+// write_nowait() may.
 // Errors: Status<Error>; errno_of() maps one to an errno for the callers.
 #pragma once
 
@@ -48,6 +49,11 @@ class ByteDevice {
   void read(std::span<uint8_t> out, uint64_t offset, Done done);
   // `in` is copied before the call returns. `fua`: WRITE with FUA.
   void write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done);
+  // write() if it neither waits nor takes the synchronous path: false (and
+  // `done` not called) for an unaligned write or while a read-modify-write
+  // holds the gate; then call write() from a thread that may block. Safe on
+  // the initiator's loop thread.
+  bool write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua, const Done& done);
   void flush(Done done);
   void discard(uint64_t offset, uint64_t length, Done done);
 
@@ -64,6 +70,8 @@ class ByteDevice {
   // count drops on the loop thread); a read-modify-write enters exclusive.
   void enter_shared();
   void leave_shared();
+  // An aligned WRITE, entered shared already.
+  void submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done);
   Status<Error> read_modify_write(std::span<const uint8_t> in, uint64_t offset, bool fua);
   void unmap_blocks(uint64_t first, uint64_t count, Done done);
 

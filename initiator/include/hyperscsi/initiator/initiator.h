@@ -224,6 +224,17 @@ class Initiator {
   // instead of CommandResult::data_in, which stays empty: one copy less.
   // Bytes beyond what the target sent are zeroed.
   void submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done);
+
+  // Serves another source of requests on the loop thread itself (the FUSE
+  // export's /dev/fuse), saving a thread hop per request: `fd` joins the
+  // loop's wait set (level-triggered, readable) and `poll` runs on the loop
+  // thread at the start of every turn of the loop, before the commands it
+  // submits are sent in the same turn. `poll` must not block: it reads `fd`
+  // until it would block (bounded) and may call submit(), submit_into() and
+  // the Lun async helpers. remove_poller() returns once `poll` will not run
+  // again. Neither may be called from the loop thread.
+  void add_poller(int fd, std::function<void()> poll);
+  void remove_poller(int fd);
   std::future<CommandResult> execute(ScsiCommand command);
 
   // A LUN of the connected target: checks that it exists and reads its
@@ -259,6 +270,7 @@ class Lun {
   bool read_only() const { return read_only_; }
   // Data bytes one command carries at the negotiated maximum.
   uint32_t max_data_per_command() const { return initiator_->max_data_per_command(); }
+  Initiator& initiator() const { return *initiator_; }
 
   // Async: `done` gets data_in (reads) on the loop thread.
   void read(uint64_t lba, uint32_t blocks, Completion done);
