@@ -89,8 +89,9 @@ fio_job() {  # label rw bs qd
   json=$(fio --name=demo --filename="$loop" --ioengine=io_uring --direct=1 --rw="$rw" --bs="$bs" \
     --iodepth="$qd" --time_based --runtime=2 --lat_percentiles=1 --randrepeat=0 --norandommap \
     --output-format=json 2>/dev/null) || { printf '  %-34s fio failed\n' "$label"; return; }
-  jq -r --arg label "$label" '.jobs[0] | (if .read.io_bytes > 0 then .read else .write end)
-    | "  \($label | . + (" " * (34 - length))) \(.bw_bytes / 1e6 * 10 | round / 10) MB/s, \(.iops | round) IOPS, median latency \(.lat_ns.percentile["50.000000"] / 1000 | round) us"' <<<"$json"
+  read -r mbs iops p50 < <(jq -r '.jobs[0] | (if .read.io_bytes > 0 then .read else .write end)
+    | "\(.bw_bytes / 1e6) \(.iops) \(.lat_ns.percentile["50.000000"] / 1000)"' <<<"$json")
+  printf '  %-34s %8.1f MB/s %9.0f IOPS   median latency %6.0f us\n' "$label" "$mbs" "$iops" "$p50"
 }
 if command -v fio >/dev/null && command -v jq >/dev/null; then
   fio_job "sequential write, 1 MiB, QD4" write 1M 4
