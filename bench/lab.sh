@@ -266,6 +266,7 @@ detach_lun() {
 }
 start_nbdkit() {
   nbd_sock=$work/nbd.sock
+  rm -f "$nbd_sock"  # left by the previous run's nbdkit: it would not bind
   # nsenter execs nbdkit: $! is nbdkit's pid (for its CPU time).
   nsenter --net="/run/netns/$ns_c" nbdkit -f --unix "$nbd_sock" "${nbdkit_extra[@]}" \
     "$nbd_plugin" port="afpacket:$if_c" target="lab$$" lun=0 >"$work/nbdkit.log" 2>&1 &
