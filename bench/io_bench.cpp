@@ -18,6 +18,7 @@
 
 #include "hyperscsi/io/mem_link.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
 
 namespace {
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
       }
       auto open = [&](const std::string& spec) {
         return [spec]() -> std::unique_ptr<Port> {
-          auto r = hyperscsi::io::open_port(spec);
+          auto r = hyperscsi::ports::open_port(spec);
           if (!r.ok()) {
             std::fprintf(stderr, "%s: %s\n", spec.c_str(), r.error().message.c_str());
             return nullptr;

@@ -4,9 +4,12 @@
 # dissector. Every destination is relative to the install prefix, so
 # `cmake --install BUILD --prefix DIR` never writes outside DIR.
 #
-# Two components, one .deb each (cmake/Packaging.cmake):
-#   hyperscsi-target  the daemon, its unit, example config, man page
-#   hyperscsi-client  hyperscsi-attach, the nbdkit plugin, man page, dissector
+# Components, one .deb each (cmake/Packaging.cmake):
+#   hyperscsi-target      the daemon, its unit, example config, man page
+#   hyperscsi-target-rbd  the rbd: store module (librbd, librados): apart, so
+#                         the daemon's package does not pull in Ceph's libraries
+#   hyperscsi-client      hyperscsi-attach, the nbdkit plugin, man page, dissector
+#   hyperscsi-dpdk        the DPDK backend module (the only file linking librte_*)
 include(GNUInstallDirs)
 
 # nbdkit looks for nbdkit-NAME-plugin.so in its plugindir; keep the part below
@@ -35,6 +38,13 @@ set(HYPERSCSI_WIRESHARK_LUA_DIR "${_hs_ws_dir}"
 set(HYPERSCSI_SYSTEMD_UNIT_DIR "lib/systemd/system"
     CACHE STRING "systemd system unit directory, relative to the install prefix")
 
+# Programs find the DPDK module (HYPERSCSI_PORT_MODULE_DIR, top level) through
+# a RUNPATH relative to where they are installed, so any prefix works.
+function(hyperscsi_module_runpath target installed_in)
+  file(RELATIVE_PATH rel "/prefix/${installed_in}" "/prefix/${HYPERSCSI_PORT_MODULE_DIR}")
+  set_target_properties(${target} PROPERTIES INSTALL_RPATH "$ORIGIN/${rel}")
+endfunction()
+
 set(_hs_daemon_dir "${PROJECT_SOURCE_DIR}/target/daemon")
 set(_hs_man_dir "${PROJECT_SOURCE_DIR}/docs/man")
 
@@ -58,6 +68,7 @@ endfunction()
 # --- hyperscsi-target ---
 install(TARGETS hyperscsi-target RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR}
         COMPONENT hyperscsi-target)
+hyperscsi_module_runpath(hyperscsi-target ${CMAKE_INSTALL_SBINDIR})
 install(FILES ${_hs_daemon_dir}/hyperscsi-target.service
         DESTINATION ${HYPERSCSI_SYSTEMD_UNIT_DIR} COMPONENT hyperscsi-target)
 install(FILES ${_hs_daemon_dir}/example.toml DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi-target/examples
@@ -66,6 +77,12 @@ install(FILES ${_hs_daemon_dir}/example.toml DESTINATION ${CMAKE_INSTALL_DATAROO
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi
         COMPONENT hyperscsi-target)
 hyperscsi_install_man(hyperscsi-target.8 hyperscsi-target)
+
+# --- hyperscsi-target-rbd: found by the daemon at <prefix>/<libdir>/hyperscsi ---
+if(TARGET hyperscsi-store-rbd)
+  install(TARGETS hyperscsi-store-rbd LIBRARY DESTINATION ${HYPERSCSI_STORE_MODULE_SUBDIR}
+          COMPONENT hyperscsi-target-rbd)
+endif()
 
 # The unit reads /etc/hyperscsi/target.toml. A plain `cmake --install` seeds it
 # from the example only when absent, so an operator's file is never replaced.
@@ -91,18 +108,45 @@ install(CODE "
 # --- hyperscsi-client ---
 install(TARGETS hyperscsi-attach RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         COMPONENT hyperscsi-client)
+hyperscsi_module_runpath(hyperscsi-attach ${CMAKE_INSTALL_BINDIR})
 install(TARGETS nbdkit-hyperscsi-plugin LIBRARY DESTINATION ${HYPERSCSI_NBDKIT_PLUGIN_DIR}
         COMPONENT hyperscsi-client)
+hyperscsi_module_runpath(nbdkit-hyperscsi-plugin ${HYPERSCSI_NBDKIT_PLUGIN_DIR})
 hyperscsi_install_man(hyperscsi-attach.8 hyperscsi-client)
 if(EXISTS ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua)
   install(FILES ${PROJECT_SOURCE_DIR}/tools/wireshark/hyperscsi.lua
           DESTINATION ${HYPERSCSI_WIRESHARK_LUA_DIR} COMPONENT hyperscsi-client)
 endif()
+# Diskless root and attachments at boot: the initramfs-tools hook, boot script
+# and conf-hook (docs/operations.md section 3), the hyperscsi-attach@.service
+# template and an example /etc/hyperscsi/attach.toml.
+set(_hs_initramfs_dir "${PROJECT_SOURCE_DIR}/initiator/initramfs")
+install(PROGRAMS ${_hs_initramfs_dir}/hooks/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/hooks COMPONENT hyperscsi-client)
+install(PROGRAMS ${_hs_initramfs_dir}/scripts/local-top/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/scripts/local-top
+        COMPONENT hyperscsi-client)
+install(FILES ${_hs_initramfs_dir}/conf-hooks.d/hyperscsi
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/initramfs-tools/conf-hooks.d
+        COMPONENT hyperscsi-client)
+install(FILES ${PROJECT_SOURCE_DIR}/initiator/attach/hyperscsi-attach@.service
+        DESTINATION ${HYPERSCSI_SYSTEMD_UNIT_DIR} COMPONENT hyperscsi-client)
+install(FILES ${PROJECT_SOURCE_DIR}/initiator/attach/attach.example.toml
+        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/hyperscsi-client/examples RENAME attach.toml
+        COMPONENT hyperscsi-client)
 # The benchmark program, once bench/ builds one (its man page when written).
 if(TARGET hyperscsi-bench)
   install(TARGETS hyperscsi-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
           COMPONENT hyperscsi-client)
+  hyperscsi_module_runpath(hyperscsi-bench ${CMAKE_INSTALL_BINDIR})
   if(EXISTS ${_hs_man_dir}/hyperscsi-bench.1)
     hyperscsi_install_man(hyperscsi-bench.1 hyperscsi-client)
   endif()
+endif()
+
+# --- hyperscsi-dpdk ---
+# The DPDK backend, loaded by the programs above only when a dpdk: port is opened.
+if(TARGET hyperscsi_dpdk_port_module)
+  install(TARGETS hyperscsi_dpdk_port_module LIBRARY DESTINATION ${HYPERSCSI_PORT_MODULE_DIR}
+          COMPONENT hyperscsi-dpdk)
 endif()

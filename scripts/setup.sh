@@ -15,6 +15,12 @@ packages=(
   iproute2 ethtool e2fsprogs util-linux kmod procps psmisc
   clang-format file groff-base jq
   clang libclang-rt-14-dev llvm gnuplot-nox
+  # tests/vm: a Debian kernel under qemu (TCG), an initramfs from our hook,
+  # a busybox root; md, LVM and NBD inside the VM.
+  qemu-system-x86 linux-image-amd64 initramfs-tools busybox-static zstd
+  mdadm lvm2 nbd-client
+  # the rbd: store (librbd) and the one-host Ceph cluster its tests start (tests/ceph)
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()
@@ -31,6 +37,9 @@ if ((${#missing[@]})); then
   fi
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # linux-image-amd64 is for the VM tests only (tests/vm builds its own
+  # initramfs): skip the kernel postinst's initramfs for this host.
+  export INITRD=No
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -17,9 +17,12 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include "attach_config.h"
 #include "fuse_export.h"
 #include "hyperscsi/initiator/byte_device.h"
 #include "hyperscsi/initiator/initiator.h"
@@ -140,17 +143,18 @@ int cmd_discover(const std::string& port, const std::string& target_filter, bool
     std::printf("\n]\n");
     return 0;
   }
-  std::printf("%-24s %-17s %4s %12s %6s %-8s %-16s\n", "TARGET", "MAC", "LUN", "CAPACITY", "BLOCK",
-              "VENDOR", "PRODUCT");
+  std::printf("%-24s %-17s %4s %12s %6s %-3s %-8s %-16s\n", "TARGET", "MAC", "LUN", "CAPACITY",
+              "BLOCK", "RO", "VENDOR", "PRODUCT");
   for (size_t i = 0; i < targets->size(); ++i) {
     const auto& t = (*targets)[i];
     if (rows[i].empty())
       std::printf("%-24s %-17s %4s\n", t.name.c_str(), io::to_string(t.mac).c_str(), "-");
     for (const auto& r : rows[i]) {
-      std::printf(
-          "%-24s %-17s %4u %12s %6u %-8s %-16s%s%s\n", t.name.c_str(), io::to_string(t.mac).c_str(),
-          r.info.lun, human_size(r.info.num_blocks * r.info.block_size).c_str(), r.info.block_size,
-          r.vendor.c_str(), r.product.c_str(), r.error.empty() ? "" : "  error: ", r.error.c_str());
+      std::printf("%-24s %-17s %4u %12s %6u %-3s %-8s %-16s%s%s\n", t.name.c_str(),
+                  io::to_string(t.mac).c_str(), r.info.lun,
+                  human_size(r.info.num_blocks * r.info.block_size).c_str(), r.info.block_size,
+                  r.info.read_only ? "yes" : "no", r.vendor.c_str(), r.product.c_str(),
+                  r.error.empty() ? "" : "  error: ", r.error.c_str());
     }
   }
   return 0;
@@ -191,12 +195,32 @@ void hex_dump(const std::vector<uint8_t>& data) {
 }
 
 Result<std::unique_ptr<Initiator>, Error> connect_to(const std::string& port,
-                                                     const std::string& target) {
-  auto ini = Initiator::open(port, base_options());
+                                                     const std::string& target,
+                                                     Options options = base_options()) {
+  auto ini = Initiator::open(port, std::move(options));
   if (!ini) return Unexpected{ini.error()};
   auto t = (*ini)->connect(target);
   if (!t) return Unexpected{t.error()};
   return std::move(ini.value());
+}
+
+// connect_to, retried every second for up to wait_s seconds while the
+// interface is absent or no target answers (at boot the NIC or the server may
+// come up after us); a LUN, access or secret problem is final at once.
+Result<std::unique_ptr<Initiator>, Error> connect_waiting(const std::string& port,
+                                                          const std::string& target,
+                                                          uint32_t wait_s, const Options& options) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+  for (;;) {
+    auto ini = connect_to(port, target, options);
+    if (ini) return ini;
+    const Error& e = ini.error();
+    const bool transient = e.kind == ErrorKind::kNoTarget || e.kind == ErrorKind::kInterfaceAbsent;
+    if (!transient || wait_s == 0) return ini;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Unexpected{Error{e.kind, e.message + " (waited " + std::to_string(wait_s) + " s)"}};
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
 }
 
 int cmd_cdb(const std::string& port, const std::string& target, uint16_t lun, uint32_t data_in,
@@ -249,7 +273,37 @@ struct AttachArgs {
   bool loop = false;
   bool foreground = false;
   unsigned fuse_readers = 0;
+  uint32_t wait_s = 0;  // retry while no target answers (connect_waiting)
+  bool shared = false;  // attach even if this host has the LUN attached already
 };
+
+// A live attachment of the same LUN elsewhere on this host: the same
+// identity, or (for a target without identities) the same target and LUN.
+std::optional<StateMap> attached_elsewhere(const std::string& dir, const std::string& identity,
+                                           const std::string& target, const std::string& mac,
+                                           uint16_t lun) {
+  for (const auto& path : attach::list_states()) {
+    auto st = attach::read_state(path);
+    if (!st || (*st)["dir"] == dir || !attach::pid_alive(std::atoi((*st)["pid"].c_str()))) continue;
+    StateMap& s = *st;
+    const bool same_id = !identity.empty() && s["identity"] == identity;
+    const bool same_lun =
+        s["target"] == target && s["mac"] == mac && s["lun"] == std::to_string(lun);
+    if (same_id || same_lun) return st;
+  }
+  return std::nullopt;
+}
+
+attach::AttachLog::Level log_level(LogLevel l) {
+  switch (l) {
+    case LogLevel::kError:
+      return attach::AttachLog::Level::kError;
+    case LogLevel::kWarning:
+      return attach::AttachLog::Level::kWarning;
+    default:
+      return attach::AttachLog::Level::kInfo;
+  }
+}
 
 // Reports the attach outcome to the waiting parent (or stdout in foreground).
 class Reporter {
@@ -276,20 +330,27 @@ class Reporter {
   int fd_;
 };
 
-int run_attach(const AttachArgs& a, int report_fd) {
+// The attach daemon's body. `journal_fd`: journald's stream when run by
+// systemd, else -1; `echo_fd`: where to print log lines too (foreground).
+int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) {
   Reporter report(report_fd);
   const std::string dir = a.dir;
   const std::string state_file = attach::state_path(dir);
-  auto ini = connect_to(a.port, a.target);
-  if (!ini) {
-    report.error(ini.error().message);
+  attach::AttachLog log;
+  log.open(dir, journal_fd, echo_fd);
+  auto refuse = [&](const std::string& why) {
+    log.write(attach::AttachLog::Level::kError, "attach failed: " + why);
+    report.error(why);
     return 1;
-  }
+  };
+  Options options = base_options();
+  options.log = [&log](LogLevel l, const std::string& text) { log.write(log_level(l), text); };
+  auto ini = connect_waiting(a.port, a.target, a.wait_s, options);
+  if (!ini) return refuse(ini.error().message);
   auto lun = (*ini)->open_lun(a.lun);
-  if (!lun) {
-    report.error(lun.error().message);
-    return 1;
-  }
+  if (!lun) return refuse(lun.error().message);
+  const TargetInfo target = (*ini)->target();
+  const std::string identity = (*ini)->lun_identity(a.lun);
   ByteDevice device(*lun);
   attach::FuseExport exp{&device, "lun" + std::to_string(a.lun)};
   exp.readers = a.fuse_readers;
@@ -299,12 +360,36 @@ int run_attach(const AttachArgs& a, int report_fd) {
                  {"dir", dir},
                  {"file", file},
                  {"port", a.port},
-                 {"target", (*ini)->target().name},
-                 {"mac", io::to_string((*ini)->target().mac)},
+                 {"target", target.name},
+                 {"mac", io::to_string(target.mac)},
                  {"lun", std::to_string(a.lun)},
+                 {"identity", identity},
+                 {"shared", a.shared ? "1" : "0"},
                  {"size", std::to_string(device.size())},
                  {"block_size", std::to_string(device.block_size())},
+                 {"state", "attaching"},
                  {"loop", ""}};
+  {
+    // Check and register in one step, so two attaches of one LUN cannot both pass.
+    attach::RunDirLock lock;
+    if (auto other =
+            attached_elsewhere(dir, identity, target.name, io::to_string(target.mac), a.lun)) {
+      const std::string where = (*other)["dir"] + " (pid " + (*other)["pid"] + ")";
+      if (!a.shared)
+        return refuse("LUN " + std::to_string(a.lun) + " of target '" + target.name +
+                      "' is already attached on this host at " + where +
+                      "; two attachments let two file systems write one disk. Detach it "
+                      "first, or pass --shared when a cluster file system coordinates them");
+      log.write(attach::AttachLog::Level::kWarning,
+                "--shared: LUN " + std::to_string(a.lun) + " is also attached at " + where);
+    }
+    attach::write_state(state_file, state);
+  }
+  // From here on the state file is ours to remove, whatever happens.
+  struct StateGuard {
+    std::string path;
+    ~StateGuard() { attach::remove_state(path); }
+  } state_guard{state_file};
   std::string loop_dev;
   std::atomic<bool> stop_stats{false};
   std::mutex stop_mutex;
@@ -322,6 +407,10 @@ int run_attach(const AttachArgs& a, int report_fd) {
     state["commands_submitted"] = std::to_string(s.submitted);
     state["commands_completed"] = std::to_string(s.completed);
     state["commands_failed"] = std::to_string(s.failed);
+    state["commands_timed_out"] = std::to_string(s.timed_out);
+    state["commands_fenced"] = std::to_string(s.fenced);
+    state["relogin_failures"] = std::to_string(s.relogin_failures);
+    state["identity_mismatches"] = std::to_string(s.identity_mismatches);
     state["commands_reissued"] = std::to_string(s.reissued);
     state["commands_retried"] = std::to_string(s.retried);
     state["resumes"] = std::to_string(s.resumes);
@@ -336,6 +425,7 @@ int run_attach(const AttachArgs& a, int report_fd) {
     attach::write_state(state_file, state);
   };
 
+  std::atomic<bool> ready{false};  // reported to the parent: past attaching
   auto on_ready = [&]() -> std::string {
     if (a.loop) {
       bool dio = false;
@@ -364,7 +454,13 @@ int run_attach(const AttachArgs& a, int report_fd) {
     if (device.read_only())
       text += "read-only: LUN " + std::to_string(a.lun) +
               " is write-protected (the file is 0400, the loop device read-only)\n";
+    log.write(attach::AttachLog::Level::kInfo,
+              "attached LUN " + std::to_string(a.lun) + " of target '" + target.name + "' (" +
+                  io::to_string(target.mac) + "), " + human_size(device.size()) +
+                  (identity.empty() ? ", no identity" : ", identity " + identity) + ": " + file +
+                  (loop_dev.empty() ? "" : " on " + loop_dev) + (a.shared ? " (shared)" : ""));
     report.ok(text);
+    ready = true;
     return {};
   };
 
@@ -378,11 +474,12 @@ int run_attach(const AttachArgs& a, int report_fd) {
   if (stats_thread.joinable()) stats_thread.join();
   if (!loop_dev.empty()) attach::detach_loop(loop_dev);  // normally done by detach already
   (*ini)->disconnect();
-  std::remove(state_file.c_str());
   if (rc != 0) {
-    report.error(error);
+    if (!ready) return refuse(error);
+    log.write(attach::AttachLog::Level::kError, "the attachment ended: " + error);
     return 1;
   }
+  log.write(attach::AttachLog::Level::kInfo, "detached");
   return 0;
 }
 
@@ -396,7 +493,11 @@ int cmd_attach(AttachArgs a) {
     if (attach::pid_alive(std::atoi((*s)["pid"].c_str())))
       return fail(a.dir + " is already attached (pid " + (*s)["pid"] + "); detach it first");
   }
-  if (a.foreground) return run_attach(a, -1);
+  if (a.foreground) {
+    // Under systemd our standard error is the journal: log there with priorities.
+    const bool journal = attach::stderr_is_journal();
+    return run_attach(a, -1, journal ? 2 : -1, journal ? -1 : 2);
+  }
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe failed");
@@ -406,18 +507,21 @@ int cmd_attach(AttachArgs a) {
   if (pid == 0) {
     ::close(fds[0]);
     ::setsid();
-    // The daemon logs to a file in the run directory.
-    const std::string log = attach::state_path(a.dir) + ".log";
+    // The daemon logs to the run directory's attach.log, and keeps the
+    // journal's stream when started by systemd; anything else written to
+    // standard error (libraries) lands in the log too.
+    const int journal = attach::stderr_is_journal() ? ::fcntl(2, F_DUPFD_CLOEXEC, 3) : -1;
     std::error_code ec;
     std::filesystem::create_directories(attach::run_dir(), ec);
     const int devnull = ::open("/dev/null", O_RDWR);
-    const int logfd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    const int logfd =
+        ::open(attach::log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (devnull >= 0) {
       ::dup2(devnull, 0);
       ::dup2(devnull, 1);
     }
     if (logfd >= 0) ::dup2(logfd, 2);
-    const int rc = run_attach(a, fds[1]);
+    const int rc = run_attach(a, fds[1], journal, -1);
     std::_Exit(rc);  // a program, not library code; skip static destructors of the parent image
   }
   ::close(fds[1]);
@@ -433,9 +537,14 @@ int cmd_attach(AttachArgs a) {
     break;
   }
   ::close(fds[0]);
-  if (msg.empty())
-    return fail("the attach daemon ended without reporting (see its log in " + attach::run_dir() +
-                ")");
+  if (msg.empty()) {
+    // It died before reporting: nothing of it may stay registered.
+    const std::string state_file = attach::state_path(a.dir);
+    if (auto left = attach::read_state(state_file);
+        left && std::atoi((*left)["pid"].c_str()) == pid)
+      attach::remove_state(state_file);
+    return fail("the attach daemon ended without reporting (see " + attach::log_path() + ")");
+  }
   if (msg[0] == 'E') return fail(msg.substr(1));
   std::printf("%s", msg.substr(1).c_str());
   return 0;
@@ -463,31 +572,116 @@ int cmd_detach(const std::string& dir_arg) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (attach::pid_alive(pid))
       return fail("the attach daemon (pid " + std::to_string(pid) + ") did not exit within 15 s");
+    attach::remove_state(path);  // the daemon removes it; make sure
   } else {
     // A dead daemon left its mount behind: clear it.
     std::string cmd =
         "fusermount3 -u -z '" + dir + "' 2>/dev/null || umount -l '" + dir + "' 2>/dev/null";
     [[maybe_unused]] int rc = std::system(cmd.c_str());
-    std::remove(path.c_str());
+    attach::remove_state(path);
   }
   std::printf("detached %s\n", dir.c_str());
   return 0;
 }
 
-int cmd_list() {
-  std::printf("%-28s %-20s %4s %10s %-12s %-12s %8s %10s %9s\n", "DIRECTORY", "TARGET", "LUN",
-              "SIZE", "LOOP", "STATE", "PID", "COMMANDS", "REISSUED");
+// --- up, down: attachments named in attach.toml (attach_config.h) ---
+
+int cmd_up(const std::string& name, const std::string& config_path) {
+  auto cfg = attach::load_attach_config(config_path, false);
+  if (!cfg) return fail(cfg.error().message);
+  const auto it = cfg->by_name.find(name);
+  if (it == cfg->by_name.end()) return fail("no attachment [attach." + name + "] in " + cfg->path);
+  const attach::Attachment& c = it->second;
+  g_security.protection = *proto::parse_protection(c.protection);  // validated by the parser
+  g_security.dead_time = std::chrono::seconds(c.dead_time_s);
+  if (c.busy_poll_us >= 0) g_security.busy_poll = std::chrono::microseconds(c.busy_poll_us);
+  if (!c.secret_file.empty()) {
+    auto secret = read_secret_file(c.secret_file);
+    if (!secret) return fail(secret.error());
+    g_security.secret = std::move(secret).value();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(c.fuse_dir, ec);
+  if (ec) return fail("cannot create " + c.fuse_dir + ": " + ec.message());
+  return cmd_attach(
+      AttachArgs{c.port, c.target, c.fuse_dir, c.lun, c.loop, false, c.wait_s, false});
+}
+
+int cmd_down(const std::string& name, const std::string& config_path) {
+  auto cfg = attach::load_attach_config(config_path, false);
+  if (!cfg) return fail(cfg.error().message);
+  const auto it = cfg->by_name.find(name);
+  if (it == cfg->by_name.end()) return fail("no attachment [attach." + name + "] in " + cfg->path);
+  return cmd_detach(it->second.fuse_dir);
+}
+
+int cmd_list(bool json) {
+  if (json) {
+    // One object per attachment: numbers as numbers, the rest as strings.
+    static const std::set<std::string> numeric = {"pid",
+                                                  "lun",
+                                                  "size",
+                                                  "block_size",
+                                                  "session_id",
+                                                  "epoch",
+                                                  "mtu",
+                                                  "max_transfer",
+                                                  "bytes_in",
+                                                  "bytes_out",
+                                                  "in_flight",
+                                                  "cwnd",
+                                                  "srtt_us",
+                                                  "resumes",
+                                                  "relogins",
+                                                  "relogin_failures",
+                                                  "identity_mismatches",
+                                                  "frames_retransmitted"};
+    std::printf("[");
+    bool first = true;
+    for (const auto& path : attach::list_states()) {
+      auto st = attach::read_state(path);
+      if (!st) continue;
+      StateMap& s = *st;
+      if (!attach::pid_alive(std::atoi(s["pid"].c_str()))) s["state"] = "daemon-gone";
+      std::printf("%s\n  {", first ? "" : ",");
+      first = false;
+      bool first_key = true;
+      for (const auto& [k, v] : s) {
+        const bool number = (numeric.count(k) || k.rfind("commands_", 0) == 0) && !v.empty() &&
+                            v.find_first_not_of("0123456789") == std::string::npos;
+        std::printf("%s\"%s\": %s%s%s", first_key ? "" : ", ", json_escape(k).c_str(),
+                    number ? "" : "\"", number ? v.c_str() : json_escape(v).c_str(),
+                    number ? "" : "\"");
+        first_key = false;
+      }
+      std::printf("}");
+    }
+    std::printf("\n]\n");
+    return 0;
+  }
+  std::printf("%-28s %-20s %4s %10s %-12s %-12s %8s %10s %7s %9s\n", "DIRECTORY", "TARGET", "LUN",
+              "SIZE", "LOOP", "STATE", "PID", "COMMANDS", "FAILED", "REISSUED");
   for (const auto& path : attach::list_states()) {
     auto st = attach::read_state(path);
     if (!st) continue;
     StateMap& s = *st;
     const bool alive = attach::pid_alive(std::atoi(s["pid"].c_str()));
-    std::printf(
-        "%-28s %-20s %4s %10s %-12s %-12s %8s %10s %9s\n", s["dir"].c_str(), s["target"].c_str(),
-        s["lun"].c_str(), human_size(std::strtoull(s["size"].c_str(), nullptr, 10)).c_str(),
-        s["loop"].empty() ? "-" : s["loop"].c_str(), alive ? s["state"].c_str() : "daemon-gone",
-        s["pid"].c_str(), s["commands_completed"].c_str(), s["commands_reissued"].c_str());
+    std::printf("%-28s %-20s %4s %10s %-12s %-12s %8s %10s %7s %9s\n", s["dir"].c_str(),
+                s["target"].c_str(), s["lun"].c_str(),
+                human_size(std::strtoull(s["size"].c_str(), nullptr, 10)).c_str(),
+                s["loop"].empty() ? "-" : s["loop"].c_str(),
+                alive ? s["state"].c_str() : "daemon-gone", s["pid"].c_str(),
+                s["commands_completed"].c_str(), s["commands_failed"].c_str(),
+                s["commands_reissued"].c_str());
   }
+  // Attachments configured for boot, attached or not.
+  std::set<std::string> attached;
+  for (const auto& path : attach::list_states())
+    if (auto s = attach::read_state(path); s && attach::pid_alive(std::atoi((*s)["pid"].c_str())))
+      attached.insert((*s)["dir"]);
+  auto cfg = attach::load_attach_config(attach::default_config_path(), true);
+  if (!cfg) return fail(cfg.error().message);
+  std::printf("%s", attach::describe_configured(*cfg, attached).c_str());
   return 0;
 }
 
@@ -560,11 +754,30 @@ int main(int argc, char** argv) {
                   "threads reading FUSE requests (0: the session's own I/O thread)")
       ->check(CLI::Range(0u, 16u))
       ->capture_default_str();
+  unsigned dead_time_s = 60;
+  att->add_option("--dead-time", dead_time_s,
+                  "seconds without a reply before a command fails with an I/O error")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
+  att->add_flag("--shared", aa.shared,
+                "attach even if this host has the LUN attached already (cluster file systems)");
+  att->add_option("--wait", aa.wait_s,
+                  "seconds to keep retrying while no target answers or the interface is absent");
+
+  std::string name, config_path = attach::default_config_path();
+  auto* up = app.add_subcommand("up", "attach the attachment NAME of the configuration file");
+  auto* down = app.add_subcommand("down", "detach the attachment NAME of the configuration file");
+  for (CLI::App* sub : {up, down}) {
+    sub->add_option("NAME", name, "its table [attach.NAME]")->required();
+    sub->add_option("--config", config_path, "configuration file")->capture_default_str();
+  }
 
   auto* det = app.add_subcommand("detach", "tear down an attachment");
   det->add_option("DIR", dir, "the FUSE directory given to attach")->required();
 
   auto* lst = app.add_subcommand("list", "attached LUNs with session state and counters");
+  bool list_json = false;
+  lst->add_flag("--json", list_json, "JSON output");
   auto* sts = app.add_subcommand("stats", "all counters of one or every attachment");
   sts->add_option("DIR", dir, "the FUSE directory (default: all)");
 
@@ -573,6 +786,7 @@ int main(int argc, char** argv) {
   if (!level) return fail("--protection must be off, integrity or encrypt");
   g_security.protection = *level;
   g_security.busy_poll = std::chrono::microseconds(busy_poll_us);
+  g_security.dead_time = std::chrono::seconds(dead_time_s);
   if (!secret_file.empty()) {
     auto secret = read_secret_file(secret_file);
     if (!secret) return fail(secret.error());
@@ -584,7 +798,9 @@ int main(int argc, char** argv) {
   if (cdb->parsed()) return cmd_cdb(port, target, lun, data_in, data_out_file, hex);
   if (att->parsed()) return cmd_attach(aa);
   if (det->parsed()) return cmd_detach(dir);
-  if (lst->parsed()) return cmd_list();
+  if (lst->parsed()) return cmd_list(list_json);
+  if (up->parsed()) return cmd_up(name, config_path);
+  if (down->parsed()) return cmd_down(name, config_path);
   if (sts->parsed()) return cmd_stats(dir);
   return 1;
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include <sstream>
 
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/negotiation.h"
@@ -71,6 +73,8 @@ std::string_view to_string(CompletionError e) {
       return "invalid command";
     case CompletionError::kTargetFailure:
       return "target failure";
+    case CompletionError::kIdentityMismatch:
+      return "LUN fenced";
   }
   return "?";
 }
@@ -98,7 +102,11 @@ struct Pending {
   bool sent = false;       // handed to the current Connection
   uint32_t retries = 0;    // UNIT ATTENTION / BUSY retries so far
   TimePoint not_before{};  // BUSY: wait a little before sending again
+  bool probe = false;      // the initiator's own identity check (tag kProbeTag)
 };
+
+// The tag of the identity check after a re-login; commands use the others.
+constexpr uint16_t kProbeTag = 511;
 
 // Conditions every SCSI initiator retries: a UNIT ATTENTION (reported once
 // per nexus, e.g. after the target restarted) and BUSY / TASK SET FULL.
@@ -155,7 +163,7 @@ class Initiator::Impl {
  public:
   Impl(std::unique_ptr<io::Port> port, Options options)
       : port_(std::move(port)), options_(std::move(options)), sink_(*port_, 1024) {
-    options_.max_outstanding = std::clamp<uint32_t>(options_.max_outstanding, 1, 512);
+    options_.max_outstanding = std::clamp<uint32_t>(options_.max_outstanding, 1, kProbeTag);
     if (options_.seed == 0) options_.seed = std::random_device{}() | 1ull << 40;
     for (uint32_t t = options_.max_outstanding; t-- > 0;)
       free_tags_.push_back(static_cast<uint16_t>(t));
@@ -252,7 +260,10 @@ class Initiator::Impl {
       {
         std::lock_guard lock(target_mutex_);  // written only here, on the loop thread
         target_ = target;
+        identities_.clear();  // another target's LUNs
       }
+      fenced_.clear();
+      verify_queue_.clear();
       proto::InitiatorConfig cfg;
       cfg.local_mac = port_->mac();
       cfg.initiator_name = options_.initiator_name;
@@ -361,6 +372,7 @@ class Initiator::Impl {
       if (discovery_) discovery_->poll(now, sink_);
       sink_.flush();
       finish_waits(now);
+      flush_failure_log(now);
       wait(now);
     }
   }
@@ -424,6 +436,7 @@ class Initiator::Impl {
         const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
                                     scsi::parse_sense(h.sense).key == 0x06;
         const bool busy = h.status == 0x08 || h.status == 0x28;
+        if (unit_attention) note_unit_attention(p->cmd.lun, h.sense);
         if (unit_attention || busy) {
           ++p->retries;
           ++stats_.retried;
@@ -445,7 +458,13 @@ class Initiator::Impl {
       r.status = h.status;
       r.sense = h.sense;
       r.residual = h.residual;
+      if (p->probe) {
+        r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+        if (p->done) p->done(std::move(r));
+        continue;
+      }
       ++stats_.completed;
+      if (!r.good()) note_failure(p->cmd, r);
       if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
         // Into the caller's buffer (one copy); what did not arrive reads as zeros.
         const size_t n = std::min(dst.size(), decoded->data_in.size());
@@ -466,7 +485,7 @@ class Initiator::Impl {
 
   void release(std::map<uint64_t, std::unique_ptr<Pending>>::iterator it, uint16_t tag) {
     by_tag_[tag] = 0;
-    free_tags_.push_back(tag);
+    if (tag != kProbeTag) free_tags_.push_back(tag);
     inflight_.erase(it);
   }
 
@@ -484,17 +503,30 @@ class Initiator::Impl {
             ++stats_.relogins;
           backoff_ = options_.login_timeout;
           update_negotiated();
+          log(LogLevel::kInfo,
+              std::string(last_attempt_resume_ ? "session resumed with " : "logged in again to ") +
+                  who() + ": session " + hex32(session_->session_id()) + " epoch " +
+                  std::to_string(session_->epoch()) + ", " + std::to_string(inflight_.size()) +
+                  " command(s) to reissue");
+          // A fresh login may reach a restarted target with other disks.
+          if (!last_attempt_resume_) start_identity_check(now);
         }
         break;
       case S::kDead:
       case S::kDisconnected:
+        log(LogLevel::kWarning, who() + " lost: " + session_->failure().describe() + "; " +
+                                    std::to_string(inflight_.size() + waiting_.size()) +
+                                    " command(s) pending");
         lost_session();
         if ((session_->negotiated().features & proto::kFeatureSessionResume) != 0 &&
             session_->resume(now).ok()) {
           last_attempt_resume_ = true;
+          log(LogLevel::kInfo, "re-login started: resuming session " +
+                                   hex32(session_->session_id()) + " with " + who());
         } else {
           last_attempt_resume_ = false;
           next_login_ = now;
+          log(LogLevel::kInfo, "re-login started: logging in to " + who() + " afresh");
         }
         break;
       case S::kFailed:
@@ -502,8 +534,18 @@ class Initiator::Impl {
         if (last_attempt_resume_) {
           last_attempt_resume_ = false;
           next_login_ = now;  // the target forgot the session: log in afresh at once
+          log(LogLevel::kInfo, "resume failed (" + session_->failure().describe() +
+                                   "): logging in to " + who() + " afresh");
         }
         if (next_login_ == proto::kNever) {
+          ++stats_.relogin_failures;
+          if (now - last_relogin_log_ >= std::chrono::seconds(10)) {
+            log(LogLevel::kWarning, "re-login to " + who() +
+                                        " failed: " + session_->failure().describe() + " (" +
+                                        std::to_string(stats_.relogin_failures) +
+                                        " failed attempt(s) so far); retrying");
+            last_relogin_log_ = now;
+          }
           next_login_ = now + backoff_;
           backoff_ = std::min<proto::Duration>(backoff_ * 2, options_.reconnect_backoff_max);
         }
@@ -517,6 +559,191 @@ class Initiator::Impl {
     }
   }
 
+  // --- identity checks and the operator's log (loop thread) ---
+
+  std::string who() const {
+    return "target '" + target_.name + "' (" + io::to_string(target_.mac) + ")";
+  }
+  // "60", "1.5": whole seconds without a fraction.
+  static std::string seconds_text(proto::Duration d) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    char b[32];
+    if (ms % 1000 == 0)
+      std::snprintf(b, sizeof b, "%lld", static_cast<long long>(ms / 1000));
+    else
+      std::snprintf(b, sizeof b, "%.3g", static_cast<double>(ms) / 1000.0);
+    return b;
+  }
+  static std::string hex32(uint32_t v) {
+    char b[12];
+    std::snprintf(b, sizeof b, "%08x", v);
+    return b;
+  }
+  void log(LogLevel level, const std::string& text) const {
+    if (options_.log) options_.log(level, text);
+  }
+
+  // After a fresh login: read each remembered LUN's identity again before
+  // anything is reissued (send_unsent holds the rest back meanwhile).
+  void start_identity_check(TimePoint now) {
+    if (!verify_queue_.empty()) return;  // a check is under way; its probe is resent
+    {
+      std::lock_guard lock(target_mutex_);
+      for (const auto& [lun, id] : identities_)
+        if (!id.empty() && fenced_.count(lun) == 0) verify_queue_.push_back(lun);
+    }
+    if (!verify_queue_.empty()) issue_probe(now);
+  }
+
+  void issue_probe(TimePoint now) {
+    auto p = std::make_unique<Pending>();
+    const uint16_t lun = verify_queue_.front();
+    p->cmd.lun = lun;
+    p->cmd.cdb = scsi::inquiry_vpd_cdb(0x83, 255);
+    p->cmd.data_in_length = 255;
+    p->probe = true;
+    p->deadline = now + options_.dead_time;
+    p->seq = next_seq_++;
+    p->tag = kProbeTag;
+    p->done = [this, lun](CommandResult&& r) { on_probe(lun, r); };
+    by_tag_[kProbeTag] = p->seq;
+    inflight_.emplace(p->seq, std::move(p));
+  }
+
+  void on_probe(uint16_t lun, const CommandResult& r) {
+    if (r.error == CompletionError::kShutdown) {  // disconnected or destroyed
+      verify_queue_.clear();
+      return;
+    }
+    if (r.error == CompletionError::kDeadTime) {  // no target yet: ask again after the next login
+      issue_probe(SteadyClock::now());
+      return;
+    }
+    std::string expected;
+    {
+      std::lock_guard lock(target_mutex_);
+      expected = identities_[lun];
+    }
+    const std::string found = r.good() ? scsi::lu_identity(r.data_in) : std::string();
+    const std::string name = "LUN " + std::to_string(lun) + " of " + who();
+    if (r.good() && found == expected) {
+      log(LogLevel::kInfo, name + " is the same disk (identity " + expected + ")");
+    } else {
+      fence(lun, name +
+                     (!r.good() ? " cannot be identified after the re-login (" + r.describe() + ")"
+                      : found.empty() ? " reports no identity after the re-login"
+                                      : " is another disk after the re-login (identity " + found +
+                                            ", attached " + expected + ")") +
+                     ": its I/O fails so that no other disk's data is served; attach it again "
+                     "to use it");
+    }
+    verify_queue_.pop_front();
+    if (!verify_queue_.empty()) issue_probe(SteadyClock::now());
+  }
+
+  // Fails the LUN's pending commands and every later one with `why`.
+  void fence(uint16_t lun, const std::string& why) {
+    fenced_[lun] = why;
+    ++stats_.identity_mismatches;
+    log(LogLevel::kError, "identity mismatch: " + why);
+    std::vector<std::unique_ptr<Pending>> doomed;
+    for (auto it = inflight_.begin(); it != inflight_.end();) {
+      const auto next = std::next(it);
+      if (!it->second->probe && it->second->cmd.lun == lun) {
+        std::unique_ptr<Pending> p = std::move(it->second);
+        release(it, p->tag);
+        doomed.push_back(std::move(p));
+      }
+      it = next;
+    }
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if ((*it)->cmd.lun == lun) {
+        doomed.push_back(std::move(*it));
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& p : doomed) finish_failed(std::move(p), CompletionError::kIdentityMismatch, why);
+  }
+
+  void note_unit_attention(uint16_t lun, const std::vector<uint8_t>& sense) {
+    const scsi::SenseInfo s = scsi::parse_sense(sense);
+    if (s.asc == 0x2a && s.ascq == 0x09)
+      log(LogLevel::kWarning, "LUN " + std::to_string(lun) + " of " + who() +
+                                  ": capacity changed (unit attention CAPACITY DATA HAS "
+                                  "CHANGED); the attached size stays until it is attached again");
+  }
+
+  // Counts a command completed without GOOD; logs at most one line a second.
+  void note_failure(const ScsiCommand& cmd, const CommandResult& r) {
+    ++stats_.failed;
+    if (r.error == CompletionError::kDeadTime) ++stats_.timed_out;
+    if (r.error == CompletionError::kIdentityMismatch) ++stats_.fenced;
+    if (r.error == CompletionError::kShutdown) return;  // counted, not news
+    ++fail_log_.count;
+    if (r.error == CompletionError::kDeadTime) ++fail_log_.timed_out;
+    fail_log_.last = "LUN " + std::to_string(cmd.lun) + " " + opcode_name(cmd.cdb) + ": " +
+                     (r.error == CompletionError::kIdentityMismatch
+                          ? std::string("LUN fenced (identity mismatch, logged above)")
+                          : r.describe());
+    flush_failure_log(SteadyClock::now());
+  }
+
+  void flush_failure_log(TimePoint now) {
+    if (fail_log_.count == 0 || now - fail_log_.logged < std::chrono::seconds(1)) return;
+    std::string line = fail_log_.count == 1
+                           ? (fail_log_.timed_out ? "command timed out: " : "command failed: ")
+                           : std::to_string(fail_log_.count) + " commands failed (" +
+                                 std::to_string(fail_log_.timed_out) + " timed out), last: ";
+    log(LogLevel::kError, line + fail_log_.last);
+    fail_log_.count = fail_log_.timed_out = 0;
+    fail_log_.logged = now;
+  }
+
+  static std::string opcode_name(const std::vector<uint8_t>& cdb) {
+    if (cdb.empty()) return "(no CDB)";
+    switch (cdb[0]) {
+      case 0x28:
+        return "READ(10)";
+      case 0x88:
+        return "READ(16)";
+      case 0x2a:
+        return "WRITE(10)";
+      case 0x8a:
+        return "WRITE(16)";
+      case 0x35:
+        return "SYNCHRONIZE CACHE(10)";
+      case 0x91:
+        return "SYNCHRONIZE CACHE(16)";
+      case 0x42:
+        return "UNMAP";
+      case 0x12:
+        return "INQUIRY";
+      case 0x25:
+        return "READ CAPACITY(10)";
+      case 0x9e:
+        return "READ CAPACITY(16)";
+      default: {
+        char b[16];
+        std::snprintf(b, sizeof b, "opcode 0x%02x", cdb[0]);
+        return b;
+      }
+    }
+  }
+
+ public:
+  void remember_identity(uint16_t lun, std::string id) {
+    std::lock_guard lock(target_mutex_);
+    identities_[lun] = std::move(id);
+  }
+  std::string lun_identity(uint16_t lun) const {
+    std::lock_guard lock(target_mutex_);
+    auto it = identities_.find(lun);
+    return it == identities_.end() ? std::string() : it->second;
+  }
+
+ private:
   // The session is gone: nothing we sent on it counts any more.
   void lost_session() {
     if (!recovering_) {
@@ -546,6 +773,10 @@ class Initiator::Impl {
       if (!session_) {
         finish_failed(std::move(p), CompletionError::kShutdown,
                       "not connected: connect() to a target first");
+        continue;
+      }
+      if (auto f = fenced_.find(c.lun); f != fenced_.end()) {
+        finish_failed(std::move(p), CompletionError::kIdentityMismatch, f->second);
         continue;
       }
       if (c.cdb.empty() || c.cdb.size() > proto::kMaxCdbLength) {
@@ -595,6 +826,7 @@ class Initiator::Impl {
   void send_unsent() {
     if (!session_ || !session_->established()) return;
     for (auto& [seq, p] : inflight_) {
+      if (!verify_queue_.empty() && !p->probe) continue;  // the identity check goes first
       if (p->sent) continue;
       if (!session_->send_command(p->tag, build_pdu(*p))) break;
       p->sent = true;
@@ -604,9 +836,8 @@ class Initiator::Impl {
   void expire(TimePoint now) {
     const auto msg = [this] {
       return "no reply from target '" + target_.name + "' within " +
-             std::to_string(
-                 std::chrono::duration_cast<std::chrono::seconds>(options_.dead_time).count()) +
-             " s (session " + std::string(session_ ? proto::to_string(session_->state()) : "none") +
+             seconds_text(options_.dead_time) + " s (session " +
+             std::string(session_ ? proto::to_string(session_->state()) : "none") +
              (session_ && session_->failure().error != proto::SessionError::kNone
                   ? ": " + session_->failure().describe()
                   : std::string()) +
@@ -626,8 +857,9 @@ class Initiator::Impl {
   }
 
   void finish_failed(std::unique_ptr<Pending> p, CompletionError e, std::string message) {
-    ++stats_.failed;
-    if (p->done) p->done(failed(e, std::move(message)));
+    CommandResult r = failed(e, std::move(message));
+    if (!p->probe) note_failure(p->cmd, r);
+    if (p->done) p->done(std::move(r));
   }
 
   void fail_all(CompletionError e, const std::string& message) {
@@ -767,6 +999,17 @@ class Initiator::Impl {
   bool last_attempt_resume_ = false;
   TimePoint next_login_ = proto::kNever;
   proto::Duration backoff_{};
+  TimePoint last_relogin_log_{};
+  // LUN -> identity (open_lun), guarded by target_mutex_; fenced LUNs and
+  // the identity check after a re-login (loop thread).
+  std::map<uint16_t, std::string> identities_;
+  std::map<uint16_t, std::string> fenced_;
+  std::deque<uint16_t> verify_queue_;  // front: the LUN whose probe is in flight
+  struct {
+    uint64_t count = 0, timed_out = 0;
+    std::string last;
+    TimePoint logged{};
+  } fail_log_;
 
   std::deque<std::unique_ptr<Pending>> waiting_;
   std::map<uint64_t, std::unique_ptr<Pending>> inflight_;  // by seq: cmd_sn order
@@ -793,7 +1036,7 @@ Result<std::unique_ptr<Initiator>, Error> Initiator::create(std::unique_ptr<io::
 
 Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_spec,
                                                           Options options) {
-  auto port = io::open_port(port_spec);
+  auto port = ports::open_port(port_spec);
   if (!port) {
     const io::PortError& e = port.error();
     switch (e.kind) {
@@ -875,6 +1118,12 @@ io::MacAddress Initiator::local_mac() const {
 }
 size_t Initiator::port_mtu() const {
   return impl_->port().mtu();
+}
+std::string Initiator::lun_identity(uint16_t lun) const {
+  return impl_->lun_identity(lun);
+}
+void Initiator::remember_identity(uint16_t lun, std::string identity) {
+  impl_->remember_identity(lun, std::move(identity));
 }
 
 Result<proto::crypto::SecretBytes, Error> read_secret_file(const std::string& path) {

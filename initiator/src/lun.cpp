@@ -46,6 +46,12 @@ Status<Error> wait_status(Fn&& start, std::string_view what) {
 }  // namespace
 
 Error error_of(const CommandResult& r, std::string_view what) {
+  if (r.error == CompletionError::kIdentityMismatch)  // the LUN we had is gone
+    return {ErrorKind::kLunAbsent, std::string(what) + ": " + r.describe()};
+  if (r.error == CompletionError::kNone && r.status == 0x18)
+    return {ErrorKind::kScsi, std::string(what) +
+                                  ": RESERVATION CONFLICT: the LUN is in use by another session "
+                                  "(an exclusive LUN, or reserved)"};
   if (r.error != CompletionError::kNone)
     return {ErrorKind::kCommandFailed, std::string(what) + ": " + r.describe()};
   const scsi::SenseInfo s = scsi::parse_sense(r.sense);
@@ -244,6 +250,14 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
   ms.data_in_length = 192;
   r = execute(std::move(ms)).get();
   if (r.good() && r.data_in.size() >= 4) read_only = (r.data_in[2] & 0x80) != 0;
+  // Its identity, checked after every re-login (a target without VPD 0x83
+  // designators gets no check).
+  ScsiCommand id;
+  id.lun = lun;
+  id.cdb = scsi::inquiry_vpd_cdb(0x83, 255);
+  id.data_in_length = 255;
+  r = execute(std::move(id)).get();
+  remember_identity(lun, r.good() ? scsi::lu_identity(r.data_in) : std::string());
   return Lun(*this, lun, cap, read_only);
 }
 

@@ -1,4 +1,5 @@
 // CDB builders and sense/status decoding for the initiator and its tools.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -7,6 +8,7 @@
 
 namespace hyperscsi::initiator::scsi {
 
+using proto::bytes::load_be16;
 using proto::bytes::store_be16;
 using proto::bytes::store_be32;
 using proto::bytes::store_be64;
@@ -49,9 +51,12 @@ std::string asc_name(uint8_t asc, uint8_t ascq) {
       {0x00, 0x00, "NO ADDITIONAL SENSE INFORMATION"},
       {0x04, 0x00, "LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE"},
       {0x04, 0x01, "LOGICAL UNIT IS IN PROCESS OF BECOMING READY"},
+      {0x04, 0x02, "LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED"},
+      {0x04, 0x03, "LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED"},
       {0x0c, 0x00, "WRITE ERROR"},
       {0x11, 0x00, "UNRECOVERED READ ERROR"},
       {0x1a, 0x00, "PARAMETER LIST LENGTH ERROR"},
+      {0x1d, 0x00, "MISCOMPARE DURING VERIFY OPERATION"},
       {0x20, 0x00, "INVALID COMMAND OPERATION CODE"},
       {0x21, 0x00, "LOGICAL BLOCK ADDRESS OUT OF RANGE"},
       {0x24, 0x00, "INVALID FIELD IN CDB"},
@@ -62,6 +67,9 @@ std::string asc_name(uint8_t asc, uint8_t ascq) {
       {0x29, 0x00, "POWER ON, RESET, OR BUS DEVICE RESET OCCURRED"},
       {0x2a, 0x01, "MODE PARAMETERS CHANGED"},
       {0x2a, 0x09, "CAPACITY DATA HAS CHANGED"},
+      {0x2e, 0x02, "COMMAND TIMEOUT DURING PROCESSING"},
+      {0x3f, 0x03, "INQUIRY DATA HAS CHANGED"},
+      {0x3f, 0x0e, "REPORTED LUNS DATA HAS CHANGED"},
       {0x3a, 0x00, "MEDIUM NOT PRESENT"},
       {0x44, 0x00, "INTERNAL TARGET FAILURE"},
       {0x55, 0x03, "INSUFFICIENT RESOURCES"},
@@ -208,6 +216,53 @@ InquiryData parse_inquiry(std::span<const uint8_t> data) {
   if (data.size() >= 32) d.product = trimmed(data.subspan(16, 16));
   if (data.size() >= 36) d.revision = trimmed(data.subspan(32, 4));
   return d;
+}
+
+std::vector<uint8_t> inquiry_vpd_cdb(uint8_t page, uint16_t alloc) {
+  std::vector<uint8_t> c = inquiry_cdb(alloc);
+  c[1] = 0x01;  // EVPD
+  c[2] = page;
+  return c;
+}
+
+std::string lu_identity(std::span<const uint8_t> d) {
+  if (d.size() < 4 || d[1] != 0x83) return {};
+  const size_t end = std::min<size_t>(d.size(), 4 + size_t{load_be16(&d[2])});
+  // Preference among LU designators: UUID, NAA, EUI-64, SCSI name, T10.
+  static constexpr struct {
+    uint8_t type;
+    const char* prefix;
+    bool text;
+  } kOrder[] = {{0x0A, "uuid:", false},
+                {0x03, "naa:", false},
+                {0x02, "eui64:", false},
+                {0x08, "name:", true},
+                {0x01, "t10:", true}};
+  for (const auto& want : kOrder) {
+    for (size_t at = 4; at + 4 <= end;) {
+      const size_t len = d[at + 3];
+      if (at + 4 + len > end) break;
+      const uint8_t assoc = (d[at + 1] >> 4) & 0x03;
+      if (assoc == 0 && (d[at + 1] & 0x0F) == want.type && len > 0) {
+        auto v = d.subspan(at + 4, len);
+        std::string out = want.prefix;
+        if (want.text) {
+          for (uint8_t b : v)
+            if (b >= 0x20 && b < 0x7f) out.push_back(static_cast<char>(b));
+        } else {
+          if (want.type == 0x0A && v.size() == 18) v = v.subspan(2);  // UUID TYPE, reserved
+          char hex[3];
+          for (uint8_t b : v) {
+            std::snprintf(hex, sizeof hex, "%02x", b);
+            out += hex;
+          }
+        }
+        return out;
+      }
+      at += 4 + len;
+    }
+  }
+  return {};
 }
 
 }  // namespace hyperscsi::initiator::scsi

@@ -108,6 +108,7 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   if (auto st = read_size(t, "size", l.size, origin, ctx); !st) return Unexpected(st.error());
   int64_t bs = 512;
   if (auto st = read_field(t, "block_size", bs, origin, ctx); !st) return Unexpected(st.error());
+  l.block_size_set = t.get("block_size") != nullptr;
   if (bs != 512 && bs != 4096)
     return Unexpected(
         error_at(origin, t.get("block_size"), ctx + ": block_size must be 512 or 4096"));
@@ -115,6 +116,8 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
   if (auto st = read_field(t, "read_only", l.read_only, origin, ctx); !st)
     return Unexpected(st.error());
   if (auto st = read_field(t, "direct_io", l.direct_io, origin, ctx); !st)
+    return Unexpected(st.error());
+  if (auto st = read_field(t, "exclusive", l.exclusive, origin, ctx); !st)
     return Unexpected(st.error());
   auto acl = read_access(t, origin, ctx);
   if (!acl) return Unexpected(acl.error());
@@ -132,9 +135,9 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
     return Unexpected(error_at(origin, t.get("protection"),
                                ctx + ": protection must be \"off\", \"integrity\" or \"encrypt\""));
   l.access.protection = *level;
-  static const std::set<std::string> known = {"number",     "store",     "size",
-                                              "block_size", "read_only", "direct_io",
-                                              "allow",      "auth",      "protection"};
+  static const std::set<std::string> known = {"number",     "store",     "size",  "block_size",
+                                              "read_only",  "direct_io", "allow", "auth",
+                                              "protection", "exclusive"};
   for (const auto& [k, v] : t)
     if (!known.count(std::string(k.str())))
       return Unexpected(error_at(origin, &v, ctx + ": unknown key '" + std::string(k.str()) + "'"));
@@ -144,6 +147,28 @@ Result<LunSetting, ConfigError> read_lun(const toml::table& t, const std::string
     l.store = "ram:" + std::to_string(l.size);
   }
   return l;
+}
+
+Status<ConfigError> read_ceph(const toml::table& t, const std::string& origin,
+                              store::RbdOptions& c) {
+  if (auto st = read_field(t, "conf", c.conf_file, origin, "ceph"); !st) return st;
+  if (auto st = read_field(t, "id", c.client_id, origin, "ceph"); !st) return st;
+  if (auto st = read_field(t, "keyring", c.keyring, origin, "ceph"); !st) return st;
+  for (const char* key : {"connect_timeout", "op_timeout"}) {
+    int64_t v = key[0] == 'c' ? c.connect_timeout_s : c.op_timeout_s;
+    if (auto st = read_field(t, key, v, origin, "ceph"); !st) return st;
+    if (v < 0 || v > 3600)
+      return Unexpected(
+          error_at(origin, t.get(key), "ceph." + std::string(key) + " must be 0..3600 seconds"));
+    (key[0] == 'c' ? c.connect_timeout_s : c.op_timeout_s) = static_cast<uint32_t>(v);
+  }
+  if (c.client_id.rfind("client.", 0) == 0) c.client_id.erase(0, 7);
+  static const std::set<std::string> known = {"conf", "id", "keyring", "connect_timeout",
+                                              "op_timeout"};
+  for (const auto& [k, v] : t)
+    if (!known.count(std::string(k.str())))
+      return Unexpected(error_at(origin, &v, "ceph: unknown key '" + std::string(k.str()) + "'"));
+  return {};
 }
 
 Status<ConfigError> read_initiator(const toml::table& t, const std::string& origin,
@@ -211,8 +236,8 @@ std::string default_control_path(const std::string& target_name) {
 Result<LunSetting, ConfigError> parse_lun_flag(std::string_view text, uint32_t block_size) {
   const size_t eq = text.find('=');
   if (eq == std::string_view::npos || eq == 0 || eq + 1 == text.size())
-    return Unexpected(
-        ConfigError{"--lun '" + std::string(text) + "': expected N=PATH or N=ram:SIZE"});
+    return Unexpected(ConfigError{"--lun '" + std::string(text) +
+                                  "': expected N=PATH, N=ram:SIZE or N=rbd:POOL/IMAGE"});
   const std::string num(text.substr(0, eq));
   uint64_t n = 0;
   for (char c : num) {
@@ -241,7 +266,7 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
   }
   DaemonConfig c;
   for (const auto& [k, v] : root) {
-    if (k != "target" && k != "lun" && k != "initiator")
+    if (k != "target" && k != "lun" && k != "initiator" && k != "ceph")
       return Unexpected(error_at(origin, &v, "unknown section '" + std::string(k.str()) + "'"));
   }
   if (const toml::node* tn = root.get("target")) {
@@ -309,9 +334,20 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       if (auto st = read_initiator(*t, origin, c); !st) return Unexpected(st.error());
     }
   }
+  if (const toml::node* cn = root.get("ceph")) {
+    const toml::table* t = cn->as_table();
+    if (!t) return Unexpected(error_at(origin, cn, "[ceph] must be a table"));
+    if (auto st = read_ceph(*t, origin, c.ceph); !st) return Unexpected(st.error());
+  }
+  apply_ceph_settings(c);
   if (auto st = validate(c); !st)
     return Unexpected(ConfigError{origin + ": " + st.error().message});
   return c;
+}
+
+void apply_ceph_settings(DaemonConfig& config) {
+  for (LunSetting& l : config.luns)
+    if (l.is_rbd()) l.ceph = config.ceph;
 }
 
 Result<DaemonConfig, ConfigError> load_config_file(const std::string& path) {

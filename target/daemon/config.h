@@ -15,6 +15,7 @@
 #include "hyperscsi/engine/access.h"
 #include "hyperscsi/proto/crypto.h"
 #include "hyperscsi/proto/result.h"
+#include "hyperscsi/store/block_store.h"
 
 namespace hyperscsi::daemon {
 
@@ -24,18 +25,23 @@ struct ConfigError {
 
 struct LunSetting {
   uint16_t number = 0;
-  std::string store;          // a path or "ram:SIZE"
+  std::string store;          // a path, "ram:SIZE" or "rbd:POOL/IMAGE"
   uint64_t size = 0;          // bytes; 0: the store's own size (files: create when missing if set)
   uint32_t block_size = 512;  // 512 or 4096
+  bool block_size_set = false;  // given explicitly (an rbd image's own block size must agree)
   bool read_only = false;
   bool direct_io = false;
+  bool exclusive = false;  // one session at a time (scsi::LuConfig::exclusive)
+  store::RbdOptions ceph;  // rbd: LUNs: the daemon's [ceph] settings (or --ceph-* flags)
   engine::AccessList access;
   bool operator==(const LunSetting&) const = default;
   // Same backing store and geometry (a change needs the unit reopened).
   bool same_store(const LunSetting& o) const {
     return store == o.store && size == o.size && block_size == o.block_size &&
-           read_only == o.read_only && direct_io == o.direct_io;
+           block_size_set == o.block_size_set && read_only == o.read_only &&
+           direct_io == o.direct_io && exclusive == o.exclusive && ceph == o.ceph;
   }
+  bool is_rbd() const { return store.rfind("rbd:", 0) == 0; }
 };
 
 struct DaemonConfig {
@@ -50,7 +56,12 @@ struct DaemonConfig {
   // [[initiator]] name + secret / secret_file: shared secrets by initiator
   // name (never logged). Read at start; a change needs a restart.
   std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;
+  // [ceph]: how rbd: LUNs reach the cluster (copied into each such LUN).
+  store::RbdOptions ceph;
 };
+
+// Copies config.ceph into every rbd: LUN of `config`.
+void apply_ceph_settings(DaemonConfig& config);
 
 // Reads a secret file: its bytes, one trailing newline removed, at least
 // kMinSecretSize bytes.

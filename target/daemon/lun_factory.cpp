@@ -13,8 +13,11 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   o.block_size = lun.block_size;
   o.read_only = lun.read_only;
   o.direct_io = lun.direct_io;
-  const bool ram = lun.store.rfind("ram:", 0) == 0;
-  if (!ram && lun.size != 0) {
+  o.block_size_set = lun.block_size_set;
+  o.rbd = lun.ceph;
+  // RAM and Ceph images are never files to create.
+  const bool not_a_path = lun.store.rfind("ram:", 0) == 0 || lun.is_rbd();
+  if (!not_a_path && lun.size != 0) {
     struct stat sb {};
     if (::stat(lun.store.c_str(), &sb) != 0) {
       o.create_size = lun.size;  // missing file: create it with that size
@@ -34,7 +37,16 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   scsi::LuConfig c;
   c.target_name = target_name;
   c.lun = lun.number;
-  c.serial = std::to_string(lun.number);
+  c.exclusive = lun.exclusive;
+  // The unit serial number (VPD 0x80) follows the data, as the identity does.
+  const store::StoreIdentity id = s.value()->identity();
+  if (id.known()) {
+    c.serial.clear();
+    for (char ch : id.text())
+      if (ch != '-') c.serial.push_back(ch);
+  } else {
+    c.serial = std::to_string(lun.number);
+  }
   return std::make_unique<scsi::LogicalUnit>(c, std::move(s).value());
 }
 

@@ -31,7 +31,9 @@
 #include "control.h"
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "lun_factory.h"
+#include "port_claim.h"
 
 namespace hd = hyperscsi::daemon;
 namespace he = hyperscsi::engine;
@@ -42,8 +44,11 @@ struct Flags {
   std::vector<std::string> ports;
   std::vector<std::string> luns;
   std::vector<int> read_only_luns;
+  std::vector<int> exclusive_luns;
   std::string name;
   uint32_t block_size = 512;
+  bool block_size_set = false;
+  hyperscsi::store::RbdOptions ceph;
   std::string config;
   std::string control;
   std::string log_level = "info";
@@ -82,7 +87,10 @@ hyperscsi::Result<hd::DaemonConfig, hd::ConfigError> config_from_flags(const Fla
     auto lun = hd::parse_lun_flag(l, f.block_size);
     if (!lun) return hyperscsi::Unexpected(lun.error());
     c.luns.push_back(std::move(lun).value());
+    c.luns.back().block_size_set = f.block_size_set;
   }
+  c.ceph = f.ceph;
+  hd::apply_ceph_settings(c);
   for (int ro : f.read_only_luns) {
     bool found = false;
     for (auto& l : c.luns)
@@ -91,11 +99,49 @@ hyperscsi::Result<hd::DaemonConfig, hd::ConfigError> config_from_flags(const Fla
       return hyperscsi::Unexpected(
           hd::ConfigError{"--read-only-lun " + std::to_string(ro) + ": no such --lun"});
   }
+  for (int ex : f.exclusive_luns) {
+    bool found = false;
+    for (auto& l : c.luns)
+      if (l.number == ex) l.exclusive = found = true;
+    if (!found)
+      return hyperscsi::Unexpected(
+          hd::ConfigError{"--exclusive-lun " + std::to_string(ex) + ": no such --lun"});
+  }
   c.keepalive_ms = f.keepalive_ms;
   c.dead_time_ms = f.dead_time_ms;
   c.drain_timeout_ms = f.drain_timeout_ms;
   if (auto st = hd::validate(c); !st) return hyperscsi::Unexpected(st.error());
   return c;
+}
+
+// Logs where a LUN's identity comes from, with a warning when it does not
+// follow the data (an initiator then cannot tell this disk from another).
+void log_identity(const hd::LunSetting& l, hyperscsi::scsi::LogicalUnit& unit) {
+  const hyperscsi::store::StoreIdentity id = unit.store().identity();
+  const bool ram = l.store.rfind("ram:", 0) == 0;
+  if (ram || id.persistent)
+    spdlog::info("LUN {}: identity {} ({}){}", l.number, id.text(), id.source,
+                 l.exclusive ? ", exclusive to one session at a time" : "");
+  else
+    spdlog::warn("LUN {}: identity {} is {}: kept across restarts on this host only", l.number,
+                 id.text(), id.source);
+}
+
+// "session 0000abcd of 'name' (mac)" for every nexus, from the live sessions.
+std::string describe_sessions(const std::vector<hyperscsi::scsi::Nexus>& nexuses,
+                              const std::vector<he::SessionReport>& live) {
+  std::string out;
+  for (const auto& n : nexuses) {
+    std::string mac;
+    for (const auto& s : live)
+      if (s.info.session_id == n.session_id)
+        mac = " (" + he::format_mac(s.info.initiator_mac) + ")";
+    char id[16];
+    std::snprintf(id, sizeof id, "%08llx", static_cast<unsigned long long>(n.session_id));
+    out += (out.empty() ? "" : ", ") + std::string("session ") + id + " of '" + n.initiator + "'" +
+           mac;
+  }
+  return out;
 }
 
 // Opens every LUN of `c`; the first failure ends the start-up.
@@ -104,6 +150,7 @@ hyperscsi::Status<hd::ConfigError> add_luns(he::TargetEngine& engine, const hd::
   for (const hd::LunSetting& l : luns) {
     auto unit = hd::open_lun(c.target_name, l);
     if (!unit) return hyperscsi::Unexpected(unit.error());
+    log_identity(l, *unit.value());
     auto st = engine.add_lun({l.number, std::move(unit).value(), l.access});
     if (!st) return hyperscsi::Unexpected(hd::ConfigError{st.error().message});
   }
@@ -124,18 +171,46 @@ void reload(he::TargetEngine& engine, hd::DaemonConfig& current, const std::stri
   for (const auto& l : current.luns) old_luns[l.number] = &l;
   for (const auto& l : n.luns) new_luns[l.number] = &l;
   std::vector<hd::LunSetting> applied;
+  const std::vector<he::SessionReport> live = engine.sessions();
+  std::map<uint16_t, he::LunUsage> reopened;  // what a reopened LUN's successor takes over
   for (const auto& [num, l] : old_luns) {
     auto it = new_luns.find(num);
+    const auto usage = engine.lun_usage(num);
+    const std::vector<hyperscsi::scsi::Nexus> users =
+        usage ? usage->nexuses : std::vector<hyperscsi::scsi::Nexus>{};
     if (it == new_luns.end()) {
+      if (!users.empty())
+        spdlog::warn("reload: LUN {} removed while in use: {} lose it", num,
+                     describe_sessions(users, live));
       engine.remove_lun(num);
     } else if (!l->same_store(*it->second)) {
-      spdlog::info("reload: LUN {} store changed, reopening", num);
-      engine.remove_lun(num);
+      spdlog::info("reload: LUN {} store or settings changed, reopening", num);
+      // Its successor opens the same file again: wait for the old unit to
+      // be flushed and closed (and its lock released).
+      if (!engine.remove_lun(num, std::chrono::seconds(10)))
+        spdlog::warn("reload: LUN {} still busy after 10 s; reopening may fail", num);
+      if (usage) reopened[num] = *usage;
     } else {
-      if (!(l->access == it->second->access)) {
-        engine.set_access(num, it->second->access);
+      const hyperscsi::engine::AccessList& next_access = it->second->access;
+      if (!(l->access == next_access)) {
+        std::vector<hyperscsi::scsi::Nexus> revoked;
+        for (const auto& user : users) {
+          const he::SessionReport* session = nullptr;
+          for (const auto& r : live)
+            if (r.info.session_id == user.session_id) session = &r;
+          if (session &&
+              !next_access.admits(session->info.initiator_name, session->info.initiator_mac,
+                                  session->info.authenticated, session->info.protection))
+            revoked.push_back(user);
+        }
+        engine.set_access(num, next_access);
         spdlog::info("reload: LUN {} access list updated ({} entries)", num,
-                     it->second->access.entries.size());
+                     next_access.entries.size());
+        if (!revoked.empty())
+          spdlog::warn(
+              "reload: LUN {} access revoked for {} that used it; their commands to it now fail "
+              "with LOGICAL UNIT NOT SUPPORTED",
+              num, describe_sessions(revoked, live));
       }
       applied.push_back(*it->second);
     }
@@ -146,6 +221,29 @@ void reload(he::TargetEngine& engine, hd::DaemonConfig& current, const std::stri
     if (!unit) {
       spdlog::error("reload: {}", unit.error().message);
       continue;
+    }
+    log_identity(*l, *unit.value());
+    if (auto prev = reopened.find(num); prev != reopened.end() && !prev->second.nexuses.empty()) {
+      const he::LunUsage& old = prev->second;
+      hyperscsi::store::BlockStore& store = unit.value()->store();
+      const bool same = old.identity.known() && old.identity == store.identity();
+      const bool resized =
+          old.num_blocks * old.block_size != store.num_blocks() * store.block_size();
+      unit.value()->succeed(
+          old.nexuses, old.owner,
+          same ? hyperscsi::scsi::Succession::kSameData : hyperscsi::scsi::Succession::kOtherData,
+          resized);
+      if (!same)
+        spdlog::warn(
+            "reload: LUN {} is another disk now (identity {} was {}): {} that used the old one "
+            "lose access to it (their commands fail with LOGICAL UNIT NOT SUPPORTED) until they "
+            "log in again",
+            num, store.identity().text(), old.identity.text(),
+            describe_sessions(old.nexuses, live));
+      else if (resized)
+        spdlog::info("reload: LUN {} capacity changed from {} to {} bytes: unit attention for {}",
+                     num, old.num_blocks * old.block_size, store.num_blocks() * store.block_size(),
+                     describe_sessions(old.nexuses, live));
     }
     if (auto st = engine.add_lun({num, std::move(unit).value(), l->access}); !st) {
       spdlog::error("reload: {}", st.error().message);
@@ -180,9 +278,15 @@ int run_daemon(const Flags& f) {
   const int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
   if (sfd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
 
+  std::vector<hd::PortClaim> claims;  // held until exit: one target per interface
+  for (const std::string& spec : config.ports) {
+    auto claim = hd::PortClaim::claim(spec);
+    if (!claim) return fail(claim.error().message);
+    claims.push_back(std::move(claim).value());
+  }
   std::vector<std::unique_ptr<hyperscsi::io::Port>> ports;
   for (const std::string& spec : config.ports) {
-    auto p = hyperscsi::io::open_port(spec);
+    auto p = hyperscsi::ports::open_port(spec);
     if (!p) {
       return fail("port '" + spec + "': " + std::string(hyperscsi::io::to_string(p.error().kind)) +
                   ": " + p.error().message);
@@ -276,13 +380,33 @@ int main(int argc, char** argv) {
   Flags f;
   auto* port_opt = app.add_option(
       "--port", f.ports, "port to serve on: afpacket:IFACE, pcap:IFACE, dpdk:ARGS, mem:NAME");
-  auto* lun_opt = app.add_option("--lun", f.luns, "N=PATH or N=ram:SIZE (repeatable)");
+  auto* lun_opt =
+      app.add_option("--lun", f.luns, "N=PATH, N=ram:SIZE or N=rbd:POOL/IMAGE (repeatable)");
   app.add_option("--read-only-lun", f.read_only_luns, "export LUN N read-only (repeatable)");
+  app.add_option(
+      "--exclusive-lun", f.exclusive_luns,
+      "LUN N serves one session at a time; others get RESERVATION CONFLICT (repeatable)");
   app.add_option("--name", f.name, "target name (default hyperscsi-target)");
-  app.add_option("--block-size", f.block_size, "logical block size for --lun")
-      ->check(CLI::IsMember({512, 4096}));
+  auto* bs_opt = app.add_option("--block-size", f.block_size, "logical block size for --lun")
+                     ->check(CLI::IsMember({512, 4096}));
+  // How rbd: LUNs reach the Ceph cluster ([ceph] in a config file).
+  std::vector<CLI::Option*> ceph_opts = {
+      app.add_option("--ceph-conf", f.ceph.conf_file,
+                     "Ceph configuration for rbd:POOL/IMAGE LUNs (default /etc/ceph/ceph.conf)"),
+      app.add_option("--ceph-id", f.ceph.client_id,
+                     "cephx user for rbd: LUNs, without client. (default admin)"),
+      app.add_option("--ceph-keyring", f.ceph.keyring,
+                     "keyring of that user (default: as ceph.conf says)"),
+      app.add_option("--ceph-connect-timeout", f.ceph.connect_timeout_s,
+                     "seconds to reach the Ceph monitors at start (default 10; 0: ceph.conf's)")
+          ->check(CLI::Range(0, 3600)),
+      app.add_option("--ceph-op-timeout", f.ceph.op_timeout_s,
+                     "seconds an rbd: I/O waits for a blocked OSD before it fails (default 30; "
+                     "0: ceph.conf's, or forever)")
+          ->check(CLI::Range(0, 3600))};
   auto* config_opt = app.add_option("--config", f.config, "TOML configuration file");
   config_opt->excludes(port_opt)->excludes(lun_opt);
+  for (CLI::Option* o : ceph_opts) config_opt->excludes(o);
   app.add_option("--control", f.control, "control socket (default /run/hyperscsi/NAME.sock)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
       ->check(CLI::IsMember(
@@ -299,6 +423,8 @@ int main(int argc, char** argv) {
   stats->add_flag("--json", stats_json, "JSON output");
 
   CLI11_PARSE(app, argc, argv);
+  f.block_size_set = bs_opt->count() > 0;
+  if (f.ceph.client_id.rfind("client.", 0) == 0) f.ceph.client_id.erase(0, 7);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
   if (*stats) return run_stats(stats_control, stats_name, stats_json);
   return run_daemon(f);

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/bytes.h"
 #include "hyperscsi/proto/frame.h"
 
@@ -190,7 +191,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hostile-sender: bad MAC address\n");
     return 2;
   }
-  auto port = hyperscsi::io::open_port(port_spec);
+  auto port = hyperscsi::ports::open_port(port_spec);
   if (!port) {
     std::fprintf(stderr, "hostile-sender: cannot open '%s': %s\n", port_spec.c_str(),
                  port.error().message.c_str());

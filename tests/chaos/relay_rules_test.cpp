@@ -19,6 +19,7 @@
 
 #include "chaos_support.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/bytes.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/test_support/netns.h"
@@ -59,7 +60,7 @@ class RelayRig {
     auto open_in = [&](const std::string& ns, const std::string& iface) {
       std::unique_ptr<Port> port;
       in_netns(ns, [&] {
-        auto p = hyperscsi::io::open_port("afpacket:" + iface);
+        auto p = hyperscsi::ports::open_port("afpacket:" + iface);
         if (p) port = std::move(p).value();
       });
       return port;

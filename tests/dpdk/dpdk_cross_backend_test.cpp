@@ -1,6 +1,7 @@
 // Cross-backend interop: the DPDK port (net_af_packet vdev, in a dpdk_peer
 // process) exchanges frames with the io AF_PACKET and libpcap ports over a
-// veth pair; every port is opened through io::open_port.
+// veth pair; every port is opened through ports::open_port (the DPDK one
+// through the run-time module hyperscsi-dpdk-port.so).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
 #include "lab.h"
 #include "test_frames.h"
@@ -42,8 +44,8 @@ TEST_P(CrossBackend, FramesFlowBothWays) {
 
   io::PortOptions opts;
   opts.vlan_id = c.vlan;
-  auto opened =
-      net.run_in_b([&] { return io::open_port(std::string(c.kind) + ":" + net.iface_b(), opts); });
+  auto opened = net.run_in_b(
+      [&] { return ports::open_port(std::string(c.kind) + ":" + net.iface_b(), opts); });
   ASSERT_TRUE(opened.has_value());
   ASSERT_TRUE(opened->ok()) << opened->error().message;
   std::unique_ptr<io::Port> other = std::move(opened->value());

@@ -15,7 +15,9 @@
 //   closehold N                    -> @CLOSEHOLD n  (closes the port while holding N packets,
 //                                     then writes to and releases them; n = packets held)
 //   quit
-// An EAL_SPEC starting with "dpdk:" is opened through io::open_port.
+// An EAL_SPEC starting with "dpdk:" is opened through ports::open_port, which
+// loads the DPDK module (hyperscsi-dpdk-port.so); open2 then goes the same way,
+// since the module and this program each have their own EAL bookkeeping.
 #include <unistd.h>
 
 #include <chrono>
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "hyperscsi/dpdk/dpdk_port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "test_frames.h"
 
 namespace {
@@ -99,10 +102,10 @@ int main(int argc, char** argv) {
   io::PortOptions opts;
   if (argc > 2) opts.vlan_id = static_cast<uint16_t>(std::atoi(argv[2]));
   if (argc > 3) opts.pool_size = static_cast<size_t>(std::atol(argv[3]));
-  // "dpdk:..." goes through the io factory (open_port), anything else straight to open_dpdk_port.
+  // "dpdk:..." goes through the factory and the module, anything else straight to open_dpdk_port.
   const std::string spec = argv[1];
-  auto opened =
-      spec.starts_with("dpdk:") ? io::open_port(spec, opts) : dpdk::open_dpdk_port(spec, opts);
+  const bool via_module = spec.starts_with("dpdk:");
+  auto opened = via_module ? ports::open_port(spec, opts) : dpdk::open_dpdk_port(spec, opts);
   if (!opened) {
     reply("ERROR " + std::to_string(static_cast<int>(opened.error().kind)) + " " +
           opened.error().message);
@@ -244,7 +247,8 @@ int main(int argc, char** argv) {
     } else if (cmd == "open2") {
       std::string spec2;
       in >> spec2;
-      auto second = dpdk::open_dpdk_port(spec2, opts);
+      auto second =
+          via_module ? ports::open_port("dpdk:" + spec2, opts) : dpdk::open_dpdk_port(spec2, opts);
       if (second)
         reply("OPEN2 ok");
       else

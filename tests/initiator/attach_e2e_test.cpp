@@ -19,14 +19,17 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
 
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 
@@ -300,7 +303,7 @@ TEST_F(AttachE2eTest, TargetKill9MidWriteStreamLosesNoAcknowledgedWrite) {
 TEST_F(AttachE2eTest, LibraryThroughputOverVeth) {
   std::string out;
   ASSERT_TRUE(discover(out)) << out;
-  auto port = net_->run_in_a([&] { return hyperscsi::io::open_port(port_a()); });
+  auto port = net_->run_in_a([&] { return hyperscsi::ports::open_port(port_a()); });
   ASSERT_TRUE(port.has_value() && port->ok());
   using namespace hyperscsi::initiator;
   auto ini = Initiator::create(std::move(port->value()));
@@ -354,6 +357,242 @@ TEST_F(AttachE2eTest, LibraryThroughputOverVeth) {
       static_cast<long long>(
           std::chrono::duration_cast<std::chrono::microseconds>(st.transport.srtt).count()));
   (*ini)->disconnect();
+}
+
+// ---- data safety and honest state (issue 15) ----
+
+// Files in the run directory other than the shared log and lock: what an
+// attachment leaves behind.
+std::vector<std::string> leftovers(const fs::path& run_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name != "attach.log" && name != "attach.log.1" && name != "attach.lock")
+      out.push_back(name);
+  }
+  return out;
+}
+
+// `hyperscsi-attach stats DIR` once it shows `want` (the daemon refreshes
+// the state file every second); the last output otherwise.
+std::string stats_showing(const std::string& dir, const std::string& want) {
+  std::string out;
+  for (int i = 0; i < 30; ++i) {
+    NetnsPair::shell(HYPERSCSI_ATTACH_BIN " stats " + dir + " 2>&1", &out);
+    if (out.find(want) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return out;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A RAM target restarts under a mounted ext4: the client finds another
+// (blank) disk behind LUN 0 and fails its I/O; nothing reads the zeros as
+// the file's data. The attach log and counters say what happened.
+TEST_F(AttachE2eTest, RamTargetRestartUnderMountedExt4FailsIoInsteadOfReadingZeros) {
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  const std::string mnt = (work_ / "mnt").string();
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " + name_ +
+                       " --lun 0 --fuse " + fuse + " --loop"),
+                  &out))
+      << out;
+  const std::string loop = attach_cmd_loop_dev(out);
+  ASSERT_FALSE(loop.empty()) << out;
+  ASSERT_TRUE(run("mkfs.ext4 -q -F " + loop));
+  ASSERT_TRUE(run("mount " + loop + " " + mnt));
+  ASSERT_TRUE(run("head -c 1048576 /dev/urandom > " + mnt + "/data && sync"));
+  const std::string copy = (work_ / "copy").string();
+  const std::string read_back =
+      "dd if=" + mnt + "/data of=" + copy + " iflag=direct bs=64k status=none && md5sum < " + copy;
+  std::string sum_before;
+  ASSERT_TRUE(run(read_back, &sum_before));
+
+  target_.kill9();
+  ASSERT_TRUE(start_target("ram:64M"));  // another, blank RAM disk behind LUN 0
+  // Direct reads (no page cache) of the file and of the device fail; none
+  // returns the blank disk's zeros as data.
+  bool failed = false;
+  for (int i = 0; i < 40 && !failed; ++i) {
+    std::string sum_after;
+    failed = !NetnsPair::shell(read_back + " 2>/dev/null", &sum_after);
+    if (!failed) {
+      ASSERT_EQ(sum_after, sum_before) << "the file changed silently";
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+  EXPECT_TRUE(failed) << "reads kept working from a blank disk";
+  EXPECT_FALSE(run("dd if=" + loop + " of=/dev/null iflag=direct bs=4k count=16 status=none"));
+  out = stats_showing(fuse, "identity_mismatches    1");
+  EXPECT_NE(out.find("identity_mismatches    1"), std::string::npos) << out;
+  EXPECT_EQ(out.find("commands_failed        0"), std::string::npos) << out;
+  const std::string log = slurp(work_ / "run" / "attach.log");
+  EXPECT_NE(log.find("identity mismatch: LUN 0 of target '" + name_ + "'"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("is another disk after the re-login"), std::string::npos) << log;
+  if (std::getenv("HS_SHOW_LOG")) std::printf("%s", log.c_str());
+  run("umount " + mnt + " || umount -l " + mnt);
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  EXPECT_TRUE(leftovers(work_ / "run").empty());
+}
+
+// A file target restarted with another file behind LUN 0 is refused the
+// same way; restarted on its own file it resumes.
+TEST_F(AttachE2eTest, FileTargetRestartedWithAnotherFileIsRefused) {
+  const std::string disk = (work_ / "disk.img").string();
+  const std::string other = (work_ / "other.img").string();
+  ASSERT_TRUE(run("truncate -s 64M " + disk + " " + other));
+  ASSERT_TRUE(start_target(disk));
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " + name_ +
+                       " --lun 0 --fuse " + fuse),
+                  &out))
+      << out;
+  ASSERT_TRUE(run("head -c 65536 /dev/urandom > " + (work_ / "blob").string()));
+  ASSERT_TRUE(run("dd if=" + (work_ / "blob").string() + " of=" + fuse +
+                  "/lun0 oflag=direct bs=64k conv=notrunc status=none"));
+  ASSERT_TRUE(start_target(disk));  // the same file again: I/O goes on
+  ASSERT_TRUE(run("cmp -n 65536 " + (work_ / "blob").string() + " " + fuse + "/lun0"));
+  ASSERT_TRUE(start_target(other));  // another file behind LUN 0
+  EXPECT_FALSE(
+      run("dd if=" + fuse + "/lun0 of=/dev/null iflag=direct bs=64k count=1 status=none", &out));
+  out = stats_showing(fuse, "identity_mismatches    1");
+  EXPECT_NE(out.find("identity_mismatches    1"), std::string::npos) << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+}
+
+// The same LUN twice on one host: refused, unless --shared; failed and
+// finished attachments leave no state files.
+TEST_F(AttachE2eTest, DoubleAttachIsRefusedUnlessSharedAndNothingIsLeftBehind) {
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  const std::string fuse2 = (work_ / "fuse2").string();
+  fs::create_directories(fuse2);
+  const std::string attach = in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " +
+                                  name_ + " --lun 0 --fuse ");
+  ASSERT_TRUE(run(attach + fuse, &out)) << out;
+  EXPECT_FALSE(run(attach + fuse2, &out));
+  EXPECT_NE(out.find("is already attached on this host at " + fuse), std::string::npos) << out;
+  EXPECT_NE(out.find("--shared"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(fuse2 + "/lun0"));
+  ASSERT_TRUE(run(attach + fuse2 + " --shared", &out)) << out;
+  EXPECT_TRUE(fs::exists(fuse2 + "/lun0"));
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " list --json", &out));
+  EXPECT_NE(out.find("\"dir\": \"" + fuse + "\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"shared\": \"1\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"lun\": 0"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"identity\": \"uuid:"), std::string::npos) << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse2, &out)) << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  // Failed attaches: an absent LUN, a dead daemon detached afterwards.
+  EXPECT_FALSE(run(
+      in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --lun 7 --fuse " + fuse), &out));
+  ASSERT_TRUE(run(attach + fuse, &out)) << out;
+  std::string pid;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " list --json | grep -o '\"pid\": [0-9]*' | grep -o "
+                                       "'[0-9]*$'",
+                  &pid));
+  ASSERT_TRUE(run("kill -9 " + pid));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  const auto left = leftovers(work_ / "run");
+  EXPECT_TRUE(left.empty()) << left.front();
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " list --json", &out));
+  EXPECT_EQ(out, "[\n]\n");
+}
+
+// discover says which LUNs are read-only (RO column, "read_only" in JSON).
+TEST_F(AttachE2eTest, DiscoverShowsReadOnlyLuns) {
+  ASSERT_TRUE(start_target("ram:8M --lun 1=ram:8M --read-only-lun 1"));
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  EXPECT_NE(out.find(" RO "), std::string::npos) << out;
+  std::istringstream lines(out);
+  std::map<std::string, std::string> ro;  // LUN -> RO column
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    std::string target, mac, lun, size, unit, block, col;
+    if (f >> target >> mac >> lun >> size >> unit >> block >> col && target == name_) ro[lun] = col;
+  }
+  EXPECT_EQ(ro["0"], "no") << out;
+  EXPECT_EQ(ro["1"], "yes") << out;
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " discover --json --port " + port_a()), &out));
+  EXPECT_NE(out.find("\"lun\": 1, \"capacity\": 8388608, \"block_size\": 512, \"read_only\": true"),
+            std::string::npos)
+      << out;
+}
+
+// Started by systemd (JOURNAL_STREAM names its standard error), the attach
+// daemon logs to the journal's stream too, with syslog priorities.
+TEST_F(AttachE2eTest, AttachDaemonLogsToTheJournalWhenSystemdRunsIt) {
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  const std::string journal = (work_ / "journal").string();
+  // Our standard error is `journal`, and JOURNAL_STREAM names it, as systemd does.
+  ASSERT_TRUE(run("touch " + journal + "; sh -c \"JOURNAL_STREAM=$(stat -c %d:%i " + journal +
+                      ") " +
+                      in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " +
+                           name_ + " --lun 0 --fuse " + fuse) +
+                      " 2>>" + journal + "\"",
+                  &out))
+      << out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  const std::string lines = slurp(journal);
+  EXPECT_NE(lines.find("<6>" + fuse + ": attached LUN 0 of target '" + name_ + "'"),
+            std::string::npos)
+      << lines;
+  EXPECT_NE(slurp(work_ / "run" / "attach.log").find("attached LUN 0"), std::string::npos);
+}
+
+// A target outage: the attach daemon logs it, each command that failed back
+// to the caller is counted, and it logs the way back.
+TEST_F(AttachE2eTest, OutageIsLoggedAndCountedByTheAttachDaemon) {
+  const std::string disk = (work_ / "disk.img").string();
+  ASSERT_TRUE(run("truncate -s 64M " + disk));
+  ASSERT_TRUE(start_target(disk));
+  std::string out;
+  ASSERT_TRUE(discover(out)) << out;
+  const std::string fuse = (work_ / "fuse").string();
+  ASSERT_TRUE(run(in_a(HYPERSCSI_ATTACH_BIN " attach --port " + port_a() + " --target " + name_ +
+                       " --lun 0 --dead-time 2 --fuse " + fuse),
+                  &out))
+      << out;
+  target_.kill9();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(run("dd if=" + fuse + "/lun0 of=/dev/null iflag=direct bs=4k count=1 status=none"));
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(waited, 1.5);  // --dead-time 2, not the default 60 s
+  EXPECT_LT(waited, 10.0);
+  out = stats_showing(fuse, "commands_timed_out     1");
+  EXPECT_EQ(out.find("commands_failed        0"), std::string::npos) << out;
+  EXPECT_EQ(out.find("commands_timed_out     0"), std::string::npos) << out;
+  ASSERT_TRUE(start_target(disk));
+  bool back = false;
+  for (int i = 0; i < 60 && !back; ++i) {
+    back = NetnsPair::shell("dd if=" + fuse +
+                            "/lun0 of=/dev/null iflag=direct bs=4k count=1 status=none 2>&1");
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_TRUE(back);
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse, &out)) << out;
+  const std::string log = slurp(work_ / "run" / "attach.log");
+  for (const char* line :
+       {"attached LUN 0 of target", " lost: ", "re-login started", "command timed out: LUN 0 READ",
+        "within 2 s", "logged in again", "is the same disk"})
+    EXPECT_NE(log.find(line), std::string::npos) << "no '" << line << "' in\n" << log;
 }
 
 }  // namespace

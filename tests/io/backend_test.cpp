@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/test_support/netns.h"
 #include "test_frames.h"
@@ -26,6 +27,7 @@ namespace hyperscsi::io {
 namespace {
 
 using namespace std::chrono_literals;
+using ports::open_port;
 using test_support::NetnsConfig;
 using test_support::NetnsPair;
 using test_support::running_as_root;

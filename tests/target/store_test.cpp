@@ -3,15 +3,19 @@
 #include <gtest/gtest.h>
 #include <linux/magic.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -638,4 +642,157 @@ TEST(EventLoop, RamStoreProgressesFromCompletionFdAlone) {
   auto r = open_store("ram:4M", StoreOptions{});
   ASSERT_TRUE(r.ok());
   event_loop_test(**r);
+}
+
+// ---- identity and exclusive use (issue 15) ----
+
+TEST(StoreIdentity, FileKeepsItsIdentityInAnXattrAcrossReopenAndRename) {
+  TempDir dir;
+  const std::string path = dir.file("disk.img");
+  StoreOptions o;
+  o.create_size = 1 << 20;
+  StoreIdentity first;
+  {
+    auto r = open_store(path, o);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    first = (*r)->identity();
+  }
+  ASSERT_TRUE(first.known());
+  EXPECT_TRUE(first.persistent) << first.source;
+  EXPECT_NE(first.source.find(kIdentityXattr), std::string::npos) << first.source;
+  char buf[64] = {};
+  const ssize_t n = ::getxattr(path.c_str(), kIdentityXattr, buf, sizeof buf - 1);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)), first.text());
+  // The same file after a rename, read-only: the same identity.
+  const std::string moved = dir.file("moved.img");
+  fs::rename(path, moved);
+  StoreOptions ro;
+  ro.read_only = true;
+  auto again = open_store(moved, ro);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ((*again)->identity().text(), first.text());
+  // Another file is another disk.
+  StoreOptions other = o;
+  auto b = open_store(dir.file("other.img"), other);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE((*b)->identity().text(), first.text());
+}
+
+TEST(StoreIdentity, RamStoreIsANewDiskAtEveryStart) {
+  auto a = open_store("ram:1M", StoreOptions{});
+  auto b = open_store("ram:1M", StoreOptions{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE((*a)->identity().known());
+  EXPECT_FALSE((*a)->identity().persistent);
+  EXPECT_NE((*a)->identity().text(), (*b)->identity().text());
+  EXPECT_EQ((*a)->identity().text()[14], '4');  // RFC 9562 version 4 (random)
+}
+
+TEST(StoreIdentity, MalformedXattrIsRefusedWithTheFix) {
+  TempDir dir;
+  const std::string path = dir.file("disk.img");
+  { std::ofstream(path) << std::string(4096, '\0'); }
+  ASSERT_EQ(::setxattr(path.c_str(), kIdentityXattr, "not-a-uuid", 10, 0), 0);
+  auto r = open_store(path, StoreOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("is not a UUID"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("setfattr -x"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(parse_uuid("0123456789abcdef0123456789abcdef0123").has_value());
+  auto u = parse_uuid("00112233-4455-6677-8899-AABBCCDDEEFF");
+  ASSERT_TRUE(u.has_value());
+  EXPECT_EQ((*u)[15], 0xFF);
+}
+
+TEST(StoreLock, AFileIsExportedOnceReadOnlyExportsMayShare) {
+  TempDir dir;
+  const std::string path = dir.file("disk.img");
+  StoreOptions o;
+  o.create_size = 1 << 20;
+  auto first = open_store(path, o);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = open_store(path, o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().kind, StoreError::Kind::kBusy);
+  EXPECT_NE(second.error().message.find("already exported"), std::string::npos)
+      << second.error().message;
+  EXPECT_NE(second.error().message.find("this process"), std::string::npos)
+      << second.error().message;
+  StoreOptions ro;
+  ro.read_only = true;
+  EXPECT_EQ(open_store(path, ro).error().kind, StoreError::Kind::kBusy);  // read-write holds it
+  first.value().reset();  // closes it: the lock goes with the fd
+  auto r1 = open_store(path, ro);
+  auto r2 = open_store(path, ro);
+  ASSERT_TRUE(r1.ok() && r2.ok());
+  EXPECT_EQ(open_store(path, o).error().kind, StoreError::Kind::kBusy);
+}
+
+TEST(StoreLock, AnotherProcessIsNamedAsTheHolder) {
+  TempDir dir;
+  const std::string path = dir.file("disk.img");
+  { std::ofstream(path) << std::string(4096, '\0'); }
+  // flock(1) holds the lock from another process (its own process group).
+  const pid_t holder = ::fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    ::setpgid(0, 0);
+    ::execlp("flock", "flock", "-x", path.c_str(), "sleep", "30", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  bool refused = false;
+  std::string message;
+  for (int i = 0; i < 200 && !refused; ++i) {  // until flock(1) has taken it
+    auto r = open_store(path, StoreOptions{});
+    if (!r.ok()) {
+      refused = r.error().kind == StoreError::Kind::kBusy;
+      message = r.error().message;
+    } else {
+      ::usleep(20000);
+    }
+  }
+  ::kill(-holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  ASSERT_TRUE(refused) << message;
+  EXPECT_NE(message.find("pid " + std::to_string(holder)), std::string::npos) << message;
+  EXPECT_NE(message.find("flock -x"), std::string::npos) << message;
+}
+
+TEST(StoreIdentity, LoopDeviceHasItsBackingFilesIdentityAndIsHeldExclusively) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for losetup";
+  TempDir dir;
+  const std::string img = dir.file("backing.img");
+  StoreIdentity file_id;
+  {
+    StoreOptions o;
+    o.create_size = 8 << 20;
+    auto r = open_store(img, o);
+    ASSERT_TRUE(r.ok());
+    file_id = (*r)->identity();
+  }
+  const std::string dev = run("losetup --find --show " + img + " 2>/dev/null");
+  if (dev.rfind("/dev/loop", 0) != 0) GTEST_SKIP() << "losetup failed (no loop devices?)";
+  {
+    auto r = open_store(dev, StoreOptions{});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ((*r)->identity().text(), file_id.text()) << (*r)->identity().source;
+    EXPECT_TRUE((*r)->identity().persistent);
+    auto again = open_store(dev, StoreOptions{});
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.error().kind, StoreError::Kind::kBusy) << again.error().message;
+  }
+  // A mounted device is refused read-write, naming the mount.
+  const std::string mnt = dir.file("mnt");
+  fs::create_directory(mnt);
+  if (run("mkfs.ext4 -q " + dev + " >/dev/null 2>&1 && mount " + dev + " " + mnt + " && echo ok") ==
+      "ok") {
+    auto r = open_store(dev, StoreOptions{});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().kind, StoreError::Kind::kBusy);
+    EXPECT_NE(r.error().message.find("mounted on " + mnt), std::string::npos) << r.error().message;
+    ::umount2(mnt.c_str(), MNT_DETACH);
+  } else {
+    std::printf("mounted-device part skipped: mkfs.ext4 or mount failed\n");
+  }
+  run("losetup -d " + dev);
 }

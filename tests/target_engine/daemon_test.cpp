@@ -16,6 +16,7 @@
 #include "control.h"
 #include "hyperscsi/engine/access.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
 #include "process.h"
 #include "test_initiator.h"
@@ -117,15 +118,15 @@ TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
   ASSERT_EQ(c->luns[1].access.entries.size(), 2u);
   const io::MacAddress host2 = {0x02, 0x00, 0x5e, 0x10, 0x00, 0x02};
   const io::MacAddress other = {0x02, 0x00, 0x5e, 0x10, 0x00, 0x09};
-  EXPECT_TRUE(c->luns[1].access.allows("iqn.2026-11.org.example:host1", other));
-  EXPECT_TRUE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", host2));
-  EXPECT_FALSE(c->luns[1].access.allows("iqn.2026-11.org.example:host2", other));  // name and MAC
+  EXPECT_TRUE(c->luns[1].access.allows("hyperscsi-attach@host1", other));
+  EXPECT_TRUE(c->luns[1].access.allows("hyperscsi-attach@host2", host2));
+  EXPECT_FALSE(c->luns[1].access.allows("hyperscsi-attach@host2", other));  // name and MAC
   EXPECT_EQ(c->luns[2].store, "ram:1073741824");
   EXPECT_TRUE(c->luns[2].access.auth_required);
   EXPECT_EQ(c->luns[2].access.protection, proto::Protection::kEncrypt);
   EXPECT_FALSE(c->luns[2].access.open());
   ASSERT_EQ(c->initiator_secrets.size(), 1u);
-  EXPECT_TRUE(c->initiator_secrets.contains("iqn.2026-11.org.example:host1"));
+  EXPECT_TRUE(c->initiator_secrets.contains("hyperscsi-attach@host1"));
   EXPECT_EQ(c->dead_time_ms, 10000u);
 
   auto flag = daemon::parse_lun_flag("7=ram:64M", 4096);
@@ -234,7 +235,7 @@ class DaemonOverVeth : public ::testing::Test {
     control_ = unique("ctl") + ".sock";
     image_ = unique("disk") + ".img";
     std::filesystem::resize_file((std::ofstream(image_).close(), image_), 8u << 20);
-    auto port = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+    auto port = net_->run_in_b([&] { return ports::open_port("afpacket:" + net_->iface_b()); });
     ASSERT_TRUE(port && port->ok()) << (port && !port->ok() ? port->error().message : "netns");
     port_ = std::move(*port).value();
   }
@@ -453,7 +454,7 @@ TEST_F(DaemonOverVeth, SighupAddsALunAndAppliesAccessLists) {
 // Prints the throughput reached (no assertion on speed: shared 2-core box).
 TEST_F(DaemonOverVeth, TwoInitiatorsOnOnePortStreamAndVerify) {
   daemon_ = start(flags());
-  auto second = net_->run_in_b([&] { return io::open_port("afpacket:" + net_->iface_b()); });
+  auto second = net_->run_in_b([&] { return ports::open_port("afpacket:" + net_->iface_b()); });
   ASSERT_TRUE(second && second->ok());
   std::unique_ptr<io::Port> port2 = std::move(*second).value();
   TestInitiator a(*port_, "ini.stream-a", 51);
@@ -520,6 +521,218 @@ TEST_F(DaemonOverVeth, InterfaceDownIsRefused) {
   ASSERT_TRUE(rc);
   EXPECT_NE(*rc, 0);
   EXPECT_NE(p.err().find("is down"), std::string::npos) << p.err();
+}
+
+// ---- exclusive use, identity and honest logs (issue 15) ----
+
+// Runs the daemon in `ns` and expects it to exit non-zero quickly with
+// `expect` in its log.
+void expect_refused_in(const std::string& ns, std::vector<std::string> args,
+                       const std::string& expect, std::string* log = nullptr) {
+  std::vector<std::string> argv = {"ip", "netns", "exec", ns, kBin};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv);
+  auto rc = p.wait(15s);
+  ASSERT_TRUE(rc) << "still running";
+  EXPECT_NE(*rc, 0);
+  EXPECT_NE(p.err().find(expect), std::string::npos) << "stderr: " << p.err();
+  if (log) *log = p.err();
+}
+
+TEST_F(DaemonOverVeth, SecondTargetOnOneInterfaceIsRefusedAndTheFirstKeepsServing) {
+  daemon_ = start(flags());
+  TestInitiator ini(*port_, "ini.first", 61);
+  ASSERT_TRUE(ini.login(target_mac_, "tgt.veth")) << ini.why();
+  ASSERT_TRUE(ini.command(1, cdb_tur(), 0));
+  std::string log;
+  expect_refused_in(net_->ns_a(),
+                    {"--port", "afpacket:" + net_->iface_a(), "--lun", "0=ram:1M", "--name",
+                     "tgt.second", "--control", unique("ctl2") + ".sock"},
+                    "is already served by another hyperscsi-target", &log);
+  EXPECT_NE(log.find("pid " + std::to_string(daemon_->pid())), std::string::npos) << log;
+  EXPECT_NE(log.find("tgt.veth"), std::string::npos) << log;  // the holder's command line
+  // The first target's session was not disturbed.
+  auto r = ini.command(1, cdb_tur(), 0);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header.status, 0);
+  EXPECT_TRUE(ini.session().established());
+  // The claim is per network namespace: the other namespace's interface is free.
+  Process other({"ip", "netns", "exec", net_->ns_b(), kBin, "--port", "afpacket:" + net_->iface_b(),
+                 "--lun", "0=ram:1M", "--name", "tgt.b", "--control", unique("ctlb") + ".sock"});
+  EXPECT_FALSE(other.wait(1500ms)) << other.err();
+  other.signal(SIGTERM);
+  other.wait(10s);
+}
+
+TEST_F(DaemonOverVeth, OneFileExportedTwiceIsRefused) {
+  // Two LUNs of one daemon.
+  expect_refused_in(net_->ns_a(),
+                    {"--port", "afpacket:" + net_->iface_a(), "--lun", "0=" + image_, "--lun",
+                     "1=" + image_, "--control", control_},
+                    "already exported, locked by this process");
+  // A second daemon (on another interface) while the first exports it.
+  daemon_ = start(flags());
+  std::string log;
+  expect_refused_in(net_->ns_b(),
+                    {"--port", "afpacket:" + net_->iface_b(), "--lun", "0=" + image_, "--name",
+                     "tgt.b", "--control", unique("ctlb") + ".sock"},
+                    "already exported, locked by pid " + std::to_string(daemon_->pid()), &log);
+  EXPECT_NE(log.find("LUN 0: " + image_), std::string::npos) << log;
+}
+
+TEST_F(DaemonOverVeth, ExclusiveLunServesOneSessionAtATime) {
+  std::vector<std::string> args = flags();
+  args.insert(args.end(), {"--exclusive-lun", "1"});
+  daemon_ = start(args);
+  auto second = net_->run_in_b([&] { return ports::open_port("afpacket:" + net_->iface_b()); });
+  ASSERT_TRUE(second && second->ok());
+  std::unique_ptr<io::Port> port2 = std::move(*second).value();
+  TestInitiator a(*port_, "ini.owner", 71);
+  TestInitiator b(*port2, "ini.other", 72);
+  ASSERT_TRUE(a.login(target_mac_, "tgt.veth")) << a.why();
+  ASSERT_TRUE(b.login(target_mac_, "tgt.veth")) << b.why();
+  auto ra = a.command(1, cdb_tur(), 0);
+  ASSERT_TRUE(ra);
+  EXPECT_EQ(ra->header.status, 0);
+  auto rb = b.command(1, cdb_read10(0, 1), 512);
+  ASSERT_TRUE(rb);
+  EXPECT_EQ(rb->header.status, 0x18);          // RESERVATION CONFLICT
+  auto inq = b.command(1, cdb_inquiry(), 96);  // it may still see what the LUN is
+  ASSERT_TRUE(inq);
+  EXPECT_EQ(inq->header.status, 0);
+  auto other_lun = b.command(0, cdb_tur(), 0);  // LUN 0 is not exclusive
+  ASSERT_TRUE(other_lun);
+  EXPECT_EQ(other_lun->header.status, 0);
+  // The owner logs out: the LUN is free for the next session.
+  ASSERT_TRUE(a.session().disconnect(proto::Clock::now()));
+  for (int i = 0; i < 2000 && a.session().state() != proto::InitiatorState::kClosed; ++i) {
+    a.pump();
+    std::this_thread::sleep_for(1ms);
+  }
+  std::optional<Reply> after;
+  for (int i = 0; i < 50; ++i) {
+    after = b.command(1, cdb_tur(), 0);
+    if (!after || after->header.status != 0x18) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->header.status, 0) << daemon_->err();
+}
+
+TEST_F(DaemonOverVeth, SighupLogsRevokedAccessFencesAReplacedDiskAndReportsAResize) {
+  const std::string image2 = unique("disk2") + ".img";
+  std::filesystem::resize_file((std::ofstream(image2).close(), image2), 4u << 20);
+  const std::string conf = unique("rev") + ".toml";
+  const std::string head = "[target]\nname = \"tgt.rev\"\nports = [\"afpacket:" + net_->iface_a() +
+                           "\"]\ncontrol = \"" + control_ + "\"\n";
+  auto lun = [](int n, const std::string& store, const std::string& extra = "") {
+    return "[[lun]]\nnumber = " + std::to_string(n) + "\nstore = \"" + store + "\"\n" + extra;
+  };
+  write_file(conf, head + lun(0, image_) + lun(1, "ram:1M") + lun(2, image2));
+  daemon_ = start({"--config", conf});
+  TestInitiator ini(*port_, "ini.rev", 81);
+  ASSERT_TRUE(ini.login(target_mac_, "tgt.rev")) << ini.why() << daemon_->err();
+  for (uint16_t l : {0, 1, 2}) {
+    auto r = ini.command(l, cdb_tur(), 0);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->header.status, 0) << "LUN " << l;
+  }
+  // LUN 0: access taken away. LUN 1: another RAM disk (a new identity).
+  // LUN 2: the same file, grown, reopened (direct_io changed).
+  std::filesystem::resize_file(image2, 8u << 20);
+  write_file(conf, head + lun(0, image_, "  [[lun.allow]]\n  initiator = \"someone.else\"\n") +
+                       lun(1, "ram:2M") + lun(2, image2, "direct_io = true\n"));
+  daemon_->signal(SIGHUP);
+  std::optional<Reply> r0;
+  for (int i = 0; i < 100; ++i) {
+    r0 = ini.command(0, cdb_tur(), 0);
+    if (!r0 || r0->header.status != 0) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(r0);
+  EXPECT_EQ(r0->asc(), 0x25);  // revoked: absent for this initiator
+  for (int i = 0; i < 100 && daemon_->err().find("reload: done") == std::string::npos; ++i)
+    std::this_thread::sleep_for(50ms);
+  const std::string log = daemon_->err();
+  if (std::getenv("HS_SHOW_LOG")) std::printf("%s", log.c_str());
+  EXPECT_NE(log.find("LUN 0 access revoked for session"), std::string::npos) << log;
+  EXPECT_NE(log.find("of 'ini.rev'"), std::string::npos) << log;
+  EXPECT_NE(log.find("LUN 1 is another disk now"), std::string::npos) << log;
+  EXPECT_NE(log.find("LUN 2 capacity changed from 4194304 to 8388608"), std::string::npos) << log;
+  // LUN 1: this session knew the old disk and never reaches the new one.
+  auto r1 = ini.command(1, cdb_read10(0, 1), 512);
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->header.status, 0x02);
+  EXPECT_EQ(r1->asc(), 0x25);
+  // LUN 2: CAPACITY DATA HAS CHANGED once, then the new size.
+  const uint32_t sn = ini.send(2, cdb_read_capacity10(), 8);
+  ASSERT_NE(sn, 0u);
+  auto ua = ini.wait(sn);
+  ASSERT_TRUE(ua);
+  EXPECT_EQ(ua->sense_key(), 0x06);
+  EXPECT_EQ(ua->asc(), 0x2A);
+  EXPECT_EQ(ua->ascq(), 0x09);
+  auto cap = ini.command(2, cdb_read_capacity10(), 8);
+  ASSERT_TRUE(cap);
+  ASSERT_EQ(cap->data.size(), 8u);
+  EXPECT_EQ(be32(cap->data, 0), (8u << 20) / 512 - 1);
+  daemon_->signal(SIGTERM);
+  EXPECT_EQ(wait_exit(*daemon_, ini, 20s), 0) << daemon_->err();
+  std::remove(conf.c_str());
+  std::remove(image2.c_str());
+
+// [ceph] reaches every rbd: LUN (and only those); keys and ranges are checked.
+TEST(TargetDaemonConfig, CephTableConfiguresRbdLuns) {
+  const std::string good = R"(
+[target]
+ports = ["afpacket:eth1"]
+[ceph]
+conf = "/etc/ceph/other.conf"
+id = "client.gw1"
+keyring = "/etc/ceph/gw1.keyring"
+connect_timeout = 5
+op_timeout = 0
+[[lun]]
+number = 0
+store = "rbd:pool/image"
+[[lun]]
+number = 1
+store = "rbd:pool/ns/image4k"
+block_size = 4096
+[[lun]]
+number = 2
+store = "ram"
+size = "1M"
+)";
+  auto c = daemon::parse_config(good, "ceph.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->luns.size(), 3u);
+  EXPECT_EQ(c->luns[0].ceph.conf_file, "/etc/ceph/other.conf");
+  EXPECT_EQ(c->luns[0].ceph.client_id, "gw1");  // "client." is optional
+  EXPECT_EQ(c->luns[0].ceph.keyring, "/etc/ceph/gw1.keyring");
+  EXPECT_EQ(c->luns[0].ceph.connect_timeout_s, 5u);
+  EXPECT_EQ(c->luns[0].ceph.op_timeout_s, 0u);
+  EXPECT_FALSE(c->luns[0].block_size_set);  // the image may keep its own
+  EXPECT_TRUE(c->luns[1].block_size_set);
+  EXPECT_EQ(c->luns[1].ceph, c->luns[0].ceph);
+  EXPECT_EQ(c->luns[2].ceph, store::RbdOptions{});  // not an rbd: LUN
+  // A changed [ceph] table reopens the LUN at reload.
+  daemon::LunSetting other = c->luns[0];
+  other.ceph.keyring = "/etc/ceph/gw2.keyring";
+  EXPECT_FALSE(other.same_store(c->luns[0]));
+
+  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+           {"[ceph]\nkeyrings = \"x\"\n", "ceph: unknown key 'keyrings'"},
+           {"[ceph]\nop_timeout = 4000\n", "ceph.op_timeout must be 0..3600"},
+           {"[ceph]\nid = 7\n", "ceph.id has the wrong type"},
+           {"ceph = 1\n", "[ceph] must be a table"}}) {
+    auto bad = daemon::parse_config(text +
+                                        "[target]\nports = [\"afpacket:eth1\"]\n"
+                                        "[[lun]]\nnumber = 0\nstore = \"rbd:p/i\"\n",
+                                    "bad.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_NE(bad.error().message.find(says), std::string::npos) << bad.error().message;
+  }
 }
 
 }  // namespace

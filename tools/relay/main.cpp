@@ -23,6 +23,7 @@
 
 #include "hyperscsi/io/impairment.h"
 #include "hyperscsi/io/port.h"
+#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/clock.h"
 
 namespace {
@@ -230,7 +231,7 @@ int main(int argc, char** argv) {
   std::array<std::unique_ptr<Port>, 2> ports;
   const std::array<std::string, 2> specs{spec_a, spec_b};
   for (int i = 0; i < 2; ++i) {
-    auto p = hyperscsi::io::open_port(specs[i]);
+    auto p = hyperscsi::ports::open_port(specs[i]);
     if (!p) {
       std::fprintf(stderr, "hyperscsi-relay: cannot open '%s': %s\n", specs[i].c_str(),
                    p.error().message.c_str());

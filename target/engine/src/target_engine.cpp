@@ -66,6 +66,38 @@ bool TargetEngine::remove_lun(uint16_t lun) {
   return removed;
 }
 
+bool TargetEngine::remove_lun(uint16_t lun, std::chrono::milliseconds wait_closed) {
+  std::weak_ptr<LunEntry> gone;
+  {
+    const auto table = directory_->snapshot();
+    auto it = table->find(lun);
+    if (it == table->end()) return false;
+    gone = it->second.entry;
+  }
+  if (!remove_lun(lun)) return false;
+  // Loops drop an idle removed entry within one turn (at most 100 ms apart).
+  const auto deadline = Clock::now() + wait_closed;
+  while (!gone.expired() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return gone.expired();
+}
+
+std::optional<LunUsage> TargetEngine::lun_usage(uint16_t lun) const {
+  const auto table = directory_->snapshot();
+  auto it = table->find(lun);
+  if (it == table->end()) return std::nullopt;
+  LunUsage u;
+  std::lock_guard lock(it->second.entry->mu);
+  if (const auto& unit = it->second.entry->unit) {
+    u.nexuses = unit->nexuses();
+    u.owner = unit->owner();
+    u.identity = unit->store().identity();
+    u.num_blocks = unit->store().num_blocks();
+    u.block_size = unit->store().block_size();
+  }
+  return u;
+}
+
 bool TargetEngine::set_access(uint16_t lun, AccessList access) {
   auto list = std::make_shared<const AccessList>(std::move(access));
   return directory_->update([&](LunTable& t) {

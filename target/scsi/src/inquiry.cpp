@@ -31,8 +31,15 @@ constexpr std::uint8_t kSupportedPages[] = {0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2};
 
 }  // namespace
 
-std::array<std::uint8_t, 8> make_naa_identifier(const LuConfig& cfg) {
+std::array<std::uint8_t, 8> make_naa_identifier(const LuConfig& cfg,
+                                                const store::StoreIdentity& identity) {
   std::uint64_t h = 0xcbf29ce484222325ull;
+  if (identity.known()) {
+    // The UUID's first 8 bytes, version nibble and all: random or hashed bits.
+    h = 0;
+    for (int i = 0; i < 8; ++i) h = h << 8 | identity.uuid[static_cast<std::size_t>(i)];
+    h ^= std::uint64_t{identity.uuid[8]} << 4;  // fold in some of the second half
+  }
   auto mix = [&h](std::string_view s) {
     for (char ch : s) {
       h ^= static_cast<std::uint8_t>(ch);
@@ -41,9 +48,11 @@ std::array<std::uint8_t, 8> make_naa_identifier(const LuConfig& cfg) {
     h ^= 0xFF;  // field separator so ("ab","c") != ("a","bc")
     h *= 0x100000001b3ull;
   };
-  mix(cfg.target_name);
-  mix(std::to_string(cfg.lun));
-  mix(cfg.serial);
+  if (!identity.known()) {
+    mix(cfg.target_name);
+    mix(std::to_string(cfg.lun));
+    mix(cfg.serial);
+  }
   // NAA 3 (locally assigned): 4-bit NAA then 60 bits of identifier.
   const std::uint64_t v = (std::uint64_t{3} << 60) | (h & 0x0FFFFFFFFFFFFFFFull);
   std::array<std::uint8_t, 8> out{};
@@ -87,18 +96,32 @@ std::optional<std::vector<std::uint8_t>> vpd_page(std::uint8_t page, const LuCon
       return d;
     }
     case 0x83: {
-      // Designator 1: NAA (binary, LU association). Designator 2: T10 vendor
-      // ID (ASCII): vendor + target name + LUN + serial.
-      std::string t10 = cfg.target_name + ":" + std::to_string(cfg.lun) + ":" + cfg.serial;
+      // Designator 1: NAA (binary, LU association). With a store identity,
+      // designator 2: UUID (SPC-5 type 0Ah, binary): the identity itself.
+      // Last: T10 vendor ID (ASCII): vendor + the identity's text, or target
+      // name + LUN + serial for a store without one.
+      const store::StoreIdentity id = store.identity();
+      std::string t10 = id.known()
+                            ? id.text()
+                            : cfg.target_name + ":" + std::to_string(cfg.lun) + ":" + cfg.serial;
       if (t10.size() > 200) t10.resize(200);
       const std::size_t t10_len = 8 + t10.size();
-      auto d = page_header(0x83, 4 + 8 + 4 + t10_len);
+      const std::size_t uuid_len = id.known() ? 4 + 18 : 0;
+      auto d = page_header(0x83, 4 + 8 + uuid_len + 4 + t10_len);
       std::size_t at = 4;
       d[at] = 0x01;      // code set binary
       d[at + 1] = 0x03;  // association LU, type NAA
       d[at + 3] = 8;
       std::copy(naa.begin(), naa.end(), d.begin() + static_cast<std::ptrdiff_t>(at + 4));
       at += 12;
+      if (id.known()) {
+        d[at] = 0x01;      // code set binary
+        d[at + 1] = 0x0A;  // association LU, type UUID
+        d[at + 3] = 18;
+        d[at + 4] = 0x10;  // UUID TYPE 1: RFC 4122
+        std::copy(id.uuid.begin(), id.uuid.end(), d.begin() + static_cast<std::ptrdiff_t>(at + 6));
+        at += uuid_len;
+      }
       d[at] = 0x02;      // code set ASCII
       d[at + 1] = 0x01;  // association LU, type T10 vendor ID
       d[at + 3] = static_cast<std::uint8_t>(t10_len);

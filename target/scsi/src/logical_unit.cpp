@@ -107,6 +107,12 @@ Sense sense_for(IoStatus s, bool write) {
       return sense::lba_out_of_range();
     case IoStatus::kUnsupported:
       return sense::internal_target_failure();
+    case IoStatus::kTimedOut:
+      return sense::command_timeout();
+    case IoStatus::kUnavailable:
+      return sense::not_ready_manual_intervention();
+    case IoStatus::kMiscompare:
+      return sense::miscompare(0);
     case IoStatus::kMediumError:
     case IoStatus::kOk:
       break;
@@ -156,7 +162,7 @@ LogicalUnit::~LogicalUnit() {
 }
 
 std::array<std::uint8_t, 8> LogicalUnit::naa_identifier() const {
-  return make_naa_identifier(config_);
+  return make_naa_identifier(config_, store_->identity());
 }
 
 LogicalUnit::NexusState& LogicalUnit::nexus_state(const Nexus& n) {
@@ -204,6 +210,29 @@ void LogicalUnit::nexus_gone(const Nexus& nexus) {
   nexuses_.erase(std::remove_if(nexuses_.begin(), nexuses_.end(),
                                 [&](const NexusState& s) { return s.nexus == nexus; }),
                  nexuses_.end());
+  if (owner_ == nexus) owner_.reset();
+  fenced_.erase(std::remove(fenced_.begin(), fenced_.end(), nexus), fenced_.end());
+}
+
+std::vector<Nexus> LogicalUnit::nexuses() const {
+  std::vector<Nexus> out;
+  for (const auto& s : nexuses_) out.push_back(s.nexus);
+  for (const auto& n : fenced_)
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  return out;
+}
+
+void LogicalUnit::succeed(const std::vector<Nexus>& nexuses, const std::optional<Nexus>& owner,
+                          Succession how, bool capacity_changed) {
+  for (const Nexus& n : nexuses) {
+    if (how == Succession::kOtherData) {
+      if (std::find(fenced_.begin(), fenced_.end(), n) == fenced_.end()) fenced_.push_back(n);
+      continue;
+    }
+    NexusState& st = nexus_state(n);  // starts with POWER ON OR RESET
+    if (capacity_changed) st.unit_attentions.assign(1, sense::capacity_changed());
+  }
+  if (how == Succession::kSameData && config_.exclusive && owner) owner_ = owner;
 }
 
 void LogicalUnit::execute(const CommandRequest& req, CommandCallback done) {
@@ -214,6 +243,9 @@ void LogicalUnit::execute(const CommandRequest& req, CommandCallback done) {
   c->nexus = req.nexus;
   c->done = std::move(done);
   ++in_flight_;
+  // A store that grew or shrank under us (an rbd image resized elsewhere):
+  // every nexus hears of it once, this command included.
+  if (store_->take_capacity_change()) capacity_changed();
   dispatch(c);
 }
 
@@ -303,12 +335,25 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
                                                (cdb[len - 1] & 0x04) ? 2 : 0));
   }
 
+  // A session that knew another disk under this LUN number never reaches
+  // this one's data (the initiator checks the identity when it logs in again).
+  if (ac != AccessClass::kAlways && !fenced_.empty() &&
+      std::find(fenced_.begin(), fenced_.end(), c->nexus) != fenced_.end()) {
+    return fail(c, sense::lun_not_supported());
+  }
   NexusState& ns = nexus_state(c->nexus);
   if (opcode != op::kInquiry && opcode != op::kReportLuns && opcode != op::kRequestSense &&
       !ns.unit_attentions.empty()) {
     const Sense ua = ns.unit_attentions.front();
     ns.unit_attentions.pop_front();
     return fail(c, ua);
+  }
+  if (config_.exclusive && ac != AccessClass::kAlways) {
+    if (!owner_) owner_ = c->nexus;
+    if (*owner_ != c->nexus) {
+      c->result.status = status::kReservationConflict;
+      return finish(c);
+    }
   }
   if (reservations_->conflicts(c->nexus.initiator, ac, opcode)) {
     c->result.status = status::kReservationConflict;
@@ -700,7 +745,9 @@ void LogicalUnit::do_write_same(const std::shared_ptr<Cmd>& c, bool sixteen) {
   // Unmapped blocks read back as zeros (LBPRZ), so a zero pattern with UNMAP
   // can deallocate instead of writing.
   c->unmap_instead = (unmap || ndob) && zero && store_->unmapped_reads_zero();
-  if (!c->unmap_instead) {
+  if (!c->unmap_instead && store_->offloads_write_same()) {
+    c->pattern = std::make_shared<std::vector<std::uint8_t>>(std::move(pattern_block));
+  } else if (!c->unmap_instead) {
     const std::uint64_t chunk_blocks = std::min<std::uint64_t>(n, kWriteSameChunkBytes / bs);
     auto buf = std::make_shared<std::vector<std::uint8_t>>(chunk_blocks * bs);
     for (std::uint64_t i = 0; i < chunk_blocks; ++i) {
@@ -716,6 +763,15 @@ void LogicalUnit::run_write_same(const std::shared_ptr<Cmd>& c) {
   if (c->unmap_instead) {
     c->extents.emplace_back(c->lba * bs, c->blocks * bs);
     return run_unmap(c);
+  }
+  if (store_->offloads_write_same()) {  // one request; c->pattern is one block
+    store_->submit_write_same(c->lba * bs, c->blocks * bs, as_store_buf(*c->pattern), c->fua,
+                              [this, c](IoStatus s) {
+                                if (s != IoStatus::kOk) return fail(c, sense_for(s, true));
+                                c->result.status = status::kGood;
+                                finish(c);
+                              });
+    return;
   }
   const std::uint64_t chunk_blocks = c->pattern->size() / bs;
   const std::uint64_t writes = (c->blocks + chunk_blocks - 1) / chunk_blocks;
@@ -758,6 +814,18 @@ void LogicalUnit::do_compare_and_write(const std::shared_ptr<Cmd>& c) {
 void LogicalUnit::run_compare_and_write(const std::shared_ptr<Cmd>& c) {
   const std::uint32_t bs = store_->block_size();
   const std::size_t bytes = c->blocks * bs;
+  if (store_->offloads_compare_and_write(bytes)) {  // atomic in the store (and across gateways)
+    store_->submit_compare_and_write(c->lba * bs, as_store_buf(c->data_out.first(bytes)),
+                                     as_store_buf(c->data_out.subspan(bytes, bytes)), c->fua,
+                                     [this, c](IoStatus s, std::uint64_t at) {
+                                       if (s == IoStatus::kMiscompare)
+                                         return fail(c, sense::miscompare(at));
+                                       if (s != IoStatus::kOk) return fail(c, sense_for(s, true));
+                                       c->result.status = status::kGood;
+                                       finish(c);
+                                     });
+    return;
+  }
   c->scratch.resize(bytes);
   store_->submit_read(c->lba * bs, as_store_buf(c->scratch), [this, c, bytes, bs](IoStatus s) {
     if (s != IoStatus::kOk) return fail(c, sense_for(s, false));

@@ -107,6 +107,12 @@ Sense internal_target_failure() {
 Sense not_ready_stopped() {
   return make(SenseKey::kNotReady, 0x04, 0x02);
 }
+Sense not_ready_manual_intervention() {
+  return make(SenseKey::kNotReady, 0x04, 0x03);
+}
+Sense command_timeout() {
+  return make(SenseKey::kAbortedCommand, 0x2E, 0x02);
+}
 Sense miscompare(std::uint64_t offset) {
   Sense s = make(SenseKey::kMiscompare, 0x1D, 0x00);
   s.information = offset;

@@ -1,52 +1,9 @@
-#include <cerrno>
-#include <cstring>
-
 #include "hyperscsi/store/block_store.h"
 #include "hyperscsi/store/ram_store.h"
 #include "hyperscsi/store/uring_store.h"
+#include "store_module.h"
 
 namespace hyperscsi::store {
-
-const char* to_string(IoStatus s) {
-  switch (s) {
-    case IoStatus::kOk:
-      return "ok";
-    case IoStatus::kMediumError:
-      return "medium error";
-    case IoStatus::kNoSpace:
-      return "no space";
-    case IoStatus::kReadOnly:
-      return "read-only";
-    case IoStatus::kOutOfRange:
-      return "out of range";
-    case IoStatus::kUnsupported:
-      return "unsupported";
-  }
-  return "?";
-}
-
-IoStatus io_status_from_errno(int err) {
-  switch (err) {
-    case 0:
-      return IoStatus::kOk;
-    case ENOSPC:
-    case EDQUOT:
-      return IoStatus::kNoSpace;
-    case EROFS:
-    case EBADF:
-    case EPERM:
-    case EACCES:
-      return IoStatus::kReadOnly;
-    case EOPNOTSUPP:
-    case ENOTTY:
-      return IoStatus::kUnsupported;
-    case EINVAL:
-    case EFBIG:
-      return IoStatus::kOutOfRange;
-    default:
-      return IoStatus::kMediumError;
-  }
-}
 
 Result<std::uint64_t, StoreError> parse_size(std::string_view text) {
   auto bad = [&](std::string_view why) {
@@ -111,6 +68,7 @@ Result<std::unique_ptr<BlockStore>, StoreError> open_store(std::string_view spec
     if (!ram) return Unexpected(ram.error());
     return std::unique_ptr<BlockStore>(std::move(ram).value());
   }
+  if (spec.substr(0, 4) == "rbd:") return open_module_store("rbd", spec, options);
   return open_uring_store(spec, options);
 }
 

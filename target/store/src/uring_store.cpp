@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -113,6 +114,8 @@ class UringStore final : public BlockStore {
   std::string describe() const override {
     return std::string(is_block_ ? "blockdev:" : "file:") + path_ + (direct_ ? " (O_DIRECT)" : "");
   }
+  StoreIdentity identity() const override { return identity_; }
+  void set_identity(StoreIdentity id) { identity_ = std::move(id); }
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override {
     Request r;
@@ -179,6 +182,7 @@ class UringStore final : public BlockStore {
   void run_done();
 
   std::string path_;
+  StoreIdentity identity_;
   int fd_;
   bool is_block_;
   std::uint64_t blocks_;
@@ -585,13 +589,42 @@ Result<std::unique_ptr<BlockStore>, StoreError> open_uring_store(std::string_vie
   }
   int flags = (o.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   if (o.direct_io) flags |= O_DIRECT;
+  // O_EXCL on a block device: refused while it is mounted or held by
+  // device-mapper, md or another exclusive opener.
+  if (is_block && !o.read_only) flags |= O_EXCL;
   const int fd = ::open(path.c_str(), flags);
   if (fd < 0) {
     const int e = errno;
+    if (is_block && e == EBUSY) {
+      const std::string user = block_device_user(st.st_rdev);
+      return Unexpected(
+          err(K::kBusy, path,
+              "the device is in use (" +
+                  (user.empty() ? std::string("opened exclusively by another program") : user) +
+                  "); unmount or release it first"));
+    }
     return Unexpected(err(K::kOpenFailed, path,
                           std::string(o.read_only ? "cannot open for reading: "
                                                   : "cannot open for reading and writing: ") +
                               std::strerror(e)));
+  }
+  // One export per backing store: the lock lives as long as the fd.
+  if (::flock(fd, (o.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    const int e = errno;
+    struct stat lst {};
+    ::fstat(fd, &lst);
+    ::close(fd);
+    if (e != EWOULDBLOCK)
+      return Unexpected(err(K::kOpenFailed, path, std::string("flock: ") + std::strerror(e)));
+    std::string holder = lock_holder(lst.st_dev, lst.st_ino);
+    if (holder.rfind("pid " + std::to_string(::getpid()) + " ", 0) == 0 ||
+        holder == "pid " + std::to_string(::getpid()))
+      holder = "this process (another LUN exports it)";
+    return Unexpected(err(K::kBusy, path,
+                          "already exported, locked by " +
+                              (holder.empty() ? std::string("another process") : holder) +
+                              "; a backing store is exported once (read-only exports may share "
+                              "it)"));
   }
   std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
   bool can_unmap = true;
@@ -631,8 +664,21 @@ Result<std::unique_ptr<BlockStore>, StoreError> open_uring_store(std::string_vie
                                 " does not fit"));
     }
   }
+  StoreIdentity identity;
+  if (is_block) {
+    identity = block_device_identity(st.st_rdev);
+  } else {
+    std::string why;
+    auto id = file_identity(fd, path, true, why);
+    if (!id) {
+      ::close(fd);
+      return Unexpected(err(K::kOpenFailed, path, why));
+    }
+    identity = std::move(*id);
+  }
   auto store = std::make_unique<UringStore>(path, fd, is_block, size / o.block_size, o.block_size,
                                             o.read_only, o.direct_io, mem_align, can_unmap);
+  store->set_identity(std::move(identity));
   if (auto s = store->init(o.queue_depth == 0 ? 256 : o.queue_depth); !s) {
     return Unexpected(s.error());
   }

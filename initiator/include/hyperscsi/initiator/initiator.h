@@ -23,6 +23,15 @@
 // CompletionError::kDeadTime. A command is completed only by its reply, so a
 // write reported successful was executed by the target.
 //
+// Identity: open_lun() remembers the LUN's device identity (its VPD page
+// 0x83 designator). After every fresh login during recovery (not after a
+// resume: the target kept the session) nothing is reissued until each
+// remembered LUN's identity has been read again; a LUN that is another disk
+// now (a RAM disk after a target restart, another file behind the number) or
+// is gone is fenced: its commands, pending and future, fail with
+// CompletionError::kIdentityMismatch, so it never serves another disk's data.
+// The check uses one tag of the 512, so at most 511 commands are in flight.
+//
 // Thread-safety: every public member function is safe from any thread,
 // except that none of them may be called from a completion callback other
 // than submit() and the async helpers (they would wait on the loop thread
@@ -75,11 +84,18 @@ struct Error {
   std::string message;
 };
 
+enum class LogLevel : uint8_t { kInfo, kWarning, kError };
+
 struct Options {
   std::string initiator_name = "hyperscsi-initiator";
+  // Called on the loop thread for what an operator must know: target lost,
+  // re-login started / succeeded / failed, commands that timed out or failed
+  // (at most one line a second, with counts), identity mismatches, capacity
+  // changes. Must return quickly; empty: no logging.
+  std::function<void(LogLevel, const std::string&)> log;
   Duration dead_time = std::chrono::seconds(60);  // a command without reply for this long fails
   Duration discovery_window = std::chrono::milliseconds(1000);
-  uint32_t max_outstanding = 512;  // commands in flight on the session (1..512)
+  uint32_t max_outstanding = 511;  // commands in flight on the session (1..511)
   uint32_t login_attempts = 5;     // per login; recovery keeps retrying until dead_time
   Duration login_timeout = std::chrono::milliseconds(250);
   Duration reconnect_backoff_max = std::chrono::seconds(2);
@@ -126,11 +142,12 @@ struct ScsiCommand {
 };
 
 enum class CompletionError : uint8_t {
-  kNone,           // the target answered: look at status/sense
-  kDeadTime,       // no reply within Options::dead_time
-  kShutdown,       // the Initiator was destroyed or disconnected first
-  kInvalid,        // bad command (CDB length, transfer above the negotiated maximum)
-  kTargetFailure,  // the target answered kTargetFailure / kRejected
+  kNone,              // the target answered: look at status/sense
+  kDeadTime,          // no reply within Options::dead_time
+  kShutdown,          // the Initiator was destroyed or disconnected first
+  kInvalid,           // bad command (CDB length, transfer above the negotiated maximum)
+  kTargetFailure,     // the target answered kTargetFailure / kRejected
+  kIdentityMismatch,  // after a re-login the LUN was another disk, or gone: fenced
 };
 std::string_view to_string(CompletionError e);
 
@@ -175,12 +192,16 @@ struct Stats {
   uint16_t mtu = 0;
   uint32_t max_transfer = 0;
   uint64_t submitted = 0;
-  uint64_t completed = 0;  // by a reply
-  uint64_t failed = 0;     // dead time, shutdown, invalid
-  uint64_t reissued = 0;   // commands sent again after recovery
-  uint64_t retried = 0;    // commands repeated after UNIT ATTENTION, BUSY or TASK SET FULL
-  uint64_t resumes = 0;    // successful resumes
-  uint64_t relogins = 0;   // successful fresh logins during recovery
+  uint64_t completed = 0;         // by a reply
+  uint64_t failed = 0;            // completed without GOOD: any CompletionError or a SCSI error
+  uint64_t timed_out = 0;         // of which: no reply within the dead time
+  uint64_t fenced = 0;            // of which: refused because the LUN's identity changed
+  uint64_t reissued = 0;          // commands sent again after recovery
+  uint64_t retried = 0;           // commands repeated after UNIT ATTENTION, BUSY or TASK SET FULL
+  uint64_t resumes = 0;           // successful resumes
+  uint64_t relogins = 0;          // successful fresh logins during recovery
+  uint64_t relogin_failures = 0;  // login attempts during recovery that failed
+  uint64_t identity_mismatches = 0;  // LUNs fenced: another disk (or none) after a re-login
   uint64_t unmatched_replies = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
@@ -237,9 +258,13 @@ class Initiator {
   void remove_poller(int fd);
   std::future<CommandResult> execute(ScsiCommand command);
 
-  // A LUN of the connected target: checks that it exists and reads its
-  // capacity (READ CAPACITY(16), falling back to (10)).
+  // A LUN of the connected target: checks that it exists, reads its
+  // capacity (READ CAPACITY(16), falling back to (10)) and remembers its
+  // identity (VPD 0x83) for the checks after a re-login.
   Result<Lun, Error> open_lun(uint16_t lun);
+  // The identity open_lun() read for `lun`: the designator it compares
+  // ("uuid:...", "naa:...", ...), or empty when the target offers none.
+  std::string lun_identity(uint16_t lun) const;
 
   Stats stats() const;
   TargetInfo target() const;              // the target of the last connect() (a copy)
@@ -250,6 +275,7 @@ class Initiator {
   class Impl;
 
  private:
+  void remember_identity(uint16_t lun, std::string identity);
   explicit Initiator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -325,6 +351,12 @@ std::vector<uint8_t> unmap_cdb(uint16_t param_len);
 // The UNMAP parameter list with one descriptor.
 std::vector<uint8_t> unmap_params(uint64_t lba, uint32_t blocks);
 InquiryData parse_inquiry(std::span<const uint8_t> data);
+// INQUIRY with EVPD for a VPD page.
+std::vector<uint8_t> inquiry_vpd_cdb(uint8_t page, uint16_t alloc);
+// The LU's identity from VPD page 0x83: its preferred LU designator as
+// "uuid:HEX", "naa:HEX", "eui64:HEX", "name:TEXT" or "t10:TEXT"; empty if
+// the page holds none.
+std::string lu_identity(std::span<const uint8_t> vpd83);
 }  // namespace scsi
 
 }  // namespace hyperscsi::initiator

@@ -97,12 +97,8 @@ class Port {
   virtual bool wait_rx(std::chrono::microseconds timeout);
 };
 
-// Opens a port from a spec string: "afpacket:IFACE", "pcap:IFACE",
-// "dpdk:EAL,ARGS,SEPARATED,BY,COMMAS", "mem:NAME[?k=v,...]".
-// Declared here, defined by the hyperscsi_ports library, which knows every
-// backend (link it to use this).
-Result<std::unique_ptr<Port>, PortError> open_port(std::string_view spec,
-                                                   const PortOptions& options = {});
+// Ports are opened from spec strings by ports::open_port (ports/, the factory
+// above every backend) or by a backend's own open function.
 
 std::string to_string(const MacAddress& mac);
 std::string_view to_string(PortErrorKind k);

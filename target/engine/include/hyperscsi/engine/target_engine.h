@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,15 @@ struct LunDefinition {
   uint16_t lun = 0;
   std::unique_ptr<scsi::LogicalUnit> unit;
   AccessList access;
+};
+
+// Who uses a LUN, for the daemon's reload decisions and log lines.
+struct LunUsage {
+  std::vector<scsi::Nexus> nexuses;  // sessions that sent it commands and have not ended
+  std::optional<scsi::Nexus> owner;  // an exclusive LUN's owner
+  store::StoreIdentity identity;     // its store's
+  uint64_t num_blocks = 0;
+  uint32_t block_size = 0;
 };
 
 // Counters of the whole engine (sums over its ports).
@@ -113,6 +123,12 @@ class TargetEngine {
   // False if absent. New commands see the LUN absent at once; commands in
   // flight finish, then the unit is flushed and destroyed.
   bool remove_lun(uint16_t lun);
+  // remove_lun(), then waits up to `wait_closed` until the unit is flushed
+  // and closed (its backing store unlocked, so it can be opened again).
+  // False if absent or still open when the wait ended.
+  bool remove_lun(uint16_t lun, std::chrono::milliseconds wait_closed);
+  // Sessions using a LUN and its identity; nullopt if absent.
+  std::optional<LunUsage> lun_usage(uint16_t lun) const;
   // Replaces a LUN's access list; false if absent. Applies to the next command.
   bool set_access(uint16_t lun, AccessList access);
   std::vector<uint16_t> luns() const;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,18 @@ struct LuConfig {
   std::uint8_t max_compare_and_write_blocks = 1;
   std::uint16_t rotation_rate = 1;  // 1 = non-rotating (VPD 0xB1)
   bool write_cache_enabled = true;  // WCE; when off every write is FUA
+  // One session at a time: the first nexus that sends a command other than
+  // INQUIRY, REPORT LUNS, REQUEST SENSE or REPORT SUPPORTED OPERATION CODES
+  // owns the LU until its session ends; commands of other nexuses get
+  // RESERVATION CONFLICT.
+  bool exclusive = false;
+};
+
+// What a reopened LU (same LUN number, new store or settings) makes of the
+// nexuses that used its predecessor.
+enum class Succession : std::uint8_t {
+  kSameData,   // same identity: UNIT ATTENTION (2A/09 if the capacity changed, else 29/00)
+  kOtherData,  // another disk: their commands fail with LOGICAL UNIT NOT SUPPORTED
 };
 
 class Reservations;
@@ -61,8 +74,9 @@ class LogicalUnit {
 
   store::BlockStore& store() { return *store_; }
   const LuConfig& config() const { return config_; }
-  // 8-byte NAA (locally assigned, NAA=3) designator derived from target name,
-  // LUN and serial: stable across restarts.
+  // 8-byte NAA (locally assigned, NAA=3) designator derived from the store's
+  // identity (store::StoreIdentity; it follows the data across restarts and
+  // hosts), or from target name, LUN and serial for a store without one.
   std::array<std::uint8_t, 8> naa_identifier() const;
   std::size_t commands_in_flight() const { return in_flight_; }
   bool write_cache_enabled() const { return wce_; }
@@ -71,8 +85,16 @@ class LogicalUnit {
   void reset();
   // The store's capacity changed: UNIT ATTENTION 2A/09 for every nexus.
   void capacity_changed();
-  // The nexus ended: forget its unit-attention state.
+  // The nexus ended: forget its unit-attention state, its exclusive claim
+  // and its fence.
   void nexus_gone(const Nexus& nexus);
+  // Nexuses that sent commands to this LU and have not ended.
+  std::vector<Nexus> nexuses() const;
+  // The exclusive owner, when config().exclusive and claimed.
+  const std::optional<Nexus>& owner() const { return owner_; }
+  // Takes over the nexuses (and exclusive owner) of the LU this one replaces.
+  void succeed(const std::vector<Nexus>& nexuses, const std::optional<Nexus>& owner, Succession how,
+               bool capacity_changed);
 
  private:
   struct Cmd;
@@ -129,6 +151,8 @@ class LogicalUnit {
   std::unique_ptr<Reservations> reservations_;
   std::unique_ptr<RangeLock> range_lock_;
   std::vector<NexusState> nexuses_;
+  std::optional<Nexus> owner_;  // exclusive LU: the nexus that holds it
+  std::vector<Nexus> fenced_;   // knew another disk under this LUN number
   std::size_t in_flight_ = 0;
   bool wce_;
   bool started_ = true;

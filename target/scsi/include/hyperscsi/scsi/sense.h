@@ -67,6 +67,8 @@ Sense unrecovered_read_error();                                           // 03 
 Sense write_error();                                                      // 03 0C/00
 Sense internal_target_failure();                                          // 04 44/00
 Sense not_ready_stopped();                                                // 02 04/02
+Sense not_ready_manual_intervention();                                    // 02 04/03
+Sense command_timeout();                                                  // 0B 2E/02
 Sense miscompare(std::uint64_t offset);                                   // 0E 1D/00, INFORMATION
 Sense power_on_or_reset();                                                // 06 29/00
 Sense lu_reset_occurred();                                                // 06 29/03

@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "hyperscsi/proto/result.h"
+#include "hyperscsi/store/identity.h"
 
 namespace hyperscsi::store {
 
@@ -32,6 +33,9 @@ enum class IoStatus : std::uint8_t {
   kReadOnly,     // write/unmap on a read-only store, or EROFS
   kOutOfRange,   // request beyond capacity or not block aligned
   kUnsupported,  // e.g. unmap on a store without discard support
+  kMiscompare,   // compare-and-write: the data on the medium differs (nothing written)
+  kTimedOut,     // the backend gave up waiting (a Ceph OSD blocked past the op timeout)
+  kUnavailable,  // the backend refused service until an operator acts (gateway blocklisted)
 };
 
 const char* to_string(IoStatus s);
@@ -39,6 +43,9 @@ const char* to_string(IoStatus s);
 IoStatus io_status_from_errno(int err);
 
 using IoCallback = std::function<void(IoStatus)>;
+// Compare-and-write: on kMiscompare, the byte offset of the first difference
+// within the compared range.
+using CompareCallback = std::function<void(IoStatus, std::uint64_t miscompare_offset)>;
 
 // Monotonic counters, read from the owner thread.
 struct StoreCounters {
@@ -49,13 +56,16 @@ struct StoreCounters {
   std::uint64_t unmaps = 0;      // unmap requests accepted
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
-  std::uint64_t batches = 0;        // io_uring_submit calls (or poll rounds for RAM)
-  std::uint64_t ops_submitted = 0;  // kernel operations after merging
-  std::uint64_t merged = 0;         // requests folded into a neighbour's vectored op
-  std::uint64_t bounced = 0;        // requests copied through an aligned bounce buffer
-  std::uint64_t errors = 0;         // requests completed with a status other than kOk
-  std::uint64_t inline_ops = 0;     // reads/writes done by one synchronous copy, no io_uring
-  std::uint64_t inline_misses = 0;  // tried that way, then handed to io_uring (EAGAIN, short)
+  std::uint64_t batches = 0;             // io_uring_submit calls (or poll rounds for RAM)
+  std::uint64_t ops_submitted = 0;       // kernel operations after merging
+  std::uint64_t merged = 0;              // requests folded into a neighbour's vectored op
+  std::uint64_t bounced = 0;             // requests copied through an aligned bounce buffer
+  std::uint64_t errors = 0;              // requests completed with a status other than kOk
+  std::uint64_t inline_ops = 0;          // reads/writes done by one synchronous copy, no io_uring
+  std::uint64_t inline_misses = 0;       // tried that way, then handed to io_uring (EAGAIN, short)
+  std::uint64_t write_sames = 0;         // write-same requests done by the store itself
+  std::uint64_t compare_and_writes = 0;  // compare-and-write requests done by the store itself
+  std::uint64_t capacity_changes = 0;    // size changes noticed (take_capacity_change)
 };
 
 class BlockStore {
@@ -74,6 +84,9 @@ class BlockStore {
   virtual bool unmapped_reads_zero() const { return supports_unmap(); }
   // Human readable description ("file:/srv/disk.img", "ram:1073741824").
   virtual std::string describe() const = 0;
+  // Who the data is (identity.h): persistent for files and block devices,
+  // fresh for RAM. A store without one returns an unknown identity.
+  virtual StoreIdentity identity() const { return {}; }
 
   // Byte offsets and lengths; both must be multiples of block_size() and within
   // capacity, else the callback gets kOutOfRange. Requests are queued and handed
@@ -88,6 +101,34 @@ class BlockStore {
   virtual void submit_flush(IoCallback cb) = 0;
   // Deallocates the range; later reads return zeros.
   virtual void submit_unmap(std::uint64_t offset, std::uint64_t length, IoCallback cb) = 0;
+
+  // Optional offloads (as LIO's backend write_same and compare-and-write):
+  // a store that does one in a single request says so, and the SCSI layer
+  // then hands it over instead of emulating it with reads and writes. Call
+  // the submit_ functions only when the matching offloads_ is true (the
+  // defaults answer kUnsupported at once). Buffers as for submit_write.
+  virtual bool offloads_write_same() const { return false; }
+  // Writes `block` (one block) repeatedly over [offset, offset + length).
+  virtual void submit_write_same(std::uint64_t /*offset*/, std::uint64_t /*length*/,
+                                 std::span<const std::byte> /*block*/, bool /*fua*/,
+                                 IoCallback cb) {
+    cb(IoStatus::kUnsupported);
+  }
+  // For ranges of `length` bytes (librbd 16 compares at most one 512-byte sector).
+  virtual bool offloads_compare_and_write(std::uint64_t /*length*/) const { return false; }
+  // Atomically: if the range holds `compare`, writes `data` there; else
+  // writes nothing and completes with kMiscompare and the first difference.
+  virtual void submit_compare_and_write(std::uint64_t /*offset*/,
+                                        std::span<const std::byte> /*compare*/,
+                                        std::span<const std::byte> /*data*/, bool /*fua*/,
+                                        CompareCallback cb) {
+    cb(IoStatus::kUnsupported, 0);
+  }
+
+  // A store whose size can change under it (a Ceph image resized elsewhere)
+  // returns true once per change, from the owner thread; num_blocks() gives
+  // the new size from that call on. Others never change size.
+  virtual bool take_capacity_change() { return false; }
 
   // Hands queued requests to the device (one batch). Cheap when nothing queued.
   virtual void submit() = 0;
@@ -113,23 +154,45 @@ struct StoreError {
     kBadBlockSize,     // block size not 512/4096 or incompatible with the device
     kUnsupportedType,  // neither regular file nor block device
     kIoSetupFailed,    // io_uring or eventfd setup failed
+    kBusy,             // exported (locked) by another store or process, or mounted
+    kUnreachable,      // a network backend (Ceph) could not be reached in time
+    kAccessDenied,     // a network backend refused our credentials
+    kModuleMissing,    // the backend's run-time module (or its library) is not installed
   };
   Kind kind = Kind::kBadSpec;
   std::string message;  // names the path and the reason
 };
 
+// Ceph settings for rbd: stores (docs/operations.md, "Targets in front of a Ceph pool").
+struct RbdOptions {
+  std::string conf_file;  // empty: librados' default search (/etc/ceph/ceph.conf, ...)
+  std::string client_id;  // the cephx user without "client." (empty: "admin")
+  std::string keyring;    // empty: as the configuration file says
+  // Bounds in seconds; 0 leaves Ceph's own setting (ceph.conf, or forever).
+  std::uint32_t connect_timeout_s = 10;  // client_mount_timeout, rados_mon_op_timeout
+  std::uint32_t op_timeout_s = 30;       // rados_osd_op_timeout: a blocked OSD fails I/O after it
+  bool operator==(const RbdOptions&) const = default;
+};
+
 struct StoreOptions {
   std::uint32_t block_size = 512;  // 512 or 4096
+  // False: block_size is only a default, a store that keeps its own (an rbd
+  // image's "hyperscsi.block_size" metadata) uses that. True: a store whose
+  // own differs refuses to open.
+  bool block_size_set = true;
   bool read_only = false;
   bool direct_io = false;         // O_DIRECT for file and block stores
   std::uint64_t create_size = 0;  // create a missing file of this size (bytes); 0 = don't
   unsigned queue_depth = 256;     // io_uring SQ entries
+  RbdOptions rbd;                 // for "rbd:" specs only
 };
 
 // Parses "512", "64K", "1M", "1G", "2T" (binary multiples). Bounded and overflow checked.
 Result<std::uint64_t, StoreError> parse_size(std::string_view text);
 
-// spec: a path (regular file or block device, auto-detected) or "ram:SIZE".
+// spec: a path (regular file or block device, auto-detected), "ram:SIZE", or
+// "rbd:POOL/IMAGE" ("rbd:POOL/NAMESPACE/IMAGE"): a Ceph RBD image through
+// librbd, from a module loaded at run time only then (store_module.h).
 Result<std::unique_ptr<BlockStore>, StoreError> open_store(std::string_view spec,
                                                            const StoreOptions& options);
 

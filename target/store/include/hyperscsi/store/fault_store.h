@@ -32,12 +32,14 @@ class FaultStore final : public BlockStore {
   bool supports_unmap() const override { return inner_->supports_unmap(); }
   bool unmapped_reads_zero() const override { return inner_->unmapped_reads_zero(); }
   std::string describe() const override { return "fault(" + inner_->describe() + ")"; }
+  StoreIdentity identity() const override { return inner_->identity(); }
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override;
   void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
                     IoCallback cb) override;
   void submit_flush(IoCallback cb) override;
   void submit_unmap(std::uint64_t offset, std::uint64_t length, IoCallback cb) override;
+  bool take_capacity_change() override { return inner_->take_capacity_change(); }
   void submit() override { inner_->submit(); }
   int completion_fd() const override { return inner_->completion_fd(); }
   std::size_t poll() override { return inner_->poll(); }

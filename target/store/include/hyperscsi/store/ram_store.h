@@ -27,6 +27,7 @@ class RamStore final : public BlockStore {
   bool read_only() const override { return read_only_; }
   bool supports_unmap() const override { return !read_only_; }
   std::string describe() const override;
+  StoreIdentity identity() const override { return identity_; }
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override;
   void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
@@ -60,6 +61,7 @@ class RamStore final : public BlockStore {
 
   std::uint64_t blocks_;
   std::uint32_t block_size_;
+  StoreIdentity identity_ = random_identity("random (RAM store: a new disk at every start)");
   bool read_only_;
   int event_fd_;
   std::unordered_map<std::uint64_t, std::unique_ptr<std::byte[]>> chunks_;

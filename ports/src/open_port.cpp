@@ -1,17 +1,19 @@
 // open_port(): the one place that knows every backend. Parses "KIND:REST",
 // dispatches, and wraps the port in a pcap recorder when asked.
+#include "hyperscsi/ports/open_port.h"
+
 #include <string>
 
+#include "dpdk_module.h"
 #include "hyperscsi/io/afpacket_port.h"
 #include "hyperscsi/io/mem_link.h"
 #include "hyperscsi/io/pcap_port.h"
-#include "hyperscsi/io/port.h"
-#ifdef HYPERSCSI_WITH_DPDK
-#include "hyperscsi/dpdk/dpdk_port.h"
-#endif
 
-namespace hyperscsi::io {
+namespace hyperscsi::ports {
 namespace {
+
+using io::PortError;
+using io::PortErrorKind;
 
 constexpr std::string_view kValidKinds = "afpacket, pcap, mem, dpdk";
 
@@ -19,27 +21,21 @@ PortError bad_spec(std::string msg) {
   return {PortErrorKind::kBadSpec, std::move(msg)};
 }
 
-Result<std::unique_ptr<Port>, PortError> open_backend(std::string_view kind, std::string_view rest,
-                                                      const PortOptions& options) {
-  if (kind == "mem") return open_mem_port(rest, options);
-  if (kind == "dpdk") {
-#ifdef HYPERSCSI_WITH_DPDK
-    return dpdk::open_dpdk_port(rest, options);
-#else
-    return Unexpected(PortError{PortErrorKind::kUnavailable,
-                                "dpdk: this build has no DPDK backend (HYPERSCSI_WITH_DPDK=OFF)"});
-#endif
-  }
-  if (kind == "afpacket") return open_afpacket_port(rest, options);
-  if (kind == "pcap") return open_pcap_port(rest, options);
+Result<std::unique_ptr<io::Port>, PortError> open_backend(std::string_view kind,
+                                                          std::string_view rest,
+                                                          const io::PortOptions& options) {
+  if (kind == "mem") return io::open_mem_port(rest, options);
+  if (kind == "dpdk") return open_dpdk_module_port(rest, options);
+  if (kind == "afpacket") return io::open_afpacket_port(rest, options);
+  if (kind == "pcap") return io::open_pcap_port(rest, options);
   return Unexpected(bad_spec("unknown port kind '" + std::string(kind) +
                              "' (valid: " + std::string(kValidKinds) + ")"));
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Port>, PortError> open_port(std::string_view spec,
-                                                   const PortOptions& options) {
+Result<std::unique_ptr<io::Port>, PortError> open_port(std::string_view spec,
+                                                       const io::PortOptions& options) {
   const size_t colon = spec.find(':');
   if (colon == std::string_view::npos)
     return Unexpected(
@@ -51,7 +47,7 @@ Result<std::unique_ptr<Port>, PortError> open_port(std::string_view spec,
     return Unexpected(bad_spec("port spec '" + std::string(spec) + "' names no interface"));
   auto port = open_backend(kind, rest, options);
   if (!port || options.record_pcap.empty()) return port;
-  return make_recording_port(std::move(port).value(), options.record_pcap);
+  return io::make_recording_port(std::move(port).value(), options.record_pcap);
 }
 
-}  // namespace hyperscsi::io
+}  // namespace hyperscsi::ports

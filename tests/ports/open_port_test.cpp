@@ -1,13 +1,19 @@
+#include "hyperscsi/ports/open_port.h"
+
 #include <gtest/gtest.h>
 
 #include <vector>
 
-#include "hyperscsi/io/mem_link.h"
 #include "hyperscsi/io/port.h"
-#include "test_frames.h"
+#include "test_frames.h"  // tests/io
 
-namespace hyperscsi::io {
+namespace hyperscsi::ports {
 namespace {
+
+using io::MacAddress;
+using io::Packet;
+using io::PortErrorKind;
+namespace testing = io::testing;
 
 TEST(OpenPort, MemSpecOpensBothEndsOfALink) {
   auto a = open_port("mem:op1?seed=7,mtu=9000,loss=0,dup=0,reorder=0,delay_us=0");
@@ -49,10 +55,10 @@ TEST(OpenPort, SpecWithoutKindOrInterfaceIsABadSpec) {
 }
 
 TEST(OpenPort, ToStringHelpers) {
-  EXPECT_EQ(to_string(MacAddress{0x02, 0x48, 0x53, 0x00, 0x0a, 0xff}), "02:48:53:00:0a:ff");
-  EXPECT_EQ(to_string(PortErrorKind::kNoSuchInterface), "no such interface");
-  EXPECT_EQ(to_string(PortErrorKind::kPermission), "permission denied");
+  EXPECT_EQ(io::to_string(MacAddress{0x02, 0x48, 0x53, 0x00, 0x0a, 0xff}), "02:48:53:00:0a:ff");
+  EXPECT_EQ(io::to_string(PortErrorKind::kNoSuchInterface), "no such interface");
+  EXPECT_EQ(io::to_string(PortErrorKind::kPermission), "permission denied");
 }
 
 }  // namespace
-}  // namespace hyperscsi::io
+}  // namespace hyperscsi::ports
