@@ -680,6 +680,7 @@ TEST_F(DaemonOverVeth, SighupLogsRevokedAccessFencesAReplacedDiskAndReportsAResi
   EXPECT_EQ(wait_exit(*daemon_, ini, 20s), 0) << daemon_->err();
   std::remove(conf.c_str());
   std::remove(image2.c_str());
+}
 
 // [ceph] reaches every rbd: LUN (and only those); keys and ranges are checked.
 TEST(TargetDaemonConfig, CephTableConfiguresRbdLuns) {
