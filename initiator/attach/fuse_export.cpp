@@ -316,17 +316,32 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
     fuse_reply_err(req, 0);  // the LUN is fully allocated already
     return;
   }
-  if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+  // The loop device turns REQ_OP_DISCARD and REQ_OP_WRITE_ZEROES into
+  // PUNCH_HOLE, and WRITE_ZEROES with REQ_NOUNMAP into ZERO_RANGE.
+  const bool punch = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+  const bool zero = (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE;
+  if (!punch && !zero) {
     fuse_reply_err(req, EOPNOTSUPP);
     return;
   }
+  // The file never grows: a range past its end is cut off there.
+  const uint64_t total = s.dev().size();
+  const auto start = static_cast<uint64_t>(off);
+  if (start >= total) {
+    fuse_reply_err(req, (mode & FALLOC_FL_KEEP_SIZE) != 0 ? 0 : ENOSPC);
+    return;
+  }
+  const uint64_t length = std::min<uint64_t>(static_cast<uint64_t>(len), total - start);
   s.begin();
-  s.run_blocking([&s, req, off, len] {
-    s.dev().discard(static_cast<uint64_t>(off), static_cast<uint64_t>(len),
-                    [&s, req](Status<Error> st) {
-                      reply_status(req, st);
-                      s.end();
-                    });
+  s.run_blocking([&s, req, start, length, punch] {
+    auto reply = [&s, req](Status<Error> st) {
+      reply_status(req, st);
+      s.end();
+    };
+    if (punch)
+      s.dev().discard(start, length, reply);
+    else
+      s.dev().write_zeroes(start, length, reply);
   });
 }
 

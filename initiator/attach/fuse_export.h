@@ -5,7 +5,8 @@
 // bounded by the session's tags and the kernel's max_background, not by
 // threads. Requests are up to 1 MiB (max_write, hence max_pages 256). fsync
 // becomes SYNCHRONIZE CACHE, O_DSYNC writes carry FUA, fallocate(PUNCH_HOLE)
-// becomes UNMAP; the file cannot change size. A write-protected LUN gives a
+// becomes UNMAP and fallocate(ZERO_RANGE) WRITE SAME of zeros (the loop
+// device's discard and write-zeroes); the file cannot change size. A write-protected LUN gives a
 // 0400 file whose writes fail with EROFS. Optionally bound to a loop device.
 #pragma once
 

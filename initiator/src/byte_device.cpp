@@ -172,6 +172,22 @@ void ByteDevice::unmap_blocks(uint64_t first, uint64_t count, Done done) {
   });
 }
 
+Status<Error> ByteDevice::zero_edges(uint64_t offset, uint64_t length, uint64_t first,
+                                     uint64_t end) {
+  const uint32_t bs = block_size();
+  const uint64_t head_end = std::min(offset + length, first * bs);
+  if (head_end > offset) {
+    std::vector<uint8_t> zeros(head_end - offset, 0);
+    if (auto st = pwrite(zeros, offset); !st) return st;
+  }
+  const uint64_t tail_start = std::max(end * bs, head_end);
+  if (offset + length > tail_start) {
+    std::vector<uint8_t> zeros(offset + length - tail_start, 0);
+    if (auto st = pwrite(zeros, tail_start); !st) return st;
+  }
+  return {};
+}
+
 void ByteDevice::discard(uint64_t offset, uint64_t length, Done done) {
   if (!in_range(offset, length, size()))
     return done(Unexpected{out_of_range(offset, length, size())});
@@ -180,17 +196,66 @@ void ByteDevice::discard(uint64_t offset, uint64_t length, Done done) {
   const uint64_t end = (offset + length) / bs;
   // Zero the partial edges by writing (synchronously: rare, and ordered
   // before the unmap completes).
-  const uint64_t head_end = std::min(offset + length, start * bs);
-  if (head_end > offset) {
-    std::vector<uint8_t> zeros(head_end - offset, 0);
-    if (auto st = pwrite(zeros, offset); !st) return done(st);
+  if (auto st = zero_edges(offset, length, start, end); !st) return done(st);
+  if (end <= start) return done({});
+  const Capacity& cap = lun_.capacity();
+  if (cap.thin && cap.unmapped_reads_zero) return unmap_blocks(start, end - start, std::move(done));
+  done(zero_blocks(start, end - start));
+}
+
+Status<Error> ByteDevice::zero_blocks(uint64_t first, uint64_t count) {
+  const uint32_t bs = block_size();
+  if (!no_write_same_.load(std::memory_order_relaxed)) {
+    enter_shared();
+    auto p = std::make_shared<std::promise<CommandResult>>();
+    auto f = p->get_future();
+    lun_.write_zeroes(first, count, [p](CommandResult&& r) { p->set_value(std::move(r)); });
+    CommandResult r = f.get();
+    leave_shared();
+    if (r.good()) return {};
+    // ILLEGAL REQUEST other than a bad LBA: no WRITE SAME here (or not this
+    // long); write zeros from now on.
+    const scsi::SenseInfo s = scsi::parse_sense(r.sense);
+    if (!(r.error == CompletionError::kNone && s.valid && s.key == 0x05 && s.asc != 0x21))
+      return Unexpected{error_of(r, "WRITE SAME")};
+    no_write_same_.store(true, std::memory_order_relaxed);
   }
-  const uint64_t tail_start = std::max(end * bs, head_end);
-  if (offset + length > tail_start) {
-    std::vector<uint8_t> zeros(offset + length - tail_start, 0);
-    if (auto st = pwrite(zeros, tail_start); !st) return done(st);
+  // Writes of zeros, up to 1 MiB each, 8 in flight.
+  const uint64_t per = std::max<uint64_t>(1, (1u << 20) / bs);
+  static const std::vector<uint8_t> zeros(1u << 20, 0);
+  std::mutex m;
+  std::condition_variable cv;
+  unsigned in_flight = 0;
+  Status<Error> first_error;
+  for (uint64_t b = first; b < first + count;) {
+    const uint64_t n = std::min(per, first + count - b);
+    {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return in_flight < 8; });
+      if (!first_error) break;
+      ++in_flight;
+    }
+    write(std::span<const uint8_t>(zeros.data(), n * bs), b * bs, false, [&](Status<Error> st) {
+      std::lock_guard lock(m);
+      if (!st && first_error) first_error = std::move(st);
+      --in_flight;
+      cv.notify_all();
+    });
+    b += n;
   }
-  if (end > start) return unmap_blocks(start, end - start, std::move(done));
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return in_flight == 0; });
+  return first_error;
+}
+
+void ByteDevice::write_zeroes(uint64_t offset, uint64_t length, Done done) {
+  if (!in_range(offset, length, size()))
+    return done(Unexpected{out_of_range(offset, length, size())});
+  const uint32_t bs = block_size();
+  const uint64_t start = (offset + bs - 1) / bs;
+  const uint64_t end = (offset + length) / bs;
+  if (auto st = zero_edges(offset, length, start, end); !st) return done(st);
+  if (end > start) return done(zero_blocks(start, end - start));
   done({});
 }
 
@@ -208,6 +273,10 @@ Status<Error> ByteDevice::flush() {
 
 Status<Error> ByteDevice::discard(uint64_t offset, uint64_t length) {
   return wait_for([&](Done d) { discard(offset, length, std::move(d)); });
+}
+
+Status<Error> ByteDevice::write_zeroes(uint64_t offset, uint64_t length) {
+  return wait_for([&](Done d) { write_zeroes(offset, length, std::move(d)); });
 }
 
 int ByteDevice::errno_of(const Error& e) {

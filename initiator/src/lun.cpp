@@ -169,6 +169,25 @@ void Lun::unmap(uint64_t lba, uint64_t blocks, Completion done) {
   }
 }
 
+void Lun::write_zeroes(uint64_t lba, uint64_t blocks, Completion done) {
+  constexpr uint64_t kPer = 0xffff;
+  auto join = std::make_shared<Joiner>();
+  join->done = std::move(done);
+  join->remaining = blocks == 0 ? 1 : static_cast<size_t>((blocks + kPer - 1) / kPer);
+  if (blocks == 0) {
+    join->part(CommandResult{}, 0);
+    return;
+  }
+  for (uint64_t off = 0; off < blocks; off += kPer) {
+    const auto n = static_cast<uint32_t>(std::min(kPer, blocks - off));
+    ScsiCommand c;
+    c.lun = lun_;
+    c.cdb = scsi::write_same16_cdb(lba + off, n);
+    c.data_out.assign(capacity_.block_size, 0);
+    initiator_->submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
+  }
+}
+
 Result<std::vector<uint8_t>, Error> Lun::read_sync(uint64_t lba, uint32_t blocks) {
   auto p = std::make_shared<std::promise<CommandResult>>();
   auto f = p->get_future();
@@ -220,6 +239,7 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
     cap.num_blocks = proto::bytes::load_be64(r.data_in.data()) + 1;
     cap.block_size = proto::bytes::load_be32(r.data_in.data() + 8);
     cap.thin = r.data_in.size() >= 15 && (r.data_in[14] & 0x80) != 0;
+    cap.unmapped_reads_zero = r.data_in.size() >= 15 && (r.data_in[14] & 0x40) != 0;
   } else {
     const scsi::SenseInfo s = scsi::parse_sense(r.sense);
     if (r.error != CompletionError::kNone || !(s.valid && s.key == 0x05 && s.asc != 0x25))

@@ -181,6 +181,14 @@ std::vector<uint8_t> synchronize_cache_cdb() {
   return c;
 }
 
+std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks) {
+  std::vector<uint8_t> c(16, 0);
+  c[0] = 0x93;
+  store_be64(&c[2], lba);
+  store_be32(&c[10], blocks);
+  return c;
+}
+
 std::vector<uint8_t> unmap_cdb(uint16_t param_len) {
   std::vector<uint8_t> c(10, 0);
   c[0] = 0x42;

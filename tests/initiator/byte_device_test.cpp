@@ -31,6 +31,7 @@ struct LabConfig {
   bool read_only = false;
   uint32_t max_transfer = (1u << 20) + 4096;
   uint64_t size = 8u << 20;
+  uint64_t max_write_same_blocks = 0x400000;
 };
 
 // One engine with one file-backed LUN and one connected initiator.
@@ -58,6 +59,7 @@ class Lab {
     EXPECT_TRUE(st.ok()) << st.error().message;
     hyperscsi::scsi::LuConfig lc;
     lc.target_name = "bdev";
+    lc.max_write_same_blocks = c.max_write_same_blocks;
     engine::LunDefinition def;
     def.lun = 0;
     def.unit = std::make_unique<hyperscsi::scsi::LogicalUnit>(lc, std::move(st.value()));
@@ -202,6 +204,36 @@ TEST(ByteDeviceTest, DiscardZeroesThePunchedRange) {
   for (size_t i = 0; i < back.size(); ++i) {
     const bool punched = i >= 1000 && i < 11000;
     ASSERT_EQ(back[i], punched ? 0 : a[i]) << "byte " << i;
+  }
+}
+
+// Zeroing a range: WRITE SAME for the whole blocks (one block of data on
+// the wire), writes for the partial edges; a target that refuses the WRITE
+// SAME (here: longer than its limit) gets writes of zeros instead.
+TEST(ByteDeviceTest, WriteZeroesUsesWriteSameAndFallsBackToWrites) {
+  for (const uint64_t limit : {uint64_t{0x400000}, uint64_t{8}}) {
+    SCOPED_TRACE("max_write_same_blocks " + std::to_string(limit));
+    Lab lab({.max_write_same_blocks = limit});
+    auto lun = lab.initiator->open_lun(0);
+    ASSERT_TRUE(lun.ok()) << lun.error().message;
+    ByteDevice dev(*lun);
+    const auto a = pattern(3u << 20, 6);
+    ASSERT_TRUE(dev.pwrite(a, 0).ok());
+    const uint64_t out0 = lab.initiator->stats().bytes_out;
+    const uint64_t off = 1000, len = (2u << 20) + 5000;  // > 1 MiB: several fallback writes
+    ASSERT_TRUE(dev.write_zeroes(off, len).ok());
+    const uint64_t sent = lab.initiator->stats().bytes_out - out0;
+    if (limit == 8)
+      EXPECT_GE(sent, len - 1024) << "writes of zeros";
+    else
+      EXPECT_LT(sent, 8192u) << "WRITE SAME sends one block, the edges one block each";
+    std::vector<uint8_t> back(a.size());
+    ASSERT_TRUE(dev.pread(back, 0).ok());
+    for (size_t i = 0; i < back.size(); ++i) {
+      const bool zeroed = i >= off && i < off + len;
+      ASSERT_EQ(back[i], zeroed ? 0 : a[i]) << "byte " << i;
+    }
+    EXPECT_FALSE(dev.write_zeroes(dev.size() - 512, 1024).ok()) << "beyond the end";
   }
 }
 

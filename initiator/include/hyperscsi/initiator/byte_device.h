@@ -10,16 +10,22 @@
 // write gate exclusively: it waits for every aligned write in flight and
 // holds new ones back, so it never races another write of the same block.
 // Discard unmaps the whole blocks inside the range and zeroes partial edge
-// blocks by writing (so a punched range always reads as zeros).
+// blocks by writing, so a punched range always reads as zeros (on a LUN
+// whose unmapped blocks do not read as zeros, LBPME and LBPRZ not both set,
+// it zeroes the whole blocks as write_zeroes does).
+// write_zeroes zeroes a range and keeps it allocated: WRITE SAME of a zero
+// block for the whole blocks (writes of zeros where the target has no WRITE
+// SAME), the partial edge blocks by writing.
 //
 // Thread-safety: every member is safe from many threads at once. The
 // synchronous calls and every call that may take the slow path (write,
-// discard) must not be made from the initiator's loop thread (a completion
+// discard, write_zeroes) must not be made from the initiator's loop thread (a completion
 // callback or a poller): they may wait for commands. read(), flush() and
 // write_nowait() may.
 // Errors: Status<Error>; errno_of() maps one to an errno for the callers.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -56,12 +62,15 @@ class ByteDevice {
   bool write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua, const Done& done);
   void flush(Done done);
   void discard(uint64_t offset, uint64_t length, Done done);
+  // Completes before it returns (it waits for its commands).
+  void write_zeroes(uint64_t offset, uint64_t length, Done done);
 
   // Synchronous forms: the above, waited for.
   Status<Error> pread(std::span<uint8_t> out, uint64_t offset);
   Status<Error> pwrite(std::span<const uint8_t> in, uint64_t offset, bool fua = false);
   Status<Error> flush();
   Status<Error> discard(uint64_t offset, uint64_t length);
+  Status<Error> write_zeroes(uint64_t offset, uint64_t length);
 
   static int errno_of(const Error& e);
 
@@ -74,12 +83,17 @@ class ByteDevice {
   void submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done);
   Status<Error> read_modify_write(std::span<const uint8_t> in, uint64_t offset, bool fua);
   void unmap_blocks(uint64_t first, uint64_t count, Done done);
+  // Writes zeros to the bytes of [offset, offset + length) outside the whole
+  // blocks [first, end): the partial edges of a discard or write_zeroes.
+  Status<Error> zero_edges(uint64_t offset, uint64_t length, uint64_t first, uint64_t end);
+  Status<Error> zero_blocks(uint64_t first, uint64_t count);
 
   Lun lun_;
   std::mutex gate_mutex_;
   std::condition_variable gate_cv_;
   uint64_t shared_in_flight_ = 0;
   bool exclusive_ = false;
+  std::atomic<bool> no_write_same_{false};  // the target refused WRITE SAME: write zeros
 };
 
 }  // namespace hyperscsi::initiator

@@ -173,7 +173,8 @@ Error error_of(const CommandResult& r, std::string_view what);
 struct Capacity {
   uint64_t num_blocks = 0;
   uint32_t block_size = 0;
-  bool thin = false;  // LBPME from READ CAPACITY(16): UNMAP is meaningful
+  bool thin = false;                 // LBPME from READ CAPACITY(16): UNMAP is meaningful
+  bool unmapped_reads_zero = false;  // LBPRZ from READ CAPACITY(16)
 };
 
 struct InquiryData {
@@ -307,6 +308,11 @@ class Lun {
   void write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua = false);
   void flush(Completion done);
   void unmap(uint64_t lba, uint64_t blocks, Completion done);
+  // Zeroes the blocks with WRITE SAME(16) of one zero block (no UNMAP), in
+  // commands of at most 65535 blocks (what Linux's sd sends to a target that
+  // states no limit). A target without WRITE SAME fails it with ILLEGAL
+  // REQUEST; ByteDevice::write_zeroes then writes zeros instead.
+  void write_zeroes(uint64_t lba, uint64_t blocks, Completion done);
 
   // Synchronous wrappers.
   Result<std::vector<uint8_t>, Error> read_sync(uint64_t lba, uint32_t blocks);
@@ -347,6 +353,8 @@ std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc);
 // reply is WP (write protected).
 std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc);
 std::vector<uint8_t> synchronize_cache_cdb();
+// WRITE SAME(16) without UNMAP: one block of data-out written to `blocks` blocks.
+std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks);
 std::vector<uint8_t> unmap_cdb(uint16_t param_len);
 // The UNMAP parameter list with one descriptor.
 std::vector<uint8_t> unmap_params(uint64_t lba, uint32_t blocks);
