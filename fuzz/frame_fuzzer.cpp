@@ -13,6 +13,7 @@
 #include "fuzz_check.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/messages.h"
+#include "hyperscsi/proto/multipath.h"
 
 namespace hp = hyperscsi::proto;
 
@@ -80,6 +81,15 @@ void check_all_messages(std::span<const uint8_t> body) {
   check_message(body, hp::decode_login_reply);
   check_message(body, hp::decode_disconnect);
   check_message(body, hp::decode_keepalive);
+  check_message(body, hp::decode_path_request);
+  check_message(body, hp::decode_path_reply);
+  if (auto ports = hp::decode_port_list(body)) {
+    std::vector<uint8_t> out;
+    hp::encode_port_list(*ports, out);
+    auto again = hp::decode_port_list(out);
+    FUZZ_CHECK(again.ok() && *again == *ports, "port list changed through encode -> decode");
+  }
+  check_message(body, hp::decode_multipath_login_reply);
   check_command(body);
   check_reply(body);
 }
@@ -144,6 +154,12 @@ void check_frame(std::span<const uint8_t> in) {
       break;
     case hp::Opcode::kCommandReply:
       if (v.header.common.fragment == 0 && v.header.common.last_fragment) check_reply(v.payload);
+      break;
+    case hp::Opcode::kPathRequest:
+      check_message(v.payload, hp::decode_path_request);
+      break;
+    case hp::Opcode::kPathReply:
+      check_message(v.payload, hp::decode_path_reply);
       break;
   }
 }

@@ -72,6 +72,7 @@ struct Connection::Impl {
         ring((ring_size_for(p.receive_window) + 63) / 64) {}
 
   // ---- sender ----
+  bool can_send(Opcode op, uint16_t tag, size_t size) const;
   bool send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu);
   void process_ack(const FrameView& f, TimePoint now);
   void frame_acked(TxFrame& f);
@@ -197,14 +198,18 @@ struct Connection::Impl {
 
 // ---------------------------------------------------------------- sender --
 
-bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu) {
+bool Connection::Impl::can_send(Opcode op, uint16_t tag, size_t size) const {
   if (!is_sequenced(op) || tag > kMaxTag || frag_payload == 0) return false;
-  if (pdu.size() > params.max_pdu) return false;
-  const size_t fragments = pdu.empty() ? 1 : (pdu.size() + frag_payload - 1) / frag_payload;
+  if (size > params.max_pdu) return false;
+  const size_t fragments = size == 0 ? 1 : (size + frag_payload - 1) / frag_payload;
   if (fragments > kMaxFragmentsPerPdu) return false;
-  if (queue_bytes + pdu.size() > params.send_queue_limit) return false;
+  if (queue_bytes + size > params.send_queue_limit) return false;
+  return !busy_keys.test(key_of(op, tag));
+}
+
+bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu) {
+  if (!can_send(op, tag, pdu.size())) return false;
   const size_t key = key_of(op, tag);
-  if (busy_keys.test(key)) return false;
   busy_keys.set(key);
   queue_bytes += pdu.size();
   auto out = std::make_shared<OutPdu>();
@@ -216,6 +221,8 @@ bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pd
 }
 
 void Connection::Impl::frame_acked(TxFrame& f) {
+  ++stats.frames_acked;
+  stats.bytes_acked += f.length;
   OutPdu& p = *f.pdu;
   if (--p.frames_unacked == 0 && p.all_sent) {
     // Every fragment is in: the tag may be reused.
@@ -678,6 +685,8 @@ FrameHeader Connection::Impl::base_header(Opcode op) const {
   h.ext.flags = params.checksum ? kFlagChecksum : 0;
   h.ext.session_id = ep.session_id;
   h.ext.epoch = ep.epoch;
+  h.ext.path_id = ep.path_id;
+  h.ext.path_gen = ep.path_gen;
   h.ext.seq = snd_nxt;
   return h;
 }
@@ -857,6 +866,10 @@ bool Connection::send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu)
   return impl_->send_pdu(opcode, tag, std::move(pdu));
 }
 
+bool Connection::can_send(Opcode opcode, uint16_t tag, size_t size) const {
+  return impl_->can_send(opcode, tag, size);
+}
+
 void Connection::on_frame(const FrameView& frame, TimePoint now) {
   Impl& s = *impl_;
   if (now > s.last_now) s.last_now = now;
@@ -889,6 +902,45 @@ FrameHeader Connection::control_header(Opcode opcode, uint8_t extra_flags) const
   return h;
 }
 
+std::vector<Connection::UnackedPdu> Connection::release_unacked() {
+  Impl& s = *impl_;
+  std::vector<UnackedPdu> out;
+  auto take = [&](const std::shared_ptr<OutPdu>& p) {
+    // Every fragment sent and acked or SACKed: the peer has the whole PDU.
+    if (p->all_sent && p->frames_unacked == 0) return;
+    out.push_back(UnackedPdu{p->opcode, p->tag, std::move(p->bytes)});
+  };
+  // The flight holds each PDU's frames contiguously, oldest PDU first; the
+  // queue continues with the one being fragmented (possibly the last in flight).
+  const OutPdu* last = nullptr;
+  for (const TxFrame& f : s.flight) {
+    if (f.pdu.get() == last) continue;
+    last = f.pdu.get();
+    take(f.pdu);
+  }
+  for (const auto& p : s.queue) {
+    if (p.get() == last) continue;
+    take(p);
+  }
+  s.flight.clear();
+  s.queue.clear();
+  s.lost_queue.clear();
+  s.sacked_count = 0;
+  s.lost_count = 0;
+  s.busy_keys.reset();
+  s.queue_bytes = 0;
+  s.snd_una = s.snd_nxt;
+  s.high_sacked = s.high_acked = s.snd_nxt;
+  s.rtx_deadline = kNever;
+  s.probe_deadline = kNever;
+  s.frto = Impl::Frto::kOff;
+  s.frto_new_frames = 0;
+  s.undo_open = false;
+  s.undo_retransmitted.clear();
+  s.undo_expiry = kNever;
+  return out;
+}
+
 bool Connection::idle() const {
   const Impl& s = *impl_;
   return s.queue.empty() && s.flight.empty() && s.unacked_rx == 0 && !s.ack_now;
@@ -908,6 +960,8 @@ const TransportStats& Connection::stats() const {
   st.srtt = s.rtt.srtt();
   st.rttvar = s.rtt.rttvar();
   st.rto = s.rtt.rto();
+  st.base_rto = s.rtt.base_rto();
+  st.min_rtt = s.rtt.min_rtt();
   st.cwnd = s.cc.cwnd();
   st.ssthresh = s.cc.ssthresh();
   st.peer_window = s.peer_window;

@@ -28,7 +28,8 @@ constexpr size_t kOffAck = 20;
 constexpr size_t kOffPduLength = 24;
 constexpr size_t kOffPduOffset = 28;
 constexpr size_t kOffPayloadLength = 32;
-constexpr size_t kOffReserved = 34;
+constexpr size_t kOffPathId = 34;  // reserved (0) unless the session is multipath
+constexpr size_t kOffPathGen = 35;
 constexpr size_t kOffCrc = 36;
 constexpr size_t kCrcSize = 4;
 constexpr size_t kMaxPayloadLength = 0xFFFF;  // u16 payload_length
@@ -89,6 +90,10 @@ std::string_view opcode_name(Opcode op) {
       return "Ack";
     case Opcode::kDiscoveryRequest:
       return "DiscoveryRequest";
+    case Opcode::kPathRequest:
+      return "PathRequest";
+    case Opcode::kPathReply:
+      return "PathReply";
   }
   return "Unknown";
 }
@@ -104,6 +109,8 @@ bool is_known_opcode(uint8_t raw) {
     case Opcode::kKeepalive:
     case Opcode::kAck:
     case Opcode::kDiscoveryRequest:
+    case Opcode::kPathRequest:
+    case Opcode::kPathReply:
       return true;
   }
   return false;
@@ -204,7 +211,8 @@ size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
   store_be32(hs + kOffPduLength, ext.pdu_length);
   store_be32(hs + kOffPduOffset, ext.pdu_offset);
   store_be16(hs + kOffPayloadLength, static_cast<uint16_t>(payload.size()));
-  store_be16(hs + kOffReserved, 0);
+  hs[kOffPathId] = ext.path_id;
+  hs[kOffPathGen] = ext.path_gen;
   store_be32(hs + kOffCrc, 0);
 
   uint8_t* q = hs + kHeaderSize;
@@ -259,6 +267,8 @@ Result<FrameView, DecodeError> decode_frame(std::span<const uint8_t> frame) {
   e.ack = load_be32(hs + kOffAck);
   e.pdu_length = load_be32(hs + kOffPduLength);
   e.pdu_offset = load_be32(hs + kOffPduOffset);
+  e.path_id = hs[kOffPathId];
+  e.path_gen = hs[kOffPathGen];
   const size_t payload_length = load_be16(hs + kOffPayloadLength);
   const uint32_t crc = load_be32(hs + kOffCrc);
 

@@ -432,8 +432,10 @@ TEST(Frame, OpcodeNamesAndKnownSet) {
       EXPECT_NE(opcode_name(static_cast<Opcode>(raw)), "Unknown");
     }
   }
-  EXPECT_EQ(known, 9);
-  EXPECT_FALSE(is_known_opcode(0x31));
+  EXPECT_EQ(known, 11);
+  EXPECT_TRUE(is_known_opcode(0x31));  // multipath: path request / reply
+  EXPECT_TRUE(is_known_opcode(0x32));
+  EXPECT_FALSE(is_known_opcode(0x33));
   EXPECT_FALSE(is_known_opcode(0x80));
   EXPECT_EQ(opcode_name(Opcode::kLoginRequest), "LoginRequest");
   EXPECT_EQ(to_string(DecodeError::kBadChecksum), "bad checksum");
@@ -479,7 +481,7 @@ TEST(Frame, EncoderRejectsOutOfRangeAndNeverOverruns) {
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.fragment = 1024; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.sacks.count = 9; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.version = 1; }));
-  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.opcode = static_cast<Opcode>(0x31); }));
+  EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.common.opcode = static_cast<Opcode>(0x33); }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.flags = 0x40; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 99; }));
   EXPECT_TRUE(rejects([](FrameHeader& h, P&) { h.ext.pdu_length = 200; }));  // last but short
@@ -641,7 +643,7 @@ TEST(FrameDecode, EveryErrorFromACraftedFrame) {
   EXPECT_EQ(mutated([](V& f) { f[12] = 0x08, f[13] = 0x00; }), DecodeError::kNotHyperScsi);
   EXPECT_EQ(mutated([](V& f) { f[kH + 3] = 0x01; }), DecodeError::kUnknownVersion);
   EXPECT_EQ(mutated([](V& f) { f[kH + 3] = 0x03; }), DecodeError::kUnknownVersion);
-  EXPECT_EQ(mutated([](V& f) { f[kH + 4] = 0x31; }), DecodeError::kUnknownOpcode);
+  EXPECT_EQ(mutated([](V& f) { f[kH + 4] = 0x33; }), DecodeError::kUnknownOpcode);
   EXPECT_EQ(mutated([](V& f) { f[kH + 4] = 0x80; }), DecodeError::kUnknownOpcode);
   EXPECT_EQ(mutated([](V& f) { f[kH + 5] = 34; }), DecodeError::kBadHeaderLength);
   EXPECT_EQ(mutated([](V& f) { f[kH + 5] = 0; }), DecodeError::kBadHeaderLength);
@@ -675,8 +677,11 @@ TEST(FrameDecode, EveryErrorFromACraftedFrame) {
 TEST(FrameDecode, ToleratesPaddingReservedAndLongerExtHeader) {
   auto f = valid_fragment();
   f.resize(f.size() + 20, 0xEE);           // trailing bytes beyond the payload
-  bytes::store_be16(&f[kH + 34], 0xBEEF);  // reserved: ignored on receive
-  ASSERT_TRUE(decode_frame(f).ok());
+  bytes::store_be16(&f[kH + 34], 0x0BEF);  // path id and generation (reserved before multipath)
+  auto pd = decode_frame(f);
+  ASSERT_TRUE(pd.ok());
+  EXPECT_EQ(pd->header.ext.path_id, 0x0B);
+  EXPECT_EQ(pd->header.ext.path_gen, 0xEF);
 
   // A later revision appends 4 bytes to the extended header (ext_len 39).
   FrameHeader h = make_header(Opcode::kAck, kTargetMac, kInitiatorMac);

@@ -26,6 +26,9 @@ local MAX_NAME = 223
 local MAX_AUTH = 512
 local MAX_LUNS = 256
 local MAX_SENSE = 252
+local MAX_PATH_ID = 15
+local MAX_PORTS = 16
+local FEATURE_MULTIPATH = 0x10
 
 ----------------------------------------------------------------------------
 -- Value names
@@ -37,6 +40,7 @@ local opcode_names = {
   [0x12] = "Login Reply", [0x13] = "Disconnect",
   [0x20] = "Keepalive", [0x21] = "Ack",
   [0x30] = "Discovery Request",
+  [0x31] = "Path Request", [0x32] = "Path Reply",
 }
 
 local login_status_names = {
@@ -49,6 +53,14 @@ local login_status_names = {
 local disconnect_reason_names = {
   [0] = "Normal", [1] = "Unknown session", [2] = "Dead peer",
   [3] = "Shutdown", [4] = "Protocol error", [5] = "Stale epoch",
+}
+
+local path_action_names = { [0] = "Join", [1] = "Activate", [2] = "Leave" }
+
+local path_status_names = {
+  [0] = "OK", [1] = "Not multipath", [2] = "Access denied", [3] = "Authentication failed",
+  [4] = "Stale generation", [5] = "Too many paths", [6] = "Duplicate path",
+  [7] = "MTU rejected", [8] = "Unknown path",
 }
 
 local task_attribute_names = { [0] = "Simple", [1] = "Ordered", [2] = "Head of queue" }
@@ -191,7 +203,10 @@ field("ack", ProtoField.uint32, "ack", "Acknowledgement number", base.DEC)
 field("pdu_length", ProtoField.uint32, "pdu_length", "PDU length", base.DEC)
 field("pdu_offset", ProtoField.uint32, "pdu_offset", "PDU offset", base.DEC)
 field("payload_length", ProtoField.uint16, "payload_length", "Payload length", base.DEC)
-field("ext_reserved", ProtoField.uint16, "ext_reserved", "Reserved", base.HEX)
+-- Bytes 34-35: the path of a multipath session (reserved, 0, otherwise).
+field("path_id", ProtoField.uint8, "path_id", "Path ID", base.DEC)
+field("path_gen", ProtoField.uint8, "path_gen", "Path generation", base.DEC)
+field("path", ProtoField.string, "path", "Path (id.generation)")
 field("crc32", ProtoField.uint32, "crc32", "CRC-32", base.HEX)
 field("crc_status", ProtoField.uint8, "crc32.status", "CRC-32 status", base.DEC, crc_status_names)
 field("crc_computed", ProtoField.uint32, "crc32.computed", "CRC-32 computed", base.HEX)
@@ -219,6 +234,19 @@ field("feat_checksum", ProtoField.bool, "features.checksum", "CHECKSUM", 32, nil
 field("feat_sack", ProtoField.bool, "features.sack", "SACK", 32, nil, 0x2)
 field("feat_delayed_ack", ProtoField.bool, "features.delayed_ack", "DELAYED_ACK", 32, nil, 0x4)
 field("feat_resume", ProtoField.bool, "features.session_resume", "SESSION_RESUME", 32, nil, 0x8)
+field("feat_multipath", ProtoField.bool, "features.multipath", "MULTIPATH", 32, nil, 0x10)
+-- Multipath: the login reply's port list, path requests and replies (section 14).
+field("port_count", ProtoField.uint8, "port_count", "Target port count", base.DEC)
+field("port", ProtoField.none, "port", "Target port")
+field("port_mac", ProtoField.ether, "port.mac", "MAC")
+field("port_mtu", ProtoField.uint16, "port.mtu", "MTU", base.DEC)
+field("path_action", ProtoField.uint8, "path.action", "Action", base.DEC, path_action_names)
+field("path_status", ProtoField.uint8, "path.status", "Status", base.DEC, path_status_names)
+field("path_subject_id", ProtoField.uint8, "path.subject_id", "Subject path ID", base.DEC)
+field("path_subject_gen", ProtoField.uint8, "path.subject_gen", "Subject path generation",
+      base.DEC)
+field("path_proof_length", ProtoField.uint8, "path.proof_length", "Proof length", base.DEC)
+field("path_proof", ProtoField.bytes, "path.proof", "Proof (HMAC-SHA256)")
 field("lun_count", ProtoField.uint16, "lun_count", "LUN count", base.DEC)
 field("lun_entry", ProtoField.none, "lun_entry", "LUN")
 field("lun", ProtoField.uint16, "lun", "LUN", base.DEC)
@@ -304,8 +332,11 @@ local ef = {
                                expert.group.RESPONSE_CODE, expert.severity.NOTE),
   login_failed = ProtoExpert.new("hyperscsi2.login_failed", "Login refused",
                                  expert.group.RESPONSE_CODE, expert.severity.WARN),
+  path_refused = ProtoExpert.new("hyperscsi2.path_refused", "Path request refused",
+                                 expert.group.RESPONSE_CODE, expert.severity.WARN),
 }
-hs.experts = { ef.malformed, ef.bad_crc, ef.retransmission, ef.scsi_error, ef.login_failed }
+hs.experts = { ef.malformed, ef.bad_crc, ef.retransmission, ef.scsi_error, ef.login_failed,
+               ef.path_refused }
 
 ----------------------------------------------------------------------------
 -- Helpers
@@ -424,6 +455,7 @@ function Reader:features(what)
   item:add(f.feat_sack, r)
   item:add(f.feat_delayed_ack, r)
   item:add(f.feat_resume, r)
+  item:add(f.feat_multipath, r)
   self.off = self.off + 4
   return r:uint()
 end
@@ -513,12 +545,32 @@ local function dissect_login_reply(r, pinfo)
   r:uint(f.mtu, 2, "mtu")
   r:uint(f.window, 2, "window")
   r:uint(f.max_transfer, 4, "max transfer")
-  r:features("features")
+  local features = r:features("features")
   local sid = r:uint(f.login_session_id, 4, "session id")
   local ep = r:uint(f.login_epoch, 2, "epoch")
   r:uint(f.keepalive_ms, 4, "keepalive ms")
   r:uint(f.dead_time_ms, 4, "dead time ms")
   r:auth()
+  -- A multipath session's OK reply ends with the target's ports (14.3).
+  if r.ok and st == 0 and features ~= nil and band(features, FEATURE_MULTIPATH) ~= 0 then
+    local count, citem = r:uint(f.port_count, 1, "port count")
+    if count ~= nil and (count == 0 or count > MAX_PORTS) then
+      r:fail(citem, "port count " .. count .. " outside 1-" .. MAX_PORTS)
+    end
+    if r.ok and count ~= nil then
+      for _ = 1, count do
+        if not r:have(8, "port entry") then break end
+        local entry = r.tree:add(f.port, r.tvb(r.off, 8))
+        entry:add(f.port_mac, r.tvb(r.off, 6))
+        local mac = tostring(r.tvb(r.off, 6):ether())
+        r.off = r.off + 6
+        local mtu, mitem = r:uint(f.port_mtu, 2, "port mtu", entry)
+        if mtu == 0 then malformed(pinfo, mitem, "port MTU 0") end
+        entry:append_text(string.format(" %s MTU %d", mac, mtu))
+      end
+      pinfo.cols.info:append(" ports=" .. count)
+    end
+  end
   r:finish("login reply")
   if st then pinfo.cols.info:append(" " .. name_of(login_status_names, st, "status")) end
   if sid and ep then pinfo.cols.info:append(string.format(" session 0x%08x/%d", sid, ep)) end
@@ -541,6 +593,51 @@ local function dissect_keepalive(r, pinfo)
     r.off = r.stop
   end
   if probe then pinfo.cols.info:append(" probe_id=" .. probe) end
+end
+
+-- Path Request (0x31) / Path Reply (0x32): the same 12 fixed bytes, then a
+-- proof of 0 or 32 bytes (docs/protocol.md 14.5).
+local function dissect_path(r, pinfo, reply)
+  local nonce = r:uint(f.nonce, 4, "nonce")
+  local action, status, aitem, sitem
+  if reply then
+    status, sitem = r:uint(f.path_status, 1, "status")
+    action, aitem = r:uint(f.path_action, 1, "action")
+  else
+    action, aitem = r:uint(f.path_action, 1, "action")
+    r:uint(f.body_reserved, 1, "reserved")
+  end
+  if status ~= nil then
+    if path_status_names[status] == nil then
+      malformed(pinfo, sitem, "unknown path status " .. status)
+    elseif status ~= 0 then
+      sitem:add_proto_expert_info(ef.path_refused, "Path refused: " .. path_status_names[status])
+    end
+  end
+  if action ~= nil and path_action_names[action] == nil then
+    malformed(pinfo, aitem, "unknown path action " .. action)
+  end
+  local id, iditem = r:uint(f.path_subject_id, 1, "path id")
+  if id ~= nil and id > MAX_PATH_ID then malformed(pinfo, iditem, "path id " .. id .. " above 15") end
+  local gen = r:uint(f.path_subject_gen, 1, "path generation")
+  r:uint(f.mtu, 2, "mtu")
+  r:uint(f.window, 2, "window")
+  local plen, pitem = r:uint(f.path_proof_length, 1, "proof length")
+  if plen ~= nil then
+    if plen ~= 0 and plen ~= 32 then
+      r:fail(pitem, "proof length " .. plen .. " (0 or 32)")
+    elseif plen > 0 and r:have(plen, "proof") then
+      r.tree:add(f.path_proof, r.tvb(r.off, plen))
+      r.off = r.off + plen
+    end
+  end
+  r:finish(reply and "path reply" or "path request")
+  if action ~= nil then
+    pinfo.cols.info:append(" " .. name_of(path_action_names, action, "action"))
+  end
+  if id ~= nil and gen ~= nil then pinfo.cols.info:append(string.format(" of path %d.%d", id, gen)) end
+  if status ~= nil then pinfo.cols.info:append(" " .. name_of(path_status_names, status, "status")) end
+  if nonce then pinfo.cols.info:append(string.format(" nonce=0x%x", nonce)) end
 end
 
 ----------------------------------------------------------------------------
@@ -767,10 +864,11 @@ function hs.init()
   retransmission_of = {}
 end
 
-local function check_retransmission(pinfo, session, epoch, seq)
+local function check_retransmission(pinfo, session, epoch, path_id, path_gen, seq)
   if not pinfo.visited then
+    -- Each path generation of a multipath session numbers its own frames.
     local key = table.concat({ tostring(pinfo.dl_src), tostring(pinfo.dl_dst),
-                               session, epoch, seq }, "|")
+                               session, epoch, path_id, path_gen, seq }, "|")
     local first = first_seen[key]
     if first == nil then
       first_seen[key] = pinfo.number
@@ -856,6 +954,8 @@ local function dissect(tvb, pinfo, root)
   local pdu_length = tvb(24, 4):uint()
   local pdu_offset = tvb(28, 4):uint()
   local payload_length = tvb(32, 2):uint()
+  local path_id = tvb(34, 1):uint()
+  local path_gen = tvb(35, 1):uint()
   local crc = tvb(36, 4):uint()
   tree:add(f.session_id, tvb(8, 4))
   tree:add(f.epoch, tvb(12, 2))
@@ -865,7 +965,9 @@ local function dissect(tvb, pinfo, root)
   local pdu_length_item = tree:add(f.pdu_length, tvb(24, 4))
   local pdu_offset_item = tree:add(f.pdu_offset, tvb(28, 4))
   local payload_item = tree:add(f.payload_length, tvb(32, 2))
-  tree:add(f.ext_reserved, tvb(34, 2))
+  tree:add(f.path_id, tvb(34, 1))
+  tree:add(f.path_gen, tvb(35, 1))
+  tree:add(f.path, tvb(34, 2), string.format("%d.%d", path_id, path_gen)):set_generated()
   local crc_item = tree:add(f.crc32, tvb(36, 4))
   if hdr_len > HEADER then tree:add(f.ext_extra, tvb(HEADER, hdr_len - HEADER)) end
 
@@ -878,6 +980,10 @@ local function dissect(tvb, pinfo, root)
                               pdu_offset, pdu_length))
   end
   if session ~= 0 then info:append(string.format(" session=0x%08x/%d", session, epoch)) end
+  if path_id ~= 0 or path_gen ~= 0 then
+    info:append(string.format(" path=%d.%d", path_id, path_gen))
+    tree:append_text(string.format(", path %d.%d", path_id, path_gen))
+  end
   if band(flags, 0x10) ~= 0 then info:append(" [RESPONSE]") end
   local protected = band(flags, 0x20) ~= 0
   if protected then info:append(" [PROTECTED]") end
@@ -954,7 +1060,7 @@ local function dissect(tvb, pinfo, root)
   -- Retransmissions: the RETRANSMIT flag, or a seq already seen in this
   -- direction of this session and epoch.
   if sequenced then
-    local original = check_retransmission(pinfo, session, epoch, seq)
+    local original = check_retransmission(pinfo, session, epoch, path_id, path_gen, seq)
     if original ~= nil or band(flags, 0x04) ~= 0 then
       local item = tree:add(f.retransmission, tvb(16, 4), true)
       item:set_generated()
@@ -1000,6 +1106,8 @@ local function dissect(tvb, pinfo, root)
       dissect_login_reply(r, pinfo)
     elseif opcode == 0x13 then
       dissect_disconnect(r, pinfo)
+    elseif opcode == 0x31 or opcode == 0x32 then
+      dissect_path(r, pinfo, opcode == 0x32)
     elseif opcode == 0x20 or (opcode == 0x21 and band(flags, 0x10) ~= 0) then
       dissect_keepalive(r, pinfo)
     elseif opcode == 0x21 then
@@ -1012,7 +1120,8 @@ local function dissect(tvb, pinfo, root)
       payload_tree:append_text(" (continuation of the PDU)")
     end
   elseif opcode == 0x30 or opcode == 0x10 or opcode == 0x11 or opcode == 0x12 or
-         opcode == 0x13 or opcode == 0x20 or (opcode == 0x21 and band(flags, 0x10) ~= 0) then
+         opcode == 0x13 or opcode == 0x20 or opcode == 0x31 or opcode == 0x32 or
+         (opcode == 0x21 and band(flags, 0x10) ~= 0) then
     malformed(pinfo, tree, "empty body")
   end
   return protected and frame_end + 24 or frame_end

@@ -54,6 +54,9 @@ struct Endpoint {
   uint32_t session_id = 0;
   uint16_t epoch = 0;
   uint16_t peer_window = 64;  // the peer's advertised window until it says otherwise
+  // Multipath (path_set.h): the path and generation stamped into every frame.
+  uint8_t path_id = 0;
+  uint8_t path_gen = 0;
 };
 
 // A complete incoming PDU, handed to the owner exactly once.
@@ -90,12 +93,16 @@ struct TransportStats {
   uint64_t out_of_window = 0;       // sequenced frames dropped: beyond our window
   uint64_t bytes_sent = 0;          // PDU bytes, first transmissions
   uint64_t bytes_received = 0;      // PDU bytes delivered
+  uint64_t frames_acked = 0;        // sequenced frames newly acknowledged (cumulatively or by SACK)
+  uint64_t bytes_acked = 0;         // their payload bytes
   uint32_t max_in_flight = 0;       // highest frames-in-flight ever seen
   uint32_t max_allowed_window = 0;  // the send window (min(cwnd, peer)) at that moment
   bool window_violated = false;     // set if in-flight ever exceeded the send window
   Duration srtt{};
   Duration rttvar{};
   Duration rto{};
+  Duration base_rto{};  // the RTO without timeout backoff
+  Duration min_rtt{};   // smallest RTT sample (zero before the first)
   uint32_t cwnd = 0;
   uint32_t ssthresh = 0;
   uint16_t peer_window = 0;
@@ -113,6 +120,10 @@ class Connection {
   // the PDU exceeds max_pdu or the fragment limit, the send queue is full, or
   // a PDU with the same opcode and tag is still unacknowledged.
   bool send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu);
+  // Whether send_pdu would take a PDU of `size` bytes with this opcode and
+  // tag now (so a caller with several Connections can choose without losing
+  // the PDU to a refusal).
+  bool can_send(Opcode opcode, uint16_t tag, size_t size) const;
 
   // Feeds one decoded frame of this session (the owner has matched
   // session_id and epoch). Processes its ack, window and SACK blocks; keeps
@@ -132,6 +143,19 @@ class Connection {
   // Header for an unsequenced control frame (discovery, keepalive, disconnect
   // ...) from this endpoint, with our current ack and window piggy-backed.
   FrameHeader control_header(Opcode opcode, uint8_t extra_flags = 0) const;
+
+  // Multipath failover (path_set.h): hands back every PDU not yet completely
+  // acknowledged (queued, partly sent or with frames in flight), oldest first,
+  // and forgets them, so that they can be sent again on another path. The
+  // peer never gets the rest of their frames from this Connection, so it must
+  // send no new PDU afterwards (the path gets a new generation first); it
+  // still receives and acknowledges.
+  struct UnackedPdu {
+    Opcode opcode = Opcode::kCommandRequest;
+    uint16_t tag = 0;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<UnackedPdu> release_unacked();
 
   // True when nothing is queued, in flight, or owed as an ack.
   bool idle() const;

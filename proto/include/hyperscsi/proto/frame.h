@@ -45,6 +45,8 @@ enum class Opcode : uint8_t {
   kKeepalive = 0x20,         // "Flow Control Setup/Ack Request": probe, asks for an ack
   kAck = 0x21,               // "Flow Control Ack Reply": standalone ack / window update
   kDiscoveryRequest = 0x30,  // ours: the original named no discovery request
+  kPathRequest = 0x31,       // ours (multipath): join / activate / leave one path of a session
+  kPathReply = 0x32,         // ours (multipath): the answer to a path request
 };
 std::string_view opcode_name(Opcode op);
 bool is_known_opcode(uint8_t raw);
@@ -83,6 +85,11 @@ struct ExtHeader {
   uint32_t ack = 0;         // next sequence number the sender of this frame expects
   uint32_t pdu_length = 0;  // total bytes of the PDU this fragment belongs to
   uint32_t pdu_offset = 0;  // byte offset of this fragment's payload within the PDU
+  // Multipath sessions (docs/protocol.md section 14): the path this frame
+  // travels on and that path's generation. 0 in single-path sessions (the
+  // bytes were reserved before multipath, sent as 0 and ignored).
+  uint8_t path_id = 0;
+  uint8_t path_gen = 0;
 
   friend bool operator==(const ExtHeader&, const ExtHeader&) = default;
 };

@@ -30,6 +30,10 @@ inline constexpr uint32_t kFeatureChecksum = 1u << 0;       // crc32 on every fr
 inline constexpr uint32_t kFeatureSack = 1u << 1;           // selective acknowledgement
 inline constexpr uint32_t kFeatureDelayedAck = 1u << 2;     // receiver may delay acks
 inline constexpr uint32_t kFeatureSessionResume = 1u << 3;  // resume by session id
+// Several paths (initiator port x target port) per session, section 14 of
+// docs/protocol.md. Not in kFeaturesV2: offered only by multipath-capable
+// engines (proto/multipath.h).
+inline constexpr uint32_t kFeatureMultipath = 1u << 4;
 inline constexpr uint32_t kFeaturesV2 =
     kFeatureChecksum | kFeatureSack | kFeatureDelayedAck | kFeatureSessionResume;
 
