@@ -10,10 +10,19 @@
 # OUT/report.md (medians, ratios against issue 6's targets, line rate when
 # shaped, memory) and OUT/*.png (gnuplot); removes everything else it made.
 #
+# With --blockdev (issue 13) the cells compare the library (hyperscsi-bench)
+# with the attached block device instead: fio (io_uring, direct I/O) on the
+# loop device of `hyperscsi-attach attach --loop`, and fio's nbd engine on the
+# nbdkit plugin's export, all against the same target in the same run, each
+# client alone on the client's interface (attached, measured, detached in
+# turn); CPU per GiB of the attach daemon and of nbdkit beside the library's.
+#
 # Usage: bench/lab.sh [--mtu 1500|9000] [--shape RATE] [--quick] [--out DIR]
 #          [--build DIR] [--runs N] [--seconds S] [--cells "WORKLOAD BS QD[;...]"]...
 #          [--memory-only | --no-memory] [--memory-seconds S] [--memory-clients N]
 #          [--hyperscsi-args "ARGS"]   (extra hyperscsi-bench options for the HyperSCSI cells)
+#          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
+#           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
@@ -29,6 +38,10 @@ do_cells=1
 do_memory=1
 mem_clients=16
 hs_extra=()
+blockdev=0
+bd_transports="hyperscsi loop nbd"
+attach_extra=()
+nbdkit_extra=(--threads 64)  # the man page's advice: at least the queue depth
 # The command line without --out/--build, for the report's "reproduce" line.
 repro=bench/lab.sh
 args=("$@")
@@ -52,6 +65,10 @@ while (($#)); do
     --memory-seconds) mem_secs=$2; shift 2 ;;
     --memory-clients) mem_clients=$2; shift 2 ;;
     --hyperscsi-args) read -ra hs_extra <<<"$2"; shift 2 ;;
+    --blockdev) blockdev=1; do_memory=0; shift ;;
+    --transports) bd_transports=$2; shift 2 ;;
+    --attach-args) read -ra attach_extra <<<"$2"; shift 2 ;;
+    --nbdkit-args) read -ra nbdkit_extra <<<"$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "lab: unknown option $1" >&2; usage ;;
   esac
@@ -75,13 +92,23 @@ for cell in "${cells[@]}"; do
   [[ -n $q && -z ${extra:-} && $w =~ ^(rand)?(read|write|rw)$ && $b =~ ^[0-9]+[kM]?$ && $q =~ ^[0-9]+$ ]] ||
     die "bad cell '$cell' (want 'WORKLOAD BS QD', e.g. 'randread 4k 32')"
 done
+for t in $bd_transports; do
+  [[ $t =~ ^(hyperscsi|loop|nbd)$ ]] || die "--transports takes hyperscsi, loop and nbd"
+done
+((blockdev && do_memory == 0)) || ((!blockdev)) || die "--blockdev has no memory step"
 [[ $(id -u) -eq 0 ]] || { echo "lab: needs root (namespaces)" >&2; exit 1; }
 bench=$build/bench/hyperscsi-bench
 target_bin=$build/target/daemon/hyperscsi-target
-for b in "$bench" "$target_bin"; do
-  [[ -x $b ]] || { echo "lab: $b is not built (--build DIR)" >&2; exit 1; }
+attach_bin=$build/initiator/hyperscsi-attach
+nbd_plugin=$build/initiator/nbdkit-hyperscsi-plugin.so
+needed=("$bench" "$target_bin")
+((blockdev)) && needed+=("$attach_bin" "$nbd_plugin")
+for b in "${needed[@]}"; do
+  [[ -e $b ]] || { echo "lab: $b is not built (--build DIR)" >&2; exit 1; }
 done
-for c in jq tgtd tgtadm; do
+tools=(jq tgtd tgtadm)
+((blockdev)) && tools=(jq fio nbdkit nbdinfo nsenter)
+for c in "${tools[@]}"; do
   command -v $c >/dev/null || { echo "lab: $c is not installed (scripts/setup.sh)" >&2; exit 1; }
 done
 
@@ -98,6 +125,8 @@ work=$(mktemp -d /tmp/hyperscsi-lab.XXXXXX)
 hs_pid=
 tgtd_pid=
 mem_pids=()
+attached=
+nbdkit_pid=
 # The test checks that none of these outlive the script.
 echo "lab: tag $tag control $control work $work" >&2
 
@@ -112,6 +141,8 @@ stop_target() {
 cleanup() {
   set +e
   for p in "${mem_pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  [[ -n $attached ]] && detach_lun
+  [[ -n $nbdkit_pid ]] && stop_nbdkit
   if [[ -n $tgtd_pid ]]; then
     tgtadm -C "$control" --op delete --mode system --force >/dev/null 2>&1
     kill -TERM "$tgtd_pid" 2>/dev/null
@@ -132,7 +163,13 @@ if ((quick)); then size_mib=256; : "${secs:=3}"; : "${mem_secs:=6}"
 else size_mib=1024; : "${secs:=10}"; : "${mem_secs:=10}"; fi
 shaped=no
 [[ -n $shape ]] && shaped=$shape
-if ((${#cells[@]} == 0)); then
+if ((${#cells[@]} == 0 && blockdev)); then
+  if [[ -n $shape ]]; then
+    cells=("read 128k 32" "write 128k 32" "read 1M 8" "write 1M 8" "read 1M 1" "write 1M 1")
+  else
+    cells=("randread 4k 32" "randread 4k 1" "read 128k 32" "write 128k 32" "read 1M 1" "write 1M 1")
+  fi
+elif ((${#cells[@]} == 0)); then
   cells=("randread 4k 32" "randread 4k 1" "read 128k 32" "write 128k 32")
   ((quick)) || cells+=("randwrite 4k 32" "randrw 4k 32" "read 1M 8" "write 1M 8" "randread 64k 16")
 fi
@@ -163,6 +200,7 @@ start_target() {
   hs_pid=$!
 }
 start_target
+if ((!blockdev)); then
 ip netns exec "$ns_s" tgtd -f -C "$control" >"$work/tgtd.log" 2>&1 &
 tgtd_pid=$!
 for _ in $(seq 50); do
@@ -171,6 +209,7 @@ for _ in $(seq 50); do
 done
 tgtadm -C "$control" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$store"
 tgtadm -C "$control" --lld iscsi --op bind --mode target --tid 1 -I ALL
+fi
 
 results=$work/results.jsonl
 : >"$results"
@@ -199,7 +238,122 @@ run_cell() {  # run transport workload bs qd -- bench command
   done
   echo "lab: run $r $t $w bs=$bs qd=$qd failed: $(cat "$work/err")" >&2
 }
-if ((do_cells)); then
+# --- block devices (--blockdev) -------------------------------------------------
+# The client's side runs with nsenter --net only (not ip netns exec, which
+# also makes a mount namespace), so the FUSE mount and the loop device are
+# the host's.
+client_net() { nsenter --net="/run/netns/$ns_c" "$@"; }
+export HYPERSCSI_RUN_DIR=$work/run
+# user + system CPU seconds of process $1, all threads (0 if gone).
+proc_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+attach_lun() {
+  mkdir -p "$work/fuse"
+  local out
+  out=$(client_net "$attach_bin" attach --port "afpacket:$if_c" --target "lab$$" --lun 0 \
+        --fuse "$work/fuse" --loop "${attach_extra[@]}") || die "attach failed: $out"
+  attached=1
+  loop_dev=$(grep -o '/dev/loop[0-9]*' <<<"$out" | head -n1)
+  attach_pid=$(awk -F= '$1 == "pid" {print $2}' "$HYPERSCSI_RUN_DIR"/*.state | head -n1)
+  [[ -n $loop_dev && -n $attach_pid ]] || die "attach printed no loop device: $out"
+}
+detach_lun() {
+  # The session's counters (retransmissions, timeouts...) for the reader of the report.
+  "$attach_bin" stats "$work/fuse" >>"$work/attach-stats.txt" 2>&1
+  "$attach_bin" detach "$work/fuse" >/dev/null 2>&1 || fusermount3 -u -z "$work/fuse" 2>/dev/null
+  attached=
+}
+start_nbdkit() {
+  nbd_sock=$work/nbd.sock
+  rm -f "$nbd_sock"  # left by the previous run's nbdkit: it would not bind
+  # nsenter execs nbdkit: $! is nbdkit's pid (for its CPU time).
+  nsenter --net="/run/netns/$ns_c" nbdkit -f --unix "$nbd_sock" "${nbdkit_extra[@]}" \
+    "$nbd_plugin" port="afpacket:$if_c" target="lab$$" lun=0 >"$work/nbdkit.log" 2>&1 &
+  nbdkit_pid=$!
+  for _ in $(seq 100); do
+    nbdinfo --size "nbd+unix:///?socket=$nbd_sock" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  die "nbdkit did not serve: $(tail -c 500 "$work/nbdkit.log")"
+}
+stop_nbdkit() {
+  kill -TERM "$nbdkit_pid" 2>/dev/null
+  wait "$nbdkit_pid" 2>/dev/null || true
+  nbdkit_pid=
+}
+bytes_of() {  # 4k, 128k, 1M -> bytes
+  case $1 in *k) echo $((${1%k} * 1024)) ;; *M) echo $((${1%M} * 1048576)) ;; *) echo "$1" ;; esac
+}
+# fio on the loop device or the NBD export (its nbd engine prints a line
+# before the JSON); the record has the bench's shape:
+# client CPU = the serving process (attach daemon or nbdkit), plus fio's own.
+run_fio() {  # run transport workload bs qd server_pid -- fio target options
+  local r=$1 t=$2 w=$3 bs=$4 qd=$5 spid=$6
+  shift 6
+  local c0 t0 d0 c1 t1 d1
+  d0=$(tbf_drops); c0=$(proc_cpu "$spid"); t0=$(proc_cpu "$hs_pid")
+  if ! timeout -k 5 $((secs + 60)) fio --name="$t" --output-format=json --rw="$w" --bs="$bs" \
+       --iodepth="$qd" --time_based --runtime="$secs" --lat_percentiles=1 --clat_percentiles=0 \
+       --randrepeat=0 --norandommap --numjobs=1 "$@" >"$work/fio.json" 2>"$work/err"; then
+    echo "lab: run $r $t $w bs=$bs qd=$qd failed: $(tail -c 500 "$work/err")" >&2
+    return
+  fi
+  c1=$(proc_cpu "$spid"); t1=$(proc_cpu "$hs_pid"); d1=$(tbf_drops)
+  local line
+  line=$(jq -c --arg t "$t" --arg w "$w" --argjson bs "$(bytes_of "$bs")" --argjson qd "$qd" \
+    --arg mtu "$mtu" --arg shaped "$shaped" --argjson run "$r" --argjson drops $((d1 - d0)) \
+    --argjson cpu "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" \
+    --argjson tcpu "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" '
+    .jobs[0] as $j | (if $j.read.io_bytes > 0 then $j.read else $j.write end) as $d
+    | ($d.io_bytes / 1073741824) as $gib
+    | {record: "cell", run: $run, transport: $t,
+       backend: (if $t == "loop" then "fio io_uring on the loop device" else "fio nbd engine" end),
+       workload: $w, bs: $bs, qd: $qd, mtu: $mtu, shaped: $shaped,
+       iops: $d.iops, mb_s: ($d.bw_bytes / 1e6),
+       lat_p50_us: ($d.lat_ns.percentile["50.000000"] / 1000),
+       lat_p99_us: ($d.lat_ns.percentile["99.000000"] / 1000),
+       lat_p999_us: ($d.lat_ns.percentile["99.900000"] / 1000),
+       cpu_s_per_gib_client: (if $gib > 0 then $cpu / $gib else null end),
+       cpu_s_per_gib_fio: (if $gib > 0 then ($j.usr_cpu + $j.sys_cpu) / 100 * $j.job_runtime / 1000 / $gib else null end),
+       cpu_s_per_gib_target: (if $gib > 0 then $tcpu / $gib else null end),
+       errors: $j.error, tbf_drops: $drops}' <(sed -n '/^{/,$p' "$work/fio.json"))
+  echo "$line" >>"$results"
+  echo "lab: run $r $t $w bs=$bs qd=$qd: $(jq -r '"\(.iops|floor) IOPS \(.mb_s|floor) MB/s p50 \(.lat_p50_us) us, client \(.cpu_s_per_gib_client) CPU s/GiB"' <<<"$line")" >&2
+}
+blockdev_cells() {
+  local r=$1 t w bs qd cell
+  for t in $bd_transports; do
+    case $t in
+      hyperscsi)
+        for cell in "${cells[@]}"; do
+          read -r w bs qd <<<"$cell"
+          run_cell "$r" hyperscsi "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" --transport hyperscsi \
+            --port "afpacket:$if_c" --target "lab$$" --lun 0 --target-pid "$hs_pid" "${hs_extra[@]}"
+        done ;;
+      loop)
+        attach_lun
+        for cell in "${cells[@]}"; do
+          read -r w bs qd <<<"$cell"
+          run_fio "$r" loop "$w" "$bs" "$qd" "$attach_pid" --filename="$loop_dev" \
+            --ioengine=io_uring --direct=1
+        done
+        detach_lun ;;
+      nbd)
+        start_nbdkit
+        for cell in "${cells[@]}"; do
+          read -r w bs qd <<<"$cell"
+          run_fio "$r" nbd "$w" "$bs" "$qd" "$nbdkit_pid" --ioengine=nbd \
+            --uri="nbd+unix:///?socket=$nbd_sock"
+        done
+        stop_nbdkit ;;
+    esac
+  done
+}
+
+if ((do_cells && blockdev)); then
+  for r in $(seq "$runs"); do blockdev_cells "$r"; done
+elif ((do_cells)); then
   for r in $(seq "$runs"); do
     for cell in "${cells[@]}"; do
       read -r w bs qd <<<"$cell"
@@ -304,6 +458,7 @@ memory_step() {
 # --- results, medians, report, plots -----------------------------------------
 mkdir -p "$out"
 jq -s . "$results" >"$out/results.json"
+[[ -f $work/attach-stats.txt ]] && cp "$work/attach-stats.txt" "$out/"
 rm -f "$out"/*.png
 # Median of every measure per (transport, workload, bs, qd) over the runs.
 jq '
@@ -318,7 +473,7 @@ jq '
          iops: med(.iops), mb_s: med(.mb_s), lat_p50_us: med(.lat_p50_us),
          lat_p99_us: med(.lat_p99_us), lat_p999_us: med(.lat_p999_us),
          cpu_s_per_gib_client: med(.cpu_s_per_gib_client),
-         cpu_s_per_gib_target: med(.cpu_s_per_gib_target),
+         cpu_s_per_gib_target: med(.cpu_s_per_gib_target), cpu_s_per_gib_fio: med(.cpu_s_per_gib_fio),
          ctx_per_io_client: med(.ctx_per_io_client), ctx_per_io_target: med(.ctx_per_io_target),
          frames_per_io: med(.frames_per_io), tbf_drops: med(.tbf_drops),
          errors: (map(.errors) | add)})' \
@@ -328,6 +483,69 @@ cell_order=$(printf '%s\n' "${cells[@]}" | jq -R -s 'split("\n") | map(select(le
                               elif test("M$") then (.[:-1] | tonumber) * 1048576
                               else tonumber end), qd: (.[2] | tonumber)})')
 
+# Issue 13's report: the library beside the loop device and the NBD export.
+blockdev_report() {
+  echo "## Block devices: the library, the loop device and the NBD export"
+  echo
+  echo "hyperscsi = hyperscsi-bench (the library, AF_PACKET); loop = fio --ioengine=io_uring --direct=1 on"
+  echo "the loop device of \`hyperscsi-attach attach --loop\` (FUSE); nbd = fio --ioengine=nbd on the nbdkit"
+  echo "plugin's export (unix socket). Each alone on the client's interface. Latency: fio's total"
+  echo "latency (lat_ns), the bench's submit-to-completion. CPU s/GiB client: hyperscsi-bench itself, the"
+  echo "attach daemon, nbdkit; fio: the fio process (submission and, for the loop device, the kernel's"
+  echo "FUSE and loop work done in its context); target: hyperscsi-target."
+  echo
+  echo "| workload | bs | qd | transport | IOPS | MB/s | p50 us | p99 us | CPU s/GiB client | CPU s/GiB fio | CPU s/GiB target | runs |"
+  echo "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  jq -r --argjson order "$cell_order" '
+    def f(d): if . == null then "-" else (. * d | round / d | tostring) end;
+    . as $m | $order[] as $c | ["hyperscsi", "loop", "nbd"][] as $t
+    | ($m[] | select(.workload == $c.w and .bs == $c.bs and .qd == $c.qd and .transport == $t))
+    | "| \(.workload) | \(.bs) | \(.qd) | \(.transport) | \(.iops | f(1)) | \(.mb_s | f(10)) | \(.lat_p50_us | f(1)) | \(.lat_p99_us | f(1)) | \(.cpu_s_per_gib_client | f(1000)) | \(.cpu_s_per_gib_fio | f(1000)) | \(.cpu_s_per_gib_target | f(1000)) | \(.runs) |"' \
+    "$work/medians.json"
+  echo
+  echo "### Issue 13 goals (same-run ratios to the library)"
+  echo
+  echo "| cell | measure | library | loop | loop/library | NBD | NBD/library | goal | loop met | NBD met |"
+  echo "|---|---|---:|---:|---:|---:|---:|---|---|---|"
+  jq -r --argjson order "$cell_order" '
+    def n(d): if . == null then "-" else (. * d | round / d | tostring) end;
+    def cell(c; t): map(select(.workload == c.w and .bs == c.bs and .qd == c.qd and .transport == t))[0];
+    def yn(x): if x == null then "-" elif x then "yes" else "**no**" end;
+    . as $m | $order[] as $c
+    | ($m | cell($c; "hyperscsi")) as $h | ($m | cell($c; "loop")) as $l | ($m | cell($c; "nbd")) as $b
+    | select($h != null)
+    | "\($c.w) \(if $c.bs >= 1048576 then "\($c.bs / 1048576) MiB" else "\($c.bs / 1024) KiB" end) QD\($c.qd)" as $name
+    | if $c.qd == 1 and $c.bs == 4096 then
+        ($h.lat_p50_us) as $hv
+        | "| \($name) | p50 us | \($hv | n(10)) | \($l.lat_p50_us | n(10)) | +\(if $l == null then "-" else ($l.lat_p50_us - $hv | n(10)) end) us | \($b.lat_p50_us | n(10)) | +\(if $b == null then "-" else ($b.lat_p50_us - $hv | n(10)) end) us | loop <= library + 25 us | \(yn(if $l == null then null else $l.lat_p50_us <= $hv + 25 end)) | - |"
+      else
+        (if $c.bs == 4096 then "iops" else "mb_s" end) as $k
+        | (if $c.bs == 4096 then 0.6 else 0.8 end) as $goal
+        | ($h[$k]) as $hv
+        | (if $l == null or $hv == 0 then null else $l[$k] / $hv end) as $lr
+        | (if $b == null or $hv == 0 then null else $b[$k] / $hv end) as $br
+        | "| \($name) | \(if $k == "iops" then "IOPS" else "MB/s" end) | \($hv | n(10)) | \(if $l == null then "-" else ($l[$k] | n(10)) end) | \($lr | n(100)) | \(if $b == null then "-" else ($b[$k] | n(10)) end) | \($br | n(100)) | >= \($goal)x | \(yn(if $lr == null then null else $lr >= $goal end)) | \(yn(if $br == null then null else $br >= $goal end)) |"
+      end' "$work/medians.json"
+  echo
+  if [[ -n $shape ]]; then
+    echo "### Payload line rate (shaped to $shape)"
+    echo
+    echo "All three carry HyperSCSI frames: M-40 data bytes per M+14-byte frame at MTU M; line rate ="
+    echo "rate / 8 x (M-40) / (M+14). Issue 13 asks the loop device for >= 98% at 128 KiB and 1 MiB."
+    echo
+    echo "| workload | bs | qd | transport | MB/s | line rate MB/s | tbf drops per run | reached |"
+    echo "|---|---:|---:|---|---:|---:|---:|---:|"
+    jq -r --argjson order "$cell_order" --argjson bps "$shape_bps" --argjson mtu "$mtu" '
+      . as $m | $order[] as $c | ["hyperscsi", "loop", "nbd"][] as $t
+      | ($m[] | select(.workload == $c.w and .bs == $c.bs and .qd == $c.qd and .transport == $t))
+      | ($bps / 8 * ($mtu - 40) / ($mtu + 14) / 1e6) as $line
+      | (.mb_s / $line * 100) as $pct
+      | "| \(.workload) | \(.bs) | \(.qd) | \($t) | \(.mb_s * 10 | round / 10) | \($line * 100 | round / 100) | \(.tbf_drops // 0) | \($pct * 10 | round / 10)%\(if $t == "loop" and $c.bs >= 131072 then (if $pct >= 98 then " (>= 98%: met)" else " (>= 98%: **missed**)" end) else "" end) |"' \
+      "$work/medians.json"
+    echo
+  fi
+}
+
 report() {
   local machine
   machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)), $(free -g | awk '/^Mem/ {print $2}') GiB RAM, kernel $(uname -r)"
@@ -335,12 +553,18 @@ report() {
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)."
   echo "Machine: $machine. Load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)."
+  if ((blockdev)); then
+  echo "Veth pair between two namespaces, MTU $mtu, shaped: $shaped; hyperscsi-target (AF_PACKET) serves"
+  echo "a ${size_mib} MiB file in /dev/shm. ${secs} s per run,"
+  else
   echo "Veth pair between two namespaces, MTU $mtu, shaped: $shaped; hyperscsi-target (AF_PACKET) and tgtd"
   echo "serve the same ${size_mib} MiB file in /dev/shm; local = pread on that file. ${secs} s per run,"
+  fi
   echo "$runs runs per cell interleaved across transports; every figure below is the median over the runs"
   echo "(each measure's own median). All runs are in results.json."
   echo
-  ((do_cells)) && {
+  ((do_cells && blockdev)) && blockdev_report
+  ((do_cells && !blockdev)) && {
   echo "## Medians"
   echo
   echo "| workload | bs | qd | transport | IOPS | MB/s | p50 us | p99 us | p99.9 us | CPU s/GiB client | CPU s/GiB target | ctx/IO client | ctx/IO target | frames/IO | runs |"
@@ -457,12 +681,13 @@ report >"$out/report.md"
 # Plots: grouped bars per cell, one series per transport.
 if command -v gnuplot >/dev/null && ((do_cells)); then
   # Rows: cell label, then hyperscsi iscsi local for the chosen measure ("-" if missing).
+  if ((blockdev)); then series='["hyperscsi", "loop", "nbd"]'; else series='["hyperscsi", "iscsi", "local"]'; fi
   table() {
-    jq -r --argjson order "$cell_order" --arg f "$1" '
+    jq -r --argjson order "$cell_order" --arg f "$1" --argjson series "$series" '
       . as $m | $order[] as $c
       | [$m[] | select(.workload == $c.w and .bs == $c.bs and .qd == $c.qd)] as $g
       | ["\($c.w)\\n\(if $c.bs >= 1048576 then "\($c.bs / 1048576)M" else "\($c.bs / 1024)k" end) qd\($c.qd)"]
-        + (["hyperscsi", "iscsi", "local"] | map(. as $t | ($g | map(select(.transport == $t))[0][$f]) // "-"))
+        + ($series | map(. as $t | ($g | map(select(.transport == $t))[0][$f]) // "-"))
       | "\"\(.[0])\" \(.[1]) \(.[2]) \(.[3])"' "$work/medians.json"
   }
   table mb_s >"$work/mb_s.dat"
@@ -475,6 +700,7 @@ if command -v gnuplot >/dev/null && ((do_cells)); then
     set datafile missing '-'; set key top left; set grid ytics; set yrange [0:*];
     set linetype 1 lc rgb '#1f77b4'; set linetype 2 lc rgb '#ff7f0e'; set linetype 3 lc rgb '#7f7f7f'; set bmargin 3.5;"
   plot3="using 2:xtic(1) title 'HyperSCSI', '' using 3 title 'iSCSI (tgtd)', '' using 4 title 'local file'"
+  ((blockdev)) && plot3="using 2:xtic(1) title 'library', '' using 3 title 'loop device (FUSE)', '' using 4 title 'NBD (nbdkit)'"
   gnuplot -e "$common set output '$out/mb_s.png'; set title 'Throughput, $title';
               set logscale y; set yrange [1:*]; set ylabel 'MB/s (10^6 B/s), log scale'; plot '$work/mb_s.dat' $plot3" &&
   gnuplot -e "$common set output '$out/iops.png'; set title 'I/O rate, $title';

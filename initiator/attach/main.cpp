@@ -272,6 +272,7 @@ struct AttachArgs {
   uint16_t lun = 0;
   bool loop = false;
   bool foreground = false;
+  unsigned fuse_readers = 0;
   uint32_t wait_s = 0;  // retry while no target answers (connect_waiting)
   bool shared = false;  // attach even if this host has the LUN attached already
 };
@@ -352,6 +353,7 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
   const std::string identity = (*ini)->lun_identity(a.lun);
   ByteDevice device(*lun);
   attach::FuseExport exp{&device, "lun" + std::to_string(a.lun)};
+  exp.readers = a.fuse_readers;
   const std::string file = dir + "/" + exp.file_name;
   std::mutex state_mutex;
   StateMap state{{"pid", std::to_string(::getpid())},
@@ -430,7 +432,7 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
   auto on_ready = [&]() -> std::string {
     if (a.loop) {
       bool dio = false;
-      loop_dev = attach::attach_loop(file, dio);
+      loop_dev = attach::attach_loop(file, device.block_size(), device.read_only(), dio);
       if (loop_dev.rfind("error: ", 0) == 0) {
         std::string msg = loop_dev.substr(7);
         loop_dev.clear();
@@ -452,6 +454,9 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
     });
     std::string text = "file " + file + "\n";
     if (!loop_dev.empty()) text += "loop " + loop_dev + "\n";
+    if (device.read_only())
+      text += "read-only: LUN " + std::to_string(a.lun) +
+              " is write-protected (the file is 0400, the loop device read-only)\n";
     log.write(attach::AttachLog::Level::kInfo,
               "attached LUN " + std::to_string(a.lun) + " of target '" + target.name + "' (" +
                   io::to_string(target.mac) + "), " + human_size(device.size()) +
@@ -748,6 +753,10 @@ int main(int argc, char** argv) {
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
   att->add_flag("--loop", aa.loop, "bind the file to a loop device");
   att->add_flag("--foreground", aa.foreground, "stay in the foreground");
+  att->add_option("--fuse-readers", aa.fuse_readers,
+                  "threads reading FUSE requests (0: the session's own I/O thread)")
+      ->check(CLI::Range(0u, 16u))
+      ->capture_default_str();
   unsigned dead_time_s = 60;
   att->add_option("--dead-time", dead_time_s,
                   "seconds without a reply before a command fails with an I/O error")

@@ -2,9 +2,16 @@
 // target, so NBD clients (nbd-client, qemu, nbdcopy, nbdinfo, fio) can use it.
 //   nbdkit ./nbdkit-hyperscsi-plugin.so port=SPEC [target=NAME] lun=N [dead_time=SECONDS]
 //          [busy_poll_us=N] [rx_pause_ms=N] [secret_file=F] [protection=P]
-// One Initiator (one session) is shared by every NBD connection; nbdkit's
-// PARALLEL thread model calls in from many threads, which ByteDevice allows.
-// The session is opened in after_fork (threads do not survive nbdkit's fork).
+// One Initiator (one session) is shared by every NBD connection and every
+// nbdkit thread: nbdkit's PARALLEL thread model calls in from many threads,
+// each waiting for its own command while the session carries them all at
+// once, so the export is as deep as nbdkit's thread count (--threads, 16 by
+// default per connection; run it with at least the clients' queue depth) and
+// multi-conn is safe (one session: a flush covers every connection). Reads
+// land straight in nbdkit's buffer. A write-protected LUN is exported
+// read-only. Zeroing is WRITE SAME of a zero block. The session's log lines
+// go to nbdkit's log (warnings and errors as errors, the rest with -v). The
+// session is opened in after_fork (threads do not survive nbdkit's fork).
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -88,9 +95,25 @@ int hs_config_complete() {
   return 0;
 }
 
+// The session's log (target lost, re-login, failed commands...) in nbdkit's
+// log: errors and warnings as nbdkit errors, the rest as debug lines (-v).
+void log_line(LogLevel level, const std::string& text) {
+  switch (level) {
+    case LogLevel::kError:
+      nbdkit_error("hyperscsi: %s", text.c_str());
+      break;
+    case LogLevel::kWarning:
+      nbdkit_error("hyperscsi: warning: %s", text.c_str());
+      break;
+    default:
+      nbdkit_debug("hyperscsi: %s", text.c_str());
+  }
+}
+
 int hs_after_fork() {
   Options o;
   o.initiator_name = "nbdkit-hyperscsi";
+  o.log = log_line;
   o.dead_time = std::chrono::seconds(config.dead_time_s);
   o.busy_poll = std::chrono::microseconds(config.busy_poll_us);
   o.rx_pause_after = std::chrono::milliseconds(config.rx_pause_ms);
@@ -111,8 +134,9 @@ int hs_after_fork() {
   if (!lun) return fail(lun.error());
   initiator = std::move(ini.value());
   device = std::make_unique<ByteDevice>(*lun);
-  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes", config.lun, t->name.c_str(),
-               static_cast<unsigned long long>(device->size()));
+  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes%s", config.lun, t->name.c_str(),
+               static_cast<unsigned long long>(device->size()),
+               device->read_only() ? ", write-protected: exported read-only" : "");
   return 0;
 }
 
@@ -131,13 +155,13 @@ int64_t hs_get_size(void*) {
   return static_cast<int64_t>(device->size());
 }
 int hs_can_write(void*) {
-  return 1;
+  return device->read_only() ? 0 : 1;
 }
 int hs_can_flush(void*) {
   return 1;
 }
 int hs_can_trim(void*) {
-  return 1;
+  return device->read_only() ? 0 : 1;
 }
 int hs_can_fua(void*) {
   return NBDKIT_FUA_NATIVE;
@@ -166,6 +190,20 @@ int hs_pwrite(void*, const void* buf, uint32_t count, uint64_t offset, uint32_t 
 
 int hs_flush(void*, uint32_t) {
   auto st = device->flush();
+  return st ? 0 : set_errno(st.error());
+}
+
+int hs_can_zero(void*) {
+  return device->read_only() ? 0 : 1;
+}
+int hs_can_fast_zero(void*) {
+  return 0;
+}  // WRITE SAME is not promised: a target without it gets writes of zeros
+
+// WRITE SAME of a zero block (or writes of zeros): the range stays allocated.
+int hs_zero(void*, uint32_t count, uint64_t offset, uint32_t flags) {
+  auto st = device->write_zeroes(offset, count);
+  if (st && (flags & NBDKIT_FLAG_FUA) != 0) st = device->flush();
   return st ? 0 : set_errno(st.error());
 }
 
@@ -201,6 +239,8 @@ nbdkit_plugin make_plugin() {
   p.can_write = hs_can_write;
   p.can_flush = hs_can_flush;
   p.can_trim = hs_can_trim;
+  p.can_zero = hs_can_zero;
+  p.can_fast_zero = hs_can_fast_zero;
   p.can_fua = hs_can_fua;
   p.can_multi_conn = hs_can_multi_conn;
   p.block_size = hs_block_size;
@@ -208,6 +248,7 @@ nbdkit_plugin make_plugin() {
   p.pwrite = hs_pwrite;
   p.flush = hs_flush;
   p.trim = hs_trim;
+  p.zero = hs_zero;
   p.errno_is_preserved = 0;
   return p;
 }

@@ -98,6 +98,7 @@ namespace {
 struct Pending {
   ScsiCommand cmd;
   Completion done;
+  std::span<uint8_t> data_in_buffer;  // submit_into(): where the data-in lands
   TimePoint deadline{};
   uint64_t seq = 0;  // cmd_sn is its low 32 bits
   uint16_t tag = 0;
@@ -318,17 +319,39 @@ class Initiator::Impl {
     f.get();
   }
 
-  void submit(ScsiCommand command, Completion done) {
+  void submit(ScsiCommand command, Completion done, std::span<uint8_t> data_in_buffer = {}) {
     auto pending = std::make_unique<Pending>();
     pending->cmd = std::move(command);
     pending->done = std::move(done);
+    pending->data_in_buffer = data_in_buffer;
     pending->deadline = SteadyClock::now() + options_.dead_time;
     {
       std::lock_guard lock(task_mutex_);
       submissions_.push_back(std::move(pending));
     }
+    // From a poller the loop runs these in this very turn: no wake-up needed.
+    if (std::this_thread::get_id() == loop_id_ && polling_) return;
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  }
+
+  void add_poller(int fd, std::function<void()> poll) {
+    call<bool>([this, fd, poll = std::move(poll)]() mutable {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+      pollers_.emplace_back(fd, std::move(poll));
+      return true;
+    });
+  }
+
+  void remove_poller(int fd) {
+    call<bool>([this, fd] {
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      std::erase_if(pollers_, [fd](const auto& p) { return p.first == fd; });
+      return true;
+    });
   }
 
   Stats stats() {
@@ -352,8 +375,12 @@ class Initiator::Impl {
   }
 
   void run() {
+    loop_id_ = std::this_thread::get_id();
     std::vector<io::Packet> rx(64);
     while (!stop_) {
+      polling_ = true;  // their submissions go out in this turn
+      for (auto& [fd, poll] : pollers_) poll();
+      polling_ = false;
       run_tasks();
       if (stop_) break;
       TimePoint now = SteadyClock::now();
@@ -541,17 +568,29 @@ class Initiator::Impl {
       }
       r.status = h.status;
       r.sense = h.sense;
-      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
       r.residual = h.residual;
       if (p->probe) {
+        r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
         if (p->done) p->done(std::move(r));
         continue;
       }
       ++stats_.completed;
       if (!r.good()) note_failure(p->cmd, r);
-      stats_.bytes_in += r.data_in.size();
+      if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
+        // Into the caller's buffer (one copy); what did not arrive reads as zeros.
+        const size_t n = std::min(dst.size(), decoded->data_in.size());
+        std::copy_n(decoded->data_in.begin(), n, dst.begin());
+        std::fill(dst.begin() + static_cast<ptrdiff_t>(n), dst.end(), uint8_t{0});
+        stats_.bytes_in += n;
+      } else {
+        r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+        stats_.bytes_in += r.data_in.size();
+      }
       stats_.bytes_out += p->cmd.data_out.size();
       if (p->done) p->done(std::move(r));
+      // A poller's client (the FUSE export) answers with its next request
+      // soon: keep polling for it as if a command were still in flight.
+      if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
     }
   }
 
@@ -1057,7 +1096,10 @@ class Initiator::Impl {
       ::ppoll(&p, 1, &ts, nullptr);
       return;
     }
-    if (wake_policy_.should_poll(inflight_.size())) {
+    // Busy-poll while that pays, and for a moment after a poller's command
+    // completed (the next request of a QD1 client is due soon).
+    if (wake_policy_.should_poll(inflight_.size()) ||
+        (now < poll_spin_until_ && options_.busy_poll.count() > 0)) {
       const TimePoint start = SteadyClock::now();
       const bool found = busy_poll(std::min<TimePoint>(until, start + options_.busy_poll));
       const TimePoint end = SteadyClock::now();
@@ -1138,6 +1180,10 @@ class Initiator::Impl {
   Options options_;
   io::PortSink sink_;
   std::thread thread_;
+  std::atomic<std::thread::id> loop_id_{};
+  std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
+  bool polling_ = false;         // the loop thread is running pollers_
+  TimePoint poll_spin_until_{};  // busy-poll until then after a poller's command completed
   int event_fd_ = -1;
   int epoll_fd_ = -1;
   bool stop_ = false;
@@ -1263,6 +1309,18 @@ void Initiator::disconnect() {
 
 void Initiator::submit(ScsiCommand command, Completion done) {
   impl_->submit(std::move(command), std::move(done));
+}
+
+void Initiator::submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done) {
+  impl_->submit(std::move(command), std::move(done), data_in);
+}
+
+void Initiator::add_poller(int fd, std::function<void()> poll) {
+  impl_->add_poller(fd, std::move(poll));
+}
+
+void Initiator::remove_poller(int fd) {
+  impl_->remove_poller(fd);
 }
 
 std::future<CommandResult> Initiator::execute(ScsiCommand command) {

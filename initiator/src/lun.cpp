@@ -33,7 +33,19 @@ struct Joiner {
   }
 };
 
-Error command_error(const CommandResult& r, std::string_view what) {
+template <typename Fn>
+Status<Error> wait_status(Fn&& start, std::string_view what) {
+  auto p = std::make_shared<std::promise<CommandResult>>();
+  auto f = p->get_future();
+  start([p](CommandResult&& r) { p->set_value(std::move(r)); });
+  CommandResult r = f.get();
+  if (!r.good()) return Unexpected{error_of(r, what)};
+  return {};
+}
+
+}  // namespace
+
+Error error_of(const CommandResult& r, std::string_view what) {
   if (r.error == CompletionError::kIdentityMismatch)  // the LUN we had is gone
     return {ErrorKind::kLunAbsent, std::string(what) + ": " + r.describe()};
   if (r.error == CompletionError::kNone && r.status == 0x18)
@@ -48,17 +60,38 @@ Error command_error(const CommandResult& r, std::string_view what) {
   return {ErrorKind::kScsi, std::string(what) + ": " + r.describe()};
 }
 
-template <typename Fn>
-Status<Error> wait_status(Fn&& start, std::string_view what) {
-  auto p = std::make_shared<std::promise<CommandResult>>();
-  auto f = p->get_future();
-  start([p](CommandResult&& r) { p->set_value(std::move(r)); });
-  CommandResult r = f.get();
-  if (!r.good()) return Unexpected{command_error(r, what)};
-  return {};
+void Lun::read_into(uint64_t lba, uint32_t blocks, std::span<uint8_t> out, Completion done) {
+  const uint32_t bs = capacity_.block_size;
+  if (out.size() != size_t{blocks} * bs) {
+    CommandResult r;
+    r.error = CompletionError::kInvalid;
+    r.message = "read buffer of " + std::to_string(out.size()) + " bytes for " +
+                std::to_string(blocks) + " blocks of " + std::to_string(bs);
+    done(std::move(r));
+    return;
+  }
+  const uint32_t per = std::max<uint32_t>(1, initiator_->max_data_per_command() / bs);
+  if (blocks <= per) {  // the common case: one command, no joining
+    ScsiCommand c;
+    c.lun = lun_;
+    c.cdb = scsi::read_cdb(lba, blocks);
+    c.data_in_length = blocks * bs;
+    initiator_->submit_into(std::move(c), out, std::move(done));
+    return;
+  }
+  auto join = std::make_shared<Joiner>();
+  join->done = std::move(done);
+  join->remaining = (blocks + per - 1) / per;
+  for (uint32_t off = 0; off < blocks; off += per) {
+    const uint32_t n = std::min(per, blocks - off);
+    ScsiCommand c;
+    c.lun = lun_;
+    c.cdb = scsi::read_cdb(lba + off, n);
+    c.data_in_length = n * bs;
+    initiator_->submit_into(std::move(c), out.subspan(size_t{off} * bs, size_t{n} * bs),
+                            [join](CommandResult&& r) { join->part(std::move(r), 0); });
+  }
 }
-
-}  // namespace
 
 void Lun::read(uint64_t lba, uint32_t blocks, Completion done) {
   const uint32_t bs = capacity_.block_size;
@@ -136,12 +169,31 @@ void Lun::unmap(uint64_t lba, uint64_t blocks, Completion done) {
   }
 }
 
+void Lun::write_zeroes(uint64_t lba, uint64_t blocks, Completion done) {
+  constexpr uint64_t kPer = 0xffff;
+  auto join = std::make_shared<Joiner>();
+  join->done = std::move(done);
+  join->remaining = blocks == 0 ? 1 : static_cast<size_t>((blocks + kPer - 1) / kPer);
+  if (blocks == 0) {
+    join->part(CommandResult{}, 0);
+    return;
+  }
+  for (uint64_t off = 0; off < blocks; off += kPer) {
+    const auto n = static_cast<uint32_t>(std::min(kPer, blocks - off));
+    ScsiCommand c;
+    c.lun = lun_;
+    c.cdb = scsi::write_same16_cdb(lba + off, n);
+    c.data_out.assign(capacity_.block_size, 0);
+    initiator_->submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
+  }
+}
+
 Result<std::vector<uint8_t>, Error> Lun::read_sync(uint64_t lba, uint32_t blocks) {
   auto p = std::make_shared<std::promise<CommandResult>>();
   auto f = p->get_future();
   read(lba, blocks, [p](CommandResult&& r) { p->set_value(std::move(r)); });
   CommandResult r = f.get();
-  if (!r.good()) return Unexpected{command_error(r, "READ")};
+  if (!r.good()) return Unexpected{error_of(r, "READ")};
   return std::move(r.data_in);
 }
 
@@ -163,7 +215,7 @@ Result<InquiryData, Error> Lun::inquiry() {
   c.cdb = scsi::inquiry_cdb(96);
   c.data_in_length = 96;
   CommandResult r = initiator_->execute(std::move(c)).get();
-  if (!r.good()) return Unexpected{command_error(r, "INQUIRY")};
+  if (!r.good()) return Unexpected{error_of(r, "INQUIRY")};
   return scsi::parse_inquiry(r.data_in);
 }
 
@@ -187,10 +239,11 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
     cap.num_blocks = proto::bytes::load_be64(r.data_in.data()) + 1;
     cap.block_size = proto::bytes::load_be32(r.data_in.data() + 8);
     cap.thin = r.data_in.size() >= 15 && (r.data_in[14] & 0x80) != 0;
+    cap.unmapped_reads_zero = r.data_in.size() >= 15 && (r.data_in[14] & 0x40) != 0;
   } else {
     const scsi::SenseInfo s = scsi::parse_sense(r.sense);
     if (r.error != CompletionError::kNone || !(s.valid && s.key == 0x05 && s.asc != 0x25))
-      return Unexpected{command_error(r, "READ CAPACITY(16) of LUN " + std::to_string(lun))};
+      return Unexpected{error_of(r, "READ CAPACITY(16) of LUN " + std::to_string(lun))};
     // Not supported: fall back to READ CAPACITY(10).
     ScsiCommand c10;
     c10.lun = lun;
@@ -198,7 +251,7 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
     c10.data_in_length = 8;
     r = execute(std::move(c10)).get();
     if (!r.good() || r.data_in.size() < 8)
-      return Unexpected{command_error(r, "READ CAPACITY(10) of LUN " + std::to_string(lun))};
+      return Unexpected{error_of(r, "READ CAPACITY(10) of LUN " + std::to_string(lun))};
     cap.num_blocks = uint64_t{proto::bytes::load_be32(r.data_in.data())} + 1;
     cap.block_size = proto::bytes::load_be32(r.data_in.data() + 4);
   }
@@ -206,6 +259,17 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
     return Unexpected{Error{ErrorKind::kScsi, "LUN " + std::to_string(lun) +
                                                   " reports an unusable block size of " +
                                                   std::to_string(cap.block_size)}};
+  // Write protection: the WP bit of MODE SENSE(6)'s device-specific
+  // parameter; where MODE SENSE is not supported, what discovery said.
+  bool read_only = false;
+  for (const auto& l : t.luns)
+    if (l.lun == lun) read_only = l.read_only;
+  ScsiCommand ms;
+  ms.lun = lun;
+  ms.cdb = scsi::mode_sense6_cdb(192);
+  ms.data_in_length = 192;
+  r = execute(std::move(ms)).get();
+  if (r.good() && r.data_in.size() >= 4) read_only = (r.data_in[2] & 0x80) != 0;
   // Its identity, checked after every re-login (a target without VPD 0x83
   // designators gets no check).
   ScsiCommand id;
@@ -214,7 +278,7 @@ Result<Lun, Error> Initiator::open_lun(uint16_t lun) {
   id.data_in_length = 255;
   r = execute(std::move(id)).get();
   remember_identity(lun, r.good() ? scsi::lu_identity(r.data_in) : std::string());
-  return Lun(*this, lun, cap);
+  return Lun(*this, lun, cap, read_only);
 }
 
 }  // namespace hyperscsi::initiator

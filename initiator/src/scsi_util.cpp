@@ -166,9 +166,26 @@ std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc) {
   return c;
 }
 
+std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
+  std::vector<uint8_t> c(6, 0);
+  c[0] = 0x1a;
+  c[1] = 0x08;  // DBD: no block descriptors
+  c[2] = 0x3f;  // current values, all pages
+  c[4] = alloc;
+  return c;
+}
+
 std::vector<uint8_t> synchronize_cache_cdb() {
   std::vector<uint8_t> c(10, 0);
   c[0] = 0x35;
+  return c;
+}
+
+std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks) {
+  std::vector<uint8_t> c(16, 0);
+  c[0] = 0x93;
+  store_be64(&c[2], lba);
+  store_be32(&c[10], blocks);
   return c;
 }
 

@@ -165,4 +165,55 @@ TEST(LabScript, TinyMatrixWritesEveryFieldAndCleansUp) {
     EXPECT_NE(report.find(heading), std::string::npos) << heading;
 }
 
+// --blockdev (issue 13): the library, the attached loop device and the NBD
+// export in one tiny run; every record complete, the goals table written,
+// and no namespace, loop device, FUSE mount or process left behind.
+TEST(LabScript, BlockdevTinyMatrixComparesLoopAndNbdWithTheLibrary) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (namespaces)";
+  for (const char* c : {"jq", "fio", "nbdkit", "nbdinfo", "nsenter", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists(HYPERSCSI_TARGET_BIN) || std::string(HYPERSCSI_TARGET_BIN).empty())
+    GTEST_SKIP() << "hyperscsi-target is not built";
+  if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+
+  TempDir tmp("hs_lab_bd_test");
+  ASSERT_FALSE(tmp.path().empty());
+  const fs::path out = tmp.path() / "out";
+  const std::string cmd = "timeout -k 5 90 bash " + quote(HYPERSCSI_SOURCE_DIR "/bench/lab.sh") +
+                          " --build " + quote(HYPERSCSI_BUILD_DIR) + " --out " +
+                          quote(out.string()) +
+                          " --blockdev --quick --runs 1 --seconds 1 --cells 'randread 4k 1' 2>&1";
+  auto [log, status] = run_command(cmd);
+  SCOPED_TRACE(log);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
+  const std::string tag = m[1], work = m[3];
+  auto [netns, ns_status] = run_command("ip netns list");
+  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_FALSE(fs::exists(work)) << "work directory left: " << work;
+  EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
+  EXPECT_EQ(read_all("/proc/mounts").find(work), std::string::npos) << "FUSE mount left";
+  auto [loops, loop_status] = run_command("losetup -a");
+  EXPECT_EQ(loops.find(work), std::string::npos) << "loop device left: " << loops;
+
+  ASSERT_EQ(status, 0) << "lab.sh --blockdev failed";
+  const fs::path results = out / "results.json";
+  for (const std::string t : {"hyperscsi", "loop", "nbd"}) {
+    const std::string sel = "[.[] | select(.record == \"cell\" and .transport == $t)]";
+    EXPECT_TRUE(jq_true(results, "--arg t " + t,
+                        sel + " | length == 1 and (.[0] | .iops > 0 and .mb_s > 0"
+                              " and .lat_p50_us > 0 and .cpu_s_per_gib_client > 0"
+                              " and .cpu_s_per_gib_target > 0 and .errors == 0"
+                              " and .workload == \"randread\" and .bs == 4096 and .qd == 1)"))
+        << t << ": record missing or implausible";
+  }
+  EXPECT_TRUE(jq_true(results, "",
+                      "[.[] | select(.transport == \"loop\" or .transport == \"nbd\")]"
+                      " | all(.cpu_s_per_gib_fio > 0)"))
+      << "fio CPU not measured";
+  const std::string report = read_all(out / "report.md");
+  EXPECT_NE(report.find("### Issue 13 goals"), std::string::npos) << report;
+  EXPECT_NE(report.find("loop <= library + 25 us"), std::string::npos) << report;
+}
+
 }  // namespace

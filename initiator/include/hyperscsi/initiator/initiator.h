@@ -175,10 +175,16 @@ struct CommandResult {
 
 using Completion = std::function<void(CommandResult&&)>;
 
+// A failed command as a typed Error: kLunAbsent for LOGICAL UNIT NOT
+// SUPPORTED, kScsi for other CHECK CONDITIONs (the message decodes the
+// sense), kCommandFailed without SCSI status. `what` names the command.
+Error error_of(const CommandResult& r, std::string_view what);
+
 struct Capacity {
   uint64_t num_blocks = 0;
   uint32_t block_size = 0;
-  bool thin = false;  // LBPME from READ CAPACITY(16): UNMAP is meaningful
+  bool thin = false;                 // LBPME from READ CAPACITY(16): UNMAP is meaningful
+  bool unmapped_reads_zero = false;  // LBPRZ from READ CAPACITY(16)
 };
 
 struct InquiryData {
@@ -260,6 +266,22 @@ class Initiator {
 
   // Queues a command; `done` runs once, on the loop thread.
   void submit(ScsiCommand command, Completion done);
+  // submit() with the data-in copied straight into `data_in` (owned by the
+  // caller, valid until `done` ran; its size the command's data_in_length)
+  // instead of CommandResult::data_in, which stays empty: one copy less.
+  // Bytes beyond what the target sent are zeroed.
+  void submit_into(ScsiCommand command, std::span<uint8_t> data_in, Completion done);
+
+  // Serves another source of requests on the loop thread itself (the FUSE
+  // export's /dev/fuse), saving a thread hop per request: `fd` joins the
+  // loop's wait set (level-triggered, readable) and `poll` runs on the loop
+  // thread at the start of every turn of the loop, before the commands it
+  // submits are sent in the same turn. `poll` must not block: it reads `fd`
+  // until it would block (bounded) and may call submit(), submit_into() and
+  // the Lun async helpers. remove_poller() returns once `poll` will not run
+  // again. Neither may be called from the loop thread.
+  void add_poller(int fd, std::function<void()> poll);
+  void remove_poller(int fd);
   std::future<CommandResult> execute(ScsiCommand command);
 
   // A LUN of the connected target: checks that it exists, reads its
@@ -289,18 +311,33 @@ class Initiator {
 // failure's result. Cheap to copy; must not outlive its Initiator.
 class Lun {
  public:
-  Lun(Initiator& initiator, uint16_t lun, Capacity capacity)
-      : initiator_(&initiator), lun_(lun), capacity_(capacity) {}
+  Lun(Initiator& initiator, uint16_t lun, Capacity capacity, bool read_only = false)
+      : initiator_(&initiator), lun_(lun), capacity_(capacity), read_only_(read_only) {}
 
   uint16_t number() const { return lun_; }
   const Capacity& capacity() const { return capacity_; }
   uint64_t size_bytes() const { return capacity_.num_blocks * capacity_.block_size; }
+  // Write-protected: the WP bit of MODE SENSE at open_lun() (or the
+  // discovery record's read-only flag when MODE SENSE is not supported).
+  bool read_only() const { return read_only_; }
+  // Data bytes one command carries at the negotiated maximum.
+  uint32_t max_data_per_command() const { return initiator_->max_data_per_command(); }
+  Initiator& initiator() const { return *initiator_; }
 
   // Async: `done` gets data_in (reads) on the loop thread.
   void read(uint64_t lba, uint32_t blocks, Completion done);
+  // Async read into `out` (blocks x block size bytes, owned by the caller and
+  // valid until `done` ran): the data is copied once, from the reply into
+  // `out`; `done` gets an empty data_in, on the loop thread.
+  void read_into(uint64_t lba, uint32_t blocks, std::span<uint8_t> out, Completion done);
   void write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua = false);
   void flush(Completion done);
   void unmap(uint64_t lba, uint64_t blocks, Completion done);
+  // Zeroes the blocks with WRITE SAME(16) of one zero block (no UNMAP), in
+  // commands of at most 65535 blocks (what Linux's sd sends to a target that
+  // states no limit). A target without WRITE SAME fails it with ILLEGAL
+  // REQUEST; ByteDevice::write_zeroes then writes zeros instead.
+  void write_zeroes(uint64_t lba, uint64_t blocks, Completion done);
 
   // Synchronous wrappers.
   Result<std::vector<uint8_t>, Error> read_sync(uint64_t lba, uint32_t blocks);
@@ -313,6 +350,7 @@ class Lun {
   Initiator* initiator_;
   uint16_t lun_;
   Capacity capacity_;
+  bool read_only_ = false;
 };
 
 // SCSI helpers shared by the library and the tools.
@@ -336,7 +374,12 @@ std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua);
 std::vector<uint8_t> inquiry_cdb(uint16_t alloc);
 std::vector<uint8_t> read_capacity10_cdb();
 std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc);
+// MODE SENSE(6), all pages, block descriptors disabled: byte 2 bit 7 of the
+// reply is WP (write protected).
+std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc);
 std::vector<uint8_t> synchronize_cache_cdb();
+// WRITE SAME(16) without UNMAP: one block of data-out written to `blocks` blocks.
+std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks);
 std::vector<uint8_t> unmap_cdb(uint16_t param_len);
 // The UNMAP parameter list with one descriptor.
 std::vector<uint8_t> unmap_params(uint64_t lba, uint32_t blocks);
