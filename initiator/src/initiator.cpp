@@ -1061,11 +1061,8 @@ class Initiator::Impl {
     // A session that failed or died in this iteration's poll(): recover() acts on it next time
     // round (it has no deadline of its own to wake the loop).
     if (recovery_due()) until = now;
-    // Frames held for the pacing clock leave first: whatever the session
-    // could send now (a window with room) waits for their release too, or
-    // this loop spins until the clock lets them go. Timers wait one burst.
     const bool paced = sink_.paced();
-    if (paced) until = std::min(std::max(until, sink_.release_time()), now + kMaxSleep);
+    if (paced) until = std::min(until, sink_.release_time());
     const bool tx_full = sink_.pending() > 0 && !paced;
     if (tx_full) {
       ++wake_.tx_full_waits;

@@ -244,16 +244,13 @@ TimePoint PortLoop::deadline(TimePoint now) const {
   if (port_->poll_mode()) return now;
   if (!mailbox_->empty()) return now;  // own pushes do not wake the fd
   TimePoint d = std::min(endpoint_->next_deadline(), now + std::chrono::milliseconds(kMaxWaitMs));
-  // Frames held for the pacing clock go when it allows, and nothing the
-  // sessions could send now would leave before them: their "send now" (a
-  // window with room) waits for the release too, or the loop spins until
-  // the pacing clock lets the queue go. Timers wait at most one burst.
+  // Frames held for the pacing clock go when it allows; frames the device
+  // queue refused after a pause (no event says when there is room); a full
+  // send buffer wakes us through EPOLLOUT.
   if (sink_->paced())
-    return std::min(std::max(d, sink_->release_time()),
-                    now + std::chrono::milliseconds(kMaxWaitMs));
-  // Frames the device queue refused wait a pause (no event says when there
-  // is room); a full send buffer wakes us through EPOLLOUT.
-  if (sink_->pending() > 0 && !want_writable_) d = std::min(d, now + tx_backoff_);
+    d = std::min(d, sink_->release_time());
+  else if (sink_->pending() > 0 && !want_writable_)
+    d = std::min(d, now + tx_backoff_);
   return d;
 }
 
