@@ -268,7 +268,10 @@ start_nbdkit() {
   nbd_sock=$work/nbd.sock
   rm -f "$nbd_sock"  # left by the previous run's nbdkit: it would not bind
   # nsenter execs nbdkit: $! is nbdkit's pid (for its CPU time).
-  nsenter --net="/run/netns/$ns_c" nbdkit -f --unix "$nbd_sock" "${nbdkit_extra[@]}" \
+  # HYPERSCSI_NBDKIT_ENV: VAR=VALUE words for nbdkit's environment (a
+  # sanitizer build's plugin needs the ASan runtime preloaded into nbdkit).
+  # shellcheck disable=SC2086
+  nsenter --net="/run/netns/$ns_c" env ${HYPERSCSI_NBDKIT_ENV:-} nbdkit -f --unix "$nbd_sock" "${nbdkit_extra[@]}" \
     "$nbd_plugin" port="afpacket:$if_c" target="lab$$" lun=0 >"$work/nbdkit.log" 2>&1 &
   nbdkit_pid=$!
   for _ in $(seq 100); do

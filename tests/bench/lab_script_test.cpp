@@ -179,9 +179,9 @@ TEST(LabScript, BlockdevTinyMatrixComparesLoopAndNbdWithTheLibrary) {
   TempDir tmp("hs_lab_bd_test");
   ASSERT_FALSE(tmp.path().empty());
   const fs::path out = tmp.path() / "out";
-  const std::string cmd = "timeout -k 5 90 bash " + quote(HYPERSCSI_SOURCE_DIR "/bench/lab.sh") +
-                          " --build " + quote(HYPERSCSI_BUILD_DIR) + " --out " +
-                          quote(out.string()) +
+  const std::string cmd = "HYPERSCSI_NBDKIT_ENV='" LAB_NBDKIT_ENV "' timeout -k 5 90 bash " +
+                          quote(HYPERSCSI_SOURCE_DIR "/bench/lab.sh") + " --build " +
+                          quote(HYPERSCSI_BUILD_DIR) + " --out " + quote(out.string()) +
                           " --blockdev --quick --runs 1 --seconds 1 --cells 'randread 4k 1' 2>&1";
   auto [log, status] = run_command(cmd);
   SCOPED_TRACE(log);
