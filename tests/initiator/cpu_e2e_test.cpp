@@ -17,7 +17,7 @@
 // kernel a watchdog timer re-armed in the sender's sendmmsg (8-9 CPU s/GiB on
 // the VMs this runs on, issue 20); the sender paces below the bucket, so tbf
 // reports almost no overlimits, and that is asserted too.
-// Cost: about 20 s (two 3 s streams per MTU, a 3 s idle period, set-up).
+// Cost: about 24 s (two 3 s streams per MTU, a 3 s idle period, set-up).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
