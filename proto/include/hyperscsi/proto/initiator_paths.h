@@ -152,12 +152,10 @@ class InitiatorPaths {
   void notify_leave(uint8_t id, uint8_t gen);
   void handle_events(TimePoint now);
   void run_timers(TimePoint now);
-  // The proof of a target's reply (r) or request (q) carried by `frame`.
-  bool binding_ok(const FrameView& frame, const PathReply* r, const PathRequest* q) const;
 
   InitiatorPathsConfig config_;
   PathSet paths_;
-  std::optional<crypto::SecretBytes> proof_key_;
+  PathControl control_;  // framing and proofs of our path requests and replies
   std::vector<Candidate> candidates_;
   std::array<uint8_t, kMaxPaths> last_gen_{};  // per path id, this epoch (0: the login's)
   std::deque<PathEvent> events_;
