@@ -172,6 +172,38 @@ TEST_P(RxFilterBackend, EachPortGetsOnlyItsSessionAndControlFrames) {
   EXPECT_EQ(drain(*p1), std::vector<uint8_t>{99});
 }
 
+// A multipath session's socket (docs/protocol.md 14.2): the frames of its
+// session from every target port of its paths pass, from any other MAC not.
+TEST_P(RxFilterBackend, MultipathSessionGetsItsFramesFromEveryTargetPort) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
+  const Case c = GetParam();
+  NetnsPair net;
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortPtr tx = open_in(net, true, "afpacket", c.vid);
+  PortPtr rx = open_in(net, false, c.kind, c.vid);
+  ASSERT_TRUE(tx && rx);
+  const MacAddress port1 = tx->mac();
+  MacAddress port2 = port1;
+  port2[4] ^= 0x01;
+  MacAddress stranger = port1;
+  stranger[5] ^= 0x40;
+  const std::array<MacAddress, 2> ports{port1, port2};
+  ASSERT_TRUE(rx->set_rx_filter(RxFilter::session(ports, kS1)).ok());
+  const std::vector<Sent> plan = {
+      {port1, 0x01, kS1, 1, 0x01},     // 0: path 0
+      {port2, 0x01, kS1, 1, 0x01},     // 1: path 1 (another target port)
+      {port2, 0x21, kS1, 2, 0x21},     // 2: its acks, protected, a new epoch
+      {stranger, 0x01, kS1, 1, 0x01},  // 3: the session's id from a MAC not of its target
+      {port2, 0x01, kS2, 1, 0x01},     // 4: another session from port 2
+      {stranger, 0x12, kS3, 1, 0x10},  // 5: a login reply (always passes)
+  };
+  std::vector<Packet> pkts;
+  for (size_t i = 0; i < plan.size(); ++i)
+    pkts.push_back(make(*tx, rx->mac(), plan[i], static_cast<uint8_t>(i)));
+  send_all(*tx, pkts);
+  EXPECT_EQ(drain(*rx), (std::vector<uint8_t>{0, 1, 2, 5}));
+}
+
 // libpcap filters the frames already in its ring with the new program itself
 // (kPcap flavor: its interpreter must agree with the kernel's): narrowing with
 // frames queued keeps the session's and drops the others'.
