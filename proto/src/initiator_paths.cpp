@@ -123,6 +123,43 @@ InitiatorPaths::Candidate* InitiatorPaths::find(uint8_t id) {
   return nullptr;
 }
 
+std::string_view to_string(CandidateError e) {
+  switch (e) {
+    case CandidateError::kDuplicatePort:
+      return "the same port given twice";
+    case CandidateError::kNoLoginPort:
+      return "the login's port is not among the ports";
+  }
+  return "?";
+}
+
+Result<std::vector<PathCandidate>, CandidateError> candidate_paths(
+    std::span<const LocalPort> locals, std::span<const TargetPort> target_ports,
+    const MacAddress& login_local, const MacAddress& login_target) {
+  bool login_port_seen = false;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      if (locals[j].mac == locals[i].mac) return Unexpected{CandidateError::kDuplicatePort};
+    login_port_seen |= locals[i].mac == login_local;
+  }
+  if (!login_port_seen) return Unexpected{CandidateError::kNoLoginPort};
+  std::vector<PathCandidate> out;
+  for (const LocalPort& l : locals) {
+    for (const TargetPort& t : target_ports) {
+      if (out.size() >= kMaxPaths - 1) return out;
+      if (l.mac == login_local && t.mac == login_target) continue;
+      if (l.answered &&
+          std::find(l.answered->begin(), l.answered->end(), t.mac) == l.answered->end())
+        continue;  // discovery on this port did not reach that target port
+      const bool listed_twice = std::any_of(out.begin(), out.end(), [&](const PathCandidate& c) {
+        return c.local == l.mac && c.target == t.mac;
+      });
+      if (!listed_twice) out.push_back(PathCandidate{l.mac, l.mtu, t.mac});
+    }
+  }
+  return out;
+}
+
 Result<uint8_t, PathError> InitiatorPaths::add_candidate(const PathCandidate& pc, TimePoint now) {
   for (const Candidate& c : candidates_)
     if (c.c.local == pc.local && c.c.target == pc.target) return Unexpected{PathError::kDuplicate};
