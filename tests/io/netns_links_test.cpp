@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "hyperscsi/io/port.h"
-#include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
+#include "netns_port.h"
 
 namespace hyperscsi::io {
 namespace {
@@ -24,17 +24,7 @@ using test_support::NetnsPair;
 using PortPtr = std::unique_ptr<Port>;
 
 PortPtr open_on(const NetnsPair& net, size_t link, bool side_a) {
-  const std::string spec = "afpacket:" + (side_a ? net.iface_a(link) : net.iface_b(link));
-  auto fn = [&]() -> PortPtr {
-    auto r = ports::open_port(spec, PortOptions{});
-    if (!r.ok()) {
-      ADD_FAILURE() << spec << ": " << r.error().message;
-      return nullptr;
-    }
-    return std::move(r).value();
-  };
-  auto out = side_a ? net.run_in_a(fn) : net.run_in_b(fn);
-  return out ? std::move(*out) : nullptr;
+  return test::open_in(net, side_a, "afpacket", PortOptions{}, link);
 }
 
 // Sends `n` HyperSCSI-typed frames of `size` bytes from `tx` to `rx` and

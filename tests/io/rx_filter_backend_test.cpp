@@ -20,6 +20,7 @@
 #include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
+#include "netns_port.h"
 
 namespace hyperscsi::io {
 namespace {
@@ -35,20 +36,10 @@ constexpr uint32_t kS3 = 0x33330003;
 
 PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind, uint16_t vid,
                 int fanout_group = -1) {
-  const std::string spec = kind + ":" + (side_a ? net.iface_a() : net.iface_b());
   PortOptions opt;
   opt.vlan_id = vid;
   opt.fanout_group = fanout_group;
-  auto fn = [&]() -> PortPtr {
-    auto r = ports::open_port(spec, opt);
-    if (!r.ok()) {
-      ADD_FAILURE() << spec << ": " << r.error().message;
-      return nullptr;
-    }
-    return std::move(r).value();
-  };
-  auto out = side_a ? net.run_in_a(fn) : net.run_in_b(fn);
-  return out ? std::move(*out) : nullptr;
+  return test::open_in(net, side_a, kind, opt);
 }
 
 struct Sent {

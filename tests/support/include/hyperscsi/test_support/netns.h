@@ -37,7 +37,7 @@ struct NetnsConfig {
   bool assign_ips = false;  // 198.18.<n>.1/24 on A and .2 on B (benchmark range)
   // More veth pairs between the same two namespaces, link 1, 2...: each
   // entry is that link's MTU (0: `mtu`). At most 9. No VLAN or IP on them.
-  std::vector<size_t> extra_links;
+  std::vector<size_t> extra_links = {};
 };
 
 class NetnsPair {
