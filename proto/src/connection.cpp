@@ -39,7 +39,7 @@ uint32_t ring_size_for(uint32_t window) {
 struct OutPdu {
   Opcode opcode = Opcode::kCommandRequest;
   uint16_t tag = 0;
-  std::vector<uint8_t> bytes;
+  SharedBytes bytes;  // never null
   uint32_t next_offset = 0;
   uint16_t next_fragment = 0;
   bool all_sent = false;
@@ -74,7 +74,7 @@ struct Connection::Impl {
 
   // ---- sender ----
   bool can_send(Opcode op, uint16_t tag, size_t size) const;
-  bool send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu);
+  bool send_pdu(Opcode op, uint16_t tag, SharedBytes pdu);
   void process_ack(const FrameView& f, TimePoint now);
   void frame_acked(TxFrame& f);
   void detect_sack_losses(TimePoint now);
@@ -221,11 +221,11 @@ bool Connection::Impl::can_send(Opcode op, uint16_t tag, size_t size) const {
   return !busy_keys.test(key_of(op, tag));
 }
 
-bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, std::vector<uint8_t> pdu) {
-  if (!can_send(op, tag, pdu.size())) return false;
+bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, SharedBytes pdu) {
+  if (!pdu || !can_send(op, tag, pdu->size())) return false;
   const size_t key = key_of(op, tag);
   busy_keys.set(key);
-  queue_bytes += pdu.size();
+  queue_bytes += pdu->size();
   auto out = std::make_shared<OutPdu>();
   out->opcode = op;
   out->tag = tag;
@@ -241,7 +241,7 @@ void Connection::Impl::frame_acked(TxFrame& f) {
   if (--p.frames_unacked == 0 && p.all_sent) {
     // Every fragment is in: the tag may be reused.
     busy_keys.reset(key_of(p.opcode, p.tag));
-    queue_bytes -= p.bytes.size();
+    queue_bytes -= p.bytes->size();
   }
 }
 
@@ -802,13 +802,13 @@ bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit,
   h.common.fragment = f.fragment;
   h.common.last_fragment = f.last;
   h.ext.seq = seq;
-  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes.size());
+  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes->size());
   h.ext.pdu_offset = f.offset;
   if (retransmit) h.ext.flags |= kFlagRetransmit;
   // SACK blocks ride along only in the room the payload leaves in the MTU.
   const size_t used = kHeaderSize + f.length;
   const AckFill fill = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
-  const std::span<const uint8_t> payload(f.pdu->bytes.data() + f.offset, f.length);
+  const std::span<const uint8_t> payload(f.pdu->bytes->data() + f.offset, f.length);
   return emit(h, payload, fill, sink);
 }
 
@@ -860,9 +860,9 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     TxFrame f;
     f.pdu = queue.front();
     f.offset = p.next_offset;
-    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes.size() - p.next_offset));
+    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes->size() - p.next_offset));
     f.fragment = p.next_fragment;
-    f.last = p.next_offset + f.length == p.bytes.size();
+    f.last = p.next_offset + f.length == p.bytes->size();
     f.sent_at = now;
     // F-RTO's probe frames may exceed the collapsed cwnd (RFC 5682 step 2b).
     const bool frto_probe = pipe() >= cc.cwnd();
@@ -945,6 +945,10 @@ Connection::Connection(const TransportParams& params, const Endpoint& endpoint)
 Connection::~Connection() = default;
 
 bool Connection::send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu) {
+  return impl_->send_pdu(opcode, tag, share_bytes(std::move(pdu)));
+}
+
+bool Connection::send_pdu_shared(Opcode opcode, uint16_t tag, SharedBytes pdu) {
   return impl_->send_pdu(opcode, tag, std::move(pdu));
 }
 
@@ -1007,7 +1011,9 @@ std::vector<Connection::UnackedPdu> Connection::release_unacked() {
   auto take = [&](const std::shared_ptr<OutPdu>& p) {
     // Every fragment sent and acked or SACKed: the peer has the whole PDU.
     if (p->all_sent && p->frames_unacked == 0) return;
-    out.push_back(UnackedPdu{p->opcode, p->tag, std::move(p->bytes)});
+    // A copy: others may share the bytes (this runs only when a path or
+    // session gives up its PDUs).
+    out.push_back(UnackedPdu{p->opcode, p->tag, *p->bytes});
   };
   // The flight holds each PDU's frames contiguously, oldest PDU first; the
   // queue continues with the one being fragmented (possibly the last in flight).

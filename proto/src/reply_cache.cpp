@@ -80,17 +80,23 @@ CacheDecision ReplyCache::begin(uint32_t cmd_sn) {
 
 bool ReplyCache::complete(uint32_t cmd_sn, std::vector<uint8_t> reply, size_t data_offset,
                           bool reexecutable) {
-  if (!low_known_ || !in_window(cmd_sn)) return false;
+  return complete_shared(cmd_sn, share_bytes(std::move(reply)), data_offset, reexecutable);
+}
+
+bool ReplyCache::complete_shared(uint32_t cmd_sn, SharedBytes reply, size_t data_offset,
+                                 bool reexecutable) {
+  if (!low_known_ || !in_window(cmd_sn) || !reply) return false;
   Slot& s = slot(cmd_sn);
   if (s.state != SlotState::kInProgress || s.cmd_sn != cmd_sn) return false;
   s.state = SlotState::kDone;
-  s.data_offset = data_offset < reply.size() ? data_offset : reply.size();
-  s.reexecutable = reexecutable && s.data_offset < reply.size();
+  const size_t size = reply->size();
+  s.data_offset = data_offset < size ? data_offset : size;
+  s.reexecutable = reexecutable && s.data_offset < size;
   s.reply = std::move(reply);
   ++stats_.cached_entries;
-  stats_.cached_bytes += s.reply.size();
+  stats_.cached_bytes += size;
   if (s.reexecutable) {
-    stats_.cached_data_bytes += s.reply.size() - s.data_offset;
+    stats_.cached_data_bytes += size - s.data_offset;
     droppable_order_.push_back(cmd_sn);
     if (droppable_order_.size() > 2 * slots_.size()) compact_order();
     enforce_budget();
@@ -105,6 +111,13 @@ void ReplyCache::abandon(uint32_t cmd_sn) {
 }
 
 std::span<const uint8_t> ReplyCache::stored_reply(uint32_t cmd_sn) const {
+  if (!low_known_ || !in_window(cmd_sn)) return {};
+  const Slot& s = slot(cmd_sn);
+  if (s.state != SlotState::kDone || s.cmd_sn != cmd_sn || s.data_dropped || !s.reply) return {};
+  return *s.reply;
+}
+
+SharedBytes ReplyCache::stored_reply_bytes(uint32_t cmd_sn) const {
   if (!low_known_ || !in_window(cmd_sn)) return {};
   const Slot& s = slot(cmd_sn);
   if (s.state != SlotState::kDone || s.cmd_sn != cmd_sn || s.data_dropped) return {};
@@ -135,26 +148,24 @@ void ReplyCache::release_below(uint32_t reply_ack_sn) {
 void ReplyCache::clear_slot(Slot& s) {
   if (s.state == SlotState::kDone) {
     --stats_.cached_entries;
-    stats_.cached_bytes -= s.reply.size();
-    if (s.reexecutable && !s.data_dropped)
-      stats_.cached_data_bytes -= s.reply.size() - s.data_offset;
+    stats_.cached_bytes -= size_of(s);
+    if (s.reexecutable && !s.data_dropped) stats_.cached_data_bytes -= size_of(s) - s.data_offset;
   }
   s.state = SlotState::kEmpty;
   s.data_dropped = false;
   s.reexecutable = false;
   s.data_offset = 0;
-  // Free the buffer, not just the bytes: `s.reply = {}` keeps the capacity,
-  // so every slot of the window would keep its largest reply allocated.
-  std::vector<uint8_t>().swap(s.reply);
+  s.reply.reset();  // the buffer goes with the last holder (maybe the connection)
 }
 
 void ReplyCache::drop_data(Slot& s) {
-  const size_t dropped = s.reply.size() - s.data_offset;
+  const size_t dropped = size_of(s) - s.data_offset;
   stats_.cached_data_bytes -= dropped;
   stats_.cached_bytes -= dropped;
   stats_.data_dropped_bytes += dropped;
-  s.reply.resize(s.data_offset);
-  s.reply.shrink_to_fit();
+  // Keep the header alone, in a buffer of its own.
+  s.reply = share_bytes(std::vector<uint8_t>(
+      s.reply->begin(), s.reply->begin() + static_cast<ptrdiff_t>(s.data_offset)));
   s.data_dropped = true;
 }
 

@@ -525,9 +525,9 @@ void TargetEndpoint::drain_pdus(Session& s) {
         ++stats_.command_protocol_errors;
         continue;
       case CacheDecision::kReplay: {
-        std::span<const uint8_t> stored = s.cache.stored_reply(header.cmd_sn);
-        s.connection->send_pdu(Opcode::kCommandReply, pdu->tag,
-                               std::vector<uint8_t>(stored.begin(), stored.end()));
+        SharedBytes stored = s.cache.stored_reply_bytes(header.cmd_sn);
+        if (!stored) stored = share_bytes({});
+        s.connection->send_pdu_shared(Opcode::kCommandReply, pdu->tag, std::move(stored));
         break;
       }
       case CacheDecision::kExecute:
@@ -563,9 +563,11 @@ bool TargetEndpoint::send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_
   auto decoded = decode_reply(reply_pdu);
   if (!decoded) return false;
   const size_t data_offset = static_cast<size_t>(decoded->data_in.data() - reply_pdu.data());
-  s.cache.complete(cmd_sn, reply_pdu, data_offset, reexecutable);
+  // Built once, held by the cache and the connection alike.
+  SharedBytes shared = share_bytes(std::move(reply_pdu));
+  s.cache.complete_shared(cmd_sn, shared, data_offset, reexecutable);
   ++s.replies;
-  return s.connection->send_pdu(Opcode::kCommandReply, tag, std::move(reply_pdu));
+  return s.connection->send_pdu_shared(Opcode::kCommandReply, tag, std::move(shared));
 }
 
 void TargetEndpoint::abandon(uint32_t session_id, uint32_t cmd_sn) {

@@ -23,6 +23,7 @@
 
 #include "hyperscsi/proto/clock.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/shared_bytes.h"
 
 namespace hyperscsi::proto {
 
@@ -138,6 +139,8 @@ class Connection {
   // the PDU exceeds max_pdu or the fragment limit, the send queue is full, or
   // a PDU with the same opcode and tag is still unacknowledged.
   bool send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu);
+  // The same for a PDU others hold too (the reply cache): shares it, no copy.
+  bool send_pdu_shared(Opcode opcode, uint16_t tag, SharedBytes pdu);
   // Whether send_pdu would take a PDU of `size` bytes with this opcode and
   // tag now (so a caller with several Connections can choose without losing
   // the PDU to a refusal).

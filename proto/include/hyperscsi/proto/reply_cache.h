@@ -24,6 +24,8 @@
 #include <span>
 #include <vector>
 
+#include "hyperscsi/proto/shared_bytes.h"
+
 namespace hyperscsi::proto {
 
 enum class CacheDecision : uint8_t {
@@ -65,8 +67,10 @@ class ReplyCache {
   // Stores the reply PDU of a command begun with kExecute/kReexecuteIdempotent.
   // `data_offset` is where data-in starts within `reply` (the reply header
   // size); `reexecutable` says the data-in may be dropped and recomputed.
-  // Returns false (storing nothing) if cmd_sn is not in progress.
+  // Returns false (storing nothing) if cmd_sn is not in progress. The shared
+  // form keeps a reference to bytes the connection sends too (no copy).
   bool complete(uint32_t cmd_sn, std::vector<uint8_t> reply, size_t data_offset, bool reexecutable);
+  bool complete_shared(uint32_t cmd_sn, SharedBytes reply, size_t data_offset, bool reexecutable);
 
   // Forgets an in-progress command that will never complete (the owner could
   // not execute it); a later duplicate is executed afresh.
@@ -74,6 +78,8 @@ class ReplyCache {
 
   // The stored reply of a completed command with its data, or an empty span.
   std::span<const uint8_t> stored_reply(uint32_t cmd_sn) const;
+  // The same bytes, shared (null when there are none), to resend without a copy.
+  SharedBytes stored_reply_bytes(uint32_t cmd_sn) const;
 
   // The initiator holds every reply for cmd_sn before `reply_ack_sn`: frees
   // them and moves the window. Ignored if it would move the window backwards
@@ -91,8 +97,9 @@ class ReplyCache {
     bool data_dropped = false;
     bool reexecutable = false;
     size_t data_offset = 0;
-    std::vector<uint8_t> reply;
+    SharedBytes reply;  // null when empty
   };
+  static size_t size_of(const Slot& s) { return s.reply ? s.reply->size() : 0; }
   Slot& slot(uint32_t cmd_sn) { return slots_[cmd_sn & (slots_.size() - 1)]; }
   const Slot& slot(uint32_t cmd_sn) const { return slots_[cmd_sn & (slots_.size() - 1)]; }
   bool in_window(uint32_t cmd_sn) const;
