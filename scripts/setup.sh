@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libisal-dev libssl-dev libtomlplusplus-dev libcli11-dev
-  libpcap-dev tshark
+  libpcap-dev libmnl-dev tshark
   dpdk dpdk-dev libdpdk-dev
   liburing-dev libfuse3-dev fuse3
   nbdkit nbdkit-plugin-dev libnbd-bin

@@ -455,7 +455,7 @@ class Initiator::Impl {
   void sync_rx_filter() {
     const io::RxFilter want =
         session_ ? io::RxFilter::session(session_->target_mac(), session_->session_id())
-                 : io::RxFilter::session({}, 0);
+                 : io::RxFilter::session(io::MacAddress{}, 0);
     if (want == rx_filter_) return;
     rx_filter_ = want;
     kernel_filter_ = port_->set_rx_filter(want).ok();

@@ -80,7 +80,8 @@ class AfPacketPort final : public Port {
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
   TxBlock tx_blocked() const override { return tx_blocked_; }
-  uint64_t tx_rate() const override { return tx_rate_; }
+  uint64_t tx_rate() const override { return shaper_.rate; }
+  uint64_t tx_bucket() const override { return shaper_.bucket; }
   Status<PortError> set_rx_filter(const RxFilter& filter) override {
     if (attach_filter(fd_, filter, vid_) < 0)
       return Unexpected(
@@ -129,8 +130,8 @@ class AfPacketPort final : public Port {
   size_t cur_frame_ = 0;   // next slot to look at: the kernel fills slots in order
   uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
   TxBlock tx_blocked_ = TxBlock::kNone;
-  uint64_t tx_rate_ = 0;
-  bool fanout_ = false;    // joined a PACKET_FANOUT group (then never rebound)
+  detail::TokenBucket shaper_;
+  bool fanout_ = false;  // joined a PACKET_FANOUT group (then never rebound)
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iovs_;
@@ -154,7 +155,7 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
   if (::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
     (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
   // A shaper on the interface sets the pace (see shaper.h).
-  tx_rate_ = detail::root_tbf_rate(info_.index);
+  shaper_ = detail::root_tbf(info_.index);
   if (opt.qdisc_bypass && ::setsockopt(fd_, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
     return Unexpected(detail::errno_error(who + ": PACKET_QDISC_BYPASS", errno));
 

@@ -40,13 +40,18 @@ size_t PortSink::flush() {
   }
   size_t sent = 0;
   while (sent < allowed) {
-    const size_t n = port_.tx_burst(std::span<Packet>(queued_.data(), allowed - sent));
+    const size_t offered = allowed - sent;
+    // Sizes before the port takes the packets: it empties the handles it takes.
+    sizes_.clear();
+    if (rate_ > 0)
+      for (size_t i = 0; i < offered; ++i) sizes_.push_back(queued_[i].size());
+    const size_t n = port_.tx_burst(std::span<Packet>(queued_.data(), offered));
     if (n == 0) {
       held_by_pacing_ = false;  // the port refused: that is what holds them now
       break;
     }
     if (rate_ > 0)
-      for (size_t i = 0; i < n; ++i) credit_ -= static_cast<double>(queued_[i].size());
+      for (size_t i = 0; i < n; ++i) credit_ -= static_cast<double>(sizes_[i]);
     queued_.erase(queued_.begin(), queued_.begin() + static_cast<ptrdiff_t>(n));
     sent += n;
   }
@@ -63,8 +68,18 @@ void PortSink::set_pacing(uint64_t bytes_per_second, size_t burst_bytes) {
 void PortSink::pace_at_port_rate() {
   const uint64_t rate = port_.tx_rate();
   if (rate == 0) return;
-  const auto burst = static_cast<size_t>(static_cast<double>(rate) * 400e-6);
-  set_pacing(rate, std::max(burst, 8 * (port_.mtu() + 14)));
+  const size_t frame = port_.mtu() + 14;
+  const auto of_time = [rate](double seconds) {
+    return static_cast<size_t>(static_cast<double>(rate) * seconds);
+  };
+  // Three quarters of the shaper's bucket, so that it always has tokens for
+  // what arrives and never queues (measured on a 1 Gbit/s tbf with a 256 KiB
+  // bucket: 0 overlimits, line rate kept); at most 2 ms of the rate, so that a
+  // deep bucket does not turn pacing into long silences. Unknown bucket: 400 us.
+  const uint64_t bucket = port_.tx_bucket();
+  const size_t burst =
+      bucket > 0 ? std::min<size_t>(bucket / 4 * 3, of_time(2e-3)) : of_time(400e-6);
+  set_pacing(rate, std::max(burst, 2 * frame));
 }
 
 proto::TimePoint PortSink::release_time() const {

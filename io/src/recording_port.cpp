@@ -31,6 +31,7 @@ class RecordingPort final : public Port {
   bool wait_rx(std::chrono::microseconds timeout) override { return inner_->wait_rx(timeout); }
   TxBlock tx_blocked() const override { return inner_->tx_blocked(); }
   uint64_t tx_rate() const override { return inner_->tx_rate(); }
+  uint64_t tx_bucket() const override { return inner_->tx_bucket(); }
   Packet alloc() override { return inner_->alloc(); }
   Status<PortError> set_rx_filter(const RxFilter& filter) override {
     return inner_->set_rx_filter(filter);

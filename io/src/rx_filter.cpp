@@ -5,6 +5,7 @@
 #include <linux/filter.h>
 #include <linux/if_packet.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "ether.h"
@@ -27,7 +28,12 @@ uint32_t load_be32(const uint8_t* p) {
 // A few lines of assembler: forward jumps to named labels, resolved at the end.
 class Assembler {
  public:
-  enum Label : uint8_t { kAccept, kReject, kSession, kInband, kLabels };
+  // Fixed labels; label() makes more.
+  enum Label : int { kAccept, kReject, kSession, kInband, kLabels };
+  int label() {
+    at_.push_back(0);
+    return static_cast<int>(at_.size() - 1);
+  }
 
   void op(uint16_t code, uint32_t k = 0) { code_.push_back({code, 0, 0, k}); }
   // if (A == k) goto t else goto f; kNext falls through.
@@ -36,11 +42,11 @@ class Assembler {
     fixups_.push_back({code_.size(), t, f});
     code_.push_back({BPF_JMP | BPF_JEQ | BPF_K, 0, 0, k});
   }
-  void jump(Label to) {
+  void jump(int to) {
     fixups_.push_back({code_.size(), to, kNext});
     code_.push_back({BPF_JMP | BPF_JA, 0, 0, 0});
   }
-  void bind(Label l) { at_[l] = code_.size(); }
+  void bind(int l) { at_[static_cast<size_t>(l)] = code_.size(); }
 
   std::vector<BpfInstruction> finish() {
     for (const Fixup& f : fixups_) {
@@ -66,7 +72,7 @@ class Assembler {
   };
   std::vector<BpfInstruction> code_;
   std::vector<Fixup> fixups_;
-  size_t at_[kLabels] = {};
+  std::vector<size_t> at_ = std::vector<size_t>(kLabels, 0);
 };
 
 }  // namespace
@@ -78,8 +84,11 @@ bool rx_filter_matches(const RxFilter& filter, std::span<const uint8_t> frame) {
   const uint8_t op = frame[kOpcode];
   if (op == kOpDiscoveryReply || op == kOpLoginReply) return true;
   if (filter.session_id == 0 || frame.size() < kSessionId + 4) return false;
-  for (size_t i = 0; i < filter.peer.size(); ++i)
-    if (frame[kSrcMac + i] != filter.peer[i]) return false;
+  if (filter.peers.size() <= RxFilter::kMaxPeers &&
+      std::none_of(filter.peers.begin(), filter.peers.end(), [&](const MacAddress& m) {
+        return std::equal(m.begin(), m.end(), frame.begin() + kSrcMac);
+      }))
+    return false;
   return load_be32(frame.data() + kSessionId) == filter.session_id;
 }
 
@@ -88,7 +97,11 @@ std::string to_string(const RxFilter& filter) {
   if (filter.session_id == 0) return "control only";
   char id[16];
   std::snprintf(id, sizeof id, "0x%08x", filter.session_id);
-  return std::string("session ") + id + " from " + to_string(filter.peer);
+  std::string out = std::string("session ") + id + " from ";
+  for (size_t i = 0; i < filter.peers.size(); ++i)
+    out += (i ? ", " : "") + to_string(filter.peers[i]);
+  if (filter.peers.empty()) out += "nobody";
+  return out;
 }
 
 std::vector<BpfInstruction> rx_filter_program(const RxFilter& filter, uint16_t vlan_id,
@@ -139,11 +152,22 @@ std::vector<BpfInstruction> rx_filter_program(const RxFilter& filter, uint16_t v
     if (filter.session_id == 0) {
       a.jump(A::kReject);
     } else {
-      const MacAddress& m = filter.peer;
-      a.op(BPF_LD | BPF_W | BPF_ABS, kSrcMac);  // MACs come before any tag
-      a.jeq(load_be32(m.data()), A::kNext, A::kReject);
-      a.op(BPF_LD | BPF_H | BPF_ABS, kSrcMac + 4);
-      a.jeq(uint32_t{detail::load_be16(m.data() + 4)}, A::kNext, A::kReject);
+      // The source MAC is one of the peers' (4 instructions each: the jumps
+      // stay far below the 255 a conditional jump reaches).
+      const int check_id = a.label();
+      const size_t n = filter.peers.size() <= RxFilter::kMaxPeers ? filter.peers.size() : 0;
+      if (n == 0 && !filter.peers.empty()) a.jump(check_id);  // too many: session id alone
+      for (size_t i = 0; i < n; ++i) {
+        const MacAddress& m = filter.peers[i];
+        const int next = i + 1 < n ? a.label() : int{A::kReject};
+        a.op(BPF_LD | BPF_W | BPF_ABS, kSrcMac);  // MACs come before any tag
+        a.jeq(load_be32(m.data()), A::kNext, next);
+        a.op(BPF_LD | BPF_H | BPF_ABS, kSrcMac + 4);
+        a.jeq(uint32_t{detail::load_be16(m.data() + 4)}, check_id, next);
+        if (next != A::kReject) a.bind(next);
+      }
+      if (filter.peers.empty()) a.jump(A::kReject);
+      a.bind(check_id);
       a.op(BPF_LD | BPF_W | BPF_IND, kSessionId);
       a.jeq(filter.session_id, A::kAccept, A::kReject);
     }

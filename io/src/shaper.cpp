@@ -1,106 +1,113 @@
 #include "shaper.h"
 
-#include <linux/netlink.h>
+#include <libmnl/libmnl.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <unistd.h>
 
 #include <cstring>
-#include <string_view>
+#include <ctime>
+#include <memory>
 #include <vector>
 
 namespace hyperscsi::io::detail {
 namespace {
 
-struct Fd {
-  int fd;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
+struct Query {
+  int ifindex;
+  TokenBucket found;
 };
 
-// The attributes in [p, p + len): calls fn(type, payload) for each.
-template <typename Fn>
-void for_each_attr(const uint8_t* p, size_t len, Fn&& fn) {
-  while (len >= sizeof(rtattr)) {
-    rtattr a;
-    std::memcpy(&a, p, sizeof a);
-    if (a.rta_len < sizeof(rtattr) || a.rta_len > len) return;
-    fn(a.rta_type & NLA_TYPE_MASK,
-       std::basic_string_view<uint8_t>(p + RTA_LENGTH(0), a.rta_len - RTA_LENGTH(0)));
-    const size_t step = RTA_ALIGN(a.rta_len);
-    if (step >= len) return;
-    p += step;
-    len -= step;
+struct TbfOptions {
+  const nlattr* parms = nullptr;
+  const nlattr* rate64 = nullptr;
+};
+
+int tbf_option(const nlattr* attr, void* data) {
+  auto* opts = static_cast<TbfOptions*>(data);
+  switch (mnl_attr_get_type(attr)) {
+    case TCA_TBF_PARMS:
+      if (mnl_attr_validate2(attr, MNL_TYPE_UNSPEC, sizeof(tc_tbf_qopt)) == 0) opts->parms = attr;
+      break;
+    case TCA_TBF_RATE64:
+      if (mnl_attr_validate(attr, MNL_TYPE_U64) == 0) opts->rate64 = attr;
+      break;
+    default:
+      break;
   }
+  return MNL_CB_OK;
 }
 
-// The rate of one RTM_NEWQDISC message if it is the root tbf of `ifindex`.
-uint64_t tbf_rate_of(const uint8_t* msg, size_t len, int ifindex) {
-  if (len < NLMSG_LENGTH(sizeof(tcmsg))) return 0;
-  tcmsg t;
-  std::memcpy(&t, msg + NLMSG_HDRLEN, sizeof t);
-  if (t.tcm_ifindex != ifindex || t.tcm_parent != TC_H_ROOT) return 0;
-  const size_t off = NLMSG_LENGTH(sizeof(tcmsg));
+struct QdiscAttrs {
   bool tbf = false;
-  uint64_t rate = 0, rate64 = 0;
-  for_each_attr(msg + off, len - off, [&](unsigned type, std::basic_string_view<uint8_t> v) {
-    if (type == TCA_KIND) tbf = v.size() >= 4 && std::memcmp(v.data(), "tbf", 4) == 0;
-    if (type != TCA_OPTIONS) return;
-    for_each_attr(v.data(), v.size(), [&](unsigned t2, std::basic_string_view<uint8_t> o) {
-      if (t2 == TCA_TBF_PARMS && o.size() >= sizeof(tc_tbf_qopt)) {
-        tc_tbf_qopt q;
-        std::memcpy(&q, o.data(), sizeof q);
-        rate = q.rate.rate;
-      } else if (t2 == TCA_TBF_RATE64 && o.size() >= sizeof(uint64_t)) {
-        std::memcpy(&rate64, o.data(), sizeof rate64);
-      }
-    });
-  });
-  if (!tbf) return 0;
-  return rate64 != 0 ? rate64 : rate;
+  const nlattr* options = nullptr;
+};
+
+int qdisc_attr(const nlattr* attr, void* data) {
+  auto* top = static_cast<QdiscAttrs*>(data);
+  if (mnl_attr_get_type(attr) == TCA_KIND && mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) == 0)
+    top->tbf = std::strcmp(mnl_attr_get_str(attr), "tbf") == 0;
+  else if (mnl_attr_get_type(attr) == TCA_OPTIONS)
+    top->options = attr;
+  return MNL_CB_OK;
 }
+
+// One RTM_NEWQDISC of the dump: keeps it when it is the root tbf of the
+// interface asked about.
+int on_qdisc(const nlmsghdr* nlh, void* data) {
+  auto* q = static_cast<Query*>(data);
+  if (q->found.rate != 0 || nlh->nlmsg_len < mnl_nlmsg_size(sizeof(tcmsg))) return MNL_CB_OK;
+  const auto* tc = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+  if (tc->tcm_ifindex != q->ifindex || tc->tcm_parent != TC_H_ROOT) return MNL_CB_OK;
+  QdiscAttrs top;
+  if (mnl_attr_parse(nlh, sizeof(tcmsg), qdisc_attr, &top) != MNL_CB_OK) return MNL_CB_OK;
+  if (!top.tbf || top.options == nullptr) return MNL_CB_OK;
+  TbfOptions opts;
+  if (mnl_attr_parse_nested(top.options, tbf_option, &opts) != MNL_CB_OK || opts.parms == nullptr)
+    return MNL_CB_OK;
+  tc_tbf_qopt qopt;
+  std::memcpy(&qopt, mnl_attr_get_payload(opts.parms), sizeof qopt);
+  const uint64_t rate = opts.rate64 != nullptr ? mnl_attr_get_u64(opts.rate64) : qopt.rate.rate;
+  // The kernel keeps the bucket as time: `buffer` psched ticks of 64 ns
+  // (PSCHED_SHIFT) at the rate.
+  const double bucket_ns = static_cast<double>(qopt.buffer) * 64.0;
+  q->found = {rate, static_cast<uint64_t>(bucket_ns * static_cast<double>(rate) / 1e9)};
+  return MNL_CB_OK;
+}
+
+struct SocketCloser {
+  void operator()(mnl_socket* s) const { mnl_socket_close(s); }
+};
 
 }  // namespace
 
-uint64_t root_tbf_rate(int ifindex) {
-  Fd s{::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)};
-  if (s.fd < 0) return 0;
+TokenBucket root_tbf(int ifindex) {
+  std::unique_ptr<mnl_socket, SocketCloser> nl(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC));
+  if (!nl || mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0) return {};
   timeval tv{1, 0};  // the kernel answers at once; never hang a port's open on it
-  ::setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  struct {
-    nlmsghdr nh;
-    tcmsg tc;
-  } req{};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.nh.nlmsg_type = RTM_GETQDISC;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.nh.nlmsg_seq = 1;
-  req.tc.tcm_family = AF_UNSPEC;
-  req.tc.tcm_ifindex = ifindex;
-  if (::send(s.fd, &req, req.nh.nlmsg_len, 0) < 0) return 0;
-  std::vector<uint8_t> buf(32768);
-  uint64_t found = 0;
-  for (int rounds = 0; rounds < 1000; ++rounds) {
-    const ssize_t n = ::recv(s.fd, buf.data(), buf.size(), 0);
-    if (n <= 0) return found;
-    size_t left = static_cast<size_t>(n);
-    const uint8_t* p = buf.data();
-    while (left >= sizeof(nlmsghdr)) {
-      nlmsghdr h;
-      std::memcpy(&h, p, sizeof h);
-      if (h.nlmsg_len < sizeof(nlmsghdr) || h.nlmsg_len > left) return found;
-      if (h.nlmsg_type == NLMSG_DONE || h.nlmsg_type == NLMSG_ERROR) return found;
-      if (h.nlmsg_type == RTM_NEWQDISC && found == 0) found = tbf_rate_of(p, h.nlmsg_len, ifindex);
-      const size_t step = NLMSG_ALIGN(h.nlmsg_len);
-      if (step >= left) break;
-      p += step;
-      left -= step;
-    }
+  (void)::setsockopt(mnl_socket_get_fd(nl.get()), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+  nlh->nlmsg_type = RTM_GETQDISC;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  const auto seq = static_cast<unsigned>(std::time(nullptr));
+  nlh->nlmsg_seq = seq;
+  auto* tc = static_cast<tcmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcmsg)));
+  tc->tcm_family = AF_UNSPEC;
+  tc->tcm_ifindex = ifindex;
+  if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) return {};
+
+  Query q{ifindex, {}};
+  const unsigned portid = mnl_socket_get_portid(nl.get());
+  for (;;) {
+    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+    if (n <= 0) break;
+    if (mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid, on_qdisc, &q) <= MNL_CB_STOP)
+      break;
   }
-  return found;
+  return q.found;
 }
 
 }  // namespace hyperscsi::io::detail

@@ -88,8 +88,11 @@ struct InitiatorPaths::Candidate {
 
 InitiatorPaths::InitiatorPaths(InitiatorPathsConfig config, const PathSpec& login_path,
                                TimePoint now)
-    : config_(std::move(config)), paths_(config_.transport), rng_(config_.seed) {
-  if (config_.keys) proof_key_ = derive_path_proof_key(*config_.keys, config_.transport.session_id);
+    : config_(std::move(config)),
+      paths_(config_.transport),
+      control_(PathRole::kInitiator, config_.transport.session_id, config_.transport.epoch,
+               config_.keys),
+      rng_(config_.seed) {
   PathSpec p0 = login_path;
   p0.id = 0;
   p0.gen = 0;
@@ -118,6 +121,43 @@ InitiatorPaths::Candidate* InitiatorPaths::find(uint8_t id) {
   for (Candidate& c : candidates_)
     if (c.id == id) return &c;
   return nullptr;
+}
+
+std::string_view to_string(CandidateError e) {
+  switch (e) {
+    case CandidateError::kDuplicatePort:
+      return "the same port given twice";
+    case CandidateError::kNoLoginPort:
+      return "the login's port is not among the ports";
+  }
+  return "?";
+}
+
+Result<std::vector<PathCandidate>, CandidateError> candidate_paths(
+    std::span<const LocalPort> locals, std::span<const TargetPort> target_ports,
+    const MacAddress& login_local, const MacAddress& login_target) {
+  bool login_port_seen = false;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      if (locals[j].mac == locals[i].mac) return Unexpected{CandidateError::kDuplicatePort};
+    login_port_seen |= locals[i].mac == login_local;
+  }
+  if (!login_port_seen) return Unexpected{CandidateError::kNoLoginPort};
+  std::vector<PathCandidate> out;
+  for (const LocalPort& l : locals) {
+    for (const TargetPort& t : target_ports) {
+      if (out.size() >= kMaxPaths - 1) return out;
+      if (l.mac == login_local && t.mac == login_target) continue;
+      if (l.answered &&
+          std::find(l.answered->begin(), l.answered->end(), t.mac) == l.answered->end())
+        continue;  // discovery on this port did not reach that target port
+      const bool listed_twice = std::any_of(out.begin(), out.end(), [&](const PathCandidate& c) {
+        return c.local == l.mac && c.target == t.mac;
+      });
+      if (!listed_twice) out.push_back(PathCandidate{l.mac, l.mtu, t.mac});
+    }
+  }
+  return out;
 }
 
 Result<uint8_t, PathError> InitiatorPaths::add_candidate(const PathCandidate& pc, TimePoint now) {
@@ -151,23 +191,9 @@ void InitiatorPaths::send_request(Candidate& c, PathAction action, uint8_t subje
     req.window = window_for_mtu(c.c.local_mtu, config_.window_cap);
   }
   // Both join and activate travel on the path they name.
-  FrameHeader h = detail::raw_control_header(c.c.local, c.c.target, Opcode::kPathRequest, 0,
-                                             config_.transport.session_id, config_.transport.epoch);
-  h.ext.path_id = c.id;
-  h.ext.path_gen = subject_gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (auto proof = path_request_proof(proof_key_->span(), PathRole::kInitiator, b, req))
-      req.proof.assign(proof->begin(), proof->end());
-  }
-  c.request_body.clear();
-  encode(req, c.request_body);
-  c.request_header = h;
+  PathControlFrame f = control_.request(c.c.local, c.c.target, c.id, subject_gen, req);
+  c.request_body = std::move(f.body);
+  c.request_header = f.header;
   c.pending = true;
   c.pending_action = action;
   c.pending_gen = subject_gen;
@@ -175,7 +201,7 @@ void InitiatorPaths::send_request(Candidate& c, PathAction action, uint8_t subje
   c.nonce = req.nonce;
   c.attempts = 1;
   c.next_tx = now + config_.join_timeout;
-  paths_.queue_unsealed(h, c.request_body);
+  paths_.queue_unsealed(c.request_header, c.request_body);
   ++stats_.requests_sent;
   if (action == PathAction::kJoin) ++c.joins_sent;
 }
@@ -202,32 +228,9 @@ void InitiatorPaths::start_join(Candidate& c, TimePoint now) {
 void InitiatorPaths::notify_leave(uint8_t id, uint8_t gen) {
   const std::optional<uint8_t> via = paths_.best_path();
   if (!via || *via == id) return;  // no other path: the target finds out itself
-  const std::optional<PathInfo> carrier = paths_.path(*via);
-  if (!carrier) return;
-  PathRequest req;
-  do {
-    req.nonce = static_cast<uint32_t>(rng_());
-  } while (req.nonce == 0);
-  req.action = PathAction::kLeave;
-  req.path_id = id;
-  req.path_gen = gen;
-  FrameHeader h = detail::raw_control_header(carrier->local, carrier->peer, Opcode::kPathRequest, 0,
-                                             config_.transport.session_id, config_.transport.epoch);
-  h.ext.path_id = carrier->id;
-  h.ext.path_gen = carrier->gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (auto proof = path_request_proof(proof_key_->span(), PathRole::kInitiator, b, req))
-      req.proof.assign(proof->begin(), proof->end());
-  }
-  std::vector<uint8_t> body;
-  encode(req, body);
-  paths_.queue_unsealed(h, std::move(body));
+  uint32_t nonce = 0;
+  while (nonce == 0) nonce = static_cast<uint32_t>(rng_());
+  if (!control_.send_leave(paths_, id, gen, nonce)) return;
   ++stats_.requests_sent;
   ++stats_.leaves_sent;
 }
@@ -247,20 +250,6 @@ Status<PathError> InitiatorPaths::leave(uint8_t id, TimePoint now) {
   return {};
 }
 
-bool InitiatorPaths::binding_ok(const FrameView& frame, const PathReply* r,
-                                const PathRequest* q) const {
-  if (!proof_key_) return true;
-  const FrameHeader& h = frame.header;
-  const PathBinding b{config_.transport.session_id,
-                      config_.transport.epoch,
-                      h.ext.path_id,
-                      h.ext.path_gen,
-                      h.src,
-                      h.dst};
-  return r ? verify_path_reply(proof_key_->span(), PathRole::kTarget, b, *r)
-           : verify_path_request(proof_key_->span(), PathRole::kTarget, b, *q);
-}
-
 void InitiatorPaths::on_reply(const FrameView& frame, TimePoint now) {
   auto decoded = decode_path_reply(frame.payload);
   if (!decoded) {
@@ -272,7 +261,7 @@ void InitiatorPaths::on_reply(const FrameView& frame, TimePoint now) {
   if (!c || !c->pending || c->nonce != r.nonce || c->pending_gen != r.path_gen ||
       c->pending_action != r.action)
     return;  // late, or an answer to a leave notice: nothing waits for it
-  if (!binding_ok(frame, &r, nullptr)) {
+  if (!control_.verify(frame.header, r)) {
     ++stats_.auth_failures;
     return;
   }
@@ -411,7 +400,7 @@ void InitiatorPaths::on_target_request(const FrameView& frame, TimePoint now) {
     return;
   }
   const PathRequest& q = decoded.value();
-  if (!binding_ok(frame, nullptr, &q)) {
+  if (!control_.verify(frame.header, q)) {
     ++stats_.auth_failures;
     return;
   }
@@ -430,24 +419,8 @@ void InitiatorPaths::on_target_request(const FrameView& frame, TimePoint now) {
         paths_.fail(c->id, PathFailure::kPeerLeft, now);
     }
   }
-  const FrameHeader& rh = frame.header;
-  FrameHeader h = detail::raw_control_header(rh.dst, rh.src, Opcode::kPathReply, kFlagResponse,
-                                             config_.transport.session_id, config_.transport.epoch);
-  h.ext.path_id = rh.ext.path_id;
-  h.ext.path_gen = rh.ext.path_gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (auto proof = path_reply_proof(proof_key_->span(), PathRole::kInitiator, b, r))
-      r.proof.assign(proof->begin(), proof->end());
-  }
-  std::vector<uint8_t> body;
-  encode(r, body);
-  paths_.queue_unsealed(h, std::move(body));
+  PathControlFrame f = control_.reply(frame.header, r);
+  paths_.queue_unsealed(f.header, std::move(f.body));
 }
 
 void InitiatorPaths::handle_events(TimePoint now) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "hyperscsi/proto/negotiation.h"
+#include "hyperscsi/proto/path_auth.h"
 #include "session_util.h"
 
 namespace hyperscsi::proto {
@@ -110,6 +111,8 @@ Status<SessionError> InitiatorSession::resume(TimePoint now) {
 
 void InitiatorSession::begin_login(TimePoint now) {
   connection_.reset();
+  target_ports_.clear();
+  multipath_keys_.reset();
   sealer_.reset();
   opener_.reset();
   authenticated_ = false;
@@ -186,12 +189,13 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
     ++stats_.frames_ignored;  // a late duplicate of an answered request
     return;
   }
-  auto decoded = decode_login_reply(frame.payload);
+  // A multipath login reply ends with the target's port list (14.3).
+  auto decoded = decode_multipath_login_reply(frame.payload);
   if (!decoded) {
     ++stats_.malformed;
     return;
   }
-  const LoginReply& reply = decoded.value();
+  const LoginReply& reply = decoded.value().reply;
   if (reply.nonce != login_nonce_) {
     ++stats_.frames_ignored;
     return;
@@ -200,7 +204,10 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
     on_auth_continue(reply, now);
     return;
   }
-  if (reply.status != LoginStatus::kOk || reply.session_id == 0) {
+  // A feature we did not offer (MULTIPATH above all: its frames and keys
+  // differ) would make the two sides disagree about the session.
+  const bool unoffered = (reply.features & ~config_.features) != 0;
+  if (reply.status != LoginStatus::kOk || reply.session_id == 0 || unoffered) {
     SessionFailure f;
     f.error = SessionError::kLoginRejected;
     f.login_status =
@@ -217,21 +224,29 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
     return;
   }
   negotiated_ = reply;
+  target_ports_ = std::move(decoded.value().ports);
   TransportParams params = transport_params_for(reply, config_.transport);
   if (handshake_) {
     const SessionKeys& keys = handshake_->keys();
     authenticated_ = true;
     protection_ = keys.protection;
+    if (multipath()) multipath_keys_ = keys;  // the root of every path's keys and proofs
     if (protection_ != Protection::kOff) {
       // The trailer takes room from every frame; the tag supersedes the crc.
       params.mtu -= kProtectionTrailerSize;
       params.checksum = false;
-      sealer_ = std::make_unique<FrameSealer>(protection_, keys.initiator_to_target.span(),
-                                              keys.salt_i2t);
-      opener_ = std::make_unique<FrameOpener>(protection_, keys.target_to_initiator.span(),
-                                              keys.salt_t2i);
+      // A multipath session seals its login path with path 0 generation 0's
+      // own keys (14.6): the login's keys are only the root.
+      std::optional<SessionKeys> path_keys;
+      if (multipath())
+        path_keys = derive_path_frame_keys(keys, reply.session_id, reply.epoch, 0, 0);
+      const SessionKeys& k = path_keys ? *path_keys : keys;
+      sealer_ =
+          std::make_unique<FrameSealer>(protection_, k.initiator_to_target.span(), k.salt_i2t);
+      opener_ =
+          std::make_unique<FrameOpener>(protection_, k.target_to_initiator.span(), k.salt_t2i);
     }
-    handshake_.reset();  // keys now live in the sealer and opener only
+    handshake_.reset();  // keys now live in the sealer and opener (and multipath_keys_)
   }
   Endpoint ep;
   ep.local = config_.local_mac;

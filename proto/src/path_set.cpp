@@ -514,4 +514,69 @@ bool PathSet::idle() const {
   return true;
 }
 
+// --------------------------------------------------------- PathControl --
+
+PathControl::PathControl(PathRole self, uint32_t session_id, uint16_t epoch,
+                         const std::optional<SessionKeys>& keys)
+    : self_(self), session_id_(session_id), epoch_(epoch) {
+  if (keys) proof_key_ = derive_path_proof_key(*keys, session_id);
+}
+
+PathBinding PathControl::binding(const FrameHeader& h) const {
+  return PathBinding{session_id_, epoch_, h.ext.path_id, h.ext.path_gen, h.src, h.dst};
+}
+
+PathControlFrame PathControl::request(const MacAddress& src, const MacAddress& dst, uint8_t path_id,
+                                      uint8_t path_gen, PathRequest req) const {
+  PathControlFrame f;
+  f.header = detail::raw_control_header(src, dst, Opcode::kPathRequest, 0, session_id_, epoch_);
+  f.header.ext.path_id = path_id;
+  f.header.ext.path_gen = path_gen;
+  req.proof.clear();
+  if (proof_key_) {
+    if (auto proof = path_request_proof(proof_key_->span(), self_, binding(f.header), req))
+      req.proof.assign(proof->begin(), proof->end());
+  }
+  encode(req, f.body);
+  return f;
+}
+
+PathControlFrame PathControl::reply(const FrameHeader& request_header, PathReply reply) const {
+  PathControlFrame f;
+  f.header = detail::raw_control_header(request_header.dst, request_header.src, Opcode::kPathReply,
+                                        kFlagResponse, session_id_, epoch_);
+  f.header.ext.path_id = request_header.ext.path_id;
+  f.header.ext.path_gen = request_header.ext.path_gen;
+  reply.proof.clear();
+  if (proof_key_) {
+    if (auto proof = path_reply_proof(proof_key_->span(), self_, binding(f.header), reply))
+      reply.proof.assign(proof->begin(), proof->end());
+  }
+  encode(reply, f.body);
+  return f;
+}
+
+bool PathControl::send_leave(PathSet& set, uint8_t id, uint8_t gen, uint32_t nonce) const {
+  const std::optional<uint8_t> via = set.best_path();
+  if (!via || *via == id) return false;
+  const std::optional<PathInfo> carrier = set.path(*via);
+  if (!carrier) return false;
+  PathRequest req;
+  req.nonce = nonce;
+  req.action = PathAction::kLeave;
+  req.path_id = id;
+  req.path_gen = gen;
+  PathControlFrame f = request(carrier->local, carrier->peer, carrier->id, carrier->gen, req);
+  set.queue_unsealed(f.header, std::move(f.body));
+  return true;
+}
+
+bool PathControl::verify(const FrameHeader& h, const PathRequest& m) const {
+  return !proof_key_ || verify_path_request(proof_key_->span(), peer(), binding(h), m);
+}
+
+bool PathControl::verify(const FrameHeader& h, const PathReply& m) const {
+  return !proof_key_ || verify_path_reply(proof_key_->span(), peer(), binding(h), m);
+}
+
 }  // namespace hyperscsi::proto

@@ -26,8 +26,10 @@ bool mtu_carries(uint16_t mtu, uint32_t max_transfer, bool trailer) {
 }  // namespace
 
 TargetPaths::TargetPaths(TargetPathsConfig config, const PathSpec& login_path, TimePoint now)
-    : config_(std::move(config)), paths_(config_.transport) {
-  if (config_.keys) proof_key_ = derive_path_proof_key(*config_.keys, config_.transport.session_id);
+    : config_(std::move(config)),
+      paths_(config_.transport),
+      control_(PathRole::kTarget, config_.transport.session_id, config_.transport.epoch,
+               config_.keys) {
   PathSpec p0 = login_path;
   p0.id = 0;
   p0.gen = 0;
@@ -67,30 +69,14 @@ PathSet::FrameResult TargetPaths::on_frame(const FrameView& frame, TimePoint now
 }
 
 void TargetPaths::answer(const FrameView& frame, PathReply reply) {
-  const FrameHeader& rh = frame.header;
-  FrameHeader h = detail::raw_control_header(rh.dst, rh.src, Opcode::kPathReply, kFlagResponse,
-                                             config_.transport.session_id, config_.transport.epoch);
-  h.ext.path_id = rh.ext.path_id;
-  h.ext.path_gen = rh.ext.path_gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (auto proof = path_reply_proof(proof_key_->span(), PathRole::kTarget, b, reply))
-      reply.proof.assign(proof->begin(), proof->end());
-  }
   if (reply.status != PathStatus::kOk) ++stats_.requests_refused;
-  std::vector<uint8_t> body;
-  encode(reply, body);
+  PathControlFrame f = control_.reply(frame.header, reply);
   if (reply.action == PathAction::kJoin && reply.status == PathStatus::kOk) {
     History& hist = history_[reply.path_id];
-    hist.reply = body;
-    hist.reply_header = h;
+    hist.reply = f.body;
+    hist.reply_header = f.header;
   }
-  paths_.queue_unsealed(h, std::move(body));
+  paths_.queue_unsealed(f.header, std::move(f.body));
 }
 
 void TargetPaths::on_request(const FrameView& frame, TimePoint now) {
@@ -101,25 +87,16 @@ void TargetPaths::on_request(const FrameView& frame, TimePoint now) {
   }
   ++stats_.requests;
   const PathRequest& req = decoded.value();
-  const FrameHeader& h = frame.header;
   PathReply reply;
   reply.nonce = req.nonce;
   reply.action = req.action;
   reply.path_id = req.path_id;
   reply.path_gen = req.path_gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (!verify_path_request(proof_key_->span(), PathRole::kInitiator, b, req)) {
-      ++stats_.auth_failures;
-      reply.status = PathStatus::kAuthFailed;
-      answer(frame, std::move(reply));
-      return;
-    }
+  if (!control_.verify(frame.header, req)) {
+    ++stats_.auth_failures;
+    reply.status = PathStatus::kAuthFailed;
+    answer(frame, std::move(reply));
+    return;
   }
   switch (req.action) {
     case PathAction::kJoin: {
@@ -214,33 +191,10 @@ std::optional<PathStatus> TargetPaths::join(const FrameView& frame, const PathRe
 }
 
 void TargetPaths::send_leave(uint8_t id, uint8_t gen, TimePoint /*now*/) {
-  const std::optional<uint8_t> via = paths_.best_path();
-  if (!via) return;  // nothing left to tell it through; the initiator finds out itself
-  const std::optional<PathInfo> carrier = paths_.path(*via);
-  if (!carrier) return;
-  PathRequest req;
-  req.nonce = next_nonce_++;
-  req.action = PathAction::kLeave;
-  req.path_id = id;
-  req.path_gen = gen;
-  FrameHeader h = detail::raw_control_header(carrier->local, carrier->peer, Opcode::kPathRequest, 0,
-                                             config_.transport.session_id, config_.transport.epoch);
-  h.ext.path_id = carrier->id;
-  h.ext.path_gen = carrier->gen;
-  if (proof_key_) {
-    const PathBinding b{config_.transport.session_id,
-                        config_.transport.epoch,
-                        h.ext.path_id,
-                        h.ext.path_gen,
-                        h.src,
-                        h.dst};
-    if (auto proof = path_request_proof(proof_key_->span(), PathRole::kTarget, b, req))
-      req.proof.assign(proof->begin(), proof->end());
+  if (control_.send_leave(paths_, id, gen, next_nonce_)) {
+    ++next_nonce_;
+    ++stats_.leaves_sent;
   }
-  std::vector<uint8_t> body;
-  encode(req, body);
-  paths_.queue_unsealed(h, std::move(body));
-  ++stats_.leaves_sent;
 }
 
 void TargetPaths::handle_events(TimePoint now) {

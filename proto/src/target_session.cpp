@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "hyperscsi/proto/bytes.h"
+#include "hyperscsi/proto/path_auth.h"
 #include "session_util.h"
 
 namespace hyperscsi::proto {
@@ -90,7 +91,15 @@ TargetEndpoint::TargetEndpoint(TargetConfig config, LoginPolicy policy, LunListe
       policy_(std::move(policy)),
       luns_(std::move(luns)),
       rng_(config_.seed),
-      outbox_(std::make_unique<detail::Outbox>(1024)) {}
+      outbox_(std::make_unique<detail::Outbox>(1024)) {
+  // MULTIPATH is offered exactly when there is a port list to send.
+  if (config_.multipath_ports.size() > kMaxTargetPorts)
+    config_.multipath_ports.resize(kMaxTargetPorts);
+  if (config_.multipath_ports.empty())
+    config_.limits.features &= ~kFeatureMultipath;
+  else
+    config_.limits.features |= kFeatureMultipath;
+}
 
 TargetEndpoint::~TargetEndpoint() = default;
 
@@ -158,7 +167,10 @@ void TargetEndpoint::on_discovery(const FrameView& frame) {
 
 void TargetEndpoint::send_login_reply(const MacAddress& dst, const LoginReply& reply) {
   std::vector<uint8_t> body;
-  encode(reply, body);
+  if (reply.status == LoginStatus::kOk && (reply.features & kFeatureMultipath) != 0)
+    encode(MultipathLoginReply{reply, config_.multipath_ports}, body);
+  else
+    encode(reply, body);
   outbox_->push(detail::raw_control_header(config_.local_mac, dst, Opcode::kLoginReply,
                                            kFlagResponse, reply.session_id, reply.epoch),
                 std::move(body));
@@ -284,10 +296,16 @@ void TargetEndpoint::start_connection(Session& s, TimePoint now) {
     // The trailer takes room from every frame; the tag supersedes the crc.
     params.mtu -= kProtectionTrailerSize;
     params.checksum = false;
-    s.sealer = std::make_unique<FrameSealer>(s.protection, s.keys->target_to_initiator.span(),
-                                             s.keys->salt_t2i);
-    s.opener = std::make_unique<FrameOpener>(s.protection, s.keys->initiator_to_target.span(),
-                                             s.keys->salt_i2t);
+    // A multipath session seals its login path with path 0 generation 0's
+    // own keys (docs/protocol.md 14.6): the login's keys are only the root.
+    std::optional<SessionKeys> path_keys;
+    if ((s.reply.features & kFeatureMultipath) != 0)
+      path_keys = derive_path_frame_keys(*s.keys, s.id, s.epoch, 0, 0);
+    const SessionKeys& k = path_keys ? *path_keys : *s.keys;
+    s.sealer =
+        std::make_unique<FrameSealer>(s.protection, k.target_to_initiator.span(), k.salt_t2i);
+    s.opener =
+        std::make_unique<FrameOpener>(s.protection, k.initiator_to_target.span(), k.salt_i2t);
   }
   s.connection = std::make_unique<Connection>(params, ep);
   s.last_rx = now;

@@ -21,6 +21,7 @@
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/test_support/netns.h"
+#include "netns_port.h"
 #include "test_frames.h"
 
 namespace hyperscsi::io {
@@ -40,20 +41,7 @@ using testing::frame_seq;
 
 using PortPtr = std::unique_ptr<Port>;
 
-PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind,
-                const PortOptions& opt = {}) {
-  const std::string spec = kind + ":" + (side_a ? net.iface_a() : net.iface_b());
-  auto fn = [&]() -> PortPtr {
-    auto r = open_port(spec, opt);
-    if (!r.ok()) {
-      ADD_FAILURE() << spec << ": " << r.error().message;
-      return nullptr;
-    }
-    return std::move(r).value();
-  };
-  auto out = side_a ? net.run_in_a(fn) : net.run_in_b(fn);
-  return out ? std::move(*out) : nullptr;
-}
+using test::open_in;
 
 // Sends `count` frames of `size` bytes in bursts of 32 from `tx` to `rx`,
 // retrying what tx_burst leaves; returns the sequence numbers received,

@@ -20,6 +20,7 @@
 #include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/netns.h"
+#include "netns_port.h"
 
 namespace hyperscsi::io {
 namespace {
@@ -35,20 +36,10 @@ constexpr uint32_t kS3 = 0x33330003;
 
 PortPtr open_in(const NetnsPair& net, bool side_a, const std::string& kind, uint16_t vid,
                 int fanout_group = -1) {
-  const std::string spec = kind + ":" + (side_a ? net.iface_a() : net.iface_b());
   PortOptions opt;
   opt.vlan_id = vid;
   opt.fanout_group = fanout_group;
-  auto fn = [&]() -> PortPtr {
-    auto r = ports::open_port(spec, opt);
-    if (!r.ok()) {
-      ADD_FAILURE() << spec << ": " << r.error().message;
-      return nullptr;
-    }
-    return std::move(r).value();
-  };
-  auto out = side_a ? net.run_in_a(fn) : net.run_in_b(fn);
-  return out ? std::move(*out) : nullptr;
+  return test::open_in(net, side_a, kind, opt);
 }
 
 struct Sent {
@@ -170,6 +161,38 @@ TEST_P(RxFilterBackend, EachPortGetsOnlyItsSessionAndControlFrames) {
   again.push_back(make(*tx, p1->mac(), plan[4].first, 99));
   send_all(*tx, again);
   EXPECT_EQ(drain(*p1), std::vector<uint8_t>{99});
+}
+
+// A multipath session's socket (docs/protocol.md 14.2): the frames of its
+// session from every target port of its paths pass, from any other MAC not.
+TEST_P(RxFilterBackend, MultipathSessionGetsItsFramesFromEveryTargetPort) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
+  const Case c = GetParam();
+  NetnsPair net;
+  ASSERT_TRUE(net.ok()) << net.error();
+  PortPtr tx = open_in(net, true, "afpacket", c.vid);
+  PortPtr rx = open_in(net, false, c.kind, c.vid);
+  ASSERT_TRUE(tx && rx);
+  const MacAddress port1 = tx->mac();
+  MacAddress port2 = port1;
+  port2[4] ^= 0x01;
+  MacAddress stranger = port1;
+  stranger[5] ^= 0x40;
+  const std::array<MacAddress, 2> ports{port1, port2};
+  ASSERT_TRUE(rx->set_rx_filter(RxFilter::session(ports, kS1)).ok());
+  const std::vector<Sent> plan = {
+      {port1, 0x01, kS1, 1, 0x01},     // 0: path 0
+      {port2, 0x01, kS1, 1, 0x01},     // 1: path 1 (another target port)
+      {port2, 0x21, kS1, 2, 0x21},     // 2: its acks, protected, a new epoch
+      {stranger, 0x01, kS1, 1, 0x01},  // 3: the session's id from a MAC not of its target
+      {port2, 0x01, kS2, 1, 0x01},     // 4: another session from port 2
+      {stranger, 0x12, kS3, 1, 0x10},  // 5: a login reply (always passes)
+  };
+  std::vector<Packet> pkts;
+  for (size_t i = 0; i < plan.size(); ++i)
+    pkts.push_back(make(*tx, rx->mac(), plan[i], static_cast<uint8_t>(i)));
+  send_all(*tx, pkts);
+  EXPECT_EQ(drain(*rx), (std::vector<uint8_t>{0, 1, 2, 5}));
 }
 
 // libpcap filters the frames already in its ring with the new program itself

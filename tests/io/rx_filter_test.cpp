@@ -23,6 +23,9 @@ namespace {
 
 constexpr MacAddress kPeer{0x02, 0x00, 0x00, 0x00, 0x00, 0x02};
 constexpr MacAddress kOtherTarget{0x02, 0x00, 0x00, 0x00, 0x00, 0x03};
+// The same target's second port (a multipath session's other path).
+constexpr MacAddress kPeerPort2{0x02, 0x00, 0x00, 0x00, 0x01, 0x02};
+constexpr std::array<MacAddress, 2> kBothPorts{kPeer, kPeerPort2};
 constexpr MacAddress kUs{0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
 constexpr uint32_t kSession = 0x5e551001;
 
@@ -96,6 +99,28 @@ TEST(RxFilterTest, PredicateFollowsTheSession) {
   EXPECT_EQ(to_string(mine), "session 0x5e551001 from 02:00:00:00:00:02");
 }
 
+TEST(RxFilterTest, MultipathSessionPassesEveryTargetPortAndNoOther) {
+  const RxFilter both = RxFilter::session(kBothPorts, kSession);
+  EXPECT_TRUE(rx_filter_matches(both, frame({})));
+  EXPECT_TRUE(rx_filter_matches(both, frame({.src = kPeerPort2})));
+  EXPECT_FALSE(rx_filter_matches(both, frame({.src = kOtherTarget})));
+  EXPECT_FALSE(rx_filter_matches(both, frame({.src = kPeerPort2, .session_id = kSession + 1})));
+  // The single-port filter of the login path alone does not pass port 2.
+  EXPECT_FALSE(rx_filter_matches(RxFilter::session(kPeer, kSession), frame({.src = kPeerPort2})));
+  EXPECT_EQ(to_string(both), "session 0x5e551001 from 02:00:00:00:00:02, 02:00:00:00:01:02");
+
+  // More ports than a port list holds: the session id alone decides, in the
+  // predicate as in the program (KernelRunsTheProgramAsThePredicateSays).
+  std::vector<MacAddress> many(RxFilter::kMaxPeers + 1, kPeerPort2);
+  const RxFilter wide = RxFilter::session(many, kSession);
+  EXPECT_TRUE(rx_filter_matches(wide, frame({.src = kOtherTarget})));
+  EXPECT_FALSE(rx_filter_matches(wide, frame({.src = kOtherTarget, .session_id = 1})));
+  // No port at all: control frames only.
+  const RxFilter none = RxFilter::session(std::span<const MacAddress>{}, kSession);
+  EXPECT_FALSE(rx_filter_matches(none, frame({})));
+  EXPECT_TRUE(rx_filter_matches(none, frame({.opcode = 0x12})));
+}
+
 // One end of an AF_UNIX datagram pair with `program` attached.
 class FilteredPair {
  public:
@@ -155,6 +180,8 @@ std::vector<std::vector<uint8_t>> corpus(uint16_t vid) {
       {.session_id = kSession + 1},
       {.session_id = kSession ^ 0x80000000u},
       {.src = kOtherTarget},
+      {.src = kPeerPort2},
+      {.src = kPeerPort2, .session_id = kSession + 1},
       {.opcode = 0x10, .session_id = 0},
       {.src = kOtherTarget, .opcode = 0x12, .session_id = 77},
       {.opcode = 0x30, .session_id = 0},
@@ -173,6 +200,7 @@ std::vector<std::vector<uint8_t>> corpus(uint16_t vid) {
   const uint8_t opcodes[] = {0x00, 0x01, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x7f};
   for (int i = 0; i < 3000; ++i) {
     FrameSpec s;
+    if (rng() % 3 == 0) s.src = kPeerPort2;
     if (rng() % 4 == 0) s.src[rng() % 6] ^= static_cast<uint8_t>(1u << (rng() % 8));
     if (rng() % 8 == 0) s.ether_type = static_cast<uint16_t>(rng());
     s.opcode = opcodes[rng() % std::size(opcodes)];
@@ -200,8 +228,14 @@ TEST(RxFilterTest, KernelRunsTheProgramAsThePredicateSays) {
   for (const BpfFlavor flavor : {BpfFlavor::kAfPacket, BpfFlavor::kPcap}) {
     for (const uint16_t vid : {uint16_t{0}, uint16_t{7}, uint16_t{4094}}) {
       const auto frames = corpus(vid);
+      const std::vector<MacAddress> too_many(RxFilter::kMaxPeers + 1, kOtherTarget);
+      std::vector<MacAddress> most(RxFilter::kMaxPeers, kOtherTarget);
+      most.back() = kPeerPort2;  // the last of the longest program's checks
       for (const RxFilter& filter :
-           {RxFilter::all(), RxFilter::session(kPeer, 0), RxFilter::session(kPeer, kSession)}) {
+           {RxFilter::all(), RxFilter::session(kPeer, 0), RxFilter::session(kPeer, kSession),
+            RxFilter::session(kBothPorts, kSession), RxFilter::session(most, kSession),
+            RxFilter::session(too_many, kSession),
+            RxFilter::session(std::span<const MacAddress>{}, kSession)}) {
         FilteredPair pair(rx_filter_program(filter, vid, flavor));
         ASSERT_TRUE(pair.ok()) << "socketpair/SO_ATTACH_FILTER failed for " << to_string(filter);
         size_t passed = 0;

@@ -530,5 +530,57 @@ TEST(Multipath, TwoPathsAtMtu1500) {
   EXPECT_GE(g[1], 1.9 * g[0]);
 }
 
+// The candidate paths after a multipath login (docs/protocol.md 14.3).
+TEST(CandidatePaths, PairsDiscoveryReachedOrEveryPairAndNeverTheLoginPair) {
+  const std::vector<TargetPort> list = {{tmac(1), 9000}, {tmac(2), 1500}};
+  // Two local ports, neither discovered: every pair but the login's.
+  std::vector<LocalPort> locals = {{imac(1), 9000, std::nullopt}, {imac(2), 1500, std::nullopt}};
+  auto all = candidate_paths(locals, list, imac(1), tmac(1));
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].local, imac(1));
+  EXPECT_EQ((*all)[0].target, tmac(2));
+  EXPECT_EQ((*all)[1].local, imac(2));
+  EXPECT_EQ((*all)[1].target, tmac(1));
+  EXPECT_EQ((*all)[1].local_mtu, 1500);  // each path its local port's MTU
+  EXPECT_EQ((*all)[2].target, tmac(2));
+
+  // Discovery per port: port 1 reached only target port 1, port 2 only
+  // target port 2 (two separate segments): one more path, 2 x 2.
+  locals[0].answered = std::vector<MacAddress>{tmac(1)};
+  locals[1].answered = std::vector<MacAddress>{tmac(2)};
+  auto seg = candidate_paths(locals, list, imac(1), tmac(1));
+  ASSERT_TRUE(seg.ok());
+  ASSERT_EQ(seg->size(), 1u);
+  EXPECT_EQ((*seg)[0].local, imac(2));
+  EXPECT_EQ((*seg)[0].target, tmac(2));
+
+  // A port on which no reply came: none from it.
+  locals[1].answered = std::vector<MacAddress>{};
+  EXPECT_TRUE(candidate_paths(locals, list, imac(1), tmac(1))->empty());
+
+  // Bad input: a port twice; the login's port missing.
+  std::vector<LocalPort> twice = {{imac(1), 1500, std::nullopt}, {imac(1), 1500, std::nullopt}};
+  auto dup = candidate_paths(twice, list, imac(1), tmac(1));
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error(), CandidateError::kDuplicatePort);
+  EXPECT_EQ(to_string(dup.error()), "the same port given twice");
+  std::vector<LocalPort> other = {{imac(2), 1500, std::nullopt}};
+  EXPECT_EQ(candidate_paths(other, list, imac(1), tmac(1)).error(), CandidateError::kNoLoginPort);
+
+  // A target list naming a port twice gives one path; 16 x 16 pairs stop at
+  // the 15 ids beside path 0.
+  const std::vector<TargetPort> repeated = {{tmac(1), 1500}, {tmac(2), 1500}, {tmac(2), 1500}};
+  locals[0].answered.reset();
+  EXPECT_EQ(candidate_paths(std::span(locals).first(1), repeated, imac(1), tmac(1))->size(), 1u);
+  std::vector<LocalPort> many;
+  std::vector<TargetPort> wide;
+  for (uint8_t i = 1; i <= 16; ++i) {
+    many.push_back({imac(i), 1500, std::nullopt});
+    wide.push_back({tmac(i), 1500});
+  }
+  EXPECT_EQ(candidate_paths(many, wide, imac(1), tmac(1))->size(), kMaxPaths - 1);
+}
+
 }  // namespace
 }  // namespace hyperscsi::proto::mptest

@@ -211,6 +211,95 @@ TEST(Login, EstablishesWithNegotiatedParameters) {
   EXPECT_EQ(p.target->session(p.initiator.session_id())->commands, 1u);
 }
 
+// Multipath negotiation (docs/protocol.md 14.1, 14.3): only when both offer
+// it, and then the login reply carries the target's port list; a peer that
+// does not offer it sees the protocol of sections 1-13.
+TEST(Login, MultipathIsNegotiatedOnlyWhenBothOfferItAndBringsThePortList) {
+  const std::vector<TargetPort> ports = {{kTargetMac, 9000}, {mac(0x11), 1500}};
+  InitiatorConfig offering = initiator_config();
+  offering.features |= kFeatureMultipath;
+  TargetConfig serving = target_config();
+  serving.multipath_ports = ports;
+  serving.limits.features = kFeaturesV2;  // the endpoint adds MULTIPATH itself
+
+  {
+    Pair p(offering, serving);
+    ASSERT_TRUE(p.login());
+    ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished)
+        << p.initiator.failure().describe();
+    EXPECT_TRUE(p.initiator.multipath());
+    EXPECT_EQ(p.initiator.target_ports(), ports);
+    EXPECT_FALSE(p.initiator.multipath_keys().has_value()) << "unauthenticated";
+    // The login path is an ordinary session (header bytes 34-35 are 0).
+    ASSERT_TRUE(p.initiator.send_command(3, read_command(1, 1, 4096)));
+    std::optional<ReceivedPdu> reply;
+    ASSERT_TRUE(
+        p.lab.run_until([&] { return (reply = p.initiator.pop_reply()).has_value(); }, seconds(5)));
+    EXPECT_EQ(decode_reply(reply->bytes)->data_in.size(), 4096u);
+  }
+  {
+    Pair p(initiator_config(), serving);  // a single-path initiator
+    p.lab.drop_if = [](const FrameView& f) {
+      EXPECT_EQ(f.header.ext.path_id, 0);
+      EXPECT_EQ(f.header.ext.path_gen, 0);
+      return false;
+    };
+    ASSERT_TRUE(p.login());
+    ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+    EXPECT_FALSE(p.initiator.multipath());
+    EXPECT_TRUE(p.initiator.target_ports().empty());
+    EXPECT_EQ(p.initiator.negotiated().features & kFeatureMultipath, 0u);
+  }
+  {
+    TargetConfig single = target_config();
+    single.limits.features |= kFeatureMultipath;  // no port list: the endpoint withdraws it
+    Pair p(offering, single);
+    ASSERT_TRUE(p.login());
+    ASSERT_EQ(p.initiator.state(), InitiatorState::kEstablished);
+    EXPECT_FALSE(p.initiator.multipath());
+    EXPECT_TRUE(p.initiator.target_ports().empty());
+  }
+}
+
+// A target that grants MULTIPATH although the initiator did not offer it
+// (or any other feature it did not offer) is refused, not half-used.
+TEST(Login, AFeatureTheInitiatorDidNotOfferIsRefused) {
+  Pair p;
+  // Direct: hand the initiator a forged reply for its pending login.
+  ASSERT_TRUE(p.initiator.login(kTargetMac, p.target->config().target_name, p.lab.now));
+  test::VecSink out;
+  p.initiator.poll(p.lab.now, out);
+  ASSERT_EQ(out.frames.size(), 1u);
+  auto req_frame = decode_frame(out.frames[0]);
+  ASSERT_TRUE(req_frame.ok());
+  auto req = decode_login_request(req_frame->payload);
+  ASSERT_TRUE(req.ok());
+  MultipathLoginReply m;
+  m.reply = negotiate(req.value(), target_config().limits);
+  m.reply.session_id = 0x1234;
+  m.reply.epoch = 1;
+  m.reply.features |= kFeatureMultipath;
+  m.ports = {{kTargetMac, 1500}};
+  std::vector<uint8_t> body;
+  encode(m, body);
+  FrameHeader h;
+  h.src = kTargetMac;
+  h.dst = kInitMac;
+  h.common.opcode = Opcode::kLoginReply;
+  h.common.last_fragment = true;
+  h.ext.flags = kFlagResponse;
+  h.ext.session_id = 0x1234;
+  h.ext.epoch = 1;
+  std::vector<uint8_t> frame(encoded_size(h, body.size()));
+  ASSERT_GT(encode_frame(frame, h, body), 0u);
+  auto view = decode_frame(frame);
+  ASSERT_TRUE(view.ok());
+  p.initiator.on_frame(view.value(), p.lab.now);
+  EXPECT_EQ(p.initiator.state(), InitiatorState::kFailed);
+  EXPECT_EQ(p.initiator.failure().error, SessionError::kLoginRejected);
+  EXPECT_FALSE(p.initiator.multipath());
+}
+
 TEST(Login, SurvivesLossAndAnswersARepeatedRequestIdempotently) {
   Pair p;
   int login_replies_dropped = 0;

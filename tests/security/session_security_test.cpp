@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "hyperscsi/proto/initiator_session.h"
+#include "hyperscsi/proto/path_auth.h"
 #include "hyperscsi/proto/target_session.h"
 #include "session_lab.h"
 
@@ -48,9 +49,9 @@ SecurityPolicy policy(Protection level, bool open = false) {
 
 struct Secured {
   Secured(std::string_view ini_secret, Protection wanted, SecurityPolicy sp,
-          LoginPolicy login_policy = {})
-      : initiator(initiator_config(ini_secret, wanted)),
-        target(target_config(), std::move(login_policy)) {
+          LoginPolicy login_policy = {}, bool multipath = false)
+      : initiator(initiator_config(ini_secret, wanted, multipath)),
+        target(target_config(multipath), std::move(login_policy)) {
     target.set_security(std::move(sp));
     lab.add(node_of(kInitMac, initiator));
     lab.add(node_of(kTargetMac, target));
@@ -67,8 +68,10 @@ struct Secured {
       return false;
     };
   }
-  static InitiatorConfig initiator_config(std::string_view s, Protection wanted) {
+  static InitiatorConfig initiator_config(std::string_view s, Protection wanted,
+                                          bool multipath = false) {
     InitiatorConfig c;
+    if (multipath) c.features |= kFeatureMultipath;
     c.local_mac = kInitMac;
     c.initiator_name = std::string(kInitiatorName);
     c.mtu = 1500;
@@ -77,8 +80,9 @@ struct Secured {
     c.protection = wanted;
     return c;
   }
-  static TargetConfig target_config() {
+  static TargetConfig target_config(bool multipath = false) {
     TargetConfig c;
+    if (multipath) c.multipath_ports = {{kTargetMac, 1500}, {kOtherMac, 1500}};
     c.local_mac = kTargetMac;
     c.target_name = "iqn.2026-11.test:disk";
     c.limits.mtu = 1500;
@@ -173,6 +177,37 @@ TEST_P(Levels, CorrectSecretLogsInAndMovesData) {
 INSTANTIATE_TEST_SUITE_P(Protection, Levels,
                          ::testing::Values(Protection::kOff, Protection::kIntegrity,
                                            Protection::kEncrypt));
+
+// A protected multipath session (docs/protocol.md 14.6): its login path seals
+// with path 0 generation 0's derived keys, never with the login's keys (the
+// root of every path's keys), and the initiator keeps that root for its paths.
+TEST_P(Levels, MultipathSessionSealsItsLoginPathWithThePathsOwnKeys) {
+  Secured s(kSecret, GetParam(), policy(GetParam()), {}, /*multipath=*/true);
+  ASSERT_TRUE(s.login()) << s.initiator.failure().describe();
+  ASSERT_TRUE(s.initiator.multipath());
+  EXPECT_EQ(s.initiator.target_ports().size(), 2u);
+  ASSERT_TRUE(s.initiator.multipath_keys().has_value());
+  for (uint32_t sn = 1; sn <= 6; ++sn) ASSERT_TRUE(s.read_ok(sn, sn % 2 ? 512 : 64 * 1024)) << sn;
+  if (GetParam() == Protection::kOff) return;
+  const SessionKeys& root = *s.initiator.multipath_keys();
+  const auto path0 =
+      derive_path_frame_keys(root, s.initiator.session_id(), s.initiator.epoch(), 0, 0);
+  ASSERT_TRUE(path0.has_value());
+  const auto replies = s.frames(Opcode::kCommandReply, kTargetMac);
+  ASSERT_FALSE(replies.empty());
+  for (const auto& f : replies) {
+    auto d = decode_frame(f);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->header.ext.path_id, 0);
+    EXPECT_EQ(d->header.ext.path_gen, 0);
+    std::vector<uint8_t> scratch;
+    FrameView out;
+    FrameOpener with_root(GetParam(), root.target_to_initiator.span(), root.salt_t2i);
+    EXPECT_EQ(with_root.open(d.value(), scratch, out), OpenVerdict::kBadTag);
+    FrameOpener with_path(GetParam(), path0->target_to_initiator.span(), path0->salt_t2i);
+    EXPECT_EQ(with_path.open(d.value(), scratch, out), OpenVerdict::kOk);
+  }
+}
 
 TEST(Auth, WrongSecretIsRefusedAndCounted) {
   Secured s("not the secret at all", Protection::kEncrypt, policy(Protection::kEncrypt));

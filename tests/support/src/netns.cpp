@@ -49,12 +49,28 @@ NetnsPair::NetnsPair(NetnsConfig config) : config_(config) {
     error_ = "'" + cmd + "' failed: " + out;
     return false;
   };
-  ok_ = step("ip netns add " + ns_a_) && step("ip netns add " + ns_b_) &&
-        step("ip link add " + if_a_ + " netns " + ns_a_ + " mtu " + mtu + " type veth peer name " +
-             if_b_ + " netns " + ns_b_ + " mtu " + mtu) &&
-        step("ip -n " + ns_a_ + " link set " + if_a_ + " up") &&
-        step("ip -n " + ns_b_ + " link set " + if_b_ + " up") &&
+  const auto veth = [&](const std::string& a, const std::string& b, const std::string& m) {
+    return step("ip link add " + a + " netns " + ns_a_ + " mtu " + m + " type veth peer name " + b +
+                " netns " + ns_b_ + " mtu " + m) &&
+           step("ip -n " + ns_a_ + " link set " + a + " up") &&
+           step("ip -n " + ns_b_ + " link set " + b + " up");
+  };
+  links_a_.push_back(if_a_);
+  links_b_.push_back(if_b_);
+  ok_ = step("ip netns add " + ns_a_) && step("ip netns add " + ns_b_) && veth(if_a_, if_b_, mtu) &&
         step("ip -n " + ns_a_ + " link set lo up") && step("ip -n " + ns_b_ + " link set lo up");
+  if (config_.extra_links.size() > 9) {
+    ok_ = false;
+    error_ = "at most 9 extra links";
+  }
+  for (size_t i = 0; ok_ && i < config_.extra_links.size(); ++i) {
+    // "hs<pid>n<k>x<i>a": at most 15 bytes for pids up to 7 digits, k < 100.
+    const std::string n = base + "x" + std::to_string(i + 1);
+    const size_t m = config_.extra_links[i] != 0 ? config_.extra_links[i] : config_.mtu;
+    links_a_.push_back(n + "a");
+    links_b_.push_back(n + "b");
+    ok_ = veth(links_a_.back(), links_b_.back(), std::to_string(m));
+  }
   if (ok_ && config_.vlan_id != 0) {
     vlan_a_ = if_a_ + "t";
     vlan_b_ = if_b_ + "t";
@@ -98,6 +114,18 @@ bool NetnsPair::run_in(const std::string& ns, const std::function<void()>& fn) c
 
 bool NetnsPair::set_up(const std::string& ns, const std::string& iface, bool up) const {
   return shell("ip -n " + ns + " link set " + iface + (up ? " up" : " down"));
+}
+
+bool NetnsPair::set_link_up(size_t link, bool up) const {
+  return link < links() && set_up(ns_a_, links_a_[link], up);
+}
+
+bool NetnsPair::set_blackhole(size_t link, bool side_a, bool on) const {
+  if (link >= links()) return false;
+  const std::string cmd =
+      "ip netns exec " + (side_a ? ns_a_ : ns_b_) + " tc qdisc " + (on ? "replace" : "del") +
+      " dev " + (side_a ? links_a_ : links_b_)[link] + " root" + (on ? " pfifo limit 0" : "");
+  return shell(cmd);
 }
 
 }  // namespace hyperscsi::test_support

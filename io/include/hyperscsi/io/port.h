@@ -57,23 +57,23 @@ enum class TxBlock : uint8_t {
 };
 
 struct PortOptions {
-  uint16_t vlan_id = 0;            // 0: untagged; 1..4094: 802.1Q tag
-  uint8_t vlan_priority = 0;       // PCP bits of the tag
-  size_t pool_size = 4096;         // packet buffers owned by the port
-  std::string record_pcap;         // non-empty: write every frame sent/received to this file
-  bool qdisc_bypass = false;       // AF_PACKET: PACKET_QDISC_BYPASS
-  int fanout_group = -1;           // AF_PACKET: join this PACKET_FANOUT group (hash)
-  size_t ring_bytes = 4u << 20;    // AF_PACKET: receive ring size
+  uint16_t vlan_id = 0;          // 0: untagged; 1..4094: 802.1Q tag
+  uint8_t vlan_priority = 0;     // PCP bits of the tag
+  size_t pool_size = 4096;       // packet buffers owned by the port
+  std::string record_pcap;       // non-empty: write every frame sent/received to this file
+  bool qdisc_bypass = false;     // AF_PACKET: PACKET_QDISC_BYPASS
+  int fanout_group = -1;         // AF_PACKET: join this PACKET_FANOUT group (hash)
+  size_t ring_bytes = 4u << 20;  // AF_PACKET: receive ring size
 };
 
 enum class PortErrorKind : uint8_t {
   kBadSpec,          // spec string unparsable or unknown kind
   kNoSuchInterface,  // interface does not exist
   kInterfaceDown,
-  kPermission,       // needs root / CAP_NET_RAW
-  kBadArgument,      // an option is out of range or unsupported by the backend
-  kBackendFailure,   // the backend library or the kernel refused (message says why)
-  kUnavailable,      // backend not built in
+  kPermission,      // needs root / CAP_NET_RAW
+  kBadArgument,     // an option is out of range or unsupported by the backend
+  kBackendFailure,  // the backend library or the kernel refused (message says why)
+  kUnavailable,     // backend not built in
 };
 
 struct PortError {
@@ -87,7 +87,7 @@ class Port {
 
   virtual std::string_view spec() const = 0;  // as the user typed it
   virtual MacAddress mac() const = 0;
-  virtual size_t mtu() const = 0;             // L3 MTU: largest frame is mtu + 14 bytes
+  virtual size_t mtu() const = 0;  // L3 MTU: largest frame is mtu + 14 bytes
   virtual PortCounters counters() const = 0;
 
   // A pollable fd that becomes readable when rx_burst may return frames, or
@@ -118,6 +118,10 @@ class Port {
   // frames when a shaper on the interface says so (a root tbf qdisc), or 0
   // when nothing does. Senders pace at it (PortSink::set_pacing).
   virtual uint64_t tx_rate() const { return 0; }
+  // How many frame bytes that shaper lets pass at once (its bucket), or 0
+  // when unknown. A sender's bursts stay below it, so the shaper never holds
+  // a queue (holding one costs the kernel a timer per frame: issue 20).
+  virtual uint64_t tx_bucket() const { return 0; }
 
   // Waits until rx_burst may return something or `timeout` passes. Backends
   // with an fd poll it; poll-mode backends return at once.

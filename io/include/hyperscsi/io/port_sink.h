@@ -38,8 +38,9 @@ class PortSink final : public proto::FrameSink {
 
   // Paces frames at `bytes_per_second` (0: off) in bursts of `burst_bytes`.
   void set_pacing(uint64_t bytes_per_second, size_t burst_bytes);
-  // Paces at the port's tx_rate(), if it has one, in bursts of 400 us of it
-  // (at least 8 frames of the MTU).
+  // Paces at the port's tx_rate(), if it has one, in bursts of three quarters
+  // of the shaper's bucket (tx_bucket(); at most 2 ms of the rate, 400 us when
+  // unknown, at least two frames of the MTU).
   void pace_at_port_rate();
   // Frames wait for the pacing clock, not for the port.
   bool paced() const { return !queued_.empty() && held_by_pacing_; }
@@ -56,6 +57,7 @@ class PortSink final : public proto::FrameSink {
   double credit_ = 0;  // bytes that may go now
   proto::TimePoint credit_at_{};
   bool held_by_pacing_ = false;
+  std::vector<size_t> sizes_;  // flush()'s scratch: sizes of the frames offered
 };
 
 }  // namespace hyperscsi::io

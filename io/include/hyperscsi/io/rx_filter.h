@@ -10,9 +10,11 @@
 //    its header, and these frames come once per discovery or login, so
 //    passing them always costs nothing and keeps discovery, login, re-login
 //    and resume working with no filter change in between;
-//  - with a session: every frame whose source MAC is the target's and whose
-//    session_id (HyperSCSI header byte 8) is the session's, any epoch (a
-//    resume raises the epoch; a stale epoch is the session layer's to count).
+//  - with a session: every frame whose source MAC is one of the target's
+//    ports serving the session (the login's; in a multipath session every
+//    port of its paths, docs/protocol.md 14.2) and whose session_id
+//    (HyperSCSI header byte 8) is the session's, any epoch (a resume raises
+//    the epoch; a stale epoch is the session layer's to count).
 //    A PROTECTED frame's header is in the clear (10.13), so protection changes
 //    nothing here.
 // The EtherType (0x889A) and VLAN rules of the port apply first, as before.
@@ -32,15 +34,27 @@
 namespace hyperscsi::io {
 
 struct RxFilter {
-  bool everything = true;   // every HyperSCSI frame: a target's port, or before any narrowing
-  MacAddress peer{};        // the target's MAC (with session_id != 0)
-  uint32_t session_id = 0;  // 0: discovery and login replies only
+  // More target ports than a port list holds (docs/protocol.md 14.3): the
+  // filter then checks the session id alone (the session layer still checks
+  // each frame's MACs).
+  static constexpr size_t kMaxPeers = 16;
+
+  bool everything = true;         // every HyperSCSI frame: a target's port, or before any narrowing
+  std::vector<MacAddress> peers;  // the target's MACs (with session_id != 0)
+  uint32_t session_id = 0;        // 0: discovery and login replies only
 
   // Every HyperSCSI frame (what a port delivers when opened).
   static RxFilter all() { return {}; }
   // Discovery and login replies, and the frames of session `id` from `peer`
   // (id 0: discovery and login replies only).
-  static RxFilter session(const MacAddress& peer, uint32_t id) { return {false, peer, id}; }
+  static RxFilter session(const MacAddress& peer, uint32_t id) {
+    return RxFilter{false, {peer}, id};
+  }
+  // The same from any of `peers` (a multipath session: one MAC per target
+  // port; duplicates are harmless).
+  static RxFilter session(std::span<const MacAddress> peers, uint32_t id) {
+    return RxFilter{false, {peers.begin(), peers.end()}, id};
+  }
 
   friend bool operator==(const RxFilter&, const RxFilter&) = default;
 };
@@ -50,7 +64,8 @@ struct RxFilter {
 // header pass only with `everything` (the port's EtherType rule decides).
 bool rx_filter_matches(const RxFilter& filter, std::span<const uint8_t> frame);
 
-// "all", "control only" or "session 0x5e551001 from 02:00:00:00:00:02".
+// "all", "control only" or "session 0x5e551001 from 02:00:00:00:00:02"
+// (several MACs separated by ", ").
 std::string to_string(const RxFilter& filter);
 
 // One classic BPF instruction (the layout of Linux's sock_filter and

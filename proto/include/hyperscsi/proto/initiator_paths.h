@@ -33,6 +33,7 @@
 #include <deque>
 #include <optional>
 #include <random>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -98,6 +99,33 @@ enum class PathError : uint8_t {
 };
 std::string_view to_string(PathError e);
 
+// One of the initiator's ports, and what discovery on it found (14.3).
+struct LocalPort {
+  MacAddress mac{};
+  uint16_t mtu = 1500;  // its L3 MTU
+  // The target ports (MACs) whose discovery replies for the session's target
+  // arrived on this port; nullopt: not discovered on it, so every listed
+  // target port is a candidate (a pair that never answers a join is then
+  // reported unreachable).
+  std::optional<std::vector<MacAddress>> answered;
+};
+
+enum class CandidateError : uint8_t {
+  kDuplicatePort,  // the same local port (MAC) given twice
+  kNoLoginPort,    // the login's local port is not among the ports
+};
+std::string_view to_string(CandidateError e);
+
+// The paths a multipath session would like besides its login path (14.3):
+// each pair (local port, port of the target's list) that discovery found
+// reachable on that local port, or every pair for a port not discovered,
+// with the local port's MTU; the login pair is not one. In the order of the
+// local ports, then of the target's list; at most kMaxPaths - 1 (the ids
+// beside path 0), the rest dropped.
+Result<std::vector<PathCandidate>, CandidateError> candidate_paths(
+    std::span<const LocalPort> locals, std::span<const TargetPort> target_ports,
+    const MacAddress& login_local, const MacAddress& login_target);
+
 struct InitiatorPathsStats {
   uint64_t requests_sent = 0;
   uint64_t replies = 0;
@@ -152,12 +180,10 @@ class InitiatorPaths {
   void notify_leave(uint8_t id, uint8_t gen);
   void handle_events(TimePoint now);
   void run_timers(TimePoint now);
-  // The proof of a target's reply (r) or request (q) carried by `frame`.
-  bool binding_ok(const FrameView& frame, const PathReply* r, const PathRequest* q) const;
 
   InitiatorPathsConfig config_;
   PathSet paths_;
-  std::optional<crypto::SecretBytes> proof_key_;
+  PathControl control_;  // framing and proofs of our path requests and replies
   std::vector<Candidate> candidates_;
   std::array<uint8_t, kMaxPaths> last_gen_{};  // per path id, this epoch (0: the login's)
   std::deque<PathEvent> events_;

@@ -35,6 +35,7 @@
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/frame_protection.h"
 #include "hyperscsi/proto/messages.h"
+#include "hyperscsi/proto/multipath.h"
 #include "hyperscsi/proto/result.h"
 
 namespace hyperscsi::proto {
@@ -81,6 +82,8 @@ struct InitiatorConfig {
   uint16_t mtu = 1500;                        // our port's L3 MTU
   uint16_t window = 256;                      // frames we can receive beyond our ack
   uint32_t max_transfer = (1u << 20) + 4096;  // largest PDU we accept
+  // With kFeatureMultipath: offer MULTIPATH (docs/protocol.md 14.1), for an
+  // owner that runs the session's other paths (initiator_paths.h).
   uint32_t features = kFeaturesV2;
   std::vector<uint8_t> auth;  // opaque auth bytes sent as they are (ignored when `secret` is set)
   // The secret shared with the target (auth.h); empty: log in unauthenticated.
@@ -143,6 +146,13 @@ class InitiatorSession {
   uint32_t session_id() const { return negotiated_.session_id; }
   uint16_t epoch() const { return negotiated_.epoch; }
   const MacAddress& target_mac() const { return target_mac_; }
+  // A multipath session (MULTIPATH negotiated, 14.1): the target's port list
+  // from the login reply (14.3), and in an authenticated one the login's
+  // keys, which the paths' proofs and frame keys derive from (path_auth.h).
+  // Then the login path seals with path 0 generation 0's own keys (14.6).
+  bool multipath() const { return (negotiated_.features & kFeatureMultipath) != 0; }
+  const std::vector<TargetPort>& target_ports() const { return target_ports_; }
+  const std::optional<SessionKeys>& multipath_keys() const { return multipath_keys_; }
   // Whether the current session authenticated, and its per-frame protection.
   bool authenticated() const { return authenticated_; }
   Protection protection() const { return protection_; }
@@ -174,6 +184,8 @@ class InitiatorSession {
   InitiatorState state_ = InitiatorState::kIdle;
   SessionFailure failure_;
   LoginReply negotiated_;
+  std::vector<TargetPort> target_ports_;       // multipath sessions
+  std::optional<SessionKeys> multipath_keys_;  // authenticated multipath sessions
   MacAddress target_mac_{};
   std::string target_name_;
   bool resuming_ = false;

@@ -52,6 +52,7 @@
 #include "hyperscsi/proto/path_auth.h"
 #include "hyperscsi/proto/path_health.h"
 #include "hyperscsi/proto/path_scheduler.h"
+#include "hyperscsi/proto/result.h"
 
 namespace hyperscsi::proto {
 
@@ -262,6 +263,57 @@ class PathSet {
   TimePoint last_heard_{};
   uint32_t next_probe_id_ = 1;
   PathSetStats stats_;
+};
+
+// A Path Request or Reply ready to queue (PathSet::queue_unsealed).
+struct PathControlFrame {
+  FrameHeader header;
+  std::vector<uint8_t> body;
+};
+
+// The framing and proofs of path control (docs/protocol.md 14.5, 14.6),
+// shared by both sides' control planes (initiator_paths.h, target_paths.h):
+// the header of a message travelling on a given path (never sealed), its
+// proof from the session's proof key in an authenticated session, and the
+// check of a received message's proof.
+// Ownership: holds the session's proof key (wiped with it). Thread-safety:
+// none needed; const after construction.
+class PathControl {
+ public:
+  // `self`: the side that sends with this object. `keys`: the login's keys
+  // of an authenticated session (proofs made and required), else nullopt.
+  PathControl(PathRole self, uint32_t session_id, uint16_t epoch,
+              const std::optional<SessionKeys>& keys);
+
+  bool authenticated() const { return proof_key_.has_value(); }
+
+  // `req` travelling on path (path_id, path_gen) from `src` to `dst`; its
+  // proof field is filled in (authenticated sessions).
+  PathControlFrame request(const MacAddress& src, const MacAddress& dst, uint8_t path_id,
+                           uint8_t path_gen, PathRequest req) const;
+  // `reply` to the request that `request_header` carried: back on its path,
+  // from its destination to its source.
+  PathControlFrame reply(const FrameHeader& request_header, PathReply reply) const;
+  // A kLeave notice about (id, gen), queued on `set`'s best path when that is
+  // another path. False when no other path can carry it (the peer then finds
+  // out by its own failure detection).
+  bool send_leave(PathSet& set, uint8_t id, uint8_t gen, uint32_t nonce) const;
+
+  // Whether the peer's message carried by the frame with header `h` has a
+  // valid proof; always true in an unauthenticated session.
+  bool verify(const FrameHeader& h, const PathRequest& m) const;
+  bool verify(const FrameHeader& h, const PathReply& m) const;
+
+ private:
+  PathBinding binding(const FrameHeader& h) const;
+  PathRole peer() const {
+    return self_ == PathRole::kInitiator ? PathRole::kTarget : PathRole::kInitiator;
+  }
+
+  PathRole self_;
+  uint32_t session_id_;
+  uint16_t epoch_;
+  std::optional<crypto::SecretBytes> proof_key_;
 };
 
 }  // namespace hyperscsi::proto

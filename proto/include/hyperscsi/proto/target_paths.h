@@ -91,7 +91,7 @@ class TargetPaths {
 
   TargetPathsConfig config_;
   PathSet paths_;
-  std::optional<crypto::SecretBytes> proof_key_;
+  PathControl control_;  // framing and proofs of our path requests and replies
   struct History {
     bool seen = false;
     uint8_t gen = 0;

@@ -45,6 +45,7 @@
 #include "hyperscsi/proto/frame.h"
 #include "hyperscsi/proto/frame_protection.h"
 #include "hyperscsi/proto/messages.h"
+#include "hyperscsi/proto/multipath.h"
 #include "hyperscsi/proto/negotiation.h"
 #include "hyperscsi/proto/reply_cache.h"
 
@@ -78,6 +79,13 @@ struct TargetConfig {
   uint32_t receive_budget_windows = 4;
   Duration share_interval = milliseconds(20);
   uint32_t share_active_frames = 4;
+  // Multipath (docs/protocol.md 14.1, 14.3): every port through which the
+  // target serves this endpoint's sessions, this endpoint's own included.
+  // Non-empty: MULTIPATH is offered (discovery and login replies) and the
+  // login reply of a session that negotiates it ends with this list, and a
+  // protected one seals even its login path with that path's own keys
+  // (path_auth.h, path 0 generation 0). Empty: MULTIPATH is never offered.
+  std::vector<TargetPort> multipath_ports;
 };
 
 // The least window a session is left when sharing (fast retransmit needs a

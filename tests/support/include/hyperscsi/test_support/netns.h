@@ -1,5 +1,7 @@
-// Test fixture: two network namespaces joined by a veth pair, so that tests
-// and benchmarks exchange real frames without touching the host's network.
+// Test fixture: two network namespaces joined by a veth pair (or several:
+// NetnsConfig::extra_links, one per path of a multipath session), so that
+// tests and benchmarks exchange real frames without touching the host's
+// network.
 //
 //   NetnsPair net({.mtu = 9000});
 //   if (!net.ok()) GTEST_SKIP() << net.error();
@@ -19,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace hyperscsi::test_support {
 
@@ -32,6 +35,9 @@ struct NetnsConfig {
   // so). Ports tag in software and do not need this.
   uint16_t vlan_id = 0;
   bool assign_ips = false;  // 198.18.<n>.1/24 on A and .2 on B (benchmark range)
+  // More veth pairs between the same two namespaces, link 1, 2...: each
+  // entry is that link's MTU (0: `mtu`). At most 9. No VLAN or IP on them.
+  std::vector<size_t> extra_links = {};
 };
 
 class NetnsPair {
@@ -53,6 +59,17 @@ class NetnsPair {
   const std::string& ip_a() const { return ip_a_; }  // empty without assign_ips
   const std::string& ip_b() const { return ip_b_; }
   size_t mtu() const { return config_.mtu; }
+
+  // Every veth pair: link 0 is iface_a()/iface_b(), then the extra links.
+  size_t links() const { return links_a_.size(); }
+  const std::string& iface_a(size_t link) const { return links_a_.at(link); }
+  const std::string& iface_b(size_t link) const { return links_b_.at(link); }
+  // Takes link `link` down or up (A's end: a veth's peer loses its carrier too).
+  bool set_link_up(size_t link, bool up) const;
+  // Loses every frame `link`'s end in A (side_a) or B sends, its carrier
+  // staying up (a silent path failure: a root pfifo of limit 0; the kernel
+  // here has no netem), or (on false) sends them again.
+  bool set_blackhole(size_t link, bool side_a, bool on) const;
 
   // Runs `fn` on a thread that joined namespace `ns`; returns when it ended.
   // False if the namespace could not be entered (fn did not run).
@@ -87,6 +104,7 @@ class NetnsPair {
   bool ok_ = false;
   std::string error_;
   std::string ns_a_, ns_b_, if_a_, if_b_, vlan_a_, vlan_b_, ip_a_, ip_b_;
+  std::vector<std::string> links_a_, links_b_;
 };
 
 }  // namespace hyperscsi::test_support
