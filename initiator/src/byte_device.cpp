@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 namespace hyperscsi::initiator {
@@ -31,12 +33,27 @@ Completion finish(ByteDevice::Done done, const char* what) {
   };
 }
 
+// The caller's thread waits on its own stack: no shared state to allocate
+// (a promise costs three allocations per command). The completion signals
+// under the mutex, so the waiter cannot return and free the state before
+// the completion is done with it.
 template <typename Start>
 Status<Error> wait_for(Start&& start) {
-  auto p = std::make_shared<std::promise<Status<Error>>>();
-  auto f = p->get_future();
-  start([p](Status<Error> st) { p->set_value(std::move(st)); });
-  return f.get();
+  struct Wait {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool done = false;
+    Status<Error> status;
+  } w;
+  start([&w](Status<Error> st) {
+    std::lock_guard lock(w.mutex);
+    w.status = std::move(st);
+    w.done = true;
+    w.cv.notify_one();
+  });
+  std::unique_lock lock(w.mutex);
+  w.cv.wait(lock, [&w] { return w.done; });
+  return std::move(w.status);
 }
 
 }  // namespace

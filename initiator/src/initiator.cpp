@@ -1089,8 +1089,11 @@ class Initiator::Impl {
       ++wake_.sleeps;
       ++wake_.holds;
       const timespec ts = to_timespec(hold);
-      pollfd p{event_fd_, POLLIN, 0};
-      ::ppoll(&p, 1, &ts, nullptr);
+      // A poller's fd (the FUSE export's /dev/fuse) ends a hold as a
+      // submission does: its requests must not wait for the replies' batch.
+      hold_fds_.assign(1, pollfd{event_fd_, POLLIN, 0});
+      for (const auto& poller : pollers_) hold_fds_.push_back(pollfd{poller.first, POLLIN, 0});
+      ::ppoll(hold_fds_.data(), hold_fds_.size(), &ts, nullptr);
       return;
     }
     // Busy-poll while that pays, and for a moment after a poller's command
@@ -1179,8 +1182,9 @@ class Initiator::Impl {
   std::thread thread_;
   std::atomic<std::thread::id> loop_id_{};
   std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
-  bool polling_ = false;         // the loop thread is running pollers_
-  TimePoint poll_spin_until_{};  // busy-poll until then after a poller's command completed
+  std::vector<pollfd> hold_fds_;  // loop thread only: what a hold watches
+  bool polling_ = false;          // the loop thread is running pollers_
+  TimePoint poll_spin_until_{};   // busy-poll until then after a poller's command completed
   int event_fd_ = -1;
   int epoll_fd_ = -1;
   bool stop_ = false;
