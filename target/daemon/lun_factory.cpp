@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include "hyperscsi/proto/messages.h"
 #include "hyperscsi/store/block_store.h"
 
 namespace hyperscsi::daemon {
@@ -38,6 +39,8 @@ Result<std::unique_ptr<scsi::LogicalUnit>, ConfigError> open_lun(const std::stri
   c.target_name = target_name;
   c.lun = lun.number;
   c.exclusive = lun.exclusive;
+  c.reply_headroom =
+      static_cast<std::uint32_t>(proto::kReplyHeaderFixedSize);  // READ data not copied again
   // The unit serial number (VPD 0x80) follows the data, as the identity does.
   const store::StoreIdentity id = s.value()->identity();
   if (id.known()) {

@@ -43,6 +43,49 @@ TEST(ScsiErrors, StoreErrorsBecomeSense) {
   EXPECT_SENSE(run(lu, cdb_rw10(op::kSynchronizeCache10, 0, 0)), SenseKey::kMediumError, 0x0C, 0);
 }
 
+// A READ on a unit with reply headroom leaves that room in front of its
+// data (the engine writes the reply header there and sends the buffer without
+// copying the data); the expected length still truncates after it, and the
+// residuals count data only.
+TEST(ReplyHeadroom, ReadLeavesRoomBeforeItsDataAndTruncatesAfterIt) {
+  LuConfig cfg;
+  cfg.reply_headroom = 16;
+  LogicalUnit lu(cfg, std::move(store::open_store("ram:1M", {})).value());
+  clear_power_on_ua(lu);
+  const Bytes data = pattern(8 * 512, 7);
+  EXPECT_GOOD(run(lu, cdb_rw10(op::kWrite10, 16, 8), data));
+
+  CommandResult whole = run(lu, cdb_rw10(op::kRead10, 16, 8), {}, 8 * 512);
+  ASSERT_EQ(whole.status, status::kGood);
+  EXPECT_EQ(whole.data_in_offset, 16u);
+  EXPECT_EQ(whole.data_in.size(), 16u + 8 * 512);
+  EXPECT_TRUE(std::equal(whole.data().begin(), whole.data().end(), data.begin(), data.end()));
+  EXPECT_EQ(whole.residual, Residual::kNone);
+
+  CommandResult shorter = run(lu, cdb_rw10(op::kRead10, 16, 8), {}, 1024);
+  ASSERT_EQ(shorter.status, status::kGood);
+  EXPECT_EQ(shorter.data_size(), 1024u);
+  EXPECT_TRUE(
+      std::equal(shorter.data().begin(), shorter.data().end(), data.begin(), data.begin() + 1024));
+  EXPECT_EQ(shorter.residual, Residual::kOverflow);
+  EXPECT_EQ(shorter.residual_count, 8u * 512 - 1024);
+
+  CommandResult longer = run(lu, cdb_rw10(op::kRead10, 16, 8), {}, 16 * 512);
+  ASSERT_EQ(longer.status, status::kGood);
+  EXPECT_EQ(longer.data_size(), 8u * 512);
+  EXPECT_EQ(longer.residual, Residual::kUnderflow);
+  EXPECT_EQ(longer.residual_count, 8u * 512);
+
+  // Other commands carry no room.
+  CommandResult inquiry = run(lu, Bytes{0x12, 0, 0, 0, 96, 0}, {}, 96);
+  ASSERT_EQ(inquiry.status, status::kGood);
+  EXPECT_EQ(inquiry.data_in_offset, 0u);
+  // A failed READ neither.
+  CommandResult beyond = run(lu, cdb_rw10(op::kRead10, 4096, 1), {}, 512);
+  EXPECT_EQ(beyond.data_in_offset, 0u);
+  EXPECT_TRUE(beyond.data_in.empty());
+}
+
 // SYNCHRONIZE CACHE through the SCSI layer really fsyncs the file.
 TEST(ScsiErrors, SynchronizeCacheReachesTheFile) {
   TempDir dir;

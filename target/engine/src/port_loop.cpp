@@ -462,11 +462,11 @@ void PortLoop::answer_now(proto::IncomingCommand cmd, scsi::CommandResult result
   PendingCommand p;
   p.cmd = std::move(cmd);
   p.reexecutable = reexecutable;
-  send(p, result);
+  send(p, std::move(result));
 }
 
-void PortLoop::send(const PendingCommand& p, const scsi::CommandResult& result) {
-  std::vector<uint8_t> pdu = build_reply_pdu(p.cmd.header.cmd_sn, result);
+void PortLoop::send(const PendingCommand& p, scsi::CommandResult&& result) {
+  std::vector<uint8_t> pdu = build_reply_pdu(p.cmd.header.cmd_sn, std::move(result));
   if (endpoint_->send_reply(p.cmd.session_id, p.cmd.tag, p.cmd.header.cmd_sn, std::move(pdu),
                             p.reexecutable)) {
     counters_.replies_sent.fetch_add(1, std::memory_order_relaxed);
@@ -486,7 +486,7 @@ void PortLoop::answer_completions() {
   std::deque<Completion> done = mailbox_->take();
   for (Completion& c : done) {
     if (in_flight_local_ > 0) --in_flight_local_;
-    send(*c.pending, c.result);
+    send(*c.pending, std::move(c.result));
   }
   // `done` releases the PendingCommands (and maybe the last LunEntry) here,
   // outside every unit's mutex.

@@ -130,7 +130,7 @@ class PortLoop {
                   const Peer& peer);
   void report_luns(proto::IncomingCommand cmd, const Peer& peer);
   void answer_now(proto::IncomingCommand cmd, scsi::CommandResult result, bool reexecutable);
-  void send(const PendingCommand& p, const scsi::CommandResult& result);
+  void send(const PendingCommand& p, scsi::CommandResult&& result);  // takes the data buffer
   void handle_events();
   void watch(const std::shared_ptr<LunEntry>& entry);
   void unwatch_idle();

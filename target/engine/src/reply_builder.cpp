@@ -8,7 +8,7 @@
 
 namespace hyperscsi::engine {
 
-std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, const scsi::CommandResult& result) {
+std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result) {
   proto::ReplyHeader h;
   h.cmd_sn = cmd_sn;
   h.status = result.status;
@@ -27,11 +27,19 @@ std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, const scsi::CommandResult&
   }
   const size_t sense_len = std::min(result.sense.size(), proto::kMaxSenseLength);
   h.sense.assign(result.sense.begin(), result.sense.begin() + static_cast<ptrdiff_t>(sense_len));
-  h.data_in_length = static_cast<uint32_t>(result.data_in.size());
+  const std::span<const uint8_t> data = result.data();
+  h.data_in_length = static_cast<uint32_t>(data.size());
+  std::vector<uint8_t> header;
+  header.reserve(proto::kReplyHeaderFixedSize + sense_len);
+  proto::encode(h, header);
+  if (result.data_in_offset == header.size()) {
+    std::copy(header.begin(), header.end(), result.data_in.begin());
+    return std::move(result.data_in);
+  }
   std::vector<uint8_t> pdu;
-  pdu.reserve(proto::kReplyHeaderFixedSize + sense_len + result.data_in.size());
-  proto::encode(h, pdu);
-  pdu.insert(pdu.end(), result.data_in.begin(), result.data_in.end());
+  pdu.reserve(header.size() + data.size());
+  pdu.insert(pdu.end(), header.begin(), header.end());
+  pdu.insert(pdu.end(), data.begin(), data.end());
   return pdu;
 }
 

@@ -12,7 +12,10 @@
 namespace hyperscsi::engine {
 
 // ReplyHeader (status, sense, residual flags and count) followed by data-in.
-std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, const scsi::CommandResult& result);
+// Takes the result's buffer over: when a READ left exactly the header's room
+// in front of its data (scsi::LuConfig::reply_headroom), the header is
+// written there and the data is not copied.
+std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result);
 
 // REPORT LUNS (SPC-4 6.33) listing `luns` (ascending), clipped to the CDB's
 // allocation length and `expected_data_in`.

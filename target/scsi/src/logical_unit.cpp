@@ -259,9 +259,9 @@ void LogicalUnit::finish(const std::shared_ptr<Cmd>& c) {
         r.residual = Residual::kUnderflow;
         r.residual_count = static_cast<std::uint32_t>(c->data_out.size() - c->consumed_out);
       }
-    } else if (r.data_in.size() < c->expected_in) {
+    } else if (r.data_size() < c->expected_in) {
       r.residual = Residual::kUnderflow;
-      r.residual_count = static_cast<std::uint32_t>(c->expected_in - r.data_in.size());
+      r.residual_count = static_cast<std::uint32_t>(c->expected_in - r.data_size());
     }
   }
   if (c->lock) {
@@ -278,22 +278,24 @@ void LogicalUnit::fail(const std::shared_ptr<Cmd>& c, const Sense& s) {
   c->result.status = status::kCheckCondition;
   c->result.sense = encode_fixed_sense(s);
   c->result.data_in.clear();
+  c->result.data_in_offset = 0;
   finish(c);
 }
 
 void LogicalUnit::good_data(const std::shared_ptr<Cmd>& c, std::vector<std::uint8_t> data,
-                            std::uint32_t allocation_length) {
+                            std::uint32_t allocation_length, std::uint32_t headroom) {
   // The allocation length truncates silently (SPC-4 4.2.5.6); the expected
   // length from the transport decides over/underflow.
-  if (data.size() > allocation_length) data.resize(allocation_length);
+  if (data.size() - headroom > allocation_length) data.resize(headroom + allocation_length);
   CommandResult& r = c->result;
   r.status = status::kGood;
-  if (data.size() > c->expected_in) {
+  if (data.size() - headroom > c->expected_in) {
     r.residual = Residual::kOverflow;
-    r.residual_count = static_cast<std::uint32_t>(data.size() - c->expected_in);
-    data.resize(c->expected_in);
+    r.residual_count = static_cast<std::uint32_t>(data.size() - headroom - c->expected_in);
+    data.resize(headroom + c->expected_in);
   }
   r.data_in = std::move(data);
+  r.data_in_offset = headroom;
   finish(c);
 }
 
@@ -523,11 +525,15 @@ void LogicalUnit::do_read(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std:
 
 void LogicalUnit::run_read(const std::shared_ptr<Cmd>& c) {
   const std::uint32_t bs = store_->block_size();
-  c->scratch.resize(c->blocks * bs);
-  store_->submit_read(c->lba * bs, as_store_buf(c->scratch), [this, c](IoStatus s) {
+  // The data lands after the transport's header room: the reply goes out
+  // from this buffer without another copy.
+  const std::uint32_t room = config_.reply_headroom;
+  c->scratch.resize(room + c->blocks * bs);
+  const auto data = std::span<std::uint8_t>(c->scratch).subspan(room);
+  store_->submit_read(c->lba * bs, std::as_writable_bytes(data), [this, c, room](IoStatus s) {
     if (s != IoStatus::kOk) return fail(c, sense_for(s, false));
-    const auto n = static_cast<std::uint32_t>(c->scratch.size());
-    good_data(c, std::move(c->scratch), n);
+    const auto n = static_cast<std::uint32_t>(c->scratch.size() - room);
+    good_data(c, std::move(c->scratch), n, room);
   });
 }
 

@@ -36,11 +36,21 @@ enum class Residual : std::uint8_t { kNone, kUnderflow, kOverflow };
 // data_out.size(). A write whose data_out is shorter than its CDB requires is
 // not executed (CHECK CONDITION, INVALID FIELD IN CDB) and reports overflow.
 struct CommandResult {
-  std::uint8_t status = 0;            // status::k*
-  std::vector<std::uint8_t> sense;    // fixed format, present with CHECK CONDITION
-  std::vector<std::uint8_t> data_in;  // never longer than expected_data_in
+  std::uint8_t status = 0;          // status::k*
+  std::vector<std::uint8_t> sense;  // fixed format, present with CHECK CONDITION
+  std::vector<std::uint8_t>
+      data_in;  // [data_in_offset, end): the data, never longer than expected_data_in
+  // Bytes at the front of data_in that are not data: room a READ leaves for
+  // the transport's reply header (LuConfig::reply_headroom), so the reply is
+  // sent from this buffer without copying the data. 0 for every other command.
+  std::uint32_t data_in_offset = 0;
   Residual residual = Residual::kNone;
   std::uint32_t residual_count = 0;
+
+  std::span<const std::uint8_t> data() const {
+    return std::span<const std::uint8_t>(data_in).subspan(data_in_offset);
+  }
+  std::size_t data_size() const { return data_in.size() - data_in_offset; }
 };
 
 using CommandCallback = std::function<void(CommandResult)>;

@@ -45,6 +45,9 @@ struct LuConfig {
   // owns the LU until its session ends; commands of other nexuses get
   // RESERVATION CONFLICT.
   bool exclusive = false;
+  // Bytes a READ's data buffer keeps free in front of the data for the
+  // transport's reply header (CommandResult::data_in_offset).
+  std::uint32_t reply_headroom = 0;
 };
 
 // What a reopened LU (same LUN number, new store or settings) makes of the
@@ -110,8 +113,10 @@ class LogicalUnit {
   void dispatch(const std::shared_ptr<Cmd>& c);
   void finish(const std::shared_ptr<Cmd>& c);
   void fail(const std::shared_ptr<Cmd>& c, const Sense& s);
+  // `data` starts with `headroom` bytes that are not data (a READ's room for
+  // the transport's header).
   void good_data(const std::shared_ptr<Cmd>& c, std::vector<std::uint8_t> data,
-                 std::uint32_t allocation_length);
+                 std::uint32_t allocation_length, std::uint32_t headroom = 0);
 
   void do_request_sense(const std::shared_ptr<Cmd>& c);
   void do_inquiry(const std::shared_ptr<Cmd>& c);
