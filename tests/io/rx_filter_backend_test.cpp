@@ -103,18 +103,29 @@ void PrintTo(const Case& c, std::ostream* os) {
   *os << c.kind << " vlan " << c.vid;
 }
 
-class RxFilterBackend : public ::testing::TestWithParam<Case> {};
+// Two namespaces joined by a veth; the target's side sends through an
+// AF_PACKET port, the receivers under test are of the case's kind and VLAN.
+class RxFilterBackend : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
+    net = std::make_unique<NetnsPair>();
+    ASSERT_TRUE(net->ok()) << net->error();
+    tx = open_in(*net, true, "afpacket", c.vid);
+    ASSERT_TRUE(tx);
+  }
+  PortPtr receiver() { return open_in(*net, false, c.kind, c.vid); }
+
+  const Case c = GetParam();
+  std::unique_ptr<NetnsPair> net;  // made after the root check; outlives the ports
+  PortPtr tx;
+};
 
 TEST_P(RxFilterBackend, EachPortGetsOnlyItsSessionAndControlFrames) {
-  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
-  const Case c = GetParam();
-  NetnsPair net;
-  ASSERT_TRUE(net.ok()) << net.error();
-  PortPtr tx = open_in(net, true, "afpacket", c.vid);
-  PortPtr p1 = open_in(net, false, c.kind, c.vid);
-  PortPtr p2 = open_in(net, false, c.kind, c.vid);
-  PortPtr spy = open_in(net, false, c.kind, c.vid);
-  ASSERT_TRUE(tx && p1 && p2 && spy);
+  PortPtr p1 = receiver();
+  PortPtr p2 = receiver();
+  PortPtr spy = receiver();
+  ASSERT_TRUE(p1 && p2 && spy);
   const MacAddress peer = tx->mac();
   MacAddress other = peer;
   other[5] ^= 0x40;
@@ -166,13 +177,8 @@ TEST_P(RxFilterBackend, EachPortGetsOnlyItsSessionAndControlFrames) {
 // A multipath session's socket (docs/protocol.md 14.2): the frames of its
 // session from every target port of its paths pass, from any other MAC not.
 TEST_P(RxFilterBackend, MultipathSessionGetsItsFramesFromEveryTargetPort) {
-  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
-  const Case c = GetParam();
-  NetnsPair net;
-  ASSERT_TRUE(net.ok()) << net.error();
-  PortPtr tx = open_in(net, true, "afpacket", c.vid);
-  PortPtr rx = open_in(net, false, c.kind, c.vid);
-  ASSERT_TRUE(tx && rx);
+  PortPtr rx = receiver();
+  ASSERT_TRUE(rx);
   const MacAddress port1 = tx->mac();
   MacAddress port2 = port1;
   port2[4] ^= 0x01;
@@ -199,13 +205,8 @@ TEST_P(RxFilterBackend, MultipathSessionGetsItsFramesFromEveryTargetPort) {
 // (kPcap flavor: its interpreter must agree with the kernel's): narrowing with
 // frames queued keeps the session's and drops the others'.
 TEST_P(RxFilterBackend, NarrowingWithFramesQueued) {
-  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
-  const Case c = GetParam();
-  NetnsPair net;
-  ASSERT_TRUE(net.ok()) << net.error();
-  PortPtr tx = open_in(net, true, "afpacket", c.vid);
-  PortPtr rx = open_in(net, false, c.kind, c.vid);
-  ASSERT_TRUE(tx && rx);
+  PortPtr rx = receiver();
+  ASSERT_TRUE(rx);
   const MacAddress peer = tx->mac();
   std::vector<Packet> pkts;
   for (uint8_t i = 0; i < 8; ++i)
@@ -229,13 +230,8 @@ TEST_P(RxFilterBackend, NarrowingWithFramesQueued) {
 // A paused port gets nothing (frames sent meanwhile are gone, not queued)
 // and receives again once resumed; libpcap cannot pause and says so.
 TEST_P(RxFilterBackend, PausedPortReceivesNothingUntilResumed) {
-  if (!running_as_root()) GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
-  const Case c = GetParam();
-  NetnsPair net;
-  ASSERT_TRUE(net.ok()) << net.error();
-  PortPtr tx = open_in(net, true, "afpacket", c.vid);
-  PortPtr rx = open_in(net, false, c.kind, c.vid);
-  ASSERT_TRUE(tx && rx);
+  PortPtr rx = receiver();
+  ASSERT_TRUE(rx);
   const MacAddress peer = tx->mac();
   ASSERT_TRUE(rx->set_rx_filter(RxFilter::session(peer, kS1)).ok());
   const auto burst = [&](uint8_t first) {
