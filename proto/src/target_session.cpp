@@ -5,7 +5,9 @@
 #include <utility>
 
 #include "hyperscsi/proto/bytes.h"
+#include "hyperscsi/proto/command_order.h"
 #include "hyperscsi/proto/path_auth.h"
+#include "hyperscsi/proto/target_paths.h"
 #include "session_util.h"
 
 namespace hyperscsi::proto {
@@ -26,6 +28,12 @@ struct TargetEndpoint::Session {
   uint32_t login_nonce = 0;
   LoginReply reply;  // the last accepted LoginReply, resent for duplicate requests
   std::unique_ptr<Connection> connection;
+  // A multipath session (docs/protocol.md 14): its PDUs travel on these
+  // paths (the login path is their path 0), and its commands reach the cache
+  // in cmd_sn order. `connection` then only frames session-level control
+  // (Disconnect) on the login path and is never fed.
+  std::unique_ptr<TargetPaths> paths;
+  std::unique_ptr<CommandOrderer> orderer;
   ReplyCache cache;
   TimePoint established_at{};
   TimePoint last_rx{};
@@ -119,9 +127,17 @@ void TargetEndpoint::announce(TimePoint /*now*/) {
   ++stats_.announcements;
 }
 
+// A multipath session's frames may arrive through another port of the
+// target (its owner hands them over): they are addressed to that port.
+bool TargetEndpoint::serves_port(const MacAddress& mac) const {
+  for (const TargetPort& p : config_.multipath_ports)
+    if (p.mac == mac) return true;
+  return false;
+}
+
 void TargetEndpoint::on_frame(const FrameView& frame, TimePoint now) {
   const FrameHeader& h = frame.header;
-  if (h.dst != config_.local_mac && h.dst != kBroadcastMac) {
+  if (h.dst != config_.local_mac && h.dst != kBroadcastMac && !serves_port(h.dst)) {
     ++stats_.frames_ignored;
     return;
   }
@@ -308,6 +324,33 @@ void TargetEndpoint::start_connection(Session& s, TimePoint now) {
         std::make_unique<FrameOpener>(s.protection, k.initiator_to_target.span(), k.salt_i2t);
   }
   s.connection = std::make_unique<Connection>(params, ep);
+  s.paths.reset();
+  s.orderer.reset();
+  if ((s.reply.features & kFeatureMultipath) != 0) {
+    // The paths seal with their own keys (path_auth.h): the login's opener
+    // and sealer are not used for this session's frames.
+    s.sealer.reset();
+    s.opener.reset();
+    TargetPathsConfig pc;
+    pc.transport.role = PathRole::kTarget;
+    pc.transport.session_id = s.id;
+    pc.transport.epoch = s.epoch;
+    pc.transport.transport = transport_params_for(s.reply, config_.transport);
+    pc.ports = config_.multipath_ports;
+    pc.max_transfer = s.reply.max_transfer;
+    pc.window_cap = config_.limits.window;
+    pc.checksum = (s.reply.features & kFeatureChecksum) != 0;
+    pc.keys = s.keys;
+    PathSpec login;
+    login.local = config_.local_mac;
+    login.peer = s.mac;
+    login.mtu = s.reply.mtu;
+    login.receive_window = s.reply.window;
+    login.peer_window = s.reply.window;
+    login.checksum = pc.checksum;
+    s.paths = std::make_unique<TargetPaths>(std::move(pc), login, now);
+    s.orderer = std::make_unique<CommandOrderer>();
+  }
   s.last_rx = now;
 }
 
@@ -436,7 +479,9 @@ void TargetEndpoint::on_session_frame(const FrameView& frame, TimePoint now) {
     return;
   }
   auto it = sessions_.find(ext.session_id);
-  if (it == sessions_.end() || it->second->mac != frame.header.src) {
+  // A multipath session's frames come from any of the initiator's ports: its
+  // PathSet checks each path's MACs.
+  if (it == sessions_.end() || (it->second->mac != frame.header.src && !it->second->paths)) {
     ++stats_.unknown_session;
     if (may_reject) reject(frame, DisconnectReason::kUnknownSession, now);
     return;
@@ -445,6 +490,19 @@ void TargetEndpoint::on_session_frame(const FrameView& frame, TimePoint now) {
   if (ext.epoch != s.epoch) {
     ++stats_.stale_epoch;
     if (may_reject) reject(frame, DisconnectReason::kStaleEpoch, now);
+    return;
+  }
+  if (s.paths) {
+    FrameView opened;
+    const PathSet::FrameResult r = s.paths->on_frame(frame, now, opened);
+    if (r == PathSet::FrameResult::kDropped) return;
+    s.last_rx = now;
+    if (r == PathSet::FrameResult::kForOwner &&
+        opened.header.common.opcode == Opcode::kDisconnect) {
+      on_verified_frame(s, opened, now);
+      return;
+    }
+    drain_pdus(s, now);
     return;
   }
   if (s.opener) {
@@ -499,11 +557,26 @@ void TargetEndpoint::on_verified_frame(Session& s, const FrameView& frame, TimeP
     ++stats_.keepalives_answered;
     return;
   }
-  drain_pdus(s);
+  drain_pdus(s, now);
 }
 
-void TargetEndpoint::drain_pdus(Session& s) {
-  while (auto pdu = s.connection->pop_pdu()) {
+std::optional<ReceivedPdu> TargetEndpoint::next_pdu(Session& s, TimePoint now) {
+  if (!s.paths) return s.connection->pop_pdu();
+  // Commands from several paths arrive out of order: in cmd_sn order to the
+  // cache and the owner (docs/protocol.md 14.9).
+  while (auto pdu = s.paths->transport().pop_pdu()) s.orderer->push(std::move(*pdu), now);
+  return s.orderer->pop(now);
+}
+
+bool TargetEndpoint::queue_reply(Session& s, uint16_t tag, SharedBytes bytes) {
+  if (!s.paths) return s.connection->send_pdu_shared(Opcode::kCommandReply, tag, std::move(bytes));
+  // The PathSet takes owned PDUs (it may resend one whole on another path).
+  std::vector<uint8_t> copy = bytes ? *bytes : std::vector<uint8_t>{};
+  return s.paths->transport().send_pdu(Opcode::kCommandReply, tag, std::move(copy));
+}
+
+void TargetEndpoint::drain_pdus(Session& s, TimePoint now) {
+  while (auto pdu = next_pdu(s, now)) {
     if (pdu->opcode != Opcode::kCommandRequest) {
       ++s.malformed_pdus;
       ++stats_.malformed;
@@ -527,7 +600,7 @@ void TargetEndpoint::drain_pdus(Session& s) {
       case CacheDecision::kReplay: {
         SharedBytes stored = s.cache.stored_reply_bytes(header.cmd_sn);
         if (!stored) stored = share_bytes({});
-        s.connection->send_pdu_shared(Opcode::kCommandReply, pdu->tag, std::move(stored));
+        queue_reply(s, pdu->tag, std::move(stored));
         break;
       }
       case CacheDecision::kExecute:
@@ -567,7 +640,7 @@ bool TargetEndpoint::send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_
   SharedBytes shared = share_bytes(std::move(reply_pdu));
   s.cache.complete_shared(cmd_sn, shared, data_offset, reexecutable);
   ++s.replies;
-  return s.connection->send_pdu_shared(Opcode::kCommandReply, tag, std::move(shared));
+  return queue_reply(s, tag, std::move(shared));
 }
 
 void TargetEndpoint::abandon(uint32_t session_id, uint32_t cmd_sn) {
@@ -615,13 +688,17 @@ void TargetEndpoint::poll(TimePoint now, FrameSink& sink) {
 }
 
 void TargetEndpoint::poll_session(Session& s, TimePoint now, FrameSink& sink) {
-  if (s.sealer) {
+  if (s.paths) {
+    s.paths->poll(now, sink);  // frames carry their path's local MAC: the owner picks the port
+    while (s.paths->pop_event()) {
+    }
+  } else if (s.sealer) {
     SealingSink sealing(sink, *s.sealer);
     s.connection->poll(now, sealing);
   } else {
     s.connection->poll(now, sink);
   }
-  drain_pdus(s);
+  drain_pdus(s, now);
 }
 
 bool TargetEndpoint::poll_session(uint32_t session_id, TimePoint now, FrameSink& sink) {
@@ -672,7 +749,12 @@ TimePoint TargetEndpoint::next_deadline() const {
   if (!outbox_->empty()) return TimePoint::min();
   TimePoint t = kNever;
   for (const auto& [id, s] : sessions_) {
-    t = detail::earliest(t, s->connection->next_deadline());
+    if (s->paths) {
+      t = detail::earliest(t, s->paths->next_deadline());
+      t = detail::earliest(t, s->orderer->next_deadline());
+    } else {
+      t = detail::earliest(t, s->connection->next_deadline());
+    }
     if (s->reply.dead_time_ms != 0)
       t = detail::earliest(t, s->last_rx + milliseconds(s->reply.dead_time_ms));
   }
@@ -702,6 +784,22 @@ SessionInfo TargetEndpoint::info(const Session& s) const {
   i.protection_drops = s.drops;
   i.cache = s.cache.stats();
   i.transport = s.connection->stats();
+  if (s.paths) {
+    i.paths = s.paths->transport().paths();
+    // The session's transport is the sum of its paths'.
+    TransportStats sum;
+    for (const PathInfo& p : i.paths) {
+      sum.pdus_sent += p.counters.pdus_sent;
+      sum.pdus_received += p.counters.pdus_received;
+      sum.frames_sent += p.counters.frames_sent;
+      sum.frames_retransmitted += p.counters.frames_retransmitted;
+      sum.frames_received += p.counters.frames_received;
+      sum.bytes_sent += p.counters.bytes_sent;
+      sum.bytes_received += p.counters.bytes_received;
+      sum.timeouts += p.counters.timeouts;
+    }
+    i.transport = sum;
+  }
   return i;
 }
 

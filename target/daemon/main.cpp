@@ -299,6 +299,9 @@ int run_daemon(const Flags& f) {
   if (config.keepalive_ms) ec.limits.keepalive_ms = config.keepalive_ms;
   if (config.dead_time_ms) ec.limits.dead_time_ms = config.dead_time_ms;
   ec.initiator_secrets = config.initiator_secrets;
+  // Several ports: one session may use all of them (an initiator that does
+  // not offer MULTIPATH sees the single-port protocol unchanged).
+  ec.multipath = config.ports.size() > 1;
   he::TargetEngine engine(ec, std::move(ports));
   if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
 

@@ -59,6 +59,35 @@ std::deque<Completion> Mailbox::take() {
   return std::exchange(items_, {});
 }
 
+// The sink of a loop that serves multipath sessions: a frame whose source is
+// another port's MAC (a path through that port) goes to that port's loop; the
+// rest is built in place in this port's sink as usual.
+class PortLoop::RoutingSink final : public proto::FrameSink {
+ public:
+  RoutingSink(PortLoop& loop, io::PortSink& own) : loop_(loop), own_(own) {}
+  std::span<uint8_t> acquire(size_t size) override {
+    buf_ = own_.acquire(size);
+    return buf_;
+  }
+  void commit(size_t length) override {
+    MacAddress src{};
+    if (length >= 12) std::copy_n(buf_.data() + 6, 6, src.begin());
+    if (length < 12 || src == loop_.port_->mac()) {
+      own_.commit(length);
+      return;
+    }
+    // Not committed here: the own sink reuses its buffer for the next frame.
+    PortLoop* other = loop_.router_->loop_for(src);
+    if (other != nullptr && other != &loop_)
+      other->post_tx(std::vector<uint8_t>(buf_.begin(), buf_.begin() + static_cast<long>(length)));
+  }
+
+ private:
+  PortLoop& loop_;
+  io::PortSink& own_;
+  std::span<uint8_t> buf_;
+};
+
 PortLoop::PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
                    std::shared_ptr<LunDirectory> directory)
     : config_(config), port_(std::move(port)), directory_(std::move(directory)) {
@@ -103,6 +132,7 @@ Status<EngineError> PortLoop::start() {
   tc.transport = config_.transport;
   tc.reply_cache = config_.reply_cache;
   tc.seed = config_.seed;
+  if (router_ != nullptr) tc.multipath_ports = router_->ports();
   if (tc.seed == 0) tc.seed = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   endpoint_ = std::make_unique<proto::TargetEndpoint>(
       tc,
@@ -129,6 +159,7 @@ Status<EngineError> PortLoop::start() {
   endpoint_->set_security(std::move(security));
   sink_ = std::make_unique<io::PortSink>(*port_);
   sink_->pace_at_port_rate();
+  if (router_ != nullptr) route_sink_ = std::make_unique<RoutingSink>(*this, *sink_);
   refresh_table();
   thread_ = std::thread([this] { run(); });
   return {};
@@ -144,6 +175,52 @@ void PortLoop::stop(bool disconnect) {
 
 void PortLoop::wake() {
   if (mailbox_) mailbox_->wake();
+}
+
+proto::FrameSink& PortLoop::out_sink() {
+  if (route_sink_) return *route_sink_;
+  return *sink_;
+}
+
+void PortLoop::post_rx(std::vector<uint8_t> frame) {
+  {
+    std::lock_guard lock(foreign_mu_);
+    foreign_rx_.push_back(std::move(frame));
+  }
+  foreign_pending_.store(true);
+  wake();
+}
+
+void PortLoop::post_tx(std::vector<uint8_t> frame) {
+  {
+    std::lock_guard lock(foreign_mu_);
+    foreign_tx_.push_back(std::move(frame));
+  }
+  foreign_pending_.store(true);
+  wake();
+}
+
+void PortLoop::take_foreign(TimePoint now) {
+  if (!foreign_pending_.exchange(false)) return;
+  std::vector<std::vector<uint8_t>> rx;
+  std::vector<std::vector<uint8_t>> tx;
+  {
+    std::lock_guard lock(foreign_mu_);
+    rx.swap(foreign_rx_);
+    tx.swap(foreign_tx_);
+  }
+  for (const auto& bytes : rx) {
+    auto frame = proto::decode_frame(bytes);
+    if (frame) endpoint_->on_frame(*frame, now);
+  }
+  for (const auto& bytes : tx) {
+    // A frame the port cannot take now is lost like one lost on the wire:
+    // its path retransmits it.
+    std::span<uint8_t> room = sink_->acquire(bytes.size());
+    if (room.size() < bytes.size()) continue;
+    std::copy(bytes.begin(), bytes.end(), room.begin());
+    sink_->commit(bytes.size());
+  }
 }
 
 std::vector<proto::LunInfo> PortLoop::visible_luns(std::string_view name,
@@ -207,6 +284,7 @@ void PortLoop::run() {
     const TimePoint t = Clock::now();
     rx_bytes_ = 0;
     receive(t);
+    take_foreign(t);
     wake_policy_.on_turn(t, rx_bytes_);
     counters_.turns.fetch_add(1, std::memory_order_relaxed);
     take_commands();
@@ -214,10 +292,10 @@ void PortLoop::run() {
     answer_completions();
     handle_events();
     // The sessions share the port fairly (tx_scheduler.h).
-    tx_.poll(*endpoint_, Clock::now(), *sink_);
+    tx_.poll(*endpoint_, Clock::now(), out_sink());
     take_commands();  // poll() may have completed PDUs
     answer_completions();
-    tx_.poll(*endpoint_, Clock::now(), *sink_);
+    tx_.poll(*endpoint_, Clock::now(), out_sink());
     tx_progress_ = sink_->flush() > 0;
     unwatch_idle();
     update_drain_state();
@@ -227,7 +305,7 @@ void PortLoop::run() {
     const TimePoint now = Clock::now();
     for (const proto::SessionInfo& s : endpoint_->sessions())
       endpoint_->disconnect(s.session_id, proto::DisconnectReason::kShutdown, now);
-    endpoint_->poll(now, *sink_);
+    endpoint_->poll(now, out_sink());
     sink_->flush();
   }
   // Commands still executing on units reply into the mailbox, which outlives
@@ -243,6 +321,7 @@ void PortLoop::drain_wake_fd() {
 TimePoint PortLoop::deadline(TimePoint now) const {
   if (port_->poll_mode()) return now;
   if (!mailbox_->empty()) return now;  // own pushes do not wake the fd
+  if (foreign_pending_.load()) return now;
   TimePoint d = std::min(endpoint_->next_deadline(), now + std::chrono::milliseconds(kMaxWaitMs));
   // Frames held for the pacing clock go when it allows; frames the device
   // queue refused after a pause (no event says when there is room); a full
@@ -342,6 +421,20 @@ void PortLoop::receive(TimePoint now) {
       if (!group && dst != self) {
         counters_.frames_not_for_us.fetch_add(1, std::memory_order_relaxed);
         continue;
+      }
+      if (router_ != nullptr && router_->any()) {
+        // A frame of a multipath session homed on another loop goes there.
+        const uint32_t sid = frame->header.ext.session_id;
+        const proto::Opcode op = frame->header.common.opcode;
+        if (sid != 0 && op != proto::Opcode::kLoginRequest &&
+            op != proto::Opcode::kDiscoveryRequest) {
+          PortLoop* home = router_->home_of(sid);
+          if (home != nullptr && home != this) {
+            const auto b = pkt.bytes();
+            home->post_rx(std::vector<uint8_t>(b.begin(), b.end()));
+            continue;
+          }
+        }
       }
       endpoint_->on_frame(*frame, now);
     }
@@ -539,17 +632,20 @@ void PortLoop::handle_events() {
                      e->authenticated ? " authenticated" : "", proto::to_string(e->protection));
         peers_[e->session_id] =
             Peer{e->initiator_name, e->initiator_mac, e->authenticated, e->protection};
+        home_if_multipath(e->session_id);
         break;
       case proto::TargetEventKind::kSessionResumed:
         spdlog::info("{}: session {:08x} resumed (epoch {})", port_->spec(), e->session_id,
                      e->epoch);
         peers_[e->session_id] =
             Peer{e->initiator_name, e->initiator_mac, e->authenticated, e->protection};
+        home_if_multipath(e->session_id);
         break;
       case proto::TargetEventKind::kSessionClosed: {
         spdlog::info("{}: session {:08x} of '{}' closed ({})", port_->spec(), e->session_id,
                      e->initiator_name, proto::to_string(e->reason));
         peers_.erase(e->session_id);
+        if (router_ != nullptr) router_->clear_home(e->session_id, this);
         const scsi::Nexus nexus{e->initiator_name, e->session_id};
         for (const auto& [n, slot] : *table_) {
           std::lock_guard lock(slot.entry->mu);
@@ -558,6 +654,16 @@ void PortLoop::handle_events() {
         break;
       }
     }
+  }
+}
+
+void PortLoop::home_if_multipath(uint32_t session_id) {
+  if (router_ == nullptr) return;
+  auto info = endpoint_->session(session_id);
+  if (info && (info->negotiated.features & proto::kFeatureMultipath) != 0) {
+    router_->set_home(session_id, this);
+    spdlog::info("{}: session {:08x} is multipath over {} target ports", port_->spec(), session_id,
+                 router_->ports().size());
   }
 }
 

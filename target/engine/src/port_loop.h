@@ -22,6 +22,7 @@
 #include "hyperscsi/io/wake_policy.h"
 #include "hyperscsi/scsi/lun_map.h"
 #include "lun_directory.h"
+#include "multipath_router.h"
 #include "tx_scheduler.h"
 
 namespace hyperscsi::engine {
@@ -108,6 +109,17 @@ class PortLoop {
                 std::chrono::milliseconds timeout);
   const LoopCounters& counters() const { return counters_; }
   std::string_view spec() const { return port_->spec(); }
+  MacAddress port_mac() const { return port_->mac(); }
+  size_t port_mtu() const { return port_->mtu(); }
+
+  // Multipath (multipath_router.h): set before start(). Then the endpoint
+  // offers MULTIPATH with every port of the router, and frames of sessions
+  // homed on other loops travel through post_rx/post_tx.
+  void set_router(MultipathRouter* router) { router_ = router; }
+  // From any thread: a frame of a session homed here that arrived on another
+  // port; a frame to send on this loop's port for a session homed elsewhere.
+  void post_rx(std::vector<uint8_t> frame);
+  void post_tx(std::vector<uint8_t> frame);
 
  private:
   struct Peer {
@@ -117,8 +129,12 @@ class PortLoop {
     proto::Protection protection = proto::Protection::kOff;
   };
 
+  class RoutingSink;
+
   void run();
   void wake();
+  void take_foreign(proto::TimePoint now);
+  proto::FrameSink& out_sink();
   void refresh_table();
   void receive(proto::TimePoint now);
   void drain_wake_fd();
@@ -132,6 +148,7 @@ class PortLoop {
   void answer_now(proto::IncomingCommand cmd, scsi::CommandResult result, bool reexecutable);
   void send(const PendingCommand& p, scsi::CommandResult&& result);  // takes the data buffer
   void handle_events();
+  void home_if_multipath(uint32_t session_id);
   void watch(const std::shared_ptr<LunEntry>& entry);
   void unwatch_idle();
   void publish_snapshot_if_asked();
@@ -187,6 +204,14 @@ class PortLoop {
   uint64_t snap_published_ = 0;
   std::vector<SessionReport> snap_sessions_;
   proto::TargetStats snap_stats_;
+
+  // Multipath: frames crossing from and to other loops (multipath_router.h).
+  MultipathRouter* router_ = nullptr;
+  std::unique_ptr<RoutingSink> route_sink_;
+  std::mutex foreign_mu_;
+  std::vector<std::vector<uint8_t>> foreign_rx_;
+  std::vector<std::vector<uint8_t>> foreign_tx_;
+  std::atomic<bool> foreign_pending_{false};
 
   proto::TimePoint last_malformed_log_{};
   uint64_t malformed_since_log_ = 0;

@@ -2,9 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "lun_directory.h"
+#include "multipath_router.h"
 #include "port_loop.h"
 
 namespace hyperscsi::engine {
@@ -15,6 +17,14 @@ TargetEngine::TargetEngine(EngineConfig config, std::vector<std::unique_ptr<io::
     : config_(std::move(config)), directory_(std::make_shared<LunDirectory>()) {
   for (auto& p : ports)
     loops_.push_back(std::make_unique<PortLoop>(config_, std::move(p), directory_));
+  if (config_.multipath && loops_.size() > 1) {
+    router_ = std::make_unique<MultipathRouter>();
+    for (auto& l : loops_) {
+      router_->add_port(l.get(), l->port_mac(),
+                        static_cast<uint16_t>(std::min<size_t>(l->port_mtu(), 65535)));
+      l->set_router(router_.get());
+    }
+  }
 }
 
 TargetEngine::~TargetEngine() {

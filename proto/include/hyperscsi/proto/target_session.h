@@ -47,7 +47,9 @@
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/proto/multipath.h"
 #include "hyperscsi/proto/negotiation.h"
+#include "hyperscsi/proto/path_set.h"
 #include "hyperscsi/proto/reply_cache.h"
+#include "hyperscsi/proto/shared_bytes.h"
 
 namespace hyperscsi::proto {
 
@@ -160,6 +162,9 @@ struct SessionInfo {
   ProtectionStats protection_drops;  // frames of this session dropped by verification
   ReplyCacheStats cache;
   TransportStats transport;  // bytes, retransmissions, srtt/rto, cwnd, peer window
+  // A multipath session: each path's state and counters (transport is then
+  // the sum of the paths' counters).
+  std::vector<PathInfo> paths;
 };
 
 struct TargetStats {
@@ -253,6 +258,7 @@ class TargetEndpoint {
     std::vector<uint8_t> confirm;
   };
   AuthOutcome authenticate(const FrameView& frame, const LoginRequest& req, TimePoint now);
+  bool serves_port(const MacAddress& mac) const;
   void on_discovery(const FrameView& frame);
   void on_login(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
@@ -260,7 +266,9 @@ class TargetEndpoint {
   void refuse_login(const FrameView& frame, const LoginRequest& req, LoginStatus status);
   void send_login_reply(const MacAddress& dst, const LoginReply& reply);
   void reject(const FrameView& frame, DisconnectReason reason, TimePoint now);
-  void drain_pdus(Session& s);
+  void drain_pdus(Session& s, TimePoint now);
+  std::optional<ReceivedPdu> next_pdu(Session& s, TimePoint now);
+  bool queue_reply(Session& s, uint16_t tag, SharedBytes bytes);
   void poll_session(Session& s, TimePoint now, FrameSink& sink);
   void share_receive_window(TimePoint now);
   void start_connection(Session& s, TimePoint now);

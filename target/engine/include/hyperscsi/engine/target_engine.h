@@ -61,6 +61,10 @@ struct EngineConfig {
   // Secrets shared with initiators, by initiator name (auth.h). An initiator
   // without one can only log in unauthenticated.
   std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;
+  // Multipath (docs/protocol.md 14): with several ports, offer MULTIPATH with
+  // every port's MAC, so that one session runs over several paths (see
+  // multipath_router.h for how its frames cross between the port loops).
+  bool multipath = false;
 };
 
 // One LUN to serve.
@@ -121,6 +125,7 @@ struct DrainReport {
 
 class PortLoop;
 class LunDirectory;
+class MultipathRouter;
 
 class TargetEngine {
  public:
@@ -167,6 +172,7 @@ class TargetEngine {
 
   EngineConfig config_;
   std::shared_ptr<LunDirectory> directory_;
+  std::unique_ptr<MultipathRouter> router_;  // outlives the loops, which point at it
   std::vector<std::unique_ptr<PortLoop>> loops_;
   mutable std::mutex control_mu_;  // start/drain/stop
   std::atomic<bool> running_{false};
