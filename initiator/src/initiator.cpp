@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -27,6 +28,7 @@
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/proto/initiator_paths.h"
 #include "hyperscsi/proto/negotiation.h"
 
 namespace hyperscsi::initiator {
@@ -172,12 +174,24 @@ Error map_session_failure(const proto::SessionFailure& f, const TargetInfo& targ
 
 class Initiator::Impl {
  public:
-  Impl(std::unique_ptr<io::Port> port, Options options)
+  Impl(std::unique_ptr<io::Port> port, Options options,
+       std::vector<std::unique_ptr<io::Port>> extra = {})
       : port_(std::move(port)),
         options_(std::move(options)),
         sink_(*port_, 1024),
+        route_sink_(*this),
         wake_policy_(wake_config(options_)) {
     sink_.pace_at_port_rate();
+    for (auto& p : extra) {
+      ExtraPort e;
+      e.sink = std::make_unique<io::PortSink>(*p, 1024);
+      e.sink->pace_at_port_rate();
+      e.port = std::move(p);
+      extra_.push_back(std::move(e));
+    }
+    // A multipath session receives on every port: pausing one is not worth
+    // the bookkeeping.
+    if (!extra_.empty()) rx_pause_supported_ = false;
     options_.max_outstanding = std::clamp<uint32_t>(options_.max_outstanding, 1, kProbeTag);
     if (options_.seed == 0) options_.seed = std::random_device{}() | 1ull << 40;
     for (uint32_t t = options_.max_outstanding; t-- > 0;)
@@ -199,6 +213,11 @@ class Initiator::Impl {
     if (port_->fd() >= 0) {
       ev.data.fd = port_->fd();
       ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev);
+    }
+    for (auto& e : extra_) {
+      if (e.port->fd() < 0) continue;
+      ev.data.fd = e.port->fd();
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, e.port->fd(), &ev);
     }
     sync_rx_filter();  // discovery and login replies only, until a session exists
     thread_ = std::thread([this] { run(); });
@@ -290,6 +309,8 @@ class Initiator::Impl {
       cfg.secret = options_.secret;
       cfg.protection = options_.protection;
       if (!options_.checksum) cfg.features &= ~proto::kFeatureChecksum;
+      if (!extra_.empty()) cfg.features |= proto::kFeatureMultipath;
+      paths_.reset();
       cfg.login_timeout = options_.login_timeout;
       cfg.login_attempts = options_.login_attempts;
       cfg.seed = options_.seed + (++rounds_);
@@ -391,12 +412,20 @@ class Initiator::Impl {
       ++wake_.turns;
       drain_replies();
       recover(now);
+      sync_paths(now);
       admit(now);
       send_unsent();
       expire(now);
-      if (session_) session_->poll(now, sink_);
+      if (paths_) {
+        paths_->poll(now, route_sink_);  // the login session waits while its paths carry it
+        path_events();
+        drain_replies();
+      } else if (session_) {
+        session_->poll(now, sink_);
+      }
       if (discovery_) discovery_->poll(now, sink_);
       tx_progress_ = sink_.flush() > 0;
+      for (auto& e : extra_) tx_progress_ = (e.sink->flush() > 0) || tx_progress_;
       finish_waits(now);
       flush_failure_log(now);
       wait(now);
@@ -420,8 +449,13 @@ class Initiator::Impl {
   }
 
   void receive(std::vector<io::Packet>& rx, TimePoint now) {
+    receive_on(*port_, rx, now);
+    for (auto& e : extra_) receive_on(*e.port, rx, now);
+  }
+
+  void receive_on(io::Port& port, std::vector<io::Packet>& rx, TimePoint now) {
     for (int burst = 0; burst < 16; ++burst) {
-      const size_t n = port_->rx_burst(std::span<io::Packet>(rx));
+      const size_t n = port.rx_burst(std::span<io::Packet>(rx));
       for (size_t i = 0; i < n; ++i) {
         if (foreign(rx[i].bytes())) {
           rx[i].reset();
@@ -434,6 +468,9 @@ class Initiator::Impl {
           const auto op = view.header.common.opcode;
           if (op == proto::Opcode::kDiscoveryReply || op == proto::Opcode::kDiscoveryRequest) {
             if (discovery_) discovery_->on_frame(view, now);
+          } else if (paths_ && view.header.ext.session_id == session_->session_id() &&
+                     view.header.ext.epoch == session_->epoch()) {
+            on_path_frame(view, now);
           } else if (session_) {
             session_->on_frame(view, now);
             // A login reply may name a new session: narrow to it before we answer.
@@ -453,13 +490,169 @@ class Initiator::Impl {
   // The kernel applies it where the backend can; foreign() applies it again
   // here, to frames queued before a change or from a backend without one.
   void sync_rx_filter() {
-    const io::RxFilter want =
-        session_ ? io::RxFilter::session(session_->target_mac(), session_->session_id())
-                 : io::RxFilter::session(io::MacAddress{}, 0);
+    io::RxFilter want = session_
+                            ? io::RxFilter::session(session_->target_mac(), session_->session_id())
+                            : io::RxFilter::session(io::MacAddress{}, 0);
+    if (session_ && session_->multipath() && !session_->target_ports().empty()) {
+      // Every port of the target may send us this session's frames.
+      std::vector<io::MacAddress> peers;
+      for (const proto::TargetPort& t : session_->target_ports()) peers.push_back(t.mac);
+      if (std::find(peers.begin(), peers.end(), session_->target_mac()) == peers.end())
+        peers.push_back(session_->target_mac());
+      want = io::RxFilter::session(peers, session_->session_id());
+    }
     if (want == rx_filter_) return;
     rx_filter_ = want;
     kernel_filter_ = port_->set_rx_filter(want).ok();
+    for (auto& e : extra_) kernel_filter_ = e.port->set_rx_filter(want).ok() && kernel_filter_;
   }
+
+  // --- multipath (docs/protocol.md 14) ---
+  //
+  // How a multipath session's frames flow here: the InitiatorSession logs in
+  // on the first port (and verifies its MTU) as for one port; once it is
+  // established with MULTIPATH negotiated, an InitiatorPaths takes over the
+  // session's transport: path 0 is the login pair, the other (local port,
+  // target port) pairs join. From then on the session's frames from every
+  // port go to the paths (a Disconnect also to the InitiatorSession, which
+  // starts the usual recovery), commands go to the PathSet, which picks the
+  // path and moves a failed path's undelivered commands to the others, and
+  // the InitiatorSession is not polled (its Connection would otherwise send
+  // keepalives nobody answers to it); the paths' silence for the dead time
+  // counts as a dead target. Frames leave through route_sink_, which sends
+  // each on the port whose MAC is its source. All on the loop thread.
+
+  void on_path_frame(const proto::FrameView& view, TimePoint now) {
+    proto::FrameView opened;
+    const auto r = paths_->on_frame(view, now, opened);
+    const bool disconnect = view.header.common.opcode == proto::Opcode::kDisconnect;
+    if (r == proto::PathSet::FrameResult::kForOwner) {
+      if (opened.header.common.opcode == proto::Opcode::kDisconnect) session_->on_frame(view, now);
+    } else if (r == proto::PathSet::FrameResult::kDropped && disconnect) {
+      // A target that restarted rejects the session from whichever port.
+      session_->on_frame(view, now);
+    }
+  }
+
+  void sync_paths(TimePoint now) {
+    if (extra_.empty()) return;
+    const bool want = session_ && connected_ && session_->established() && session_->multipath();
+    if (!want) {
+      if (paths_) {
+        paths_.reset();
+        sync_rx_filter();
+      }
+      return;
+    }
+    if (paths_) {
+      const uint32_t dead_ms = session_->negotiated().dead_time_ms;
+      const TimePoint heard = std::max(paths_->transport().last_heard(), paths_since_);
+      if (dead_ms != 0 && now - heard >= std::chrono::milliseconds(dead_ms)) {
+        log(LogLevel::kWarning,
+            who() + " lost: nothing heard on any path for " + std::to_string(dead_ms) + " ms; " +
+                std::to_string(inflight_.size() + waiting_.size()) + " command(s) pending");
+        paths_.reset();
+        lost_session();
+        last_attempt_resume_ = false;
+        log(LogLevel::kInfo, "re-login started: logging in to " + who() + " afresh");
+        (void)session_->login(target_.mac, target_.name, now);
+        recover_seen_ = session_->state();
+        sync_rx_filter();
+      }
+      return;
+    }
+    const proto::LoginReply& n = session_->negotiated();
+    proto::InitiatorPathsConfig ic;
+    ic.transport.role = proto::PathRole::kInitiator;
+    ic.transport.session_id = n.session_id;
+    ic.transport.epoch = n.epoch;
+    ic.transport.transport = proto::transport_params_for(n, proto::TransportParams{});
+    ic.transport.probe_idle = true;
+    ic.max_transfer = n.max_transfer;
+    ic.window_cap = proto::window_for_mtu(n.mtu, 256);
+    ic.checksum = (n.features & proto::kFeatureChecksum) != 0;
+    ic.keys = session_->multipath_keys();
+    ic.seed = options_.seed + (++rounds_);
+    proto::PathSpec login;
+    login.local = port_->mac();
+    login.peer = session_->target_mac();
+    login.mtu = n.mtu;
+    login.receive_window = n.window;
+    login.peer_window = n.window;
+    login.checksum = ic.checksum;
+    paths_ = std::make_unique<proto::InitiatorPaths>(std::move(ic), login, now);
+    paths_since_ = now;
+    std::vector<proto::LocalPort> locals;
+    locals.push_back(proto::LocalPort{port_->mac(), clamp_mtu(port_->mtu()), std::nullopt});
+    for (auto& e : extra_)
+      locals.push_back(proto::LocalPort{e.port->mac(), clamp_mtu(e.port->mtu()), std::nullopt});
+    auto cands = proto::candidate_paths(locals, session_->target_ports(), port_->mac(),
+                                        session_->target_mac());
+    if (!cands) {
+      log(LogLevel::kWarning, "multipath: " + std::string(proto::to_string(cands.error())) +
+                                  "; the session stays on its login path");
+    } else {
+      for (const proto::PathCandidate& c : cands.value()) (void)paths_->add_candidate(c, now);
+      log(LogLevel::kInfo, "multipath session " + hex32(n.session_id) + ": joining " +
+                               std::to_string(cands.value().size()) + " more path(s) to " + who());
+    }
+    // Commands the login's Connection took but did not deliver go again on
+    // the paths (the target's reply cache makes that exactly-once).
+    for (auto& [seq, p] : inflight_) p->sent = false;
+    sync_rx_filter();
+  }
+
+  // The operator hears of every path that fails or comes back; failovers
+  // are counted per path id across generations and sessions.
+  void path_events() {
+    while (auto e = paths_->pop_event()) {
+      if (e->id >= path_failovers_.size()) continue;
+      if (e->kind == proto::PathEventKind::kFailed) {
+        ++path_failovers_[e->id];
+        log(LogLevel::kWarning, "path " + std::to_string(e->id) + " to " + who() + " failed (" +
+                                    std::string(proto::to_string(e->failure)) +
+                                    "): " + std::to_string(e->pdus_moved) +
+                                    " command(s) moved to the other paths");
+      } else if (e->kind == proto::PathEventKind::kActivated && path_failovers_[e->id] > 0) {
+        log(LogLevel::kInfo, "path " + std::to_string(e->id) + " to " + who() + " is back");
+      }
+    }
+  }
+
+  static uint16_t clamp_mtu(size_t mtu) {
+    return static_cast<uint16_t>(std::min<size_t>(mtu, 65535));
+  }
+
+  // Sends each frame on the port whose MAC is its source (the path's local
+  // port); built in place in the first port's sink, copied for another port.
+  class RouteSink final : public proto::FrameSink {
+   public:
+    explicit RouteSink(Impl& impl) : impl_(impl) {}
+    std::span<uint8_t> acquire(size_t size) override {
+      buf_ = impl_.sink_.acquire(size);
+      return buf_;
+    }
+    void commit(size_t length) override {
+      io::MacAddress src{};
+      if (length >= 12) std::copy_n(buf_.data() + 6, 6, src.begin());
+      if (length < 12 || src == impl_.port_->mac()) {
+        impl_.sink_.commit(length);
+        return;
+      }
+      for (auto& e : impl_.extra_) {
+        if (e.port->mac() != src) continue;
+        std::span<uint8_t> room = e.sink->acquire(length);
+        if (room.size() < length) return;  // lost like on the wire: the path retransmits
+        std::copy_n(buf_.data(), length, room.data());
+        e.sink->commit(length);
+        return;
+      }
+    }
+
+   private:
+    Impl& impl_;
+    std::span<uint8_t> buf_;
+  };
 
   // An established session without commands for Options::rx_pause_after
   // stops receiving (io::Port::set_rx_paused): every socket on an interface
@@ -525,9 +718,14 @@ class Initiator::Impl {
     return true;
   }
 
+  std::optional<proto::ReceivedPdu> next_reply() {
+    if (paths_) return paths_->transport().pop_pdu();
+    return session_->pop_reply();
+  }
+
   void drain_replies() {
     if (!session_) return;
-    while (auto pdu = session_->pop_reply()) {
+    while (auto pdu = next_reply()) {
       auto decoded = proto::decode_reply(pdu->bytes);
       if (!decoded || pdu->tag >= by_tag_.size() || by_tag_[pdu->tag] == 0) {
         ++stats_.unmatched_replies;
@@ -953,7 +1151,12 @@ class Initiator::Impl {
     for (auto& [seq, p] : inflight_) {
       if (!verify_queue_.empty() && !p->probe) continue;  // the identity check goes first
       if (p->sent) continue;
-      if (!session_->send_command(p->tag, build_pdu(*p))) break;
+      if (paths_) {
+        if (!paths_->transport().send_pdu(proto::Opcode::kCommandRequest, p->tag, build_pdu(*p)))
+          break;
+      } else if (!session_->send_command(p->tag, build_pdu(*p))) {
+        break;
+      }
       p->sent = true;
       p->sent_at = now;
     }
@@ -1046,7 +1249,12 @@ class Initiator::Impl {
   // sleeps on the port.
   void wait(TimePoint now) {
     TimePoint until = now + kMaxSleep;
-    if (session_) until = std::min(until, session_->next_deadline());
+    if (paths_)
+      until = std::min(until, paths_->next_deadline());
+    else if (session_)
+      until = std::min(until, session_->next_deadline());
+    for (auto& e : extra_)
+      if (e.sink->pending() > 0) until = std::min(until, now + std::chrono::microseconds(100));
     if (discovery_) until = std::min(until, discovery_->next_deadline());
     if (!inflight_.empty()) until = std::min(until, inflight_.begin()->second->deadline);
     if (!waiting_.empty()) {
@@ -1155,6 +1363,7 @@ class Initiator::Impl {
       s.mtu = session_->negotiated().mtu;
       s.max_transfer = session_->negotiated().max_transfer;
       if (session_->connection()) s.transport = session_->connection()->stats();
+      if (paths_) path_stats(s);
     } else {
       s.state = "not connected";
     }
@@ -1176,9 +1385,67 @@ class Initiator::Impl {
     return s;
   }
 
+  void path_stats(Stats& s) const {
+    const auto cands = paths_->candidates();
+    proto::TransportStats sum;
+    for (const proto::PathInfo& p : paths_->transport().paths()) {
+      PathStats ps;
+      ps.id = p.id;
+      ps.state = std::string(proto::to_string(p.state));
+      for (const proto::CandidateInfo& c : cands)
+        if (c.id == p.id) {
+          ps.state = std::string(proto::to_string(c.state));
+          ps.redemptions = c.redemptions;
+        }
+      ps.local_mac = p.local;
+      ps.target_mac = p.peer;
+      ps.mtu = p.mtu;
+      ps.frames_sent = p.counters.frames_sent;
+      ps.frames_received = p.counters.frames_received;
+      ps.frames_retransmitted = p.counters.frames_retransmitted;
+      ps.pdus_sent = p.counters.pdus_sent;
+      ps.pdus_received = p.counters.pdus_received;
+      ps.failures = std::max<uint64_t>(p.counters.failures, path_failovers_[p.id % 16]);
+      ps.pdus_moved_off = p.counters.pdus_moved_off;
+      ps.srtt = p.transport.srtt;
+      sum.pdus_sent += p.counters.pdus_sent;
+      sum.pdus_received += p.counters.pdus_received;
+      sum.frames_sent += p.counters.frames_sent;
+      sum.frames_retransmitted += p.counters.frames_retransmitted;
+      sum.frames_received += p.counters.frames_received;
+      sum.bytes_sent += p.counters.bytes_sent;
+      sum.bytes_received += p.counters.bytes_received;
+      sum.timeouts += p.counters.timeouts;
+      s.paths.push_back(std::move(ps));
+    }
+    // Candidates never installed (unreachable, refused) are reported too.
+    for (const proto::CandidateInfo& c : cands) {
+      bool listed = false;
+      for (const PathStats& ps : s.paths) listed = listed || ps.id == c.id;
+      if (listed) continue;
+      PathStats ps;
+      ps.id = c.id;
+      ps.state = std::string(proto::to_string(c.state));
+      ps.local_mac = c.candidate.local;
+      ps.target_mac = c.candidate.target;
+      s.paths.push_back(std::move(ps));
+    }
+    s.transport = sum;
+  }
+
+  struct ExtraPort {
+    std::unique_ptr<io::Port> port;
+    std::unique_ptr<io::PortSink> sink;
+  };
+
   std::unique_ptr<io::Port> port_;
   Options options_;
   io::PortSink sink_;
+  std::vector<ExtraPort> extra_;  // multipath: the other ports
+  RouteSink route_sink_;
+  std::unique_ptr<proto::InitiatorPaths> paths_;  // a multipath session's transport
+  TimePoint paths_since_{};
+  std::array<uint64_t, proto::kMaxPaths> path_failovers_{};
   std::thread thread_;
   std::atomic<std::thread::id> loop_id_{};
   std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
@@ -1253,16 +1520,8 @@ class Initiator::Impl {
 Initiator::Initiator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Initiator::~Initiator() = default;
 
-Result<std::unique_ptr<Initiator>, Error> Initiator::create(std::unique_ptr<io::Port> port,
-                                                            Options options) {
-  if (!port) return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
-  auto impl = std::make_unique<Impl>(std::move(port), std::move(options));
-  if (auto st = impl->start(); !st) return Unexpected{st.error()};
-  return std::unique_ptr<Initiator>(new Initiator(std::move(impl)));
-}
-
-Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_spec,
-                                                          Options options) {
+namespace {
+Result<std::unique_ptr<io::Port>, Error> open_one_port(std::string_view port_spec) {
   auto port = ports::open_port(port_spec);
   if (!port) {
     const io::PortError& e = port.error();
@@ -1278,7 +1537,59 @@ Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_
                                 "cannot open port " + std::string(port_spec) + ": " + e.message}};
     }
   }
-  return create(std::move(port.value()), std::move(options));
+  return std::move(port).value();
+}
+}  // namespace
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::create(
+    std::vector<std::unique_ptr<io::Port>> ports, Options options) {
+  if (ports.empty() || !ports.front())
+    return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (!ports[i]) return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
+    for (size_t j = 0; j < i; ++j)
+      if (ports[j]->mac() == ports[i]->mac())
+        return Unexpected{Error{ErrorKind::kInvalidArgument,
+                                "the same port given twice: " + std::string(ports[i]->spec()) +
+                                    " and " + std::string(ports[j]->spec()) + " are both " +
+                                    io::to_string(ports[i]->mac())}};
+  }
+  std::unique_ptr<io::Port> first = std::move(ports.front());
+  ports.erase(ports.begin());
+  auto impl = std::make_unique<Impl>(std::move(first), std::move(options), std::move(ports));
+  if (auto st = impl->start(); !st) return Unexpected{st.error()};
+  return std::unique_ptr<Initiator>(new Initiator(std::move(impl)));
+}
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::span<const std::string> port_specs,
+                                                          Options options) {
+  if (port_specs.size() == 1) return open(port_specs.front(), std::move(options));
+  std::vector<std::unique_ptr<io::Port>> ports;
+  for (size_t i = 0; i < port_specs.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      if (port_specs[j] == port_specs[i])
+        return Unexpected{
+            Error{ErrorKind::kInvalidArgument, "the same port given twice: " + port_specs[i]}};
+    auto p = open_one_port(port_specs[i]);
+    if (!p) return Unexpected{p.error()};
+    ports.push_back(std::move(p).value());
+  }
+  return create(std::move(ports), std::move(options));
+}
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::create(std::unique_ptr<io::Port> port,
+                                                            Options options) {
+  if (!port) return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
+  auto impl = std::make_unique<Impl>(std::move(port), std::move(options));
+  if (auto st = impl->start(); !st) return Unexpected{st.error()};
+  return std::unique_ptr<Initiator>(new Initiator(std::move(impl)));
+}
+
+Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::string_view port_spec,
+                                                          Options options) {
+  auto port = open_one_port(port_spec);
+  if (!port) return Unexpected{port.error()};
+  return create(std::move(port).value(), std::move(options));
 }
 
 Result<std::vector<TargetInfo>, Error> Initiator::discover(std::string_view target_filter) {

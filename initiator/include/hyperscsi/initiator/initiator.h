@@ -1,6 +1,7 @@
 // Initiator: the client side of the HyperSCSI stack as a C++ library.
 //
-// One Initiator owns one Port and one event-loop thread. The loop thread is
+// One Initiator owns one Port (or several: multipath, see create()) and one
+// event-loop thread. The loop thread is
 // the only user of the port and of the protocol state machines
 // (proto::DiscoveryClient, proto::InitiatorSession); every public call posts
 // work to it (an eventfd wakes it) and, where it has a result, waits on a
@@ -194,6 +195,25 @@ struct InquiryData {
   std::string revision;  // trimmed
 };
 
+// One path of a multipath session (docs/protocol.md 14): a local port and a
+// target port, its state and counters (summed over its generations).
+struct PathStats {
+  uint8_t id = 0;
+  std::string state;  // proto::CandidateState: joining, verifying, active, failed, unreachable...
+  io::MacAddress local_mac{};
+  io::MacAddress target_mac{};
+  uint16_t mtu = 0;
+  uint64_t frames_sent = 0;
+  uint64_t frames_received = 0;
+  uint64_t frames_retransmitted = 0;
+  uint64_t pdus_sent = 0;
+  uint64_t pdus_received = 0;
+  uint64_t failures = 0;  // failovers: times declared failed
+  uint64_t pdus_moved_off = 0;
+  uint64_t redemptions = 0;  // times it came back after failing
+  Duration srtt{};
+};
+
 struct Stats {
   std::string state;  // session state (proto::to_string(InitiatorState)) or "not connected"
   std::string target_name;
@@ -235,6 +255,8 @@ struct Stats {
   uint64_t wakeups = 0;
   double cpu_seconds = 0;
   Duration reply_time{};
+  // A multipath session: every path (empty for a single-port session).
+  std::vector<PathStats> paths;
 };
 
 class Lun;
@@ -246,6 +268,17 @@ class Initiator {
                                                           Options options = {});
   // Opens the port from a spec ("afpacket:eth1", "mem:NAME"...) first.
   static Result<std::unique_ptr<Initiator>, Error> open(std::string_view port_spec,
+                                                        Options options = {});
+  // Several ports (multipath, docs/protocol.md 14): the first logs in and
+  // discovers; with more than one, the login offers MULTIPATH and, if the
+  // target agrees, the session joins a path over every other (local port,
+  // target port) pair, spreads commands over the paths that work, moves the
+  // work of a failed path to the others (the caller sees no error) and
+  // probes it until it answers again. One port behaves exactly as create().
+  // Errors: no port, the same port (MAC) twice.
+  static Result<std::unique_ptr<Initiator>, Error> create(
+      std::vector<std::unique_ptr<io::Port>> ports, Options options = {});
+  static Result<std::unique_ptr<Initiator>, Error> open(std::span<const std::string> port_specs,
                                                         Options options = {});
   ~Initiator();
   Initiator(const Initiator&) = delete;
