@@ -86,7 +86,8 @@ TransportResult open_hyperscsi(const HyperscsiOptions& options) {
   } else if (io.protection != proto::Protection::kOff) {
     return Unexpected(std::string("--protection needs --secret-file (keys come from it)"));
   }
-  auto ini = initiator::Initiator::open(options.port_spec, io);
+  // "A,B" (--port A --port B): one session over both ports (multipath).
+  auto ini = initiator::Initiator::open(initiator::split_port_list(options.port_spec), io);
   if (!ini) {
     return Unexpected("cannot open port " + options.port_spec + ": " +
                       std::string(initiator::to_string(ini.error().kind)) + ": " +

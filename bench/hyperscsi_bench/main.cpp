@@ -65,7 +65,10 @@ int main(int argc, char** argv) {
   bool read_pct_given = false;
   app.add_option("--transport", transport_name, "hyperscsi, iscsi or local")
       ->check(CLI::IsMember({"hyperscsi", "iscsi", "local"}));
-  app.add_option("--port", port, "HyperSCSI port spec (afpacket:IFACE, pcap:IFACE, ...)");
+  app.add_option("--port", port,
+                 "HyperSCSI port spec (afpacket:IFACE, pcap:IFACE, ...); repeat (or A,B) for one "
+                 "session over several ports (multipath)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::Join);
   app.add_option("--target", target, "HyperSCSI target name (default: the only one)");
   app.add_option("--lun", lun, "HyperSCSI LUN");
   app.add_option("--secret-file", secret_file,
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 1;
   }
+  std::replace(port.begin(), port.end(), '\n', ',');  // Join's separator
   read_pct_given = pct->count() > 0;
 
   WorkloadConfig config;

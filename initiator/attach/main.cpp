@@ -96,7 +96,7 @@ struct LunRow {
 };
 
 int cmd_discover(const std::string& port, const std::string& target_filter, bool json) {
-  auto ini = Initiator::open(port, base_options());
+  auto ini = Initiator::open(split_port_list(port), base_options());
   if (!ini) return fail(ini.error());
   auto targets = (*ini)->discover(target_filter);
   if (!targets) return fail(targets.error());
@@ -197,7 +197,7 @@ void hex_dump(const std::vector<uint8_t>& data) {
 Result<std::unique_ptr<Initiator>, Error> connect_to(const std::string& port,
                                                      const std::string& target,
                                                      Options options = base_options()) {
-  auto ini = Initiator::open(port, std::move(options));
+  auto ini = Initiator::open(split_port_list(port), std::move(options));
   if (!ini) return Unexpected{ini.error()};
   auto t = (*ini)->connect(target);
   if (!t) return Unexpected{t.error()};
@@ -425,6 +425,18 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
     state["rx_filter"] = s.rx_filter;
     state["foreign_frames"] = std::to_string(s.foreign_frames);
     state["rx_pauses"] = std::to_string(s.rx_pauses);
+    // A multipath session: one entry per path (stats prints them in order).
+    for (const PathStats& p : s.paths) {
+      char key[32];
+      std::snprintf(key, sizeof key, "path_%02u", static_cast<unsigned>(p.id));
+      state[key] =
+          p.state + " " + io::to_string(p.local_mac) + " -> " + io::to_string(p.target_mac) +
+          " mtu " + std::to_string(p.mtu) + " frames out " + std::to_string(p.frames_sent) +
+          " in " + std::to_string(p.frames_received) + " retransmitted " +
+          std::to_string(p.frames_retransmitted) + " srtt " +
+          std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(p.srtt).count()) +
+          "us failovers " + std::to_string(p.failures);
+    }
     attach::write_state(state_file, state);
   };
 
@@ -719,12 +731,15 @@ int main(int argc, char** argv) {
   AttachArgs aa;
 
   auto* discover = app.add_subcommand("discover", "list targets and LUNs on a port");
-  discover->add_option("--port", port, "port spec, e.g. afpacket:eth1")->required();
+  // --port A --port B (or A,B): one session over every port (multipath).
+  std::vector<std::string> ports, attach_ports;
+  discover->add_option("--port", ports, "port spec, e.g. afpacket:eth1 (repeat: multipath)")
+      ->required();
   discover->add_option("--target", target, "only this target name");
   discover->add_flag("--json", json, "JSON output");
 
   auto* cdb = app.add_subcommand("cdb", "send a raw CDB (hex) and print the outcome");
-  cdb->add_option("--port", port, "port spec")->required();
+  cdb->add_option("--port", ports, "port spec (repeat: multipath)")->required();
   cdb->add_option("--target", target, "target name (default: the only one)");
   cdb->add_option("--lun", lun, "LUN")->required();
   auto* din = cdb->add_option("--data-in", data_in, "bytes of data-in to accept");
@@ -747,7 +762,7 @@ int main(int argc, char** argv) {
     sub->add_option("--protection", protection,
                     "weakest per-frame protection accepted: off, integrity, encrypt");
   }
-  att->add_option("--port", aa.port, "port spec")->required();
+  att->add_option("--port", attach_ports, "port spec (repeat: multipath)")->required();
   att->add_option("--target", aa.target, "target name (default: the only one)");
   att->add_option("--lun", aa.lun, "LUN")->required();
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
@@ -785,6 +800,17 @@ int main(int argc, char** argv) {
   sts->add_option("DIR", dir, "the FUSE directory (default: all)");
 
   CLI11_PARSE(app, argc, argv);
+  // The port list travels as "A,B" (the attach state and list show it so).
+  const auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& p : v) {
+      if (!out.empty()) out += ',';
+      out += p;
+    }
+    return out;
+  };
+  port = join(ports);
+  if (!attach_ports.empty()) aa.port = join(attach_ports);
   auto level = proto::parse_protection(protection);
   if (!level) return fail("--protection must be off, integrity or encrypt");
   g_security.protection = *level;

@@ -126,7 +126,8 @@ int hs_after_fork() {
     if (!secret) return fail(secret.error());
     o.secret = std::move(secret).value();
   }
-  auto ini = Initiator::open(config.port, o);
+  // port=A,B: one session over both ports (multipath).
+  auto ini = Initiator::open(hyperscsi::initiator::split_port_list(config.port), o);
   if (!ini) return fail(ini.error());
   auto t = (*ini)->connect(config.target);
   if (!t) return fail(t.error());

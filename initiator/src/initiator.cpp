@@ -1520,6 +1520,17 @@ class Initiator::Impl {
 Initiator::Initiator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Initiator::~Initiator() = default;
 
+std::vector<std::string> split_port_list(std::string_view list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    if (comma > start) out.emplace_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 namespace {
 Result<std::unique_ptr<io::Port>, Error> open_one_port(std::string_view port_spec) {
   auto port = ports::open_port(port_spec);
@@ -1563,6 +1574,7 @@ Result<std::unique_ptr<Initiator>, Error> Initiator::create(
 
 Result<std::unique_ptr<Initiator>, Error> Initiator::open(std::span<const std::string> port_specs,
                                                           Options options) {
+  if (port_specs.empty()) return Unexpected{Error{ErrorKind::kInvalidArgument, "no port"}};
   if (port_specs.size() == 1) return open(port_specs.front(), std::move(options));
   std::vector<std::unique_ptr<io::Port>> ports;
   for (size_t i = 0; i < port_specs.size(); ++i) {

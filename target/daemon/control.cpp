@@ -96,6 +96,15 @@ std::string format_stats_text(const std::string& target,
         i.transport.timeouts, i.transport.spurious_timeouts, us(i.transport.srtt),
         us(i.transport.rttvar), us(i.transport.rto), i.transport.cwnd, i.transport.ssthresh,
         i.transport.peer_window, i.negotiated.mtu, i.cache.replays);
+    // A multipath session: one line per path (docs/protocol.md 14).
+    for (const proto::PathInfo& p : i.paths)
+      out += fmt::format(
+          "  path {} gen {} {} {} -> {} mtu {} frames out {} in {} retransmitted {} timeouts {} "
+          "srtt {:.0f}us failures {} moved off {}\n",
+          p.id, p.gen, proto::to_string(p.state), engine::format_mac(p.local),
+          engine::format_mac(p.peer), p.mtu, p.counters.frames_sent, p.counters.frames_received,
+          p.counters.frames_retransmitted, p.counters.timeouts, us(p.transport.srtt),
+          p.counters.failures, p.counters.pdus_moved_off);
   }
   return out;
 }
@@ -140,7 +149,7 @@ std::string format_stats_json(const std::string& target,
         "\"rto_us\":{:.1f},\"cwnd\":{},\"ssthresh\":{},\"peer_window\":{},\"mtu\":{},"
         "\"replays\":{},"
         "\"duplicates_received\":{},\"out_of_window\":{},"
-        "\"authenticated\":{},\"protection\":\"{}\"}}",
+        "\"authenticated\":{},\"protection\":\"{}\",\"paths\":[",
         i.session_id, i.epoch, json_escape(i.initiator_name), engine::format_mac(i.initiator_mac),
         json_escape(r.port), i.commands, i.replies, i.transport.bytes_received,
         i.transport.bytes_sent, i.transport.frames_sent, i.transport.frames_retransmitted,
@@ -149,6 +158,20 @@ std::string format_stats_json(const std::string& target,
         i.transport.ssthresh, i.transport.peer_window, i.negotiated.mtu, i.cache.replays,
         i.transport.duplicates_received, i.transport.out_of_window, i.authenticated,
         proto::to_string(i.protection));
+    bool first_path = true;
+    for (const proto::PathInfo& p : i.paths) {
+      out += first_path ? "" : ",";
+      first_path = false;
+      out += fmt::format(
+          "{{\"id\":{},\"gen\":{},\"state\":\"{}\",\"local\":\"{}\",\"peer\":\"{}\","
+          "\"mtu\":{},\"frames_sent\":{},\"frames_received\":{},\"retransmissions\":{},"
+          "\"timeouts\":{},\"srtt_us\":{:.1f},\"failures\":{},\"pdus_moved_off\":{}}}",
+          p.id, p.gen, proto::to_string(p.state), engine::format_mac(p.local),
+          engine::format_mac(p.peer), p.mtu, p.counters.frames_sent, p.counters.frames_received,
+          p.counters.frames_retransmitted, p.counters.timeouts, us(p.transport.srtt),
+          p.counters.failures, p.counters.pdus_moved_off);
+    }
+    out += "]}";
   }
   out += "]}\n";
   return out;

@@ -134,6 +134,11 @@ struct Options {
 // proto::kMinSecretSize bytes. Errors: kInvalidArgument with the reason.
 Result<proto::crypto::SecretBytes, Error> read_secret_file(const std::string& path);
 
+// "A,B" -> {"A", "B"}: the port list of the command lines and the nbdkit
+// plugin (port=A,B) for Initiator::open(span); one entry without a comma.
+// Empty entries are dropped.
+std::vector<std::string> split_port_list(std::string_view list);
+
 struct TargetInfo {
   io::MacAddress mac{};
   std::string name;
