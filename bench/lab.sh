@@ -21,11 +21,14 @@
 #          [--build DIR] [--runs N] [--seconds S] [--cells "WORKLOAD BS QD[;...]"]...
 #          [--memory-only | --no-memory] [--memory-seconds S] [--memory-clients N]
 #          [--hyperscsi-args "ARGS"]   (extra hyperscsi-bench options for the HyperSCSI cells)
+#          [--paths N]   (N veth pairs, each shaped alike; HyperSCSI runs one session over all
+#                         of them (multipath) and, as "hyperscsi_1path", over the first alone)
 #          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
 #           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
+paths=1
 shape=
 quick=0
 out=$PWD/lab-results
@@ -56,6 +59,7 @@ usage() { sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//' >&2; 
 while (($#)); do
   case $1 in
     --mtu) mtu=$2; shift 2 ;;
+    --paths) paths=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
@@ -79,6 +83,8 @@ done
 die() { echo "lab: $*" >&2; exit 2; }
 [[ $mtu == 1500 || $mtu == 9000 ]] || die "--mtu must be 1500 or 9000"
 [[ $runs =~ ^[1-9][0-9]?$ ]] || die "--runs must be 1..99"
+[[ $paths =~ ^[1-4]$ ]] || die "--paths must be 1..4"
+((paths == 1 || !blockdev)) || die "--paths is for the library cells (not --blockdev)"
 [[ -z $secs || $secs =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 [[ -z $mem_secs || $mem_secs =~ ^[1-9][0-9]*$ ]] || die "--memory-seconds must be a positive integer"
 [[ $mem_clients =~ ^[1-9][0-9]?$ ]] || die "--memory-clients must be 1..99"
@@ -189,7 +195,23 @@ ip -n "$ns_c" addr add 198.18.99.1/24 dev "$if_c"
 for ns in "$ns_s" "$ns_c"; do ip -n "$ns" link set lo up; done
 ip -n "$ns_s" link set "$if_s" up
 ip -n "$ns_c" link set "$if_c" up
+# --paths: more veth pairs (link i: ${if_s}$i/${if_c}$i), shaped alike below.
+hs_ports_s=(--port "afpacket:$if_s")
+hs_ports_c=(--port "afpacket:$if_c")
+for ((i = 1; i < paths; i++)); do
+  ip link add "$if_s$i" mtu "$mtu" type veth peer name "$if_c$i" mtu "$mtu"
+  ip link set "$if_s$i" netns "$ns_s"
+  ip link set "$if_c$i" netns "$ns_c"
+  ip -n "$ns_s" link set "$if_s$i" up
+  ip -n "$ns_c" link set "$if_c$i" up
+  hs_ports_s+=(--port "afpacket:$if_s$i")
+  hs_ports_c+=(--port "afpacket:$if_c$i")
+done
 if [[ -n $shape ]]; then
+  for ((i = 1; i < paths; i++)); do
+    ip netns exec "$ns_s" tc qdisc add dev "$if_s$i" root tbf rate "$shape" burst 256kb latency 20ms
+    ip netns exec "$ns_c" tc qdisc add dev "$if_c$i" root tbf rate "$shape" burst 256kb latency 20ms
+  done
   # tbf counts L2 frames (skb length: 14-byte header + L3 packet; no FCS,
   # preamble or gap). The burst holds a few jumbo frames; 20 ms of queue.
   ip netns exec "$ns_s" tc qdisc add dev "$if_s" root tbf rate "$shape" burst 256kb latency 20ms
@@ -198,7 +220,7 @@ fi
 dd if=/dev/zero of="$store" bs=1M count="$size_mib" status=none
 
 start_target() {
-  ip netns exec "$ns_s" "$target_bin" --port "afpacket:$if_s" --lun "0=$store" --name "lab$$" \
+  ip netns exec "$ns_s" "$target_bin" "${hs_ports_s[@]}" --lun "0=$store" --name "lab$$" \
     --control "$work/target.sock" --log-level warn >>"$work/target.log" 2>&1 &
   hs_pid=$!
 }
@@ -232,8 +254,8 @@ run_cell() {  # run transport workload bs qd -- bench command
     drops0=$(tbf_drops)
     if line=$(timeout -k 5 $((secs + 30)) "$@" --workload "$w" --bs "$bs" --qd "$qd" \
               --time "$secs" --quiet --json --mtu "$mtu" --shaped "$shaped" 2>"$work/err"); then
-      jq -c --argjson run "$r" --argjson drops $(($(tbf_drops) - drops0)) \
-        '{record: "cell", run: $run} + . + {tbf_drops: $drops}' <<<"$line" >>"$results"
+      jq -c --argjson run "$r" --argjson drops $(($(tbf_drops) - drops0)) --arg t "$t" \
+        '{record: "cell", run: $run} + . + {transport: $t, tbf_drops: $drops}' <<<"$line" >>"$results"
       echo "lab: run $r $t $w bs=$bs qd=$qd: $(jq -r '"\(.iops|floor) IOPS \(.mb_s|floor) MB/s p50 \(.lat_p50_us) us"' <<<"$line")" >&2
       return
     fi
@@ -364,7 +386,12 @@ elif ((do_cells)); then
     for cell in "${cells[@]}"; do
       read -r w bs qd <<<"$cell"
       run_cell "$r" hyperscsi "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" --transport hyperscsi \
-        --port "afpacket:$if_c" --target "lab$$" --lun 0 --target-pid "$hs_pid" "${hs_extra[@]}"
+        "${hs_ports_c[@]}" --target "lab$$" --lun 0 --target-pid "$hs_pid" "${hs_extra[@]}"
+      if ((paths > 1)); then  # the same session on the first link alone, for the ratio
+        run_cell "$r" hyperscsi_1path "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" \
+          --transport hyperscsi --port "afpacket:$if_c" --target "lab$$" --lun 0 \
+          --target-pid "$hs_pid" "${hs_extra[@]}"
+      fi
       run_cell "$r" iscsi "$w" "$bs" "$qd" ip netns exec "$ns_c" "$bench" --transport iscsi \
         --url "iscsi://$ip_s/$iqn/1" --iface "$if_c" --target-pid "$tgtd_pid"
       run_cell "$r" local "$w" "$bs" "$qd" "$bench" --transport local --path "$store"

@@ -537,6 +537,12 @@ class Initiator::Impl {
   void sync_paths(TimePoint now) {
     if (extra_.empty()) return;
     const bool want = session_ && connected_ && session_->established() && session_->multipath();
+    if (session_ && connected_ && session_->established() && !session_->multipath() &&
+        !single_path_logged_) {
+      single_path_logged_ = true;
+      log(LogLevel::kWarning, who() + " does not offer multipath: the session uses " +
+                                  std::string(port_->spec()) + " only");
+    }
     if (!want) {
       if (paths_) {
         paths_.reset();
@@ -1446,6 +1452,7 @@ class Initiator::Impl {
   std::unique_ptr<proto::InitiatorPaths> paths_;  // a multipath session's transport
   TimePoint paths_since_{};
   std::array<uint64_t, proto::kMaxPaths> path_failovers_{};
+  bool single_path_logged_ = false;
   std::thread thread_;
   std::atomic<std::thread::id> loop_id_{};
   std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
