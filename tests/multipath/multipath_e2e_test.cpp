@@ -1,7 +1,8 @@
 // Multipath over real veth pairs (issue 17, docs/protocol.md 14): the target
 // engine with two ports in one namespace, an Initiator with two ports in the
 // other, one veth pair per path. A verified write+read stream runs while one
-// path is taken down and brought back, twice: no I/O error, every write
+// path is taken down and brought back, twice (the second link, then the
+// login link): no I/O error, every write
 // reads back, the path is declared failed each time (counted), and once back
 // it carries frames again; no completion waits longer than 1.5 s. Then a target restart (engine
 // destroyed and recreated on the same ports and file: what kill -9 leaves) under a two-path
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -197,11 +199,12 @@ std::string describe(const Stats& s) {
   return out;
 }
 
-const PathStats* path_by_local(const Stats& s, const io::MacAddress& local,
-                               const io::MacAddress& target) {
+// A copy: the Stats it comes from is usually a temporary.
+std::optional<PathStats> path_by_local(const Stats& s, const io::MacAddress& local,
+                                       const io::MacAddress& target) {
   for (const PathStats& p : s.paths)
-    if (p.local_mac == local && p.target_mac == target) return &p;
-  return nullptr;
+    if (p.local_mac == local && p.target_mac == target) return p;
+  return std::nullopt;
 }
 
 size_t active_paths(const Stats& s) {
@@ -267,23 +270,21 @@ TEST(MultipathE2e, VerifiedStreamSurvivesAPathDownAndBackTwiceAndUsesItAgain) {
 
   VerifiedStream stream(*lun, 4);
   std::this_thread::sleep_for(700ms);
-  // The second link goes down and comes back, twice (the login link alike
-  // passed in most runs but once looked down without a recorded failure
-  // under load: not asserted until understood).
-  for (size_t link : {size_t{1}, size_t{1}}) {
+  // Round 1 takes the second link down, round 2 the login link.
+  for (size_t link : {size_t{1}, size_t{0}}) {
     const io::MacAddress l = f.local[link];
     const io::MacAddress t = f.remote[link];
     const uint64_t before = stream.rounds();
-    const PathStats* was = path_by_local(ini.stats(), l, t);
-    ASSERT_NE(was, nullptr);
+    const auto was = path_by_local(ini.stats(), l, t);
+    ASSERT_TRUE(was.has_value());
     const uint64_t failures_before = was->failures;
     ASSERT_TRUE(f.net.set_link_up(link, false));
     // The path is declared failed within T_fail (at most 500 ms) and the
     // stream goes on over the other one.
     EXPECT_TRUE(wait_for(
         [&] {
-          const PathStats* p = path_by_local(ini.stats(), l, t);
-          return p != nullptr && p->state != "active" && p->failures > failures_before;
+          const auto p = path_by_local(ini.stats(), l, t);
+          return p.has_value() && p->state != "active" && p->failures > failures_before;
         },
         2s))
         << describe(ini.stats());
@@ -294,18 +295,18 @@ TEST(MultipathE2e, VerifiedStreamSurvivesAPathDownAndBackTwiceAndUsesItAgain) {
     // Probed, rejoined, verified (three full-size answers) and active again.
     EXPECT_TRUE(wait_for(
         [&] {
-          const PathStats* p = path_by_local(ini.stats(), l, t);
-          return p != nullptr && p->state == "active";
+          const auto p = path_by_local(ini.stats(), l, t);
+          return p.has_value() && p->state == "active";
         },
         6s))
         << describe(ini.stats());
-    const PathStats* p = path_by_local(ini.stats(), l, t);
-    ASSERT_NE(p, nullptr);
+    const auto p = path_by_local(ini.stats(), l, t);
+    ASSERT_TRUE(p.has_value());
     const uint64_t sent = p->frames_sent;
     EXPECT_TRUE(wait_for(
         [&] {
-          const PathStats* q = path_by_local(ini.stats(), l, t);
-          return q != nullptr && q->frames_sent > sent + 50;
+          const auto q = path_by_local(ini.stats(), l, t);
+          return q.has_value() && q->frames_sent > sent + 50;
         },
         3s))
         << "link " << link << " came back but carries nothing\n"
