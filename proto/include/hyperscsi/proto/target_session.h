@@ -19,6 +19,15 @@
 // the pending reply will answer the duplicate: both are exposed for counting
 // only. Stale and out-of-window cmd_sn are dropped and counted.
 //
+// Multipath (docs/protocol.md 14, TargetConfig::multipath_ports): a session
+// that negotiated MULTIPATH runs its PDUs on a TargetPaths (path 0 is the
+// login pair) instead of its Connection: frames from any initiator port are
+// accepted for it (each path checks its own MACs), frames addressed to any of
+// multipath_ports are taken (the owner hands over those that arrived on its
+// other ports), commands reach the cache in cmd_sn order (CommandOrderer),
+// and poll_session() emits each path's frames with that path's local MAC as
+// source: the owner sends each on the port with that MAC.
+//
 // Ownership: the endpoint owns its sessions, their Connections and caches.
 // Callbacks are called synchronously from on_frame() and must not call back
 // into the endpoint. No I/O, no clock; the data path never throws; malformed
