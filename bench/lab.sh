@@ -23,6 +23,7 @@
 #          [--hyperscsi-args "ARGS"]   (extra hyperscsi-bench options for the HyperSCSI cells)
 #          [--paths N]   (N veth pairs, each shaped alike; HyperSCSI runs one session over all
 #                         of them (multipath) and, as "hyperscsi_1path", over the first alone)
+#          [--other-paths-shape RATE]   (links 2..N shaped to RATE instead of --shape: uneven paths)
 #          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
 #           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
 #          [--halt-poll-ns N]   (this VM's guest halt polling for the run, restored after;
@@ -32,6 +33,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
 paths=1
 shape=
+other_shape=
 quick=0
 out=$PWD/lab-results
 build=${BUILD_DIR:-$here/build}
@@ -70,6 +72,7 @@ while (($#)); do
     --mtu) mtu=$2; shift 2 ;;
     --paths) paths=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
+    --other-paths-shape) other_shape=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
@@ -99,6 +102,7 @@ fi
 [[ $runs =~ ^[1-9][0-9]?$ ]] || die "--runs must be 1..99"
 [[ $paths =~ ^[1-4]$ ]] || die "--paths must be 1..4"
 ((paths == 1 || !blockdev)) || die "--paths is for the library cells (not --blockdev)"
+[[ -z $other_shape || ($paths -gt 1 && -n $shape) ]] || die "--other-paths-shape needs --paths 2.. and --shape"
 [[ -z $secs || $secs =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 [[ -z $mem_secs || $mem_secs =~ ^[1-9][0-9]*$ ]] || die "--memory-seconds must be a positive integer"
 [[ $mem_clients =~ ^[1-9][0-9]?$ ]] || die "--memory-clients must be 1..99"
@@ -190,7 +194,7 @@ fi
 if ((quick)); then size_mib=256; : "${secs:=3}"; : "${mem_secs:=6}"
 else size_mib=1024; : "${secs:=10}"; : "${mem_secs:=10}"; fi
 shaped=no
-[[ -n $shape ]] && shaped=$shape
+[[ -n $shape ]] && shaped=$shape${other_shape:+ (links 2..$paths: $other_shape)}
 if ((${#cells[@]} == 0 && blockdev)); then
   if [[ -n $shape ]]; then
     cells=("read 128k 32" "write 128k 32" "read 1M 8" "write 1M 8" "read 1M 1" "write 1M 1")
@@ -228,8 +232,8 @@ for ((i = 1; i < paths; i++)); do
 done
 if [[ -n $shape ]]; then
   for ((i = 1; i < paths; i++)); do
-    ip netns exec "$ns_s" tc qdisc add dev "$if_s$i" root tbf rate "$shape" burst 256kb latency 20ms
-    ip netns exec "$ns_c" tc qdisc add dev "$if_c$i" root tbf rate "$shape" burst 256kb latency 20ms
+    ip netns exec "$ns_s" tc qdisc add dev "$if_s$i" root tbf rate "${other_shape:-$shape}" burst 256kb latency 20ms
+    ip netns exec "$ns_c" tc qdisc add dev "$if_c$i" root tbf rate "${other_shape:-$shape}" burst 256kb latency 20ms
   done
   # tbf counts L2 frames (skb length: 14-byte header + L3 packet; no FCS,
   # preamble or gap). The burst holds a few jumbo frames; 20 ms of queue.
