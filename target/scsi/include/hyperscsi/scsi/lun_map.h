@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "hyperscsi/proto/result.h"
+#include "hyperscsi/base/result.h"
 #include "hyperscsi/scsi/command.h"
 #include "hyperscsi/scsi/logical_unit.h"
 

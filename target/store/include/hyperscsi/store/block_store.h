@@ -20,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "hyperscsi/proto/result.h"
+#include "hyperscsi/base/result.h"
 #include "hyperscsi/store/identity.h"
 
 namespace hyperscsi::store {
