@@ -23,6 +23,8 @@
 #          [--hyperscsi-args "ARGS"]   (extra hyperscsi-bench options for the HyperSCSI cells)
 #          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
 #           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
+#          [--halt-poll-ns N]   (this VM's guest halt polling for the run, restored after;
+#                                the machine's own value when not given)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mtu=1500
@@ -45,6 +47,13 @@ attach_extra=()
 # IOPS than 32, 64 or 128 on the 2-CPU lab (more threads only contend for
 # nbdkit's socket locks; the man page has the figures).
 nbdkit_extra=(--threads 16)
+# Guest halt polling (cpuidle-haltpoll): an idle vCPU polls this long before
+# it halts. This VM boots with it off (haltpoll.guest_halt_poll_ns=0), so a
+# wake-up on an idle CPU waits for the hypervisor to resume the vCPU: 40-80
+# us per hop measured with `perf sched` (issue 13). Empty: left as it is.
+halt_poll_ns=
+halt_poll_param=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+halt_poll_orig=
 # The command line without --out/--build, for the report's "reproduce" line.
 repro=bench/lab.sh
 args=("$@")
@@ -72,12 +81,17 @@ while (($#)); do
     --transports) bd_transports=$2; shift 2 ;;
     --attach-args) read -ra attach_extra <<<"$2"; shift 2 ;;
     --nbdkit-args) read -ra nbdkit_extra <<<"$2"; shift 2 ;;
+    --halt-poll-ns) halt_poll_ns=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "lab: unknown option $1" >&2; usage ;;
   esac
 done
 die() { echo "lab: $*" >&2; exit 2; }
 [[ $mtu == 1500 || $mtu == 9000 ]] || die "--mtu must be 1500 or 9000"
+if [[ -n $halt_poll_ns ]]; then
+  [[ $halt_poll_ns =~ ^[0-9]+$ ]] || die "--halt-poll-ns takes a number of nanoseconds"
+  [[ -w $halt_poll_param ]] || die "--halt-poll-ns: no $halt_poll_param (not a guest with cpuidle-haltpoll)"
+fi
 [[ $runs =~ ^[1-9][0-9]?$ ]] || die "--runs must be 1..99"
 [[ -z $secs || $secs =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 [[ -z $mem_secs || $mem_secs =~ ^[1-9][0-9]*$ ]] || die "--memory-seconds must be a positive integer"
@@ -154,6 +168,7 @@ cleanup() {
     wait "$tgtd_pid" 2>/dev/null
   fi
   stop_target
+  [[ -n $halt_poll_orig ]] && echo "$halt_poll_orig" >"$halt_poll_param"
   ip netns del "$ns_s" 2>/dev/null
   ip netns del "$ns_c" 2>/dev/null
   rm -f "$store" "/var/run/tgtd/socket.$control" "/var/run/tgtd/socket.$control.lock"
@@ -161,6 +176,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [[ -n $halt_poll_ns ]]; then
+  halt_poll_orig=$(<"$halt_poll_param")
+  echo "$halt_poll_ns" >"$halt_poll_param"
+fi
 
 if ((quick)); then size_mib=256; : "${secs:=3}"; : "${mem_secs:=6}"
 else size_mib=1024; : "${secs:=10}"; : "${mem_secs:=10}"; fi
@@ -559,6 +578,7 @@ report() {
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)."
   echo "Machine: $machine. Load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)."
+  [[ -r $halt_poll_param ]] && echo "Guest halt polling: $(<"$halt_poll_param") ns${halt_poll_ns:+ (set by --halt-poll-ns for this run)}."
   if ((blockdev)); then
   echo "Veth pair between two namespaces, MTU $mtu, shaped: $shaped; hyperscsi-target (AF_PACKET) serves"
   echo "a ${size_mib} MiB file in /dev/shm. ${secs} s per run,"

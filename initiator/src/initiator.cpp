@@ -80,6 +80,10 @@ std::string_view to_string(CompletionError e) {
   return "?";
 }
 
+uint32_t command_headroom(size_t cdb_length) {
+  return static_cast<uint32_t>(proto::kCommandHeaderFixedSize + cdb_length);
+}
+
 std::string CommandResult::describe() const {
   if (error != CompletionError::kNone) {
     std::string s(to_string(error));
@@ -105,7 +109,15 @@ struct Pending {
   uint32_t retries = 0;    // UNIT ATTENTION / BUSY retries so far
   TimePoint not_before{};  // BUSY: wait a little before sending again
   bool probe = false;      // the initiator's own identity check (tag kProbeTag)
+  // The PDU as first sent, when it was built in data_out's own buffer (its
+  // headroom): a later send copies it under a fresh header.
+  proto::SharedBytes pdu;
 };
+
+// Data-out bytes of a command (data_out less its headroom).
+size_t data_out_size(const ScsiCommand& c) {
+  return c.data_out.size() - std::min<size_t>(c.data_out_headroom, c.data_out.size());
+}
 
 // The tag of the identity check after a re-login; commands use the others.
 constexpr uint16_t kProbeTag = 511;
@@ -584,7 +596,8 @@ class Initiator::Impl {
         r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
         stats_.bytes_in += r.data_in.size();
       }
-      stats_.bytes_out += p->cmd.data_out.size();
+      stats_.bytes_out +=
+          p->pdu ? p->pdu->size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
       if (p->done) p->done(std::move(r));
       // A poller's client (the FUSE export) answers with its next request
       // soon: keep polling for it as if a command were still in flight.
@@ -907,7 +920,7 @@ class Initiator::Impl {
         continue;
       }
       const uint32_t mt = session_ && connected_ ? session_->negotiated().max_transfer : 0;
-      const size_t out_size = proto::kCommandHeaderFixedSize + c.cdb.size() + c.data_out.size();
+      const size_t out_size = proto::kCommandHeaderFixedSize + c.cdb.size() + data_out_size(c);
       const size_t in_size =
           proto::kReplyHeaderFixedSize + proto::kMaxSenseLength + size_t{c.data_in_length};
       if (mt != 0 && (out_size > mt || in_size > mt)) {
@@ -924,22 +937,57 @@ class Initiator::Impl {
     }
   }
 
-  std::vector<uint8_t> build_pdu(const Pending& p) const {
+  proto::CommandHeader command_header(const Pending& p, size_t data_out_length) const {
     proto::CommandHeader h;
     h.cmd_sn = static_cast<uint32_t>(p.seq);
     h.reply_ack_sn = static_cast<uint32_t>(inflight_.begin()->first);
     h.lun = p.cmd.lun;
     if (p.cmd.data_in_length > 0) h.flags |= proto::kCommandFlagDataIn;
-    if (!p.cmd.data_out.empty()) h.flags |= proto::kCommandFlagDataOut;
+    if (data_out_length > 0) h.flags |= proto::kCommandFlagDataOut;
     h.task_attribute = p.cmd.task_attribute;
     h.expected_data_in = p.cmd.data_in_length;
-    h.data_out_length = static_cast<uint32_t>(p.cmd.data_out.size());
+    h.data_out_length = static_cast<uint32_t>(data_out_length);
     h.cdb_length = static_cast<uint8_t>(p.cmd.cdb.size());
     std::copy(p.cmd.cdb.begin(), p.cmd.cdb.end(), h.cdb.begin());
+    return h;
+  }
+
+  // Hands the command's PDU to the session. A command whose data_out has
+  // room for the header is built in that buffer once and kept (shared with
+  // the connection); a later send (after a re-login or a retry) copies it
+  // under a header with the current reply_ack_sn (the target's command order
+  // starts from it after a restart). Asks first whether the connection takes
+  // the PDU, so that a refusal costs no copy.
+  bool send_command(Pending& p) {
+    const size_t room = command_headroom(p.cmd.cdb.size());
+    const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
+    const proto::Connection* conn = session_->connection();
+    if (conn == nullptr || !conn->can_send(proto::Opcode::kCommandRequest, p.tag, room + data))
+      return false;
+    if (!p.pdu && p.cmd.data_out_headroom == room && p.cmd.data_out.size() >= room) {
+      std::vector<uint8_t> header;
+      proto::encode(command_header(p, data), header);
+      std::copy(header.begin(), header.end(), p.cmd.data_out.begin());
+      p.pdu = proto::share_bytes(std::move(p.cmd.data_out));
+      p.cmd.data_out.clear();
+      return session_->send_command_shared(p.tag, p.pdu);
+    }
+    return session_->send_command(p.tag, build_pdu(p));
+  }
+
+  // The command's PDU in a new buffer: the header, then its data copied from
+  // the kept PDU or from data_out (less its headroom).
+  std::vector<uint8_t> build_pdu(const Pending& p) const {
+    const size_t room = command_headroom(p.cmd.cdb.size());
+    const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
     std::vector<uint8_t> pdu;
-    pdu.reserve(proto::kCommandHeaderFixedSize + h.cdb_length + p.cmd.data_out.size());
-    proto::encode(h, pdu);
-    pdu.insert(pdu.end(), p.cmd.data_out.begin(), p.cmd.data_out.end());
+    pdu.reserve(room + data);
+    proto::encode(command_header(p, data), pdu);
+    if (p.pdu)
+      pdu.insert(pdu.end(), p.pdu->begin() + static_cast<ptrdiff_t>(room), p.pdu->end());
+    else
+      pdu.insert(pdu.end(), p.cmd.data_out.end() - static_cast<ptrdiff_t>(data),
+                 p.cmd.data_out.end());
     return pdu;
   }
 
@@ -951,7 +999,7 @@ class Initiator::Impl {
     for (auto& [seq, p] : inflight_) {
       if (!verify_queue_.empty() && !p->probe) continue;  // the identity check goes first
       if (p->sent) continue;
-      if (!session_->send_command(p->tag, build_pdu(*p))) break;
+      if (!send_command(*p)) break;
       p->sent = true;
       p->sent_at = now;
     }

@@ -138,7 +138,12 @@ void Lun::write(uint64_t lba, std::span<const uint8_t> data, Completion done, bo
     c.lun = lun_;
     c.cdb = scsi::write_cdb(lba + off, n, fua);
     auto part = data.subspan(off * bs, size_t{n} * bs);
-    c.data_out.assign(part.begin(), part.end());
+    // The data behind room for the PDU header: the initiator sends this
+    // buffer as the PDU (one copy of the caller's data, not two).
+    c.data_out_headroom = command_headroom(c.cdb.size());
+    c.data_out.reserve(c.data_out_headroom + part.size());
+    c.data_out.resize(c.data_out_headroom);
+    c.data_out.insert(c.data_out.end(), part.begin(), part.end());
     initiator_->submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
   }
 }

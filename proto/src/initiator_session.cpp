@@ -514,6 +514,11 @@ bool InitiatorSession::send_command(uint16_t tag, std::vector<uint8_t> pdu) {
   return connection_->send_pdu(Opcode::kCommandRequest, tag, std::move(pdu));
 }
 
+bool InitiatorSession::send_command_shared(uint16_t tag, SharedBytes pdu) {
+  if (state_ != InitiatorState::kEstablished || !connection_) return false;
+  return connection_->send_pdu_shared(Opcode::kCommandRequest, tag, std::move(pdu));
+}
+
 std::optional<ReceivedPdu> InitiatorSession::pop_reply() {
   if (!connection_) return std::nullopt;
   return connection_->pop_pdu();

@@ -149,7 +149,16 @@ struct ScsiCommand {
   std::vector<uint8_t> data_out;
   uint32_t data_in_length = 0;
   uint8_t task_attribute = 0;  // 0 simple, 1 ordered, 2 head of queue
+  // Bytes at the front of data_out that are not data but room for the
+  // command's header: when it is exactly command_headroom(cdb.size()) the
+  // initiator writes the header there and sends this buffer, without copying
+  // the data into a new one (issue 16: a 128 KiB write was copied three times
+  // on the initiator). Any other value: the data is copied behind a header.
+  uint32_t data_out_headroom = 0;
 };
+
+// The room a command's PDU header takes in front of its data-out.
+uint32_t command_headroom(size_t cdb_length);
 
 enum class CompletionError : uint8_t {
   kNone,              // the target answered: look at status/sense

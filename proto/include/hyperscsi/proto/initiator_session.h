@@ -159,6 +159,9 @@ class InitiatorSession {
 
   // Queues a command PDU; false if not established or the Connection refuses it.
   bool send_command(uint16_t tag, std::vector<uint8_t> pdu);
+  // The same for a PDU the caller keeps too (to send again after a re-login
+  // without building it anew): no copy of its bytes.
+  bool send_command_shared(uint16_t tag, SharedBytes pdu);
   std::optional<ReceivedPdu> pop_reply();
   Connection* connection() { return connection_.get(); }
   const Connection* connection() const { return connection_.get(); }
