@@ -24,6 +24,7 @@
 
 #include "attach_config.h"
 #include "fuse_export.h"
+#include "hyperscsi/base/json.h"
 #include "hyperscsi/initiator/byte_device.h"
 #include "hyperscsi/initiator/initiator.h"
 #include "state.h"
@@ -71,22 +72,7 @@ std::string human_size(uint64_t bytes) {
   return buf;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+using base::json_escape;
 
 // --- discover ---
 

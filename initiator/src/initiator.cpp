@@ -20,9 +20,7 @@
 #include <thread>
 #include <utility>
 
-#include <fstream>
-#include <sstream>
-
+#include "hyperscsi/base/secret_file.h"
 #include "hyperscsi/io/port_sink.h"
 #include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/ports/open_port.h"
@@ -1734,22 +1732,9 @@ void Initiator::remember_identity(uint16_t lun, std::string identity) {
 }
 
 Result<proto::crypto::SecretBytes, Error> read_secret_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return Unexpected{Error{ErrorKind::kInvalidArgument, "cannot read secret file '" + path + "'"}};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string text = std::move(ss).str();
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  const bool ok = text.size() >= proto::kMinSecretSize && text.size() <= 4096;
-  proto::crypto::SecretBytes out(
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-  proto::crypto::cleanse(std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()));
-  if (!ok)
-    return Unexpected{Error{ErrorKind::kInvalidArgument, "secret file '" + path + "' must hold " +
-                                                             std::to_string(proto::kMinSecretSize) +
-                                                             "..4096 bytes"}};
-  return out;
+  auto r = base::read_secret_file(path, proto::kMinSecretSize);
+  if (!r) return Unexpected{Error{ErrorKind::kInvalidArgument, r.error().message}};
+  return std::move(r).value();
 }
 
 }  // namespace hyperscsi::initiator

@@ -3,11 +3,13 @@
 #include <cstdio>
 #include <string>
 
+#include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/proto/bytes.h"
 
 namespace hyperscsi::initiator::scsi {
 
+namespace op = hyperscsi::scsi::op;  // the opcode names the target uses too
 using proto::bytes::load_be16;
 using proto::bytes::store_be16;
 using proto::bytes::store_be32;
@@ -116,13 +118,13 @@ std::string describe_sense(std::span<const uint8_t> sense) {
 std::vector<uint8_t> read_cdb(uint64_t lba, uint32_t blocks) {
   if (lba + blocks <= 0xffffffffull && blocks <= 0xffff) {
     std::vector<uint8_t> c(10, 0);
-    c[0] = 0x28;
+    c[0] = op::kRead10;
     store_be32(&c[2], static_cast<uint32_t>(lba));
     store_be16(&c[7], static_cast<uint16_t>(blocks));
     return c;
   }
   std::vector<uint8_t> c(16, 0);
-  c[0] = 0x88;
+  c[0] = op::kRead16;
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
   return c;
@@ -132,12 +134,12 @@ std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua) {
   std::vector<uint8_t> c;
   if (lba + blocks <= 0xffffffffull && blocks <= 0xffff) {
     c.assign(10, 0);
-    c[0] = 0x2a;
+    c[0] = op::kWrite10;
     store_be32(&c[2], static_cast<uint32_t>(lba));
     store_be16(&c[7], static_cast<uint16_t>(blocks));
   } else {
     c.assign(16, 0);
-    c[0] = 0x8a;
+    c[0] = op::kWrite16;
     store_be64(&c[2], lba);
     store_be32(&c[10], blocks);
   }
@@ -147,28 +149,28 @@ std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua) {
 
 std::vector<uint8_t> inquiry_cdb(uint16_t alloc) {
   std::vector<uint8_t> c(6, 0);
-  c[0] = 0x12;
+  c[0] = op::kInquiry;
   store_be16(&c[3], alloc);
   return c;
 }
 
 std::vector<uint8_t> read_capacity10_cdb() {
   std::vector<uint8_t> c(10, 0);
-  c[0] = 0x25;
+  c[0] = op::kReadCapacity10;
   return c;
 }
 
 std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc) {
   std::vector<uint8_t> c(16, 0);
-  c[0] = 0x9e;
-  c[1] = 0x10;  // SERVICE ACTION: READ CAPACITY(16)
+  c[0] = op::kServiceActionIn16;
+  c[1] = op::kSaReadCapacity16;
   store_be32(&c[10], alloc);
   return c;
 }
 
 std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
   std::vector<uint8_t> c(6, 0);
-  c[0] = 0x1a;
+  c[0] = op::kModeSense6;
   c[1] = 0x08;  // DBD: no block descriptors
   c[2] = 0x3f;  // current values, all pages
   c[4] = alloc;
@@ -177,13 +179,13 @@ std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
 
 std::vector<uint8_t> synchronize_cache_cdb() {
   std::vector<uint8_t> c(10, 0);
-  c[0] = 0x35;
+  c[0] = op::kSynchronizeCache10;
   return c;
 }
 
 std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks) {
   std::vector<uint8_t> c(16, 0);
-  c[0] = 0x93;
+  c[0] = op::kWriteSame16;
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
   return c;
@@ -191,7 +193,7 @@ std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks) {
 
 std::vector<uint8_t> unmap_cdb(uint16_t param_len) {
   std::vector<uint8_t> c(10, 0);
-  c[0] = 0x42;
+  c[0] = op::kUnmap;
   store_be16(&c[7], param_len);
   return c;
 }

@@ -2,8 +2,8 @@
 #include <poll.h>
 
 #include <cerrno>
-#include <cstdio>
 
+#include "hyperscsi/base/mac.h"
 #include "hyperscsi/io/port.h"
 #include "hyperscsi/io/rx_filter.h"
 
@@ -32,10 +32,7 @@ Status<PortError> Port::set_rx_paused(bool paused) {
 }
 
 std::string to_string(const MacAddress& mac) {
-  char buf[18];
-  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
-                mac[4], mac[5]);
-  return buf;
+  return base::format_mac(mac);
 }
 
 std::string_view to_string(PortErrorKind k) {

@@ -47,32 +47,6 @@ std::optional<X25519KeyPair> pair_from(EVP_PKEY* key) {
 
 }  // namespace
 
-SecretBytes::SecretBytes(SecretBytes&& o) noexcept : bytes_(std::move(o.bytes_)) {
-  o.bytes_.clear();
-}
-SecretBytes& SecretBytes::operator=(const SecretBytes& o) {
-  if (this != &o) {
-    wipe();
-    bytes_ = o.bytes_;
-  }
-  return *this;
-}
-SecretBytes& SecretBytes::operator=(SecretBytes&& o) noexcept {
-  if (this != &o) {
-    wipe();
-    bytes_ = std::move(o.bytes_);
-    o.bytes_.clear();
-  }
-  return *this;
-}
-SecretBytes::~SecretBytes() {
-  wipe();
-}
-void SecretBytes::wipe() {
-  if (!bytes_.empty()) OPENSSL_cleanse(bytes_.data(), bytes_.size());
-  bytes_.clear();
-}
-
 bool random_bytes(std::span<uint8_t> out) {
   return fits_int(out.size()) && RAND_bytes(out.data(), static_cast<int>(out.size())) == 1;
 }
@@ -154,10 +128,6 @@ Digest sha256(std::span<const uint8_t> data) {
 
 bool equal_ct(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
-void cleanse(std::span<uint8_t> bytes) {
-  if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
 }
 
 void Aead::CtxDeleter::operator()(void* p) const {

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "hyperscsi/base/secret_file.h"
 #include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/messages.h"
 #include "hyperscsi/scsi/lun_map.h"
@@ -210,21 +211,9 @@ Status<ConfigError> read_initiator(const toml::table& t, const std::string& orig
 }  // namespace
 
 Result<proto::crypto::SecretBytes, ConfigError> read_secret_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Unexpected(ConfigError{"cannot read secret file '" + path + "'"});
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string text = std::move(ss).str();
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  if (text.size() > 4096)
-    return Unexpected(ConfigError{"secret file '" + path + "' is larger than 4096 bytes"});
-  if (text.size() < proto::kMinSecretSize)
-    return Unexpected(ConfigError{"secret file '" + path + "' holds fewer than " +
-                                  std::to_string(proto::kMinSecretSize) + " bytes"});
-  proto::crypto::SecretBytes out(
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-  proto::crypto::cleanse(std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()));
-  return out;
+  auto r = base::read_secret_file(path, proto::kMinSecretSize);
+  if (!r) return Unexpected(ConfigError{r.error().message});
+  return std::move(r).value();
 }
 
 std::string default_control_path(const std::string& target_name) {

@@ -11,32 +11,13 @@
 #include <cstring>
 #include <filesystem>
 
+#include "hyperscsi/base/json.h"
+
 namespace hyperscsi::daemon {
 
 namespace {
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
-        else
-          out += c;
-    }
-  }
-  return out;
-}
+using base::json_escape;
 
 double us(proto::Duration d) {
   return std::chrono::duration<double, std::micro>(d).count();

@@ -604,6 +604,136 @@ TEST_P(ScsiCommand, ReportSupportedOperationCodes) {
   EXPECT_SENSE(run(lu, bad, {}, 64), SenseKey::kIllegalRequest, 0x24, 0);
 }
 
+Bytes cdb_get_lba_status(std::uint64_t lba, std::uint32_t alloc) {
+  Bytes c(16, 0);
+  c[0] = op::kServiceActionIn16;
+  c[1] = op::kSaGetLbaStatus;
+  for (int b = 0; b < 8; ++b) c[2 + b] = static_cast<std::uint8_t>(lba >> (56 - 8 * b));
+  for (int b = 0; b < 4; ++b) c[10 + b] = static_cast<std::uint8_t>(alloc >> (24 - 8 * b));
+  return c;
+}
+
+struct LbaStatus {
+  std::uint64_t lba;
+  std::uint64_t blocks;
+  std::uint8_t provisioning;  // 0 mapped, 1 deallocated
+};
+// One GET LBA STATUS: GOOD, one descriptor, for the LBA asked.
+LbaStatus lba_status(LogicalUnit& lu, std::uint64_t lba) {
+  auto r = run(lu, cdb_get_lba_status(lba, 64), {}, 64);
+  EXPECT_GOOD(r);
+  EXPECT_EQ(r.data_in.size(), 24u);
+  if (r.data_in.size() < 24) return {};
+  EXPECT_EQ(load_be(r.data_in, 0, 4), 20u);  // one descriptor follows
+  return {load_be(r.data_in, 8, 8), load_be(r.data_in, 16, 4),
+          static_cast<std::uint8_t>(r.data_in[20] & 0x0F)};
+}
+
+// GET LBA STATUS (SBC-3 5.7), where READ CAPACITY(16) reports thin
+// provisioning (LBPME): never-written and unmapped blocks are deallocated,
+// written ones mapped; a store that cannot tell reports mapped.
+TEST_P(ScsiCommand, GetLbaStatusFollowsWritesAndUnmaps) {
+  auto& lu = *lu_;
+  auto rc16 = run(
+      lu,
+      {op::kServiceActionIn16, op::kSaReadCapacity16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0},
+      {}, 32);
+  ASSERT_EQ(rc16.data_in[14] & 0x80, 0x80);  // LBPME: thin provisioning is reported
+  // Stores the test knows the allocation of (an rbd: image may not say).
+  const bool knows = std::string(GetParam().kind) == "ram" || is_file();
+  const std::uint32_t n = (1 << 20) / bs();
+
+  const LbaStatus fresh = lba_status(lu, 0);
+  EXPECT_EQ(fresh.lba, 0u);
+  if (knows) {
+    EXPECT_EQ(fresh.provisioning, 1) << "a new disk holds nothing";
+  }
+  EXPECT_GE(fresh.blocks, 1u);
+
+  EXPECT_GOOD(run(lu, cdb_rw16(op::kWrite16, 0, n), pattern(n * bs(), 3)));
+  EXPECT_GOOD(run(lu, cdb_rw10(op::kSynchronizeCache10, 0, 0)));
+  const LbaStatus written = lba_status(lu, 0);
+  EXPECT_EQ(written.provisioning, 0);
+  if (knows) {
+    EXPECT_EQ(written.blocks, n);
+  }
+
+  const auto p = unmap_params({{0, n / 2}});
+  EXPECT_GOOD(run(lu, cdb_unmap(p.size()), p));
+  const LbaStatus unmapped = lba_status(lu, 0);
+  if (knows) {
+    EXPECT_EQ(unmapped.provisioning, 1);
+    EXPECT_EQ(unmapped.blocks, n / 2);
+  }
+  const LbaStatus rest = lba_status(lu, n / 2);
+  EXPECT_EQ(rest.lba, n / 2);
+  EXPECT_EQ(rest.provisioning, 0);
+  if (knows) {
+    EXPECT_EQ(rest.blocks, n / 2);
+  }
+
+  const LbaStatus last = lba_status(lu, blocks() - 1);
+  EXPECT_EQ(last.lba, blocks() - 1);
+  EXPECT_EQ(last.blocks, 1u);
+  if (knows) {
+    EXPECT_EQ(last.provisioning, 1);
+  }
+
+  // Beyond the end; the allocation length truncates; NACA is refused.
+  EXPECT_SENSE(run(lu, cdb_get_lba_status(blocks(), 64), {}, 64), SenseKey::kIllegalRequest, 0x21,
+               0);
+  auto shortr = run(lu, cdb_get_lba_status(0, 8), {}, 64);
+  EXPECT_GOOD(shortr);
+  EXPECT_EQ(shortr.data_in.size(), 8u);
+  EXPECT_EQ(load_be(shortr.data_in, 0, 4), 20u);
+  Bytes naca = cdb_get_lba_status(0, 64);
+  naca[15] = 0x04;
+  EXPECT_SENSE(run(lu, naca, {}, 64), SenseKey::kIllegalRequest, 0x24, 0);
+}
+
+TEST_P(ScsiCommand, GetLbaStatusOnAReadOnlyExportReportsMapped) {
+  lu_.reset();
+  auto lu = make_lu(true);
+  ASSERT_TRUE(lu);
+  const LbaStatus all = lba_status(*lu, 0);
+  EXPECT_EQ(all.provisioning, 0);  // not thin provisioned: every block is mapped
+  EXPECT_EQ(all.blocks, blocks());
+}
+
+// A disk's medium cannot be removed: PREVENT ALLOW MEDIUM REMOVAL is a no-op
+// with GOOD status for every PREVENT value, and changes nothing.
+TEST_P(ScsiCommand, PreventAllowMediumRemovalIsGoodOnADisk) {
+  auto& lu = *lu_;
+  const Bytes data = pattern(bs(), 9);
+  EXPECT_GOOD(run(lu, cdb_rw10(op::kWrite10, 3, 1), data));
+  for (std::uint8_t prevent : {0x01, 0x00, 0x02, 0x03})
+    EXPECT_GOOD(run(lu, {op::kPreventAllowMediumRemoval, 0, 0, 0, prevent, 0}));
+  auto r = run(lu, cdb_rw10(op::kRead10, 3, 1), {}, bs());
+  EXPECT_GOOD(r);
+  EXPECT_EQ(r.data_in, data);
+  EXPECT_GOOD(run(lu, Bytes(6, 0)));  // still ready
+  EXPECT_SENSE(run(lu, {op::kPreventAllowMediumRemoval, 0, 0, 0, 1, 0x04}),
+               SenseKey::kIllegalRequest, 0x24, 0);  // NACA
+  // Listed by REPORT SUPPORTED OPERATION CODES with its usage map.
+  Bytes one = {op::kMaintenanceIn,
+               op::kSaReportSupportedOpcodes,
+               1,
+               op::kPreventAllowMediumRemoval,
+               0,
+               0,
+               0,
+               0,
+               0,
+               64,
+               0,
+               0};
+  auto o = run(lu, one, {}, 64);
+  EXPECT_GOOD(o);
+  EXPECT_EQ(o.data_in[1] & 0x07, 0x03);
+  EXPECT_EQ((Bytes(o.data_in.begin() + 4, o.data_in.end())),
+            (Bytes{op::kPreventAllowMediumRemoval, 0, 0, 0, 0x03, 0}));
+}
+
 TEST_P(ScsiCommand, UnitAttentionsOncePerNexus) {
   auto& lu = *lu_;
   // INQUIRY, REPORT LUNS and REQUEST SENSE do not consume the power-on UA.

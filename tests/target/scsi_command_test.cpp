@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "hyperscsi/scsi/lun_map.h"
 #include "hyperscsi/scsi/opcodes.h"
 #include "hyperscsi/store/fault_store.h"
 #include "hyperscsi/store/ram_store.h"
@@ -158,6 +159,62 @@ TEST(LunMapTest, ReportLunsAndAbsentLuns) {
   ASSERT_NE(removed, nullptr);
   EXPECT_SENSE(run(map, 5, Bytes(6, 0)), SenseKey::kIllegalRequest, 0x25, 0);
   EXPECT_EQ(map.luns(), (std::vector<std::uint64_t>{0, 300}));
+}
+
+// REPORT LUNS is built by one function (scsi::report_luns) for the map, a
+// unit on its own and the engine: each refuses NACA/LINK the same way.
+TEST(ReportLuns, OneBuilderForTheMapAUnitAndTheEngine) {
+  LunMap map;
+  LuConfig cfg;
+  cfg.lun = 9;
+  ASSERT_TRUE(map.add(9, std::make_unique<LogicalUnit>(
+                             cfg, std::move(store::open_store("ram:1M", {})).value()))
+                  .ok());
+  const Bytes rl = {op::kReportLuns, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+  for (std::uint8_t control : {0x04, 0x01}) {  // NACA, LINK
+    Bytes bad = rl;
+    bad[11] = control;
+    EXPECT_SENSE(run(map, 9, bad, {}, 256), SenseKey::kIllegalRequest, 0x24, 0);
+    EXPECT_SENSE(run(*map.find(9), bad, {}, 256), SenseKey::kIllegalRequest, 0x24, 0);
+    const std::uint64_t luns[] = {9};
+    const CommandResult direct = report_luns(bad, luns, 256);
+    EXPECT_EQ(direct.status, status::kCheckCondition);
+    EXPECT_EQ(direct.residual, Residual::kUnderflow);
+    EXPECT_EQ(direct.residual_count, 256u);
+  }
+  // The unit alone reports itself; the map and the builder agree byte for byte.
+  const CommandResult via_map = run(map, 9, rl, {}, 256);
+  const CommandResult via_unit = run(*map.find(9), rl, {}, 256);
+  const std::uint64_t nine[] = {9};
+  const CommandResult built = report_luns(rl, nine, 256);
+  EXPECT_GOOD(via_map);
+  EXPECT_EQ(via_map.data_in, built.data_in);
+  EXPECT_EQ(via_unit.data_in, built.data_in);
+  EXPECT_EQ(built.data_in.size(), 16u);
+  EXPECT_EQ(decode_lun(std::span(built.data_in).subspan(8, 8)), std::optional<std::uint64_t>(9));
+  EXPECT_EQ(built.residual, Residual::kUnderflow);
+  EXPECT_EQ(built.residual_count, 240u);
+  // The expected length clips too (overflow), and a short CDB is refused.
+  const CommandResult clipped = report_luns(rl, nine, 12);
+  EXPECT_EQ(clipped.data_in.size(), 12u);
+  EXPECT_EQ(clipped.residual, Residual::kOverflow);
+  EXPECT_EQ(clipped.residual_count, 4u);
+  EXPECT_EQ(report_luns(Bytes(6, 0xA0), nine, 16).status, status::kCheckCondition);
+}
+
+// The opcode table decides what a reply cache may run again.
+TEST(OpcodeTable, ReexecutableCommandsAreTheReadOnlyOnes) {
+  for (std::uint8_t o : {op::kTestUnitReady, op::kRead6, op::kRead10, op::kRead12, op::kRead16,
+                         op::kInquiry, op::kModeSense6, op::kModeSense10, op::kReadCapacity10,
+                         op::kServiceActionIn16, op::kReportLuns})
+    EXPECT_TRUE(is_reexecutable(o)) << int(o);
+  for (std::uint8_t o :
+       {op::kWrite10, op::kWrite16, op::kUnmap, op::kRequestSense, op::kPersistentReserveIn,
+        op::kPersistentReserveOut, op::kMaintenanceIn, op::kStartStopUnit,
+        op::kPreventAllowMediumRemoval, op::kCompareAndWrite, std::uint8_t{0xC7}})
+    EXPECT_FALSE(is_reexecutable(o)) << int(o);
+  // Every entry's usage map starts with its opcode's CDB length.
+  for (const OpcodeInfo& e : supported_opcodes()) EXPECT_GE(e.usage.size(), 6u) << int(e.opcode);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/proto/bytes.h"
 #include "hyperscsi/scsi/sense.h"
 #include "reply_builder.h"
@@ -20,7 +21,6 @@ using proto::Clock;
 using proto::TimePoint;
 
 namespace {
-constexpr uint8_t kOpReportLuns = 0xA0;
 constexpr size_t kMaxRxRoundsPerWake = 8;  // bounds one iteration; the rest waits a turn
 // Upper bound on one epoll wait: loops re-check their flags at least this often.
 constexpr int kMaxWaitMs = 100;
@@ -483,7 +483,7 @@ void PortLoop::handle_command(proto::IncomingCommand cmd) {
   }
   const Peer peer = *found;
   const uint8_t opcode = cmd.header.cdb[0];
-  if (opcode == kOpReportLuns) {
+  if (opcode == scsi::op::kReportLuns) {
     report_luns(std::move(cmd), peer);
     return;
   }

@@ -1,5 +1,6 @@
 // Turning SCSI results into HyperSCSI reply PDUs, and the commands the engine
-// answers itself (REPORT LUNS filtered by access list).
+// answers itself (REPORT LUNS filtered by access list, built by
+// scsi::report_luns).
 // Thread-safety: pure functions.
 #pragma once
 
@@ -23,7 +24,8 @@ scsi::CommandResult build_report_luns(std::span<const uint8_t> cdb,
                                       const std::vector<uint16_t>& luns, uint32_t expected_data_in);
 
 // Commands whose re-execution gives the same answer and changes nothing, so
-// the reply cache may drop their data-in and run them again.
+// the reply cache may drop their data-in and run them again (the SCSI
+// layer's opcode table decides: scsi::is_reexecutable).
 bool is_reexecutable(uint8_t opcode);
 
 }  // namespace hyperscsi::engine

@@ -55,6 +55,7 @@ AccessClass classify(std::uint8_t opcode, bool* known) {
     case op::kServiceActionIn16:
     case op::kPersistentReserveIn:
     case op::kPersistentReserveOut:
+    case op::kPreventAllowMediumRemoval:
       return AccessClass::kInfo;
     case op::kRead6:
     case op::kRead10:
@@ -374,9 +375,20 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
     case op::kReadCapacity10:
       return do_read_capacity10(c);
     case op::kServiceActionIn16:
-      if ((cdb[1] & 0x1F) != op::kSaReadCapacity16)
-        return fail(c, sense::invalid_field_in_cdb(1, 4));
-      return do_read_capacity16(c);
+      switch (cdb[1] & 0x1F) {
+        case op::kSaReadCapacity16:
+          return do_read_capacity16(c);
+        case op::kSaGetLbaStatus:
+          return do_get_lba_status(c);
+        default:
+          return fail(c, sense::invalid_field_in_cdb(1, 4));
+      }
+    case op::kPreventAllowMediumRemoval:
+      // The medium of a disk cannot be removed (RMB = 0 in INQUIRY): there is
+      // nothing to prevent or allow, so every PREVENT value is a no-op with
+      // GOOD status, what targets for fixed disks answer.
+      c->result.status = status::kGood;
+      return finish(c);
     case op::kRead6: {
       const std::uint64_t lba = be24(cdb, 1) & 0x1FFFFF;
       const std::uint64_t n = cdb[4] == 0 ? 256 : cdb[4];
@@ -443,13 +455,10 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
       reservations_->release6(c->nexus.initiator);
       c->result.status = status::kGood;
       return finish(c);
-    case op::kReportLuns: {
-      if (cdb[2] > 0x02) return fail(c, sense::invalid_field_in_cdb(2));
-      std::vector<std::uint8_t> d(16, 0);
-      put32(d, 0, 8);
-      const auto l = encode_lun(config_.lun);
-      std::copy(l.begin(), l.end(), d.begin() + 8);
-      return good_data(c, std::move(d), be32(cdb, 6));
+    case op::kReportLuns: {  // a unit on its own reports itself
+      const std::uint64_t self = config_.lun;
+      c->result = report_luns(cdb, std::span<const std::uint64_t>(&self, 1), c->expected_in);
+      return finish(c);
     }
     case op::kMaintenanceIn:
       if ((cdb[1] & 0x1F) != op::kSaReportSupportedOpcodes) {
@@ -503,6 +512,28 @@ void LogicalUnit::do_read_capacity16(const std::shared_ptr<Cmd>& c) {
   put32(d, 8, store_->block_size());
   if (store_->supports_unmap()) d[14] = 0x80;        // LBPME
   if (store_->unmapped_reads_zero()) d[14] |= 0x40;  // LBPRZ
+  good_data(c, std::move(d), be32(c->cdb, 10));
+}
+
+void LogicalUnit::do_get_lba_status(const std::shared_ptr<Cmd>& c) {
+  // SBC-3 5.7: one LBA status descriptor for the run starting at the LBA.
+  const std::uint64_t lba = be64(c->cdb, 2);
+  const std::uint64_t blocks = store_->num_blocks();
+  if (lba >= blocks) return fail(c, sense::lba_out_of_range());
+  const std::uint32_t bs = store_->block_size();
+  bool mapped = true;
+  std::uint64_t run = blocks - lba;
+  if (store_->supports_unmap()) {  // without it every block is mapped
+    if (const auto a = store_->allocation_at(lba * bs)) {
+      mapped = a->allocated;
+      run = std::clamp<std::uint64_t>(a->length / bs, 1, blocks - lba);
+    }
+  }
+  std::vector<std::uint8_t> d(24, 0);
+  put32(d, 0, 20);  // parameter data length: the bytes after this field
+  put64(d, 8, lba);
+  put32(d, 16, static_cast<std::uint32_t>(std::min<std::uint64_t>(run, 0xFFFFFFFFu)));
+  d[20] = mapped ? 0x00 : 0x01;  // PROVISIONING STATUS: mapped / deallocated
   good_data(c, std::move(d), be32(c->cdb, 10));
 }
 

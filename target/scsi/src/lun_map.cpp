@@ -32,6 +32,62 @@ std::optional<std::uint64_t> decode_lun(std::span<const std::uint8_t> l) {
   }
 }
 
+namespace {
+
+CommandResult clipped(std::vector<std::uint8_t> data, std::uint32_t alloc,
+                      std::uint32_t expected_data_in) {
+  CommandResult r;
+  r.status = status::kGood;
+  if (data.size() > alloc) data.resize(alloc);
+  if (data.size() > expected_data_in) {
+    r.residual = Residual::kOverflow;
+    r.residual_count = static_cast<std::uint32_t>(data.size() - expected_data_in);
+    data.resize(expected_data_in);
+  } else if (data.size() < expected_data_in) {
+    r.residual = Residual::kUnderflow;
+    r.residual_count = static_cast<std::uint32_t>(expected_data_in - data.size());
+  }
+  r.data_in = std::move(data);
+  return r;
+}
+
+CommandResult check_condition(const Sense& s, std::uint32_t expected_data_in,
+                              std::size_t data_out_size = 0) {
+  CommandResult r;
+  r.status = status::kCheckCondition;
+  r.sense = encode_fixed_sense(s);
+  if (expected_data_in > 0) {
+    r.residual = Residual::kUnderflow;
+    r.residual_count = expected_data_in;
+  } else if (data_out_size > 0) {
+    r.residual = Residual::kUnderflow;
+    r.residual_count = static_cast<std::uint32_t>(data_out_size);
+  }
+  return r;
+}
+
+}  // namespace
+
+CommandResult report_luns(std::span<const std::uint8_t> cdb, std::span<const std::uint64_t> luns,
+                          std::uint32_t expected_data_in) {
+  if (cdb.size() < 12)
+    return check_condition(sense::invalid_field_in_cdb(static_cast<std::uint16_t>(cdb.size())),
+                           expected_data_in);
+  if (cdb[11] & 0x05)  // NACA / LINK are not supported
+    return check_condition(sense::invalid_field_in_cdb(11, (cdb[11] & 0x04) ? 2 : 0),
+                           expected_data_in);
+  if (cdb[2] > 0x02) return check_condition(sense::invalid_field_in_cdb(2), expected_data_in);
+  std::vector<std::uint8_t> d(8 + 8 * luns.size(), 0);
+  put32(d, 0, static_cast<std::uint32_t>(8 * luns.size()));
+  std::size_t at = 8;
+  for (const std::uint64_t n : luns) {
+    const auto l = encode_lun(n);
+    std::copy(l.begin(), l.end(), d.begin() + static_cast<std::ptrdiff_t>(at));
+    at += 8;
+  }
+  return clipped(std::move(d), be32(cdb, 6), expected_data_in);
+}
+
 Status<std::string> LunMap::add(std::uint64_t lun, std::unique_ptr<LogicalUnit> unit) {
   if (lun > kMaxLun) {
     return Unexpected(std::string("LUN ") + std::to_string(lun) + " exceeds " +
@@ -73,52 +129,19 @@ std::size_t LunMap::poll_all() {
 namespace {
 void reply(const CommandRequest& req, CommandCallback& done, std::vector<std::uint8_t> data,
            std::uint32_t alloc) {
-  CommandResult r;
-  r.status = status::kGood;
-  if (data.size() > alloc) data.resize(alloc);
-  if (data.size() > req.expected_data_in) {
-    r.residual = Residual::kOverflow;
-    r.residual_count = static_cast<std::uint32_t>(data.size() - req.expected_data_in);
-    data.resize(req.expected_data_in);
-  } else if (data.size() < req.expected_data_in) {
-    r.residual = Residual::kUnderflow;
-    r.residual_count = static_cast<std::uint32_t>(req.expected_data_in - data.size());
-  }
-  r.data_in = std::move(data);
-  done(std::move(r));
+  done(clipped(std::move(data), alloc, req.expected_data_in));
 }
 
 void check(const CommandRequest& req, CommandCallback& done, const Sense& s) {
-  CommandResult r;
-  r.status = status::kCheckCondition;
-  r.sense = encode_fixed_sense(s);
-  if (req.expected_data_in > 0) {
-    r.residual = Residual::kUnderflow;
-    r.residual_count = req.expected_data_in;
-  } else if (!req.data_out.empty()) {
-    r.residual = Residual::kUnderflow;
-    r.residual_count = static_cast<std::uint32_t>(req.data_out.size());
-  }
-  done(std::move(r));
+  done(check_condition(s, req.expected_data_in, req.data_out.size()));
 }
 }  // namespace
 
 void LunMap::execute(std::uint64_t lun, const CommandRequest& req, CommandCallback done) {
   const auto cdb = req.cdb;
   if (!cdb.empty() && cdb[0] == op::kReportLuns) {
-    if (cdb.size() < 12)
-      return check(req, done, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(cdb.size())));
-    if (cdb[11] & 0x05) return check(req, done, sense::invalid_field_in_cdb(11));
-    if (cdb[2] > 0x02) return check(req, done, sense::invalid_field_in_cdb(2));
-    std::vector<std::uint8_t> d(8 + 8 * units_.size(), 0);
-    put32(d, 0, static_cast<std::uint32_t>(8 * units_.size()));
-    std::size_t at = 8;
-    for (const auto& [n, unit] : units_) {
-      const auto l = encode_lun(n);
-      std::copy(l.begin(), l.end(), d.begin() + static_cast<std::ptrdiff_t>(at));
-      at += 8;
-    }
-    return reply(req, done, std::move(d), be32(cdb, 6));
+    const std::vector<std::uint64_t> all = luns();
+    return done(report_luns(cdb, all, req.expected_data_in));
   }
   if (LogicalUnit* u = find(lun)) return u->execute(req, std::move(done));
   // Absent LUN.

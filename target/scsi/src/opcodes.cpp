@@ -1,7 +1,6 @@
 #include "opcodes.h"
 
 #include "cdb.h"
-#include "hyperscsi/scsi/opcodes.h"
 
 namespace hyperscsi::scsi {
 namespace {
@@ -17,26 +16,27 @@ std::vector<OpcodeInfo> build_table() {
     return v;
   };
   std::vector<OpcodeInfo> t = {
-      {op::kTestUnitReady, false, 0, {0xFF, 0, 0, 0, 0, 0}},
+      {op::kTestUnitReady, false, 0, {0xFF, 0, 0, 0, 0, 0}, true},
       {op::kRequestSense, false, 0, {0xFF, 0x01, 0, 0, 0xFF, 0}},
-      {op::kRead6, false, 0, {0xFF, 0x1F, 0xFF, 0xFF, 0xFF, 0}},
+      {op::kRead6, false, 0, {0xFF, 0x1F, 0xFF, 0xFF, 0xFF, 0}, true},
       {op::kWrite6, false, 0, {0xFF, 0x1F, 0xFF, 0xFF, 0xFF, 0}},
-      {op::kInquiry, false, 0, {0xFF, 0x01, 0xFF, 0xFF, 0xFF, 0}},
+      {op::kInquiry, false, 0, {0xFF, 0x01, 0xFF, 0xFF, 0xFF, 0}, true},
       {op::kModeSelect6, false, 0, {0xFF, 0x11, 0, 0, 0xFF, 0}},
       {op::kReserve6, false, 0, {0xFF, 0, 0, 0, 0, 0}},
       {op::kRelease6, false, 0, {0xFF, 0, 0, 0, 0, 0}},
-      {op::kModeSense6, false, 0, {0xFF, 0x08, 0xFF, 0xFF, 0xFF, 0}},
+      {op::kModeSense6, false, 0, {0xFF, 0x08, 0xFF, 0xFF, 0xFF, 0}, true},
       {op::kStartStopUnit, false, 0, {0xFF, 0x01, 0, 0, 0x03, 0}},
-      {op::kReadCapacity10, false, 0, {0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0}},
-      {op::kRead10, false, 0, rw10},
+      {op::kPreventAllowMediumRemoval, false, 0, {0xFF, 0, 0, 0, 0x03, 0}},
+      {op::kReadCapacity10, false, 0, {0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0}, true},
+      {op::kRead10, false, 0, rw10, true},
       {op::kWrite10, false, 0, rw10},
       {op::kVerify10, false, 0, with1(rw10, 0x16)},
       {op::kSynchronizeCache10, false, 0, with1(rw10, 0x02)},
       {op::kWriteSame10, false, 0, with1(rw10, 0x08)},
       {op::kUnmap, false, 0, {0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0}},
       {op::kModeSelect10, false, 0, {0xFF, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0}},
-      {op::kModeSense10, false, 0, {0xFF, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0}},
-      {op::kRead16, false, 0, rw16},
+      {op::kModeSense10, false, 0, {0xFF, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0}, true},
+      {op::kRead16, false, 0, rw16, true},
       {op::kCompareAndWrite,
        false,
        0,
@@ -48,13 +48,19 @@ std::vector<OpcodeInfo> build_table() {
       {op::kServiceActionIn16,
        true,
        op::kSaReadCapacity16,
-       {0xFF, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0}},
-      {op::kReportLuns, false, 0, {0xFF, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0}},
+       {0xFF, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0},
+       true},
+      {op::kServiceActionIn16,
+       true,
+       op::kSaGetLbaStatus,
+       {0xFF, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0},
+       true},
+      {op::kReportLuns, false, 0, {0xFF, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0}, true},
       {op::kMaintenanceIn,
        true,
        op::kSaReportSupportedOpcodes,
        {0xFF, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0}},
-      {op::kRead12, false, 0, rw12},
+      {op::kRead12, false, 0, rw12, true},
       {op::kWrite12, false, 0, rw12},
   };
   for (std::uint8_t sa = 0; sa <= 2; ++sa) {
@@ -84,6 +90,16 @@ std::vector<std::uint8_t> one_command(const OpcodeInfo& info) {
 const std::vector<OpcodeInfo>& supported_opcodes() {
   static const std::vector<OpcodeInfo> table = build_table();
   return table;
+}
+
+bool is_reexecutable(std::uint8_t opcode) {
+  bool any = false;
+  for (const auto& e : supported_opcodes()) {
+    if (e.opcode != opcode) continue;
+    if (!e.reexecutable) return false;
+    any = true;
+  }
+  return any;
 }
 
 std::variant<std::vector<std::uint8_t>, Sense> report_supported_opcodes(

@@ -1,5 +1,5 @@
-// The table of supported commands with CDB usage maps, and REPORT SUPPORTED
-// OPERATION CODES. Internal.
+// REPORT SUPPORTED OPERATION CODES from the opcode table
+// (hyperscsi/scsi/opcodes.h). Internal.
 #pragma once
 
 #include <cstdint>
@@ -7,18 +7,10 @@
 #include <variant>
 #include <vector>
 
+#include "hyperscsi/scsi/opcodes.h"
 #include "hyperscsi/scsi/sense.h"
 
 namespace hyperscsi::scsi {
-
-struct OpcodeInfo {
-  std::uint8_t opcode;
-  bool has_sa;
-  std::uint16_t sa;
-  std::vector<std::uint8_t> usage;  // CDB usage map; size is the CDB length
-};
-
-const std::vector<OpcodeInfo>& supported_opcodes();
 
 // Full (untruncated) REPORT SUPPORTED OPERATION CODES data for `cdb`.
 std::variant<std::vector<std::uint8_t>, Sense> report_supported_opcodes(

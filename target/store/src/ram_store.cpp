@@ -44,6 +44,21 @@ std::string RamStore::describe() const {
   return "ram:" + std::to_string(size_bytes());
 }
 
+std::optional<BlockStore::Allocation> RamStore::allocation_at(std::uint64_t offset) const {
+  const std::uint64_t size = size_bytes();
+  if (offset >= size) return std::nullopt;
+  // Bounded scan: a long run is reported in pieces (the initiator asks again).
+  constexpr std::uint64_t kMaxChunksScanned = 16384;  // 1 GiB
+  std::uint64_t chunk = offset / kChunkBytes;
+  const bool allocated = chunks_.count(chunk) != 0;
+  std::uint64_t end = (chunk + 1) * kChunkBytes;
+  for (std::uint64_t n = 1; n < kMaxChunksScanned && end < size; ++n) {
+    if ((chunks_.count(++chunk) != 0) != allocated) break;
+    end += kChunkBytes;
+  }
+  return Allocation{allocated, std::min(end, size) - offset};
+}
+
 bool RamStore::in_range(std::uint64_t offset, std::uint64_t length) const {
   const std::uint64_t size = size_bytes();
   return offset % block_size_ == 0 && length % block_size_ == 0 && offset <= size &&

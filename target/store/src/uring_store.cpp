@@ -120,6 +120,31 @@ class UringStore final : public BlockStore {
   }
   StoreIdentity identity() const override { return identity_; }
   void set_identity(StoreIdentity id) { identity_ = std::move(id); }
+  // Files: the file system's holes (SEEK_DATA/SEEK_HOLE; UNMAP punches
+  // them). Block devices do not say.
+  std::optional<Allocation> allocation_at(std::uint64_t offset) const override {
+    if (is_block_ || offset >= size_bytes()) return std::nullopt;
+    const off_t at = static_cast<off_t>(offset);
+    const off_t data = ::lseek(fd_, at, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) return std::nullopt;  // no SEEK_DATA here
+    std::uint64_t end = 0;
+    bool allocated = false;
+    if (data == at) {
+      const off_t hole = ::lseek(fd_, at, SEEK_HOLE);
+      if (hole < 0) return std::nullopt;
+      allocated = true;
+      // A block partly backed counts as mapped: round the run up.
+      end = (static_cast<std::uint64_t>(hole) + block_size_ - 1) / block_size_ * block_size_;
+    } else {
+      // A hole up to the next data (or to the end of the file).
+      end = data < 0 ? size_bytes() : static_cast<std::uint64_t>(data) / block_size_ * block_size_;
+      if (end <= offset) {  // data starts inside this block: it is mapped
+        allocated = true;
+        end = offset + block_size_;
+      }
+    }
+    return Allocation{allocated, std::min(end, size_bytes()) - offset};
+  }
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override {
     Request r;

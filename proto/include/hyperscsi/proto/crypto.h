@@ -3,8 +3,8 @@
 // AES-256-GCM. No primitive is implemented here; these functions only adapt
 // OpenSSL's API to spans and typed results.
 //
-// Secrets (private keys, derived keys) live in SecretBytes, which wipes its
-// memory with OPENSSL_cleanse when destroyed.
+// Secrets (private keys, derived keys) live in base::SecretBytes, which wipes
+// its memory with OPENSSL_cleanse when destroyed.
 // Thread-safety: free functions are thread-safe; an Aead object is used by one
 // thread at a time (it keeps an EVP_CIPHER_CTX).
 #pragma once
@@ -17,6 +17,8 @@
 #include <span>
 #include <vector>
 
+#include "hyperscsi/base/secret.h"
+
 namespace hyperscsi::proto::crypto {
 
 inline constexpr size_t kX25519KeySize = 32;
@@ -28,26 +30,9 @@ inline constexpr size_t kAeadTagSize = 16;
 using PublicKey = std::array<uint8_t, kX25519KeySize>;
 using Digest = std::array<uint8_t, kSha256Size>;
 
-// A byte buffer for secrets: wiped on destruction and on reassignment.
-class SecretBytes {
- public:
-  SecretBytes() = default;
-  explicit SecretBytes(size_t n) : bytes_(n, 0) {}
-  explicit SecretBytes(std::span<const uint8_t> b) : bytes_(b.begin(), b.end()) {}
-  SecretBytes(const SecretBytes& o) : bytes_(o.bytes_) {}
-  SecretBytes(SecretBytes&& o) noexcept;
-  SecretBytes& operator=(const SecretBytes& o);
-  SecretBytes& operator=(SecretBytes&& o) noexcept;
-  ~SecretBytes();
-  std::span<uint8_t> span() { return bytes_; }
-  std::span<const uint8_t> span() const { return bytes_; }
-  size_t size() const { return bytes_.size(); }
-  bool empty() const { return bytes_.empty(); }
-  void wipe();
-
- private:
-  std::vector<uint8_t> bytes_;
-};
+// SecretBytes and cleanse() live in base/ (hyperscsi/base/secret.h).
+using base::cleanse;
+using base::SecretBytes;
 
 // Fills `out` from OpenSSL's CSPRNG. False only if the RNG failed.
 bool random_bytes(std::span<uint8_t> out);
@@ -72,7 +57,6 @@ Digest sha256(std::span<const uint8_t> data);
 
 // Constant-time comparison (CRYPTO_memcmp); false if sizes differ.
 bool equal_ct(std::span<const uint8_t> a, std::span<const uint8_t> b);
-void cleanse(std::span<uint8_t> bytes);
 
 // AES-256-GCM with a fixed key. seal() encrypts `inout` in place (may be
 // empty: then the tag authenticates `aad` only, i.e. GMAC) and writes the tag;

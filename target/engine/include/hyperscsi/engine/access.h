@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hyperscsi/base/mac.h"
 #include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/frame.h"
 
@@ -47,8 +48,8 @@ struct AccessList {
   bool operator==(const AccessList&) const = default;
 };
 
-// "02:00:5e:10:00:01" (also '-' separated); nullopt if malformed.
-std::optional<MacAddress> parse_mac(std::string_view text);
-std::string format_mac(const MacAddress& mac);
+// MAC text ("02:00:5e:10:00:01", also '-' separated): base/mac.h.
+using base::format_mac;
+using base::parse_mac;
 
 }  // namespace hyperscsi::engine

@@ -122,6 +122,7 @@ class LogicalUnit {
   void do_inquiry(const std::shared_ptr<Cmd>& c);
   void do_read_capacity10(const std::shared_ptr<Cmd>& c);
   void do_read_capacity16(const std::shared_ptr<Cmd>& c);
+  void do_get_lba_status(const std::shared_ptr<Cmd>& c);
   void do_read(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,
                std::uint8_t protect);
   void do_write(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks, bool fua,

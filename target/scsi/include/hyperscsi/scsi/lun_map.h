@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "hyperscsi/proto/result.h"
+#include "hyperscsi/base/result.h"
 #include "hyperscsi/scsi/command.h"
 #include "hyperscsi/scsi/logical_unit.h"
 
@@ -26,6 +26,14 @@ inline constexpr std::uint64_t kMaxLun = 16383;
 std::array<std::uint8_t, 8> encode_lun(std::uint64_t lun);
 // Inverse of encode_lun; nullopt for other address methods or multi-level LUNs.
 std::optional<std::uint64_t> decode_lun(std::span<const std::uint8_t> lun8);
+
+// REPORT LUNS (SPC-4 6.33), built in this one place for every answerer (the
+// LunMap, a LogicalUnit on its own, the engine's per-initiator view): GOOD
+// with `luns` (ascending, each <= kMaxLun) clipped to the CDB's allocation
+// length and to `expected_data_in`; CHECK CONDITION ILLEGAL REQUEST for a
+// short CDB, NACA or LINK set, or a SELECT REPORT other than 0..2.
+CommandResult report_luns(std::span<const std::uint8_t> cdb, std::span<const std::uint64_t> luns,
+                          std::uint32_t expected_data_in);
 
 class LunMap {
  public:

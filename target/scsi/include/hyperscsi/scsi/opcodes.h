@@ -1,43 +1,32 @@
-// SCSI operation codes and service actions the SCSI layer implements.
+// The one table of the commands this SCSI layer implements: for each
+// operation code (and service action) its CDB usage map, which REPORT
+// SUPPORTED OPERATION CODES reports, and whether re-running it gives the same
+// answer and changes nothing, which the engine's reply cache asks. The
+// opcode numbers themselves: hyperscsi/base/scsi_opcodes.h (scsi::op).
+// Thread-safety: the table is built once, then read only.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
-namespace hyperscsi::scsi::op {
-inline constexpr std::uint8_t kTestUnitReady = 0x00;
-inline constexpr std::uint8_t kRequestSense = 0x03;
-inline constexpr std::uint8_t kRead6 = 0x08;
-inline constexpr std::uint8_t kWrite6 = 0x0A;
-inline constexpr std::uint8_t kInquiry = 0x12;
-inline constexpr std::uint8_t kModeSelect6 = 0x15;
-inline constexpr std::uint8_t kReserve6 = 0x16;
-inline constexpr std::uint8_t kRelease6 = 0x17;
-inline constexpr std::uint8_t kModeSense6 = 0x1A;
-inline constexpr std::uint8_t kStartStopUnit = 0x1B;
-inline constexpr std::uint8_t kReadCapacity10 = 0x25;
-inline constexpr std::uint8_t kRead10 = 0x28;
-inline constexpr std::uint8_t kWrite10 = 0x2A;
-inline constexpr std::uint8_t kVerify10 = 0x2F;
-inline constexpr std::uint8_t kSynchronizeCache10 = 0x35;
-inline constexpr std::uint8_t kWriteSame10 = 0x41;
-inline constexpr std::uint8_t kUnmap = 0x42;
-inline constexpr std::uint8_t kModeSelect10 = 0x55;
-inline constexpr std::uint8_t kModeSense10 = 0x5A;
-inline constexpr std::uint8_t kPersistentReserveIn = 0x5E;
-inline constexpr std::uint8_t kPersistentReserveOut = 0x5F;
-inline constexpr std::uint8_t kRead16 = 0x88;
-inline constexpr std::uint8_t kCompareAndWrite = 0x89;
-inline constexpr std::uint8_t kWrite16 = 0x8A;
-inline constexpr std::uint8_t kVerify16 = 0x8F;
-inline constexpr std::uint8_t kSynchronizeCache16 = 0x91;
-inline constexpr std::uint8_t kWriteSame16 = 0x93;
-inline constexpr std::uint8_t kServiceActionIn16 = 0x9E;
-inline constexpr std::uint8_t kReportLuns = 0xA0;
-inline constexpr std::uint8_t kMaintenanceIn = 0xA3;
-inline constexpr std::uint8_t kRead12 = 0xA8;
-inline constexpr std::uint8_t kWrite12 = 0xAA;
+#include "hyperscsi/base/scsi_opcodes.h"
 
-// Service actions.
-inline constexpr std::uint8_t kSaReadCapacity16 = 0x10;          // SERVICE ACTION IN(16)
-inline constexpr std::uint8_t kSaReportSupportedOpcodes = 0x0C;  // MAINTENANCE IN
-}  // namespace hyperscsi::scsi::op
+namespace hyperscsi::scsi {
+
+struct OpcodeInfo {
+  std::uint8_t opcode;
+  bool has_sa;
+  std::uint16_t sa;
+  std::vector<std::uint8_t> usage;  // CDB usage map; size is the CDB length
+  // Re-execution gives the same answer and changes nothing (reads, inquiries).
+  bool reexecutable = false;
+};
+
+const std::vector<OpcodeInfo>& supported_opcodes();
+
+// True if every service action of `opcode` in the table is re-executable, so
+// a reply cache may drop such a command's data-in and run it again; false for
+// commands not in the table.
+bool is_reexecutable(std::uint8_t opcode);
+
+}  // namespace hyperscsi::scsi

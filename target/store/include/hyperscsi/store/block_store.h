@@ -16,11 +16,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 
-#include "hyperscsi/proto/result.h"
+#include "hyperscsi/base/result.h"
 #include "hyperscsi/store/identity.h"
 
 namespace hyperscsi::store {
@@ -82,6 +83,19 @@ class BlockStore {
   virtual bool supports_unmap() const = 0;
   // After unmap, reads return zeros (files, RAM; not guaranteed by every disk).
   virtual bool unmapped_reads_zero() const { return supports_unmap(); }
+  // Logical block provisioning (GET LBA STATUS): whether the bytes at
+  // `offset` (block aligned, inside the store) are backed by storage, and how
+  // many bytes from `offset` (> 0, a multiple of the block size, possibly
+  // fewer than the whole run) share that state. Answered at once from the
+  // store's thread, without waiting for requests in flight. nullopt: the
+  // store cannot tell (GET LBA STATUS then reports the blocks as mapped).
+  struct Allocation {
+    bool allocated = true;
+    std::uint64_t length = 0;
+  };
+  virtual std::optional<Allocation> allocation_at(std::uint64_t /*offset*/) const {
+    return std::nullopt;
+  }
   // Human readable description ("file:/srv/disk.img", "ram:1073741824").
   virtual std::string describe() const = 0;
   // Who the data is (identity.h): persistent for files and block devices,

@@ -28,6 +28,9 @@ class RamStore final : public BlockStore {
   bool supports_unmap() const override { return !read_only_; }
   std::string describe() const override;
   StoreIdentity identity() const override { return identity_; }
+  // By 64 KiB chunk: a chunk is allocated from its first write until an
+  // unmap covers all of it.
+  std::optional<Allocation> allocation_at(std::uint64_t offset) const override;
 
   void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) override;
   void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
