@@ -263,14 +263,16 @@ TEST(RbdGateway, HyperScsiWritesReadBackWithRbdExportAndTheOtherWay) {
             0)
       << out;
 
-  // Configured through the TOML file's [ceph] table.
+  // Configured through the TOML file's [ceph] table. The op timeout is long
+  // (45 s, under the initiator's 60 s dead time): with the VM tests beside it
+  // on two CPUs, the one-node cluster once stalled a write past 20 s.
   Gateway gw(*c, dir.path(), "gw");
   ASSERT_TRUE(gw.ok()) << gw.error();
   const fs::path conf = dir.path() / "target.toml";
   std::ofstream(conf) << "[target]\nname = \"iqn.2026-11.org.hyperscsi:rbd-gw\"\n"
                       << "ports = [\"afpacket:" << gw.net().iface_b() << "\"]\n"
                       << "[ceph]\nconf = \"" << c->conf << "\"\nid = \"" << c->client_id
-                      << "\"\nkeyring = \"" << c->client_keyring << "\"\nop_timeout = 20\n"
+                      << "\"\nkeyring = \"" << c->client_keyring << "\"\nop_timeout = 45\n"
                       << "[[lun]]\nnumber = 0\nstore = \"rbd:" << c->pool << "/" << a << "\"\n"
                       << "[[lun]]\nnumber = 1\nstore = \"rbd:" << c->pool << "/" << b
                       << "\"\nblock_size = 4096\n"
