@@ -98,7 +98,7 @@ std::string format_stats_json(const std::string& target,
       "\"commands_executed\":{},\"commands_denied\":{},\"commands_absent\":{},"
       "\"commands_busy\":{},\"replays\":{},\"replies_sent\":{},\"replies_failed\":{},"
       "\"logins_accepted\":{},\"logins_refused\":{},\"sessions_reclaimed\":{},"
-      "\"frames_not_for_us\":{},\"unknown_session\":{},\"stale_epoch\":{},"
+      "\"frames_not_for_us\":{},\"handoffs_dropped\":{},\"unknown_session\":{},\"stale_epoch\":{},"
       "\"command_protocol_errors\":{},\"session_malformed\":{},\"frames_ignored\":{},"
       "\"rejections_sent\":{},\"rejections_suppressed\":{},"
       "\"auth_challenges\":{},\"auth_successes\":{},\"auth_failures\":{},\"auth_replays\":{},"
@@ -109,14 +109,14 @@ std::string format_stats_json(const std::string& target,
       json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
       st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
       st.replies_failed, st.endpoint.logins_accepted, st.endpoint.logins_refused,
-      st.endpoint.sessions_reclaimed, st.frames_not_for_us, st.endpoint.unknown_session,
-      st.endpoint.stale_epoch, st.endpoint.command_protocol_errors, st.endpoint.malformed,
-      st.endpoint.frames_ignored, st.endpoint.rejections_sent, st.endpoint.rejections_suppressed,
-      st.endpoint.auth_challenges, st.endpoint.auth_successes, st.endpoint.auth_failures,
-      st.endpoint.auth_replays, st.endpoint.auth_evicted, st.commands_unauthenticated,
-      st.endpoint.frames_bad_tag, st.endpoint.frames_replayed, st.endpoint.frames_unprotected,
-      st.loop_turns, st.loop_waits, st.loop_holds, st.loop_tx_full_waits, st.loop_wakeups,
-      st.loop_cpu_seconds);
+      st.endpoint.sessions_reclaimed, st.frames_not_for_us, st.handoffs_dropped,
+      st.endpoint.unknown_session, st.endpoint.stale_epoch, st.endpoint.command_protocol_errors,
+      st.endpoint.malformed, st.endpoint.frames_ignored, st.endpoint.rejections_sent,
+      st.endpoint.rejections_suppressed, st.endpoint.auth_challenges, st.endpoint.auth_successes,
+      st.endpoint.auth_failures, st.endpoint.auth_replays, st.endpoint.auth_evicted,
+      st.commands_unauthenticated, st.endpoint.frames_bad_tag, st.endpoint.frames_replayed,
+      st.endpoint.frames_unprotected, st.loop_turns, st.loop_waits, st.loop_holds,
+      st.loop_tx_full_waits, st.loop_wakeups, st.loop_cpu_seconds);
   bool first = true;
   for (const auto& r : s) {
     const auto& i = r.info;

@@ -182,9 +182,20 @@ proto::FrameSink& PortLoop::out_sink() {
   return *sink_;
 }
 
+// Frames waiting in one direction for this loop to take them. Normally a
+// turn's worth (a path's window); the bound keeps a flood of frames bearing a
+// multipath session's id on another port from growing the queue without
+// limit while this loop is busy (they are dropped and counted; the protocol
+// resends what mattered).
+constexpr size_t kMaxForeignFrames = 4096;
+
 void PortLoop::post_rx(std::vector<uint8_t> frame) {
   {
     std::lock_guard lock(foreign_mu_);
+    if (foreign_rx_.size() >= kMaxForeignFrames) {
+      counters_.handoffs_dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     foreign_rx_.push_back(std::move(frame));
   }
   foreign_pending_.store(true);
@@ -194,6 +205,10 @@ void PortLoop::post_rx(std::vector<uint8_t> frame) {
 void PortLoop::post_tx(std::vector<uint8_t> frame) {
   {
     std::lock_guard lock(foreign_mu_);
+    if (foreign_tx_.size() >= kMaxForeignFrames) {
+      counters_.handoffs_dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     foreign_tx_.push_back(std::move(frame));
   }
   foreign_pending_.store(true);

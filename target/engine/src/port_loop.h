@@ -69,6 +69,8 @@ struct LoopCounters {
   std::atomic<uint64_t> frames_received{0};
   std::atomic<uint64_t> malformed_frames{0};
   std::atomic<uint64_t> frames_not_for_us{0};
+  // Multipath frames not handed to another loop: its queue was full.
+  std::atomic<uint64_t> handoffs_dropped{0};
   std::atomic<uint64_t> commands_executed{0};
   std::atomic<uint64_t> commands_denied{0};
   std::atomic<uint64_t> commands_unauthenticated{0};  // allowed by name/MAC, not by auth policy

@@ -218,6 +218,7 @@ EngineStats TargetEngine::stats() const {
     s.frames_received += c.frames_received.load();
     s.malformed_frames += c.malformed_frames.load();
     s.frames_not_for_us += c.frames_not_for_us.load();
+    s.handoffs_dropped += c.handoffs_dropped.load();
     s.commands_executed += c.commands_executed.load();
     s.commands_denied += c.commands_denied.load();
     s.commands_unauthenticated += c.commands_unauthenticated.load();

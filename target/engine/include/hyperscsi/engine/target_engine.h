@@ -88,6 +88,7 @@ struct EngineStats {
   uint64_t frames_received = 0;
   uint64_t malformed_frames = 0;   // decode_frame refused them
   uint64_t frames_not_for_us = 0;  // unicast to another MAC
+  uint64_t handoffs_dropped = 0;   // multipath frames dropped at a full loop-to-loop queue
   uint64_t commands_executed = 0;  // handed to a LogicalUnit
   uint64_t commands_denied = 0;    // LUN exists but the access list hides it
   uint64_t commands_absent = 0;    // LUN does not exist
