@@ -1462,14 +1462,7 @@ class Initiator::Impl {
       ps.failures = std::max<uint64_t>(p.counters.failures, path_failovers_[p.id % 16]);
       ps.pdus_moved_off = p.counters.pdus_moved_off;
       ps.srtt = p.transport.srtt;
-      sum.pdus_sent += p.counters.pdus_sent;
-      sum.pdus_received += p.counters.pdus_received;
-      sum.frames_sent += p.counters.frames_sent;
-      sum.frames_retransmitted += p.counters.frames_retransmitted;
-      sum.frames_received += p.counters.frames_received;
-      sum.bytes_sent += p.counters.bytes_sent;
-      sum.bytes_received += p.counters.bytes_received;
-      sum.timeouts += p.counters.timeouts;
+      proto::add_path_counters(sum, p.counters);
       s.paths.push_back(std::move(ps));
     }
     // Candidates never installed (unreachable, refused) are reported too.

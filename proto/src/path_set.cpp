@@ -579,4 +579,15 @@ bool PathControl::verify(const FrameHeader& h, const PathReply& m) const {
   return !proof_key_ || verify_path_reply(proof_key_->span(), peer(), binding(h), m);
 }
 
+void add_path_counters(TransportStats& sum, const PathCounters& path) {
+  sum.pdus_sent += path.pdus_sent;
+  sum.pdus_received += path.pdus_received;
+  sum.frames_sent += path.frames_sent;
+  sum.frames_retransmitted += path.frames_retransmitted;
+  sum.frames_received += path.frames_received;
+  sum.bytes_sent += path.bytes_sent;
+  sum.bytes_received += path.bytes_received;
+  sum.timeouts += path.timeouts;
+}
+
 }  // namespace hyperscsi::proto

@@ -788,16 +788,7 @@ SessionInfo TargetEndpoint::info(const Session& s) const {
     i.paths = s.paths->transport().paths();
     // The session's transport is the sum of its paths'.
     TransportStats sum;
-    for (const PathInfo& p : i.paths) {
-      sum.pdus_sent += p.counters.pdus_sent;
-      sum.pdus_received += p.counters.pdus_received;
-      sum.frames_sent += p.counters.frames_sent;
-      sum.frames_retransmitted += p.counters.frames_retransmitted;
-      sum.frames_received += p.counters.frames_received;
-      sum.bytes_sent += p.counters.bytes_sent;
-      sum.bytes_received += p.counters.bytes_received;
-      sum.timeouts += p.counters.timeouts;
-    }
+    for (const PathInfo& p : i.paths) add_path_counters(sum, p.counters);
     i.transport = sum;
   }
   return i;

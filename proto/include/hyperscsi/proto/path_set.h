@@ -121,6 +121,10 @@ struct PathCounters {
   ProtectionStats protection_drops;
 };
 
+// Adds one path's counters to a session's transport totals (a multipath
+// session's transport is the sum of its paths', on either side).
+void add_path_counters(TransportStats& sum, const PathCounters& path);
+
 struct PathInfo {
   uint8_t id = 0;
   uint8_t gen = 0;
