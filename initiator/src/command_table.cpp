@@ -1,0 +1,297 @@
+// The initiator's command table: submissions admitted to tags and cmd_sn
+// (up to max_outstanding in flight, the rest waiting in FIFO order), their
+// PDUs built and sent in cmd_sn order, replies matched by tag and cmd_sn
+// (UNIT ATTENTION, BUSY and TASK SET FULL repeated), dead time and failing
+// what is left.
+//
+// Thread-safety: submit() is called from any thread (it queues under
+// task_mutex_ and wakes the loop); everything else runs on the loop thread.
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "initiator_impl.h"
+
+namespace hyperscsi::initiator {
+
+namespace {
+
+// Data-out bytes of a command (data_out less its headroom).
+size_t data_out_size(const ScsiCommand& c) {
+  return c.data_out.size() - std::min<size_t>(c.data_out_headroom, c.data_out.size());
+}
+
+// Conditions every SCSI initiator retries: a UNIT ATTENTION (reported once
+// per nexus, e.g. after the target restarted) and BUSY / TASK SET FULL.
+constexpr uint32_t kMaxRetries = 8;
+
+CommandResult failed(CompletionError e, std::string message) {
+  CommandResult r;
+  r.error = e;
+  r.message = std::move(message);
+  return r;
+}
+
+}  // namespace
+
+void Initiator::Impl::submit(ScsiCommand command, Completion done,
+                             std::span<uint8_t> data_in_buffer) {
+  auto pending = std::make_unique<Pending>();
+  pending->cmd = std::move(command);
+  pending->done = std::move(done);
+  pending->data_in_buffer = data_in_buffer;
+  pending->deadline = SteadyClock::now() + options_.dead_time;
+  {
+    std::lock_guard lock(task_mutex_);
+    submissions_.push_back(std::move(pending));
+  }
+  // From a poller the loop runs these in this very turn: no wake-up needed.
+  if (std::this_thread::get_id() == loop_id_ && polling_) return;
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+}
+
+std::optional<proto::ReceivedPdu> Initiator::Impl::next_reply() {
+  if (paths_) return paths_->transport().pop_pdu();
+  return session_->pop_reply();
+}
+
+void Initiator::Impl::drain_replies() {
+  if (!session_) return;
+  while (auto pdu = next_reply()) {
+    auto decoded = proto::decode_reply(pdu->bytes);
+    if (!decoded || pdu->tag >= by_tag_.size() || by_tag_[pdu->tag] == 0) {
+      ++stats_.unmatched_replies;
+      continue;
+    }
+    auto it = inflight_.find(by_tag_[pdu->tag]);
+    if (it == inflight_.end() || static_cast<uint32_t>(it->second->seq) != decoded->header.cmd_sn) {
+      ++stats_.unmatched_replies;  // a late reply of an expired command
+      continue;
+    }
+    std::unique_ptr<Pending> p = std::move(it->second);
+    release(it, p->tag);
+    if (p->sent) wake_policy_.on_reply(SteadyClock::now() - p->sent_at);
+    const proto::ReplyHeader& h = decoded->header;
+    if (h.response == proto::CommandResponse::kCompleted && p->retries < kMaxRetries) {
+      const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
+                                  scsi::parse_sense(h.sense).key == 0x06;
+      const bool busy = h.status == 0x08 || h.status == 0x28;
+      if (unit_attention) note_unit_attention(p->cmd.lun, h.sense);
+      if (unit_attention || busy) {
+        ++p->retries;
+        ++stats_.retried;
+        p->sent = false;
+        p->not_before = busy ? SteadyClock::now() +
+                                   std::chrono::milliseconds(5 << std::min<uint32_t>(p->retries, 6))
+                             : TimePoint{};
+        waiting_.push_front(std::move(p));
+        continue;
+      }
+    }
+    CommandResult r;
+    if (h.response != proto::CommandResponse::kCompleted) {
+      r.error = CompletionError::kTargetFailure;
+      r.message = h.response == proto::CommandResponse::kRejected
+                      ? "the target rejected the command PDU as malformed"
+                      : "the target could not execute the command";
+    }
+    r.status = h.status;
+    r.sense = h.sense;
+    r.residual = h.residual;
+    if (p->probe) {
+      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+      if (p->done) p->done(std::move(r));
+      continue;
+    }
+    ++stats_.completed;
+    if (!r.good()) note_failure(p->cmd, r);
+    if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
+      // Into the caller's buffer (one copy); what did not arrive reads as zeros.
+      const size_t n = std::min(dst.size(), decoded->data_in.size());
+      std::copy_n(decoded->data_in.begin(), n, dst.begin());
+      std::fill(dst.begin() + static_cast<ptrdiff_t>(n), dst.end(), uint8_t{0});
+      stats_.bytes_in += n;
+    } else {
+      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
+      stats_.bytes_in += r.data_in.size();
+    }
+    stats_.bytes_out +=
+        p->pdu ? p->pdu->size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
+    if (p->done) p->done(std::move(r));
+    // A poller's client (the FUSE export) answers with its next request
+    // soon: keep polling for it as if a command were still in flight.
+    if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
+  }
+}
+
+void Initiator::Impl::release(std::map<uint64_t, std::unique_ptr<Pending>>::iterator it,
+                              uint16_t tag) {
+  by_tag_[tag] = 0;
+  if (tag != kProbeTag) free_tags_.push_back(tag);
+  inflight_.erase(it);
+}
+
+void Initiator::Impl::admit(TimePoint now) {
+  while (!waiting_.empty() && !free_tags_.empty() && waiting_.front()->not_before <= now) {
+    std::unique_ptr<Pending> p = std::move(waiting_.front());
+    waiting_.pop_front();
+    const auto& c = p->cmd;
+    if (!session_) {
+      finish_failed(std::move(p), CompletionError::kShutdown,
+                    "not connected: connect() to a target first");
+      continue;
+    }
+    if (auto f = fenced_.find(c.lun); f != fenced_.end()) {
+      finish_failed(std::move(p), CompletionError::kIdentityMismatch, f->second);
+      continue;
+    }
+    if (c.cdb.empty() || c.cdb.size() > proto::kMaxCdbLength) {
+      finish_failed(std::move(p), CompletionError::kInvalid,
+                    "CDB of " + std::to_string(c.cdb.size()) + " bytes (1..32 allowed)");
+      continue;
+    }
+    const uint32_t mt = session_ && connected_ ? session_->negotiated().max_transfer : 0;
+    const size_t out_size = proto::kCommandHeaderFixedSize + c.cdb.size() + data_out_size(c);
+    const size_t in_size =
+        proto::kReplyHeaderFixedSize + proto::kMaxSenseLength + size_t{c.data_in_length};
+    if (mt != 0 && (out_size > mt || in_size > mt)) {
+      finish_failed(std::move(p), CompletionError::kInvalid,
+                    "transfer exceeds the negotiated maximum of " + std::to_string(mt) +
+                        " bytes per command");
+      continue;
+    }
+    p->seq = next_seq_++;
+    p->tag = free_tags_.back();
+    free_tags_.pop_back();
+    by_tag_[p->tag] = p->seq;
+    inflight_.emplace(p->seq, std::move(p));
+  }
+}
+
+proto::CommandHeader Initiator::Impl::command_header(const Pending& p,
+                                                     size_t data_out_length) const {
+  proto::CommandHeader h;
+  h.cmd_sn = static_cast<uint32_t>(p.seq);
+  h.reply_ack_sn = static_cast<uint32_t>(inflight_.begin()->first);
+  h.lun = p.cmd.lun;
+  if (p.cmd.data_in_length > 0) h.flags |= proto::kCommandFlagDataIn;
+  if (data_out_length > 0) h.flags |= proto::kCommandFlagDataOut;
+  h.task_attribute = p.cmd.task_attribute;
+  h.expected_data_in = p.cmd.data_in_length;
+  h.data_out_length = static_cast<uint32_t>(data_out_length);
+  h.cdb_length = static_cast<uint8_t>(p.cmd.cdb.size());
+  std::copy(p.cmd.cdb.begin(), p.cmd.cdb.end(), h.cdb.begin());
+  return h;
+}
+
+// Hands the command's PDU to the session. A command whose data_out has
+// room for the header is built in that buffer once and kept (shared with
+// the connection); a later send (after a re-login or a retry) copies it
+// under a header with the current reply_ack_sn (the target's command order
+// starts from it after a restart). Asks first whether the connection takes
+// the PDU, so that a refusal costs no copy.
+bool Initiator::Impl::send_command(Pending& p) {
+  const size_t room = command_headroom(p.cmd.cdb.size());
+  const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
+  const proto::Connection* conn = session_->connection();
+  if (conn == nullptr || !conn->can_send(proto::Opcode::kCommandRequest, p.tag, room + data))
+    return false;
+  if (!p.pdu && p.cmd.data_out_headroom == room && p.cmd.data_out.size() >= room) {
+    std::vector<uint8_t> header;
+    proto::encode(command_header(p, data), header);
+    std::copy(header.begin(), header.end(), p.cmd.data_out.begin());
+    p.pdu = proto::share_bytes(std::move(p.cmd.data_out));
+    p.cmd.data_out.clear();
+    return session_->send_command_shared(p.tag, p.pdu);
+  }
+  return session_->send_command(p.tag, build_pdu(p));
+}
+
+// The command's PDU in a new buffer: the header, then its data copied from
+// the kept PDU or from data_out (less its headroom).
+std::vector<uint8_t> Initiator::Impl::build_pdu(const Pending& p) const {
+  const size_t room = command_headroom(p.cmd.cdb.size());
+  const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
+  std::vector<uint8_t> pdu;
+  pdu.reserve(room + data);
+  proto::encode(command_header(p, data), pdu);
+  if (p.pdu)
+    pdu.insert(pdu.end(), p.pdu->begin() + static_cast<ptrdiff_t>(room), p.pdu->end());
+  else
+    pdu.insert(pdu.end(), p.cmd.data_out.end() - static_cast<ptrdiff_t>(data),
+               p.cmd.data_out.end());
+  return pdu;
+}
+
+// Sends, in cmd_sn order, what the current Connection has not got yet.
+// Stops at the first refusal so the order holds.
+void Initiator::Impl::send_unsent() {
+  if (!session_ || !session_->established()) return;
+  const TimePoint now = SteadyClock::now();
+  for (auto& [seq, p] : inflight_) {
+    if (!verify_queue_.empty() && !p->probe) continue;  // the identity check goes first
+    if (p->sent) continue;
+    // A multipath session's PathSet takes its own copy (it may resend the
+    // PDU whole on another path).
+    if (paths_) {
+      if (!paths_->transport().send_pdu(proto::Opcode::kCommandRequest, p->tag, build_pdu(*p)))
+        break;
+    } else if (!send_command(*p)) {
+      break;
+    }
+    p->sent = true;
+    p->sent_at = now;
+  }
+}
+
+void Initiator::Impl::expire(TimePoint now) {
+  const auto msg = [this] {
+    return "no reply from target '" + target_.name + "' within " +
+           seconds_text(options_.dead_time) + " s (session " +
+           std::string(session_ ? proto::to_string(session_->state()) : "none") +
+           (session_ && session_->failure().error != proto::SessionError::kNone
+                ? ": " + session_->failure().describe()
+                : std::string()) +
+           ")";
+  };
+  while (!inflight_.empty() && inflight_.begin()->second->deadline <= now) {
+    auto it = inflight_.begin();
+    std::unique_ptr<Pending> p = std::move(it->second);
+    release(it, p->tag);
+    finish_failed(std::move(p), CompletionError::kDeadTime, msg());
+  }
+  while (!waiting_.empty() && waiting_.front()->deadline <= now) {
+    std::unique_ptr<Pending> p = std::move(waiting_.front());
+    waiting_.pop_front();
+    finish_failed(std::move(p), CompletionError::kDeadTime, msg());
+  }
+}
+
+void Initiator::Impl::finish_failed(std::unique_ptr<Pending> p, CompletionError e,
+                                    std::string message) {
+  CommandResult r = failed(e, std::move(message));
+  if (!p->probe) note_failure(p->cmd, r);
+  if (p->done) p->done(std::move(r));
+}
+
+void Initiator::Impl::fail_all(CompletionError e, const std::string& message) {
+  std::deque<std::unique_ptr<Pending>> all;
+  for (auto& [seq, p] : inflight_) all.push_back(std::move(p));
+  inflight_.clear();
+  free_tags_.clear();
+  for (uint32_t t = options_.max_outstanding; t-- > 0;)
+    free_tags_.push_back(static_cast<uint16_t>(t));
+  std::fill(by_tag_.begin(), by_tag_.end(), 0);
+  for (auto& p : waiting_) all.push_back(std::move(p));
+  waiting_.clear();
+  {
+    std::lock_guard lock(task_mutex_);
+    for (auto& p : submissions_) all.push_back(std::move(p));
+    submissions_.clear();
+  }
+  for (auto& p : all) finish_failed(std::move(p), e, message);
+}
+
+}  // namespace hyperscsi::initiator
