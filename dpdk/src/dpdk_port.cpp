@@ -337,14 +337,9 @@ struct PortSetupGuard {
 
 std::atomic<unsigned> g_pool_serial{0};
 
-}  // namespace
-
-Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view eal_args,
-                                                                const io::PortOptions& options) {
-  auto parsed = parse_eal_config(eal_args);
-  if (!parsed) return Unexpected(parsed.error());
-  const EalConfig& cfg = parsed.value();
-
+// What can be checked before the EAL starts: the options, root, the
+// af_packet vdevs' interfaces and hugepages.
+Status<PortError> check_request(const EalConfig& cfg, const io::PortOptions& options) {
   if (options.vlan_id > 4094)
     return fail(PortErrorKind::kBadArgument,
                 "dpdk: VLAN id " + std::to_string(options.vlan_id) + " out of range 0..4094");
@@ -378,24 +373,20 @@ Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view
               "; mount it (mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages) "
               "or pass --in-memory");
   }
+  return {};
+}
 
-  std::lock_guard lock(control_mutex());
-  auto eal = EalRuntime::acquire(cfg.eal_args);
-  if (!eal) return Unexpected(eal.error());
-  auto port = select_port(*eal.value(), cfg);
-  if (!port) return Unexpected(port.error());
-  const uint16_t port_id = port.value();
-  PortSetupGuard guard{*eal.value(), port_id};
+// The port's MTU and receive buffer size, and whether ethdev itself takes
+// that MTU.
+struct MtuPlan {
+  size_t mtu = RTE_ETHER_MTU;
+  size_t buffer_need = 0;  // receive buffers: a whole tagged frame, or what the PMD insists on
+  bool ethdev_accepts = false;
+};
 
-  char name_buf[RTE_ETH_NAME_MAX_LEN] = {};
-  rte_eth_dev_get_name_by_port(port_id, name_buf);
-  const std::string name(name_buf);
-  rte_eth_dev_info info{};
-  if (int rc = rte_eth_dev_info_get(port_id, &info); rc != 0)
-    return fail(PortErrorKind::kBackendFailure,
-                "dpdk: " + name + ": rte_eth_dev_info_get failed: " + rte_strerror(-rc));
-
-  // MTU: --hs-mtu, else the af_packet vdev's kernel interface, else the device's.
+// MTU: --hs-mtu, else the af_packet vdev's kernel interface, else the device's.
+Result<MtuPlan, PortError> plan_mtu(const EalConfig& cfg, uint16_t port_id, const std::string& name,
+                                    const rte_eth_dev_info& info) {
   const auto afp = std::find_if(cfg.af_packet.begin(), cfg.af_packet.end(),
                                 [&](const VdevInterface& v) { return v.device == name; });
   const bool is_af_packet = afp != cfg.af_packet.end();
@@ -432,41 +423,32 @@ Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view
                     std::to_string(info.min_mtu) + ".." + std::to_string(info.max_mtu) +
                     " (max frame " + std::to_string(info.max_rx_pktlen) + ")");
   }
+  return MtuPlan{mtu, buffer_need, ethdev_accepts};
+}
 
+// One rx and one tx queue, the MTU where ethdev takes it.
+Status<PortError> configure_device(uint16_t port_id, const std::string& name, const MtuPlan& plan) {
+  const size_t mtu = plan.mtu;
   rte_eth_conf conf{};
-  conf.rxmode.mtu = ethdev_accepts ? static_cast<uint32_t>(mtu) : 0;
+  conf.rxmode.mtu = plan.ethdev_accepts ? static_cast<uint32_t>(mtu) : 0;
   if (int rc = rte_eth_dev_configure(port_id, 1, 1, &conf); rc != 0)
     return fail(rc == -EINVAL ? PortErrorKind::kBadArgument : PortErrorKind::kBackendFailure,
                 "dpdk: " + name + ": rte_eth_dev_configure (1 rx/1 tx queue, MTU " +
                     std::to_string(mtu) + ") failed: " + rte_strerror(-rc));
-  if (ethdev_accepts) {
+  if (plan.ethdev_accepts) {
     if (int rc = rte_eth_dev_set_mtu(port_id, static_cast<uint16_t>(mtu));
         rc != 0 && rc != -ENOTSUP)
       return fail(PortErrorKind::kBadArgument, "dpdk: " + name + ": the PMD refused MTU " +
                                                    std::to_string(mtu) + ": " + rte_strerror(-rc));
   }
+  return {};
+}
 
-  uint16_t nb_rxd = static_cast<uint16_t>(std::min<size_t>(1024, options.pool_size / 4));
-  uint16_t nb_txd = nb_rxd;
-  rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &nb_rxd, &nb_txd);
-
-  int socket_id = rte_eth_dev_socket_id(port_id);
-  if (socket_id < 0) socket_id = SOCKET_ID_ANY;
-  std::string error;
-  const size_t data_room = RTE_PKTMBUF_HEADROOM + buffer_need;
-  MbufPool* pool = MbufPool::create(eal.value(), "hs_pool" + std::to_string(g_pool_serial++),
-                                    options.pool_size, data_room, socket_id, &error);
-  if (pool == nullptr) return fail(PortErrorKind::kBackendFailure, "dpdk: " + name + ": " + error);
-  struct PoolRef {  // drops our reference unless the port takes it over
-    MbufPool* p;
-    ~PoolRef() {
-      if (p != nullptr) p->drop_owner();
-    }
-  } pool_ref{pool};
-
-  guard.queues = true;
+// Sets the queues up (receiving into `pool`) and starts the device.
+Status<PortError> start_device(uint16_t port_id, const std::string& name, uint16_t nb_rxd,
+                               uint16_t nb_txd, int socket_id, MbufPool& pool) {
   if (int rc = rte_eth_rx_queue_setup(port_id, 0, nb_rxd, static_cast<unsigned>(socket_id), nullptr,
-                                      pool->mempool());
+                                      pool.mempool());
       rc != 0)
     return fail(PortErrorKind::kBackendFailure,
                 "dpdk: " + name + ": rx queue set-up failed: " + rte_strerror(-rc));
@@ -480,6 +462,60 @@ Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view
                 "dpdk: " + name + ": rte_eth_dev_start failed: " + rte_strerror(-rc));
   // Unicast to us and broadcast are all we need; PMDs without the op say ENOTSUP.
   rte_eth_promiscuous_disable(port_id);
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<io::Port>, io::PortError> open_dpdk_port(std::string_view eal_args,
+                                                                const io::PortOptions& options) {
+  auto parsed = parse_eal_config(eal_args);
+  if (!parsed) return Unexpected(parsed.error());
+  const EalConfig& cfg = parsed.value();
+  if (auto st = check_request(cfg, options); !st) return Unexpected(st.error());
+
+  std::lock_guard lock(control_mutex());
+  auto eal = EalRuntime::acquire(cfg.eal_args);
+  if (!eal) return Unexpected(eal.error());
+  auto port = select_port(*eal.value(), cfg);
+  if (!port) return Unexpected(port.error());
+  const uint16_t port_id = port.value();
+  PortSetupGuard guard{*eal.value(), port_id};
+
+  char name_buf[RTE_ETH_NAME_MAX_LEN] = {};
+  rte_eth_dev_get_name_by_port(port_id, name_buf);
+  const std::string name(name_buf);
+  rte_eth_dev_info info{};
+  if (int rc = rte_eth_dev_info_get(port_id, &info); rc != 0)
+    return fail(PortErrorKind::kBackendFailure,
+                "dpdk: " + name + ": rte_eth_dev_info_get failed: " + rte_strerror(-rc));
+
+  auto plan = plan_mtu(cfg, port_id, name, info);
+  if (!plan) return Unexpected(plan.error());
+  const size_t mtu = plan.value().mtu;
+  if (auto st = configure_device(port_id, name, plan.value()); !st) return Unexpected(st.error());
+
+  uint16_t nb_rxd = static_cast<uint16_t>(std::min<size_t>(1024, options.pool_size / 4));
+  uint16_t nb_txd = nb_rxd;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &nb_rxd, &nb_txd);
+
+  int socket_id = rte_eth_dev_socket_id(port_id);
+  if (socket_id < 0) socket_id = SOCKET_ID_ANY;
+  std::string error;
+  const size_t data_room = RTE_PKTMBUF_HEADROOM + plan.value().buffer_need;
+  MbufPool* pool = MbufPool::create(eal.value(), "hs_pool" + std::to_string(g_pool_serial++),
+                                    options.pool_size, data_room, socket_id, &error);
+  if (pool == nullptr) return fail(PortErrorKind::kBackendFailure, "dpdk: " + name + ": " + error);
+  struct PoolRef {  // drops our reference unless the port takes it over
+    MbufPool* p;
+    ~PoolRef() {
+      if (p != nullptr) p->drop_owner();
+    }
+  } pool_ref{pool};
+
+  guard.queues = true;
+  if (auto st = start_device(port_id, name, nb_rxd, nb_txd, socket_id, *pool); !st)
+    return Unexpected(st.error());
 
   rte_ether_addr addr{};
   io::MacAddress mac{};
