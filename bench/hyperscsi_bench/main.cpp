@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <optional>
 
 #include "report.h"
 #include "sys_stats.h"
@@ -48,11 +49,8 @@ std::optional<uint64_t> parse_size(const std::string& text) {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"hyperscsi-bench: block I/O workloads over HyperSCSI, iSCSI or a local file"};
-  app.set_version_flag("--version", std::string("hyperscsi-bench ") + HYPERSCSI_VERSION);
+// The command line, as parsed.
+struct Args {
   std::string transport_name = "local", port, target, url, path, workload = "randread";
   std::string bs_text = "4k", bytes_text, size_text, iface, mtu, shaped;
   std::string secret_file, protection = "off", checksum = "on";
@@ -63,127 +61,124 @@ int main(int argc, char** argv) {
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
   bool read_pct_given = false;
-  app.add_option("--transport", transport_name, "hyperscsi, iscsi or local")
+};
+
+// Declares every option on `app`, bound to `a`; returns --read-pct (whether
+// it was given matters).
+CLI::Option* add_options(CLI::App& app, Args& a) {
+  app.add_option("--transport", a.transport_name, "hyperscsi, iscsi or local")
       ->check(CLI::IsMember({"hyperscsi", "iscsi", "local"}));
-  app.add_option("--port", port,
+  app.add_option("--port", a.port,
                  "HyperSCSI port spec (afpacket:IFACE, pcap:IFACE, ...); repeat (or A,B) for one "
                  "session over several ports (multipath)")
       ->multi_option_policy(CLI::MultiOptionPolicy::Join);
-  app.add_option("--target", target, "HyperSCSI target name (default: the only one)");
-  app.add_option("--lun", lun, "HyperSCSI LUN");
-  app.add_option("--secret-file", secret_file,
+  app.add_option("--target", a.target, "HyperSCSI target name (default: the only one)");
+  app.add_option("--lun", a.lun, "HyperSCSI LUN");
+  app.add_option("--secret-file", a.secret_file,
                  "HyperSCSI: file with the secret shared with the target (authenticates the "
                  "login as initiator 'hyperscsi-bench')");
-  app.add_option("--protection", protection,
+  app.add_option("--protection", a.protection,
                  "HyperSCSI: weakest per-frame protection accepted: off, integrity, encrypt");
-  app.add_option("--checksum", checksum,
+  app.add_option("--checksum", a.checksum,
                  "HyperSCSI: offer crc32 on every frame (on, the default) or not (off); iSCSI "
                  "digests stay as the target sets them")
       ->check(CLI::IsMember({"on", "off"}));
-  app.add_option("--busy-poll-us", busy_poll_us,
+  app.add_option("--busy-poll-us", a.busy_poll_us,
                  "HyperSCSI: poll up to this many microseconds for a reply before sleeping "
                  "(0: always sleep)")
       ->capture_default_str()
       ->check(CLI::Range(0u, 10000u));
-  app.add_option("--url", url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
-  app.add_option("--path", path, "local file or block device");
-  app.add_flag("--direct", direct, "local: open with O_DIRECT");
-  app.add_option("--workload,-w", workload, "read, write, randread, randwrite, rw, randrw")
+  app.add_option("--url", a.url, "iSCSI URL iscsi://HOST[:PORT]/IQN/LUN");
+  app.add_option("--path", a.path, "local file or block device");
+  app.add_flag("--direct", a.direct, "local: open with O_DIRECT");
+  app.add_option("--workload,-w", a.workload, "read, write, randread, randwrite, rw, randrw")
       ->check(CLI::IsMember({"read", "write", "randread", "randwrite", "rw", "randrw"}));
-  auto* pct = app.add_option("--read-pct", read_pct, "read share of rw/randrw in percent")
+  auto* pct = app.add_option("--read-pct", a.read_pct, "read share of rw/randrw in percent")
                   ->check(CLI::Range(0u, 100u));
-  app.add_option("--bs", bs_text, "block size 512..1M (k/M suffixes)");
-  app.add_option("--qd", qd, "queue depth 1..256")->check(CLI::Range(1u, 256u));
-  app.add_option("--time", seconds, "run time in seconds")->check(CLI::NonNegativeNumber);
-  app.add_option("--start-at", start_at,
+  app.add_option("--bs", a.bs_text, "block size 512..1M (k/M suffixes)");
+  app.add_option("--qd", a.qd, "queue depth 1..256")->check(CLI::Range(1u, 256u));
+  app.add_option("--time", a.seconds, "run time in seconds")->check(CLI::NonNegativeNumber);
+  app.add_option("--start-at", a.start_at,
                  "begin the timed run at this wall-clock time (seconds since the epoch, after "
                  "connecting), so that several clients measure the same interval")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--warmup", warmup,
+  app.add_option("--warmup", a.warmup,
                  "with --time: leave the first S seconds out of mb_s_in_time (the ramp-up)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--bytes", bytes_text, "stop after this many bytes (k/M/G suffixes)");
-  app.add_option("--size", size_text, "use only the first SIZE bytes of the device");
-  app.add_flag("--verify", verify, "write checksummed patterns, check every read");
-  app.add_option("--target-pid", target_pid, "target process for CPU and context switches");
-  app.add_option("--iface", iface, "count Ethernet frames on this interface");
-  app.add_option("--mtu", mtu, "label recorded in the result");
-  app.add_option("--shaped", shaped, "label recorded in the result");
-  app.add_flag("--json", json, "print one JSON record instead of the table");
-  app.add_flag("--quiet,-q", quiet, "no progress line");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // --help/--version exit 0; any bad argument exits 1 as documented (not CLI11's own codes).
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 1;
-  }
-  std::replace(port.begin(), port.end(), '\n', ',');  // Join's separator
-  read_pct_given = pct->count() > 0;
+  app.add_option("--bytes", a.bytes_text, "stop after this many bytes (k/M/G suffixes)");
+  app.add_option("--size", a.size_text, "use only the first SIZE bytes of the device");
+  app.add_flag("--verify", a.verify, "write checksummed patterns, check every read");
+  app.add_option("--target-pid", a.target_pid, "target process for CPU and context switches");
+  app.add_option("--iface", a.iface, "count Ethernet frames on this interface");
+  app.add_option("--mtu", a.mtu, "label recorded in the result");
+  app.add_option("--shaped", a.shaped, "label recorded in the result");
+  app.add_flag("--json", a.json, "print one JSON record instead of the table");
+  app.add_flag("--quiet,-q", a.quiet, "no progress line");
+  return pct;
+}
 
+// The workload from the arguments; nullopt (the error printed) when one is
+// bad. Defaults --time to 5 s when neither --time nor --bytes is given.
+std::optional<WorkloadConfig> workload_config(Args& a) {
   WorkloadConfig config;
-  config.random = workload.rfind("rand", 0) == 0;
-  const std::string kind = config.random ? workload.substr(4) : workload;
-  config.read_pct = kind == "read" ? 100 : kind == "write" ? 0 : (read_pct_given ? read_pct : 50);
-  const auto bs = parse_size(bs_text);
+  config.random = a.workload.rfind("rand", 0) == 0;
+  const std::string kind = config.random ? a.workload.substr(4) : a.workload;
+  config.read_pct = kind == "read"    ? 100
+                    : kind == "write" ? 0
+                                      : (a.read_pct_given ? a.read_pct : 50);
+  const auto bs = parse_size(a.bs_text);
   if (!bs || *bs > (1u << 20)) {
-    std::fprintf(stderr, "error: bad --bs '%s'\n", bs_text.c_str());
-    return 1;
+    std::fprintf(stderr, "error: bad --bs '%s'\n", a.bs_text.c_str());
+    return std::nullopt;
   }
   config.bs = uint32_t(*bs);
-  config.qd = qd;
-  config.verify = verify;
-  if (!bytes_text.empty()) {
-    const auto b = parse_size(bytes_text);
+  config.qd = a.qd;
+  config.verify = a.verify;
+  if (!a.bytes_text.empty()) {
+    const auto b = parse_size(a.bytes_text);
     if (!b) {
-      std::fprintf(stderr, "error: bad --bytes '%s'\n", bytes_text.c_str());
-      return 1;
+      std::fprintf(stderr, "error: bad --bytes '%s'\n", a.bytes_text.c_str());
+      return std::nullopt;
     }
     config.bytes = *b;
   }
-  if (!size_text.empty()) {
-    const auto s = parse_size(size_text);
+  if (!a.size_text.empty()) {
+    const auto s = parse_size(a.size_text);
     if (!s) {
-      std::fprintf(stderr, "error: bad --size '%s'\n", size_text.c_str());
-      return 1;
+      std::fprintf(stderr, "error: bad --size '%s'\n", a.size_text.c_str());
+      return std::nullopt;
     }
     config.region = *s;
   }
-  if (seconds == 0 && config.bytes == 0) seconds = 5;
-  config.duration = std::chrono::nanoseconds(int64_t(seconds * 1e9));
-  if (warmup >= seconds && warmup > 0) {
+  if (a.seconds == 0 && config.bytes == 0) a.seconds = 5;
+  config.duration = std::chrono::nanoseconds(int64_t(a.seconds * 1e9));
+  if (a.warmup >= a.seconds && a.warmup > 0) {
     std::fprintf(stderr, "error: --warmup must be shorter than --time\n");
-    return 1;
+    return std::nullopt;
   }
-  config.warmup = std::chrono::nanoseconds(int64_t(warmup * 1e9));
+  config.warmup = std::chrono::nanoseconds(int64_t(a.warmup * 1e9));
+  return config;
+}
 
-  TransportResult opened = hyperscsi::Unexpected(std::string("no transport"));
-  if (transport_name == "local")
-    opened = open_local({.path = path, .direct = direct, .threads = qd});
-  else if (transport_name == "hyperscsi")
-    opened = open_hyperscsi({.port_spec = port,
-                             .target = target,
-                             .lun = lun,
-                             .max_outstanding = std::max(qd, 1u) * 2,
-                             .secret_file = secret_file,
-                             .protection = protection,
-                             .checksum = checksum == "on",
-                             .busy_poll_us = busy_poll_us});
-  else
-    opened = open_iscsi({.url = url});
-  if (!opened) {
-    std::fprintf(stderr, "error: %s\n", opened.error().c_str());
-    return 1;
-  }
-  Transport& transport = **opened;
-  if (const std::string problem = validate(config, transport); !problem.empty()) {
-    std::fprintf(stderr, "error: %s\n", problem.c_str());
-    return 1;
-  }
+TransportResult open_transport(const Args& a) {
+  if (a.transport_name == "local")
+    return open_local({.path = a.path, .direct = a.direct, .threads = a.qd});
+  if (a.transport_name == "hyperscsi")
+    return open_hyperscsi({.port_spec = a.port,
+                           .target = a.target,
+                           .lun = a.lun,
+                           .max_outstanding = std::max(a.qd, 1u) * 2,
+                           .secret_file = a.secret_file,
+                           .protection = a.protection,
+                           .checksum = a.checksum == "on",
+                           .busy_poll_us = a.busy_poll_us});
+  return open_iscsi({.url = a.url});
+}
 
+// Connected: wait for the common start (--start-at). A client that connected
+// too late starts at once; returns by how much (start_late_s in the record).
+double wait_for_start(double start_at) {
   if (start_at > 0) {
-    // Connected: wait for the common start. A client that connected too late
-    // starts at once and says by how much (start_late_s in the record).
     timespec ts{};
     ts.tv_sec = time_t(start_at);
     ts.tv_nsec = long((start_at - double(ts.tv_sec)) * 1e9);
@@ -192,52 +187,58 @@ int main(int argc, char** argv) {
   }
   timespec began{};
   ::clock_gettime(CLOCK_REALTIME, &began);
-  const double start_late =
-      start_at > 0 ? std::max(0.0, double(began.tv_sec) + double(began.tv_nsec) / 1e9 - start_at)
-                   : 0.0;
+  return start_at > 0 ? std::max(0.0, double(began.tv_sec) + double(began.tv_nsec) / 1e9 - start_at)
+                      : 0.0;
+}
 
-  const auto self_before = sample_self();
-  const auto target_before = target_pid ? sample_process(target_pid) : std::nullopt;
-  if (target_pid && !target_before)
-    std::fprintf(stderr, "warning: cannot read /proc/%d; no target figures\n", target_pid);
-  const auto iface_before = iface.empty() ? std::nullopt : sample_interface(iface);
-  if (!iface.empty() && !iface_before)
-    std::fprintf(stderr, "warning: no counters for interface %s\n", iface.c_str());
-  const auto frames_before = transport.frames();
-  const auto recovery_before = transport.recovery();
-  const auto loop_before = transport.loop();
+// The counters read before and after the run (each may be missing).
+struct Samples {
+  ProcessSample self;
+  std::optional<ProcessSample> target;
+  std::optional<InterfaceSample> iface;
+  std::optional<FrameCounts> frames;
+  std::optional<RecoveryCounts> recovery;
+  std::optional<LoopCounts> loop;
+};
 
-  Progress progress;
-  if (!quiet) {
-    progress = [](const WorkloadResult& r, double elapsed) {
-      const double ios = double(r.reads + r.writes);
-      std::fprintf(stderr, "\r%6.1f s  %10.0f IOPS  %9.1f MB/s  p99 %8.1f us  errors %llu  ",
-                   elapsed, ios / elapsed, double(r.bytes) / elapsed / 1e6,
-                   double(r.latency.quantile(0.99)) / 1e3, (unsigned long long)r.errors);
-    };
-  }
-  const WorkloadResult result = run_workload(transport, config, progress);
-  if (!quiet) std::fprintf(stderr, "\n");
+Samples sample_all(const Args& a, const Transport& transport) {
+  Samples s;
+  s.self = sample_self();
+  s.target = a.target_pid ? sample_process(a.target_pid) : std::nullopt;
+  s.iface = a.iface.empty() ? std::nullopt : sample_interface(a.iface);
+  s.frames = transport.frames();
+  s.recovery = transport.recovery();
+  s.loop = transport.loop();
+  return s;
+}
 
-  const auto self_after = sample_self();
-  const auto target_after = target_pid ? sample_process(target_pid) : std::nullopt;
-  const auto iface_after = iface.empty() ? std::nullopt : sample_interface(iface);
-  const auto frames_after = transport.frames();
-  const auto recovery_after = transport.recovery();
-  const auto loop_after = transport.loop();
+Progress progress_line(bool quiet) {
+  if (quiet) return {};
+  return [](const WorkloadResult& r, double elapsed) {
+    const double ios = double(r.reads + r.writes);
+    std::fprintf(stderr, "\r%6.1f s  %10.0f IOPS  %9.1f MB/s  p99 %8.1f us  errors %llu  ", elapsed,
+                 ios / elapsed, double(r.bytes) / elapsed / 1e6,
+                 double(r.latency.quantile(0.99)) / 1e3, (unsigned long long)r.errors);
+  };
+}
 
+// The result record: the workload's figures, then the per-GiB and per-I/O
+// costs from the counters' differences.
+Record make_record(const Args& a, const Transport& transport, const WorkloadConfig& config,
+                   const WorkloadResult& result, const Samples& before, const Samples& after,
+                   double start_late) {
   Record rec;
   rec.transport = transport.name();
   rec.backend = transport.backend();
-  rec.workload = workload;
-  rec.mtu = mtu;
-  rec.shaped = shaped;
+  rec.workload = a.workload;
+  rec.mtu = a.mtu;
+  rec.shaped = a.shaped;
   rec.bs = config.bs;
   rec.qd = config.qd;
   rec.read_pct = config.read_pct;
-  rec.verify = verify;
+  rec.verify = a.verify;
   rec.seconds = result.seconds;
-  if (start_at > 0) rec.start_late_s = start_late;
+  if (a.start_at > 0) rec.start_late_s = start_late;
   rec.reads = result.reads;
   rec.writes = result.writes;
   rec.ios = result.reads + result.writes;
@@ -257,33 +258,38 @@ int main(int argc, char** argv) {
   rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
   rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
   rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;
-  rec.cpu_s_per_gib_client = (self_after.cpu_seconds - self_before.cpu_seconds) / gib;
-  rec.ctx_per_io_client = double(self_after.context_switches - self_before.context_switches) / ios;
-  if (target_before && target_after) {
-    rec.cpu_s_per_gib_target = (target_after->cpu_seconds - target_before->cpu_seconds) / gib;
+  rec.cpu_s_per_gib_client = (after.self.cpu_seconds - before.self.cpu_seconds) / gib;
+  rec.ctx_per_io_client = double(after.self.context_switches - before.self.context_switches) / ios;
+  if (before.target && after.target) {
+    rec.cpu_s_per_gib_target = (after.target->cpu_seconds - before.target->cpu_seconds) / gib;
     rec.ctx_per_io_target =
-        double(target_after->context_switches - target_before->context_switches) / ios;
+        double(after.target->context_switches - before.target->context_switches) / ios;
   }
-  if (iface_before && iface_after)
+  if (before.iface && after.iface)
     rec.frames_per_io =
-        double((iface_after->tx - iface_before->tx) + (iface_after->rx - iface_before->rx)) / ios;
-  else if (frames_before && frames_after)
+        double((after.iface->tx - before.iface->tx) + (after.iface->rx - before.iface->rx)) / ios;
+  else if (before.frames && after.frames)
     rec.frames_per_io =
-        double((frames_after->tx - frames_before->tx) + (frames_after->rx - frames_before->rx)) /
+        double((after.frames->tx - before.frames->tx) + (after.frames->rx - before.frames->rx)) /
         ios;
-  if (frames_before && frames_after)
-    rec.client_foreign_frames = frames_after->foreign - frames_before->foreign;
-  if (recovery_before && recovery_after) {
-    rec.client_retransmits = recovery_after->retransmits - recovery_before->retransmits;
-    rec.client_timeouts = recovery_after->timeouts - recovery_before->timeouts;
-    rec.client_spurious_timeouts = recovery_after->spurious - recovery_before->spurious;
+  if (before.frames && after.frames)
+    rec.client_foreign_frames = after.frames->foreign - before.frames->foreign;
+  if (before.recovery && after.recovery) {
+    rec.client_retransmits = after.recovery->retransmits - before.recovery->retransmits;
+    rec.client_timeouts = after.recovery->timeouts - before.recovery->timeouts;
+    rec.client_spurious_timeouts = after.recovery->spurious - before.recovery->spurious;
   }
-  if (loop_before && loop_after) {
-    rec.client_poll_s = loop_after->poll_seconds - loop_before->poll_seconds;
-    rec.client_wakeups_per_io = double(loop_after->wakeups - loop_before->wakeups) / ios;
-    rec.client_holds_per_io = double(loop_after->holds - loop_before->holds) / ios;
+  if (before.loop && after.loop) {
+    rec.client_poll_s = after.loop->poll_seconds - before.loop->poll_seconds;
+    rec.client_wakeups_per_io = double(after.loop->wakeups - before.loop->wakeups) / ios;
+    rec.client_holds_per_io = double(after.loop->holds - before.loop->holds) / ios;
   }
+  return rec;
+}
 
+// Prints the record and returns the exit status (0, 2 verify mismatches,
+// 3 I/O errors).
+int report(const Record& rec, const WorkloadResult& result, bool json) {
   std::fputs((json ? to_json(rec) + "\n" : to_table(rec)).c_str(), stdout);
   std::fflush(stdout);
   if (!result.drained) std::fprintf(stderr, "error: I/Os still in flight at the end\n");
@@ -298,4 +304,49 @@ int main(int argc, char** argv) {
     return 3;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hyperscsi-bench: block I/O workloads over HyperSCSI, iSCSI or a local file"};
+  app.set_version_flag("--version", std::string("hyperscsi-bench ") + HYPERSCSI_VERSION);
+  Args args;
+  CLI::Option* pct = add_options(app, args);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help/--version exit 0; any bad argument exits 1 as documented (not CLI11's own codes).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 1;
+  }
+  std::replace(args.port.begin(), args.port.end(), '\n', ',');  // Join's separator
+  args.read_pct_given = pct->count() > 0;
+
+  const std::optional<WorkloadConfig> config = workload_config(args);
+  if (!config) return 1;
+  TransportResult opened = open_transport(args);
+  if (!opened) {
+    std::fprintf(stderr, "error: %s\n", opened.error().c_str());
+    return 1;
+  }
+  Transport& transport = **opened;
+  if (const std::string problem = validate(*config, transport); !problem.empty()) {
+    std::fprintf(stderr, "error: %s\n", problem.c_str());
+    return 1;
+  }
+
+  const double start_late = wait_for_start(args.start_at);
+  const Samples before = sample_all(args, transport);
+  if (args.target_pid && !before.target)
+    std::fprintf(stderr, "warning: cannot read /proc/%d; no target figures\n", args.target_pid);
+  if (!args.iface.empty() && !before.iface)
+    std::fprintf(stderr, "warning: no counters for interface %s\n", args.iface.c_str());
+
+  const WorkloadResult result = run_workload(transport, *config, progress_line(args.quiet));
+  if (!args.quiet) std::fprintf(stderr, "\n");
+  const Samples after = sample_all(args, transport);
+
+  const Record rec = make_record(args, transport, *config, result, before, after, start_late);
+  return report(rec, result, args.json);
 }
