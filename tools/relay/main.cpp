@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "hyperscsi/io/impairment.h"
@@ -178,78 +179,155 @@ void print_stats(const char* name, const ImpairmentStats& s, uint64_t tx_dropped
       static_cast<unsigned long long>(tx_dropped));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"hyperscsi-relay: a fault-injecting bridge between two ports"};
+// The command line, as parsed.
+struct Args {
   std::string spec_a, spec_b, rate = "0";
   Impairment imp;
   uint64_t delay_us = 0, jitter_us = 0, reorder_timeout_us = 1000, seed = 1;
   double duration_s = 0;
   std::array<std::string, 2> rules;
-  app.add_option("--a", spec_a, "first port, e.g. afpacket:r0")->required();
-  app.add_option("--b", spec_b, "second port, e.g. afpacket:r1")->required();
+};
+
+void add_options(CLI::App& app, Args& a) {
+  Impairment& imp = a.imp;
+  app.add_option("--a", a.spec_a, "first port, e.g. afpacket:r0")->required();
+  app.add_option("--b", a.spec_b, "second port, e.g. afpacket:r1")->required();
   app.add_option("--loss", imp.loss, "drop probability per frame")->check(CLI::Range(0.0, 1.0));
   app.add_option("--dup", imp.duplicate, "duplicate probability")->check(CLI::Range(0.0, 1.0));
   app.add_option("--reorder", imp.reorder, "hold-back probability")->check(CLI::Range(0.0, 1.0));
   app.add_option("--reorder-gap", imp.reorder_gap, "held frame released after this many")
       ->check(CLI::Range(1u, 1000000u));
-  app.add_option("--reorder-timeout-us", reorder_timeout_us, "... or after this long");
+  app.add_option("--reorder-timeout-us", a.reorder_timeout_us, "... or after this long");
   app.add_option("--corrupt", imp.corrupt, "bit-flip probability")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--delay-us", delay_us, "fixed one-way delay");
-  app.add_option("--jitter-us", jitter_us, "extra uniform delay in [0, jitter]");
-  app.add_option("--rate", rate, "rate limit: N[bit|kbit|mbit|gbit] per second, 0 = none");
+  app.add_option("--delay-us", a.delay_us, "fixed one-way delay");
+  app.add_option("--jitter-us", a.jitter_us, "extra uniform delay in [0, jitter]");
+  app.add_option("--rate", a.rate, "rate limit: N[bit|kbit|mbit|gbit] per second, 0 = none");
   app.add_option("--queue", imp.queue_limit, "frames in flight per direction")
       ->check(CLI::Range(size_t{1}, size_t{1} << 24));
-  app.add_option("--seed", seed, "random seed (direction a->b uses 2*seed, b->a 2*seed+1)");
-  app.add_option("--a2b", rules[0],
+  app.add_option("--seed", a.seed, "random seed (direction a->b uses 2*seed, b->a 2*seed+1)");
+  app.add_option("--a2b", a.rules[0],
                  "rules for frames from --a to --b only, over the global flags: "
                  "key=value,... with loss|dup|reorder|corrupt=P (0.05 or 5%), gap=N, "
                  "reorder-timeout|delay|jitter=T (us, ms, s), rate=R, queue=N");
-  app.add_option("--b2a", rules[1], "the same for frames from --b to --a");
-  app.add_option("--duration", duration_s, "stop after this many seconds (0: until a signal)")
+  app.add_option("--b2a", a.rules[1], "the same for frames from --b to --a");
+  app.add_option("--duration", a.duration_s, "stop after this many seconds (0: until a signal)")
       ->check(CLI::NonNegativeNumber);
-  CLI11_PARSE(app, argc, argv);
+}
 
-  if (!parse_rate(rate, imp.rate_bps)) {
+// Each direction's impairment: the global flags, then its own rules.
+// nullopt (the error printed) when a value is bad.
+std::optional<std::array<Impairment, 2>> direction_impairments(Args& a) {
+  Impairment& imp = a.imp;
+  if (!parse_rate(a.rate, imp.rate_bps)) {
     std::fprintf(stderr, "hyperscsi-relay: bad --rate '%s' (e.g. 1gbit, 100mbit, 64000)\n",
-                 rate.c_str());
-    return 2;
+                 a.rate.c_str());
+    return std::nullopt;
   }
-  imp.delay = std::chrono::microseconds(delay_us);
-  imp.jitter = std::chrono::microseconds(jitter_us);
-  imp.reorder_timeout = std::chrono::microseconds(reorder_timeout_us);
+  imp.delay = std::chrono::microseconds(a.delay_us);
+  imp.jitter = std::chrono::microseconds(a.jitter_us);
+  imp.reorder_timeout = std::chrono::microseconds(a.reorder_timeout_us);
   std::array<Impairment, 2> dir_imp{imp, imp};
   for (int d = 0; d < 2; ++d) {
-    const std::string err = apply_rules(rules[d], dir_imp[d]);
+    const std::string err = apply_rules(a.rules[d], dir_imp[d]);
     if (!err.empty()) {
       std::fprintf(stderr, "hyperscsi-relay: --%s: %s\n", d == 0 ? "a2b" : "b2a", err.c_str());
-      return 2;
+      return std::nullopt;
     }
   }
+  return dir_imp;
+}
 
-  std::array<std::unique_ptr<Port>, 2> ports;
-  const std::array<std::string, 2> specs{spec_a, spec_b};
+// Opens both ports (each must have a pollable fd); false with the error
+// printed.
+bool open_ports(const std::array<std::string, 2>& specs,
+                std::array<std::unique_ptr<Port>, 2>& ports) {
   for (int i = 0; i < 2; ++i) {
     auto p = hyperscsi::ports::open_port(specs[i]);
     if (!p) {
       std::fprintf(stderr, "hyperscsi-relay: cannot open '%s': %s\n", specs[i].c_str(),
                    p.error().message.c_str());
-      return 1;
+      return false;
     }
     ports[i] = std::move(*p);
     if (ports[i]->fd() < 0) {
       std::fprintf(stderr, "hyperscsi-relay: '%s' is a poll-mode port; need a pollable fd\n",
                    specs[i].c_str());
-      return 1;
+      return false;
     }
   }
-  // queues[d] carries frames received on port d towards port 1-d.
-  std::array<std::unique_ptr<ImpairedQueue>, 2> queues;
+  return true;
+}
+
+using Ports = std::array<std::unique_ptr<Port>, 2>;
+using Queues = std::array<std::unique_ptr<ImpairedQueue>, 2>;  // [d]: from port d to 1-d
+
+// Sleeps until a port is readable or a delayed frame is due (at most 100 ms).
+void wait_for_work(const Ports& ports, const Queues& queues) {
+  const TimePoint now = Clock::now();
+  TimePoint due = std::min(queues[0]->next_due(), queues[1]->next_due());
+  // ppoll: microsecond delays must not be rounded up to poll()'s milliseconds.
+  std::chrono::nanoseconds wait = std::chrono::milliseconds(100);
+  if (due != TimePoint::max()) wait = std::min<std::chrono::nanoseconds>(wait, due - now);
+  if (wait.count() < 0) wait = std::chrono::nanoseconds(0);
+  const timespec ts{static_cast<time_t>(wait.count() / 1000000000),
+                    static_cast<long>(wait.count() % 1000000000)};
+  std::array<pollfd, 2> fds{pollfd{ports[0]->fd(), POLLIN, 0}, pollfd{ports[1]->fd(), POLLIN, 0}};
+  ::ppoll(fds.data(), fds.size(), &ts, nullptr);  // EINTR: loop re-checks g_stop
+}
+
+// Offers what each port received to its direction's queue.
+void take_in(const Ports& ports, const Queues& queues, std::array<Packet, 64>& burst,
+             TimePoint now) {
+  for (int d = 0; d < 2; ++d) {
+    // Bounded per iteration so one busy direction cannot starve the other.
+    for (int round = 0; round < 16; ++round) {
+      const size_t n = ports[d]->rx_burst(burst);
+      if (n == 0) break;
+      queues[d]->release_due(now);
+      for (size_t i = 0; i < n; ++i) {
+        if (burst[i].size() < 14) {
+          burst[i].reset();
+          continue;
+        }
+        queues[d]->offer(std::move(burst[i]), now);
+      }
+    }
+  }
+}
+
+// Sends what each queue releases now on the other port; counts what the
+// port did not take.
+void send_out(const Ports& ports, const Queues& queues, std::array<Packet, 64>& burst,
+              TimePoint now, std::array<uint64_t, 2>& tx_dropped) {
+  for (int d = 0; d < 2; ++d) {
+    for (;;) {
+      const size_t n = queues[d]->take(now, burst);
+      if (n == 0) break;
+      const size_t sent = ports[1 - d]->tx_burst(std::span<Packet>(burst.data(), n));
+      tx_dropped[d] += n - std::min(n, sent);
+      for (size_t i = 0; i < n; ++i) burst[i].reset();
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hyperscsi-relay: a fault-injecting bridge between two ports"};
+  Args args;
+  add_options(app, args);
+  CLI11_PARSE(app, argc, argv);
+
+  const std::optional<std::array<Impairment, 2>> dir_imp = direction_impairments(args);
+  if (!dir_imp) return 2;
+
+  Ports ports;
+  if (!open_ports({args.spec_a, args.spec_b}, ports)) return 1;
+  Queues queues;
   for (int d = 0; d < 2; ++d) {
     Port* src = ports[d].get();
     queues[d] =
-        std::make_unique<ImpairedQueue>(dir_imp[d], seed * 2 + static_cast<uint64_t>(d),
+        std::make_unique<ImpairedQueue>((*dir_imp)[d], args.seed * 2 + static_cast<uint64_t>(d),
                                         ports[1 - d]->mtu() + 14, [src] { return src->alloc(); });
   }
 
@@ -260,53 +338,22 @@ int main(int argc, char** argv) {
 
   // Both sockets are bound: frames sent from now on are relayed. Scripts and
   // tests wait for this line instead of guessing how long start-up takes.
-  std::fprintf(stderr, "hyperscsi-relay: ready, relaying %s <-> %s\n", spec_a.c_str(),
-               spec_b.c_str());
+  std::fprintf(stderr, "hyperscsi-relay: ready, relaying %s <-> %s\n", args.spec_a.c_str(),
+               args.spec_b.c_str());
   std::fflush(stderr);
 
-  const TimePoint end = duration_s > 0
+  const TimePoint end = args.duration_s > 0
                             ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                 std::chrono::duration<double>(duration_s))
+                                                 std::chrono::duration<double>(args.duration_s))
                             : TimePoint::max();
   std::array<uint64_t, 2> tx_dropped{0, 0};
   std::array<Packet, 64> burst;
   while (!g_stop) {
-    TimePoint now = Clock::now();
-    if (now >= end) break;
-    TimePoint due = std::min(queues[0]->next_due(), queues[1]->next_due());
-    // ppoll: microsecond delays must not be rounded up to poll()'s milliseconds.
-    std::chrono::nanoseconds wait = std::chrono::milliseconds(100);
-    if (due != TimePoint::max()) wait = std::min<std::chrono::nanoseconds>(wait, due - now);
-    if (wait.count() < 0) wait = std::chrono::nanoseconds(0);
-    const timespec ts{static_cast<time_t>(wait.count() / 1000000000),
-                      static_cast<long>(wait.count() % 1000000000)};
-    std::array<pollfd, 2> fds{pollfd{ports[0]->fd(), POLLIN, 0}, pollfd{ports[1]->fd(), POLLIN, 0}};
-    ::ppoll(fds.data(), fds.size(), &ts, nullptr);  // EINTR: loop re-checks g_stop
-    now = Clock::now();
-    for (int d = 0; d < 2; ++d) {
-      // Bounded per iteration so one busy direction cannot starve the other.
-      for (int round = 0; round < 16; ++round) {
-        const size_t n = ports[d]->rx_burst(burst);
-        if (n == 0) break;
-        queues[d]->release_due(now);
-        for (size_t i = 0; i < n; ++i) {
-          if (burst[i].size() < 14) {
-            burst[i].reset();
-            continue;
-          }
-          queues[d]->offer(std::move(burst[i]), now);
-        }
-      }
-    }
-    for (int d = 0; d < 2; ++d) {
-      for (;;) {
-        const size_t n = queues[d]->take(now, burst);
-        if (n == 0) break;
-        const size_t sent = ports[1 - d]->tx_burst(std::span<Packet>(burst.data(), n));
-        tx_dropped[d] += n - std::min(n, sent);
-        for (size_t i = 0; i < n; ++i) burst[i].reset();
-      }
-    }
+    if (Clock::now() >= end) break;
+    wait_for_work(ports, queues);
+    const TimePoint now = Clock::now();
+    take_in(ports, queues, burst, now);
+    send_out(ports, queues, burst, now, tx_dropped);
   }
   print_stats("a->b", queues[0]->stats(), tx_dropped[0]);
   print_stats("b->a", queues[1]->stats(), tx_dropped[1]);
