@@ -322,48 +322,85 @@ void LogicalUnit::with_range_lock(const std::shared_ptr<Cmd>& c, std::uint64_t l
 }
 
 void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
-  if (c->cdb.empty()) return fail(c, sense::invalid_opcode());
+  AccessClass ac{};
+  if (!check_cdb(c, ac)) return;
+  if (!check_access(c, ac)) return;
+  execute_opcode(c);
+}
+
+// The opcode is one we implement, the CDB long enough (trailing padding cut)
+// and without NACA / LINK. False: the command was failed.
+bool LogicalUnit::check_cdb(const std::shared_ptr<Cmd>& c, AccessClass& ac) {
+  if (c->cdb.empty()) {
+    fail(c, sense::invalid_opcode());
+    return false;
+  }
   const std::uint8_t opcode = c->cdb[0];
   bool known = false;
-  const AccessClass ac = classify(opcode, &known);
-  if (!known) return fail(c, sense::invalid_opcode());
+  ac = classify(opcode, &known);
+  if (!known) {
+    fail(c, sense::invalid_opcode());
+    return false;
+  }
   const std::size_t len = cdb_length_for_opcode(opcode);
   if (c->cdb.size() < len) {
-    return fail(c, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(c->cdb.size())));
+    fail(c, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(c->cdb.size())));
+    return false;
   }
   c->cdb.resize(len);  // trailing padding from the transport is ignored
   const std::span<const std::uint8_t> cdb(c->cdb);
   if (cdb[len - 1] & 0x05) {  // NACA / LINK are not supported
-    return fail(c, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(len - 1),
-                                               (cdb[len - 1] & 0x04) ? 2 : 0));
+    fail(c, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(len - 1),
+                                        (cdb[len - 1] & 0x04) ? 2 : 0));
+    return false;
   }
+  return true;
+}
 
+// The nexus may run the command now: not fenced, no unit attention pending,
+// no reservation conflict, the medium started if it needs it. False: the
+// command was finished (failed or RESERVATION CONFLICT).
+bool LogicalUnit::check_access(const std::shared_ptr<Cmd>& c, AccessClass ac) {
+  const std::uint8_t opcode = c->cdb[0];
   // A session that knew another disk under this LUN number never reaches
   // this one's data (the initiator checks the identity when it logs in again).
   if (ac != AccessClass::kAlways && !fenced_.empty() &&
       std::find(fenced_.begin(), fenced_.end(), c->nexus) != fenced_.end()) {
-    return fail(c, sense::lun_not_supported());
+    fail(c, sense::lun_not_supported());
+    return false;
   }
   NexusState& ns = nexus_state(c->nexus);
   if (opcode != op::kInquiry && opcode != op::kReportLuns && opcode != op::kRequestSense &&
       !ns.unit_attentions.empty()) {
     const Sense ua = ns.unit_attentions.front();
     ns.unit_attentions.pop_front();
-    return fail(c, ua);
+    fail(c, ua);
+    return false;
   }
   if (config_.exclusive && ac != AccessClass::kAlways) {
     if (!owner_) owner_ = c->nexus;
     if (*owner_ != c->nexus) {
       c->result.status = status::kReservationConflict;
-      return finish(c);
+      finish(c);
+      return false;
     }
   }
   if (reservations_->conflicts(c->nexus.initiator, ac, opcode)) {
     c->result.status = status::kReservationConflict;
-    return finish(c);
+    finish(c);
+    return false;
   }
-  if (!started_ && needs_medium(opcode, ac)) return fail(c, sense::not_ready_stopped());
+  if (!started_ && needs_medium(opcode, ac)) {
+    fail(c, sense::not_ready_stopped());
+    return false;
+  }
+  return true;
+}
 
+// Runs a command that passed the checks: the opcode's handler.
+void LogicalUnit::execute_opcode(const std::shared_ptr<Cmd>& c) {
+  const std::uint8_t opcode = c->cdb[0];
+  const std::span<const std::uint8_t> cdb(c->cdb);
   switch (opcode) {
     case op::kTestUnitReady:
       c->result.status = status::kGood;
@@ -375,14 +412,7 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
     case op::kReadCapacity10:
       return do_read_capacity10(c);
     case op::kServiceActionIn16:
-      switch (cdb[1] & 0x1F) {
-        case op::kSaReadCapacity16:
-          return do_read_capacity16(c);
-        case op::kSaGetLbaStatus:
-          return do_get_lba_status(c);
-        default:
-          return fail(c, sense::invalid_field_in_cdb(1, 4));
-      }
+      return do_service_action_in16(c);
     case op::kPreventAllowMediumRemoval:
       // The medium of a disk cannot be removed (RMB = 0 in INQUIRY): there is
       // nothing to prevent or allow, so every PREVENT value is a no-op with
@@ -442,19 +472,9 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
     case op::kPersistentReserveOut:
       return do_pr_out(c);
     case op::kReserve6:
-      if (cdb[1] != 0 || cdb[2] != 0 || cdb[3] != 0 || cdb[4] != 0) {
-        return fail(c, sense::invalid_field_in_cdb(1));
-      }
-      if (!reservations_->reserve6(c->nexus.initiator)) {
-        c->result.status = status::kReservationConflict;
-      } else {
-        c->result.status = status::kGood;
-      }
-      return finish(c);
+      return do_reserve6(c);
     case op::kRelease6:
-      reservations_->release6(c->nexus.initiator);
-      c->result.status = status::kGood;
-      return finish(c);
+      return do_release6(c);
     case op::kReportLuns: {  // a unit on its own reports itself
       const std::uint64_t self = config_.lun;
       c->result = report_luns(cdb, std::span<const std::uint64_t>(&self, 1), c->expected_in);
@@ -468,6 +488,38 @@ void LogicalUnit::dispatch(const std::shared_ptr<Cmd>& c) {
     default:
       return fail(c, sense::invalid_opcode());
   }
+}
+
+// SERVICE ACTION IN(16): READ CAPACITY(16) and GET LBA STATUS.
+void LogicalUnit::do_service_action_in16(const std::shared_ptr<Cmd>& c) {
+  const std::span<const std::uint8_t> cdb(c->cdb);
+  switch (cdb[1] & 0x1F) {
+    case op::kSaReadCapacity16:
+      return do_read_capacity16(c);
+    case op::kSaGetLbaStatus:
+      return do_get_lba_status(c);
+    default:
+      return fail(c, sense::invalid_field_in_cdb(1, 4));
+  }
+}
+
+void LogicalUnit::do_reserve6(const std::shared_ptr<Cmd>& c) {
+  const std::span<const std::uint8_t> cdb(c->cdb);
+  if (cdb[1] != 0 || cdb[2] != 0 || cdb[3] != 0 || cdb[4] != 0) {
+    return fail(c, sense::invalid_field_in_cdb(1));
+  }
+  if (!reservations_->reserve6(c->nexus.initiator)) {
+    c->result.status = status::kReservationConflict;
+  } else {
+    c->result.status = status::kGood;
+  }
+  return finish(c);
+}
+
+void LogicalUnit::do_release6(const std::shared_ptr<Cmd>& c) {
+  reservations_->release6(c->nexus.initiator);
+  c->result.status = status::kGood;
+  return finish(c);
 }
 
 void LogicalUnit::do_request_sense(const std::shared_ptr<Cmd>& c) {

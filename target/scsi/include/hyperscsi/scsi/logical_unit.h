@@ -26,6 +26,8 @@
 
 namespace hyperscsi::scsi {
 
+enum class AccessClass : std::uint8_t;  // reservations.h: how a command touches the medium
+
 struct LuConfig {
   std::string target_name = "hyperscsi-target";  // feeds the NAA identifier
   std::uint64_t lun = 0;
@@ -110,7 +112,10 @@ class LogicalUnit {
                               const Nexus* except = nullptr);
   void queue_ua_all(const Sense& s, const Nexus* except = nullptr);
 
-  void dispatch(const std::shared_ptr<Cmd>& c);
+  void dispatch(const std::shared_ptr<Cmd>& c);  // check_cdb, check_access, execute_opcode
+  bool check_cdb(const std::shared_ptr<Cmd>& c, AccessClass& ac);
+  bool check_access(const std::shared_ptr<Cmd>& c, AccessClass ac);
+  void execute_opcode(const std::shared_ptr<Cmd>& c);
   void finish(const std::shared_ptr<Cmd>& c);
   void fail(const std::shared_ptr<Cmd>& c, const Sense& s);
   // `data` starts with `headroom` bytes that are not data (a READ's room for
@@ -121,6 +126,7 @@ class LogicalUnit {
   void do_request_sense(const std::shared_ptr<Cmd>& c);
   void do_inquiry(const std::shared_ptr<Cmd>& c);
   void do_read_capacity10(const std::shared_ptr<Cmd>& c);
+  void do_service_action_in16(const std::shared_ptr<Cmd>& c);
   void do_read_capacity16(const std::shared_ptr<Cmd>& c);
   void do_get_lba_status(const std::shared_ptr<Cmd>& c);
   void do_read(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,
@@ -138,6 +144,8 @@ class LogicalUnit {
   void do_compare_and_write(const std::shared_ptr<Cmd>& c);
   void do_pr_in(const std::shared_ptr<Cmd>& c);
   void do_pr_out(const std::shared_ptr<Cmd>& c);
+  void do_reserve6(const std::shared_ptr<Cmd>& c);
+  void do_release6(const std::shared_ptr<Cmd>& c);
   void do_report_opcodes(const std::shared_ptr<Cmd>& c);
 
   // Checks data_out holds `needed` bytes; fails the command otherwise.
