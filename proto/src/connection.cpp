@@ -76,6 +76,20 @@ struct Connection::Impl {
   bool can_send(Opcode op, uint16_t tag, size_t size) const;
   bool send_pdu(Opcode op, uint16_t tag, SharedBytes pdu);
   void process_ack(const FrameView& f, TimePoint now);
+  // process_ack's steps, in order.
+  struct AckSample {  // the RTT sample an ack gives
+    bool have = false;
+    uint32_t seq = 0;
+    TimePoint sent{};
+    bool retransmitted = false;
+  };
+  void sample_candidate(const TxFrame& f, uint32_t seq, AckSample& s);
+  void ack_cumulative(uint32_t ack, TimePoint now, AckSample& sample, uint32_t& newly);
+  void note_dsacks(const FrameHeader& h, uint32_t ack);
+  bool ack_sack_blocks(const FrameHeader& h, TimePoint now, AckSample& sample, uint32_t& newly);
+  void take_rtt_sample(const AckSample& sample, TimePoint now);
+  void react_to_ack(const FrameHeader& h, bool advanced, uint32_t newly, bool sack_news,
+                    uint32_t ack, TimePoint now);
   void frame_acked(TxFrame& f);
   void detect_sack_losses(TimePoint now);
   bool may_retransmit(const TxFrame& f, TimePoint now) const;
@@ -257,22 +271,29 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
   }
 
   uint32_t newly = 0;
-  // The newest frame this ack covers gives the RTT sample (Karn's rule is
-  // applied by the estimator: not if that frame was retransmitted).
-  bool have_sample = false;
-  uint32_t sample_seq = 0;
-  TimePoint sample_sent{};
-  bool sample_retransmitted = false;
-  auto candidate = [&](const TxFrame& f, uint32_t seq) {
-    latest_delivered_sent = std::max(latest_delivered_sent, f.sent_at);
-    if (have_sample && !seq_gt(seq, sample_seq)) return;
-    have_sample = true;
-    sample_seq = seq;
-    sample_sent = f.sent_at;
-    sample_retransmitted = f.retransmitted;
-  };
-
+  AckSample sample;
   const bool advanced = seq_gt(ack, snd_una);
+  ack_cumulative(ack, now, sample, newly);
+  note_dsacks(h, ack);
+  const bool sack_news = ack_sack_blocks(h, now, sample, newly);
+  take_rtt_sample(sample, now);
+  react_to_ack(h, advanced, newly, sack_news, ack, now);
+}
+
+// The newest frame an ack covers gives the RTT sample (Karn's rule is
+// applied by the estimator: not if that frame was retransmitted).
+void Connection::Impl::sample_candidate(const TxFrame& f, uint32_t seq, AckSample& s) {
+  latest_delivered_sent = std::max(latest_delivered_sent, f.sent_at);
+  if (s.have && !seq_gt(seq, s.seq)) return;
+  s.have = true;
+  s.seq = seq;
+  s.sent = f.sent_at;
+  s.retransmitted = f.retransmitted;
+}
+
+// Frames below the cumulative ack leave the flight.
+void Connection::Impl::ack_cumulative(uint32_t ack, TimePoint now, AckSample& sample,
+                                      uint32_t& newly) {
   while (seq_lt(snd_una, ack)) {
     TxFrame& f = flight.front();
     if (undo_head_valid && snd_una == undo_head_seq && undo_head_acked == kNever)
@@ -282,16 +303,18 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     } else {
       ++newly;
       frame_acked(f);
-      candidate(f, snd_una);
+      sample_candidate(f, snd_una, sample);
     }
     if (f.lost) --lost_count;
     flight.pop_front();
     ++snd_una;
   }
+}
 
-  // D-SACKs: the peer received those frames twice. Every block at or below
-  // the cumulative ack is one (an ack may carry several), and so is a first
-  // block inside another block (RFC 2883).
+// D-SACKs: the peer received those frames twice. Every block at or below
+// the cumulative ack is one (an ack may carry several), and so is a first
+// block inside another block (RFC 2883).
+void Connection::Impl::note_dsacks(const FrameHeader& h, uint32_t ack) {
   for (size_t i = 0; i < h.sacks.count; ++i) {
     const SackBlock& d = h.sacks.blocks[i];
     if (!seq_lt(d.start, d.end)) continue;
@@ -302,7 +325,11 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
     }
     if (is_dsack) on_dsack(d);
   }
+}
 
+// Marks the frames in the SACK blocks; true when a block told something new.
+bool Connection::Impl::ack_sack_blocks(const FrameHeader& h, TimePoint now, AckSample& sample,
+                                       uint32_t& newly) {
   bool sack_news = false;
   for (const SackBlock& b : h.sacks.view()) {
     const uint32_t start = seq_max(b.start, snd_una);
@@ -319,30 +346,39 @@ void Connection::Impl::process_ack(const FrameView& frame, TimePoint now) {
       }
       ++newly;
       frame_acked(f);
-      candidate(f, s);
+      sample_candidate(f, s, sample);
       if (seq_geq(s + 1, high_sacked)) high_sacked = s + 1;
       sack_news = true;
     }
   }
+  return sack_news;
+}
+
+void Connection::Impl::take_rtt_sample(const AckSample& sample, TimePoint now) {
   // Only a frame that advances the highest-acked frontier gives a sample: a
   // frame acked late because it sat behind a hole (or beyond the SACK blocks
   // the peer could fit) would report the hole's repair time, not the RTT.
   // Nor does a frame sent before the last timeout: its own ack may have been
   // lost and this one triggered by the timeout's retransmission (Karn's
   // ambiguity, one step removed).
-  if (have_sample && seq_geq(sample_seq, high_acked) && sample_sent > last_timeout) {
+  if (sample.have && seq_geq(sample.seq, high_acked) && sample.sent > last_timeout) {
     // A round ends with the first sample of a frame sent after the one that
     // began it (snd_nxt then).
-    const bool ends_round = seq_geq(sample_seq, rtt_round_end);
-    if (rtt.on_sample(now - sample_sent, sample_retransmitted, ends_round) && ends_round)
+    const bool ends_round = seq_geq(sample.seq, rtt_round_end);
+    if (rtt.on_sample(now - sample.sent, sample.retransmitted, ends_round) && ends_round)
       rtt_round_end = snd_nxt;
   }
-  if (have_sample && seq_geq(sample_seq, high_acked)) high_acked = sample_seq + 1;
+  if (sample.have && seq_geq(sample.seq, high_acked)) high_acked = sample.seq + 1;
   // Keep the frontiers within serial-number reach of snd_una (they are only
   // meaningful above it).
   high_acked = seq_max(high_acked, snd_una);
   high_sacked = seq_max(high_sacked, snd_una);
+}
 
+// Loss detection (duplicate acks, F-RTO, SACK), congestion control, the
+// undo episode's expiry and the retransmission timer after an ack.
+void Connection::Impl::react_to_ack(const FrameHeader& h, bool advanced, uint32_t newly,
+                                    bool sack_news, uint32_t ack, TimePoint now) {
   if (advanced) {
     dupacks = 0;
   } else if (newly == 0 && h.sacks.count == 0 && h.common.opcode == Opcode::kAck &&
