@@ -28,6 +28,8 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "hyperscsi/test_support/background.h"
@@ -484,6 +486,30 @@ TEST_F(BlockdevE2eTest, BadInputKeepsClearErrorsAndDetachIsQuiet) {
           "'",
       &out));
   EXPECT_NE(out.find("FUSE unavailable"), std::string::npos) << out;
+  // The NBD export started in the background (no -f) with a LUN that is absent
+  // or a port that does not exist: nbdkit exits non-zero with the reason before
+  // it forks (the plugin logs in once in get_ready), instead of exiting 0 and
+  // failing later in the background. A pid file catches a daemon that stayed.
+  if (have("nbdkit")) {
+    const std::string pid = (work_ / "nbdkit.pid").string();
+    const auto nbdkit_bg = [&](const std::string& params) {
+      std::string o;
+      const bool ok = NetnsPair::shell(
+          in_client(NBDKIT_ENV "nbdkit -P " + pid + " --unix " + (work_ / "bg.sock").string() +
+                    " " NBDKIT_PLUGIN " " + params + " 2>&1"),
+          &o);
+      NetnsPair::shell("[ -s " + pid + " ] && kill $(cat " + pid + "); rm -f " + pid);
+      return std::make_pair(ok, o);
+    };
+    auto [ok, o] = nbdkit_bg("port=" + port() + " target=" + name_ + " lun=7");
+    EXPECT_FALSE(ok) << "nbdkit started in the background with an absent LUN";
+    EXPECT_NE(o.find("LUN absent"), std::string::npos) << o;
+    std::tie(ok, o) = nbdkit_bg("port=afpacket:hsnosuch0 lun=0");
+    EXPECT_FALSE(ok) << "nbdkit started in the background on a missing interface";
+    EXPECT_NE(o.find("hsnosuch0"), std::string::npos) << o;
+  } else {
+    std::printf("nbdkit part skipped: nbdkit missing\n");
+  }
   // Mount point busy: attached already.
   ASSERT_TRUE(attach(loop));
   EXPECT_FALSE(run(attach_cmd(), &out));
