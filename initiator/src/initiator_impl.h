@@ -101,17 +101,22 @@ class Initiator::Impl {
 
   ~Impl() { stop(); }
 
-  // --- any thread ---
+  // --- any thread (not the loop thread, except submit()) ---
+  // reactor.cpp
   Status<Error> start();
   void stop();
   void post(std::function<void()> task);
+  void add_poller(int fd, std::function<void()> poll);
+  void remove_poller(int fd);
+  // session_setup.cpp
   Result<std::vector<TargetInfo>, Error> discover(std::string_view filter);
   Status<Error> connect(const TargetInfo& target);
   void disconnect();
+  // command_table.cpp
   void submit(ScsiCommand command, Completion done, std::span<uint8_t> data_in_buffer = {});
-  void add_poller(int fd, std::function<void()> poll);
-  void remove_poller(int fd);
+  // stats.cpp
   Stats stats();
+  // identity_check.cpp
   void remember_identity(uint16_t lun, std::string id);
   std::string lun_identity(uint16_t lun) const;
 
