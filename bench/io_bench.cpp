@@ -4,8 +4,9 @@
 // sends bursts on end A for a fixed time, another receives on end B; each
 // cell runs `--runs` times and the median receive rate is reported.
 //
-// Usage: io_bench [--seconds S] [--runs N] [--backends afpacket,pcap,mem]
+// Usage: io_bench [--seconds S] [--runs N] [--backends afpacket,pcap,mem] (--help)
 // Needs root for afpacket and pcap (namespaces, raw sockets); mem runs anywhere.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -106,30 +107,19 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   double seconds = 1.0;
   int runs = 3;
-  std::string backends = "afpacket,pcap,mem";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i];
-    if (k == "--seconds")
-      seconds = std::atof(argv[i + 1]);
-    else if (k == "--runs")
-      runs = std::max(1, std::atoi(argv[i + 1]));
-    else if (k == "--backends")
-      backends = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: io_bench [--seconds S] [--runs N] [--backends a,b]\n");
-      return 2;
-    }
-  }
+  std::vector<std::string> backends{"afpacket", "pcap", "mem"};
+  CLI::App app{"io_bench: frames/s and bytes/s per packet I/O backend over a veth pair"};
+  app.add_option("--seconds", seconds, "sending time per run")->check(CLI::Range(0.05, 600.0));
+  app.add_option("--runs", runs, "runs per cell (the median is reported)")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--backends", backends, "comma-separated: afpacket, pcap, mem")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"afpacket", "pcap", "mem"}));
+  CLI11_PARSE(app, argc, argv);
   std::unique_ptr<hyperscsi::test_support::NetnsPair> net;
   std::printf("| backend | frame bytes | batch | tx frames/s | rx frames/s | rx MB/s | rx/tx |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
-  size_t start = 0;
-  while (start <= backends.size()) {
-    size_t comma = backends.find(',', start);
-    if (comma == std::string::npos) comma = backends.size();
-    const std::string kind = backends.substr(start, comma - start);
-    start = comma + 1;
-    if (kind.empty()) continue;
+  for (const std::string& kind : backends) {
     std::unique_ptr<Port> a, b;
     if (kind == "mem") {
       hyperscsi::io::MemLinkConfig cfg;

@@ -32,16 +32,16 @@ class HyperscsiTransport final : public Transport {
                  });
       return;
     }
-    lun_.read(lba, r.length / bs,
-              [done = std::move(done), buffer = r.buffer,
-               length = r.length](initiator::CommandResult&& res) {
-                if (!res.good()) return done(false, res.describe());
-                if (res.data_in.size() != length)
-                  return done(false, "read returned " + std::to_string(res.data_in.size()) +
-                                         " bytes, expected " + std::to_string(length));
-                std::memcpy(buffer, res.data_in.data(), length);
-                done(true, {});
-              });
+    // Straight into the workload's buffer (read_into: one copy from the
+    // reassembled reply), as a library user with its own buffer reads.
+    lun_.read_into(
+        lba, r.length / bs, std::span<uint8_t>(r.buffer, r.length),
+        [done = std::move(done)](initiator::CommandResult&& res) {
+          if (!res.good()) return done(false, res.describe());
+          if (res.residual != 0)
+            return done(false, "read came back " + std::to_string(res.residual) + " bytes short");
+          done(true, {});
+        });
   }
 
   std::optional<FrameCounts> frames() const override {

@@ -39,6 +39,32 @@ Status<ConfigError> read_string(const toml::table& t, const char* key, std::stri
   return {};
 }
 
+// port = "afpacket:eth1", or several for one multipath session:
+// port = ["afpacket:eth1", "afpacket:eth2"] (kept as "A,B", as --port A --port B).
+Status<ConfigError> read_ports(const toml::table& t, std::string& out, const std::string& origin,
+                               const std::string& context) {
+  const toml::node* n = t.get("port");
+  if (!n) return {};
+  const auto wrong = [&] {
+    return Unexpected(error_at(origin, n,
+                               context + ".port must be a string or an array of strings, e.g. "
+                                         "[\"afpacket:eth1\", \"afpacket:eth2\"]"));
+  };
+  if (auto v = n->value_exact<std::string>()) {
+    out = *v;
+    return {};
+  }
+  const toml::array* list = n->as_array();
+  if (!list || list->empty()) return wrong();
+  out.clear();
+  for (const toml::node& e : *list) {
+    auto v = e.value_exact<std::string>();
+    if (!v || v->empty() || v->find(',') != std::string::npos) return wrong();
+    out += (out.empty() ? "" : ",") + *v;
+  }
+  return {};
+}
+
 Status<ConfigError> read_int(const toml::table& t, const char* key, int64_t lo, int64_t hi,
                              int64_t& out, const std::string& origin, const std::string& context) {
   const toml::node* n = t.get(key);
@@ -77,8 +103,7 @@ Result<Attachment, ConfigError> read_attachment(const std::string& name, const t
   Attachment a;
   a.name = name;
   int64_t lun = -1, dead = a.dead_time_s, wait = a.wait_s, busy = a.busy_poll_us;
-  if (auto st = read_string(*t, "port", a.port, origin, context); !st)
-    return Unexpected(st.error());
+  if (auto st = read_ports(*t, a.port, origin, context); !st) return Unexpected(st.error());
   if (auto st = read_string(*t, "target", a.target, origin, context); !st)
     return Unexpected(st.error());
   if (auto st = read_string(*t, "fuse", a.fuse_dir, origin, context); !st)

@@ -11,13 +11,15 @@
 // land straight in nbdkit's buffer. A write-protected LUN is exported
 // read-only. Zeroing is WRITE SAME of a zero block. The session's log lines
 // go to nbdkit's log (warnings and errors as errors, the rest with -v). The
-// session is opened in after_fork (threads do not survive nbdkit's fork).
+// session is opened in after_fork (threads do not survive nbdkit's fork),
+// after a trial login in get_ready so that bad parameters fail the start.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "hyperscsi/initiator/byte_device.h"
@@ -110,7 +112,9 @@ void log_line(LogLevel level, const std::string& text) {
   }
 }
 
-int hs_after_fork() {
+// Opens the session and the LUN from `config` into `ini_out` / `lun_out`.
+int open_session(std::unique_ptr<Initiator>& ini_out, std::optional<Lun>& lun_out,
+                 std::string& target_name) {
   Options o;
   o.initiator_name = "nbdkit-hyperscsi";
   o.log = log_line;
@@ -133,9 +137,33 @@ int hs_after_fork() {
   if (!t) return fail(t.error());
   auto lun = (*ini)->open_lun(static_cast<uint16_t>(config.lun));
   if (!lun) return fail(lun.error());
-  initiator = std::move(ini.value());
+  target_name = t->name;
+  lun_out.emplace(std::move(lun).value());
+  ini_out = std::move(ini.value());
+  return 0;
+}
+
+// Before nbdkit forks into the background: log in once and let go, so a wrong
+// port, a target that does not answer or a missing LUN fail nbdkit's start
+// with the reason and a non-zero exit status (after the fork its parent has
+// already exited 0). The session's threads would not survive the fork, so the
+// session that serves is opened again in after_fork.
+int hs_get_ready() {
+  std::unique_ptr<Initiator> probe;
+  std::optional<Lun> lun;
+  std::string name;
+  if (open_session(probe, lun, name) != 0) return -1;
+  lun.reset();
+  probe->disconnect();
+  return 0;
+}
+
+int hs_after_fork() {
+  std::optional<Lun> lun;
+  std::string name;
+  if (open_session(initiator, lun, name) != 0) return -1;
   device = std::make_unique<ByteDevice>(*lun);
-  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes%s", config.lun, t->name.c_str(),
+  nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes%s", config.lun, name.c_str(),
                static_cast<unsigned long long>(device->size()),
                device->read_only() ? ", write-protected: exported read-only" : "");
   return 0;
@@ -232,6 +260,7 @@ nbdkit_plugin make_plugin() {
       "busy_poll_us=N poll up to N us for a reply before sleeping (0..10000, default 50)\n"
       "rx_pause_ms=N  stop receiving after N ms without commands (0: never; default 2000)";
   p.magic_config_key = nullptr;
+  p.get_ready = hs_get_ready;
   p.after_fork = hs_after_fork;
   p.cleanup = hs_cleanup;
   p.open = hs_open;

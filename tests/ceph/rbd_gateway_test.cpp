@@ -182,24 +182,51 @@ class Gateway {
   std::unique_ptr<hi::Initiator> ini_;
 };
 
-// Writes `data` at block 0 of `lun` in 1 MiB commands, QD 8.
+// A command the target failed with ABORTED COMMAND (here: librados' op
+// timeout, COMMAND TIMEOUT DURING PROCESSING) is retried, as the kernel's SCSI
+// layer retries it: twice in CI (ASan, VM tests beside it on two CPUs) the
+// one-node cluster held one op past the timeout. Each retry is printed with the
+// cluster's state, so a stall that repeats can be told from a lost op.
+constexpr int kAbortedRetries = 2;
+
+bool aborted(const std::string& why) {
+  return why.find("ABORTED COMMAND") != std::string::npos;
+}
+
+void report_retry(const std::string& what, const std::string& why) {
+  std::string health;
+  std::string no_cluster;
+  if (const Cluster* c = hyperscsi::ceph_test::shared_cluster(no_cluster))
+    hyperscsi::ceph_test::ceph(*c, "health detail", &health);
+  std::printf("retrying %s after: %s\ncluster health:\n%s\n", what.c_str(), why.c_str(),
+              health.c_str());
+}
+
+// Writes `data` at block 0 of `lun` in 1 MiB commands, QD 8; a chunk that
+// fails with ABORTED COMMAND is written again (at most kAbortedRetries times).
 bool write_all(hi::Lun& lun, const std::vector<uint8_t>& data, std::string& why) {
   const uint32_t bs = lun.capacity().block_size;
   const size_t chunk = 1 << 20;
   std::mutex mu;
   std::condition_variable cv;
   size_t outstanding = 0, failed = 0;
+  std::vector<size_t> aborted_offsets;
   for (size_t off = 0; off < data.size(); off += chunk) {
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return outstanding < 8; });
     ++outstanding;
     lock.unlock();
     const size_t n = std::min(chunk, data.size() - off);
-    lun.write(off / bs, std::span(data).subspan(off, n), [&](hi::CommandResult&& r) {
+    lun.write(off / bs, std::span(data).subspan(off, n), [&, off](hi::CommandResult&& r) {
       std::lock_guard l(mu);
       if (!r.good()) {
-        ++failed;
-        why = r.describe();
+        const std::string d = r.describe();
+        if (aborted(d)) {
+          aborted_offsets.push_back(off);
+        } else {
+          ++failed;
+          why = d;
+        }
       }
       --outstanding;
       cv.notify_all();
@@ -207,9 +234,22 @@ bool write_all(hi::Lun& lun, const std::vector<uint8_t>& data, std::string& why)
   }
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return outstanding == 0; });
+  lock.unlock();
+  for (size_t off : aborted_offsets) {
+    const size_t n = std::min(chunk, data.size() - off);
+    bool done = false;
+    for (int attempt = 1; attempt <= kAbortedRetries && !done; ++attempt) {
+      report_retry("a write at byte " + std::to_string(off), "ABORTED COMMAND");
+      auto r = lun.write_sync(off / bs, std::span(data).subspan(off, n));
+      done = static_cast<bool>(r);
+      if (!done) why = r.error().message;
+    }
+    if (!done) ++failed;
+  }
   return failed == 0;
 }
 
+// Reads `bytes` from block 0 of `lun` in 1 MiB commands, QD 1.
 std::vector<uint8_t> read_all(hi::Lun& lun, uint64_t bytes, std::string& why) {
   std::vector<uint8_t> out;
   const uint32_t bs = lun.capacity().block_size;
@@ -217,6 +257,11 @@ std::vector<uint8_t> read_all(hi::Lun& lun, uint64_t bytes, std::string& why) {
   for (uint64_t lba = 0; lba * bs < bytes; lba += per) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(per, bytes / bs - lba));
     auto d = lun.read_sync(lba, n);
+    for (int attempt = 1; !d && aborted(d.error().message) && attempt <= kAbortedRetries;
+         ++attempt) {
+      report_retry("a read at block " + std::to_string(lba), d.error().message);
+      d = lun.read_sync(lba, n);
+    }
     if (!d) {
       why = d.error().message;
       return {};

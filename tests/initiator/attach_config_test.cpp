@@ -60,6 +60,14 @@ busy_poll_us = 0
   EXPECT_EQ(b.busy_poll_us, 0);
 }
 
+// Several ports: one multipath session, as `attach --port A --port B`.
+TEST(AttachConfig, PortListForAMultipathSession) {
+  auto c = parse_attach_config(
+      "[attach.mp]\nport = [\"afpacket:eth1\", \"afpacket:eth2\"]\nlun = 0\n", "attach.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->by_name.at("mp").port, "afpacket:eth1,afpacket:eth2");
+}
+
 TEST(AttachConfig, EmptyFileHasNoAttachments) {
   auto c = parse_attach_config("# nothing yet\n", "attach.toml");
   ASSERT_TRUE(c.ok());
@@ -74,8 +82,15 @@ TEST(AttachConfig, MistakesNameFileAndLine) {
             "attach.toml:3: attach.a.lun must be an integer in 0..65535");
   EXPECT_EQ(error_of("[attach.a]\nport = \"afpacket:eth1\"\nlun = 70000\n"),
             "attach.toml:3: attach.a.lun must be an integer in 0..65535");
-  EXPECT_EQ(error_of("[attach.a]\nport = 1\nlun = 0\n"),
-            "attach.toml:2: attach.a.port must be a string");
+  const std::string port_type =
+      "attach.a.port must be a string or an array of strings, e.g. "
+      "[\"afpacket:eth1\", \"afpacket:eth2\"]";
+  EXPECT_EQ(error_of("[attach.a]\nport = 1\nlun = 0\n"), "attach.toml:2: " + port_type);
+  EXPECT_EQ(error_of("[attach.a]\nport = []\nlun = 0\n"), "attach.toml:2: " + port_type);
+  EXPECT_EQ(error_of("[attach.a]\nport = [\"afpacket:eth1\", 2]\nlun = 0\n"),
+            "attach.toml:2: " + port_type);
+  EXPECT_EQ(error_of("[attach.a]\nport = [\"afpacket:eth1,afpacket:eth2\"]\nlun = 0\n"),
+            "attach.toml:2: " + port_type);
   EXPECT_EQ(error_of("[attach.a]\nlun = 0\n"),
             "attach.toml:1: [attach.a] needs port = \"afpacket:IFACE\"");
   EXPECT_EQ(error_of("[attach.a]\nport = \"afpacket:eth1\"\n"),

@@ -28,6 +28,8 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "hyperscsi/test_support/background.h"
@@ -128,10 +130,7 @@ class BlockdevE2eTest : public ::testing::Test {
   bool make_hosts(const std::string& relay_args = {}) {
     if (relay_args.empty()) {
       net_ = std::make_unique<NetnsPair>(hyperscsi::test_support::NetnsConfig{.mtu = 9000});
-      if (!net_->ok()) return false;
-      client_ns_ = net_->ns_a(), server_ns_ = net_->ns_b();
-      client_if_ = net_->iface_a(), server_if_ = net_->iface_b();
-      return true;
+      return use_pair();
     }
     hosts_ = std::make_unique<ThreeHosts>();
     if (!hosts_->ok) return false;
@@ -141,6 +140,20 @@ class BlockdevE2eTest : public ::testing::Test {
                             " " HYPERSCSI_RELAY_BIN " --a afpacket:" + hosts_->relay_a +
                             " --b afpacket:" + hosts_->relay_b + " " + relay_args,
                         (work_ / "relay.log").string());
+  }
+
+  // Two namespaces joined by two veth pairs (the paths of a multipath session).
+  bool make_two_path_hosts() {
+    net_ = std::make_unique<NetnsPair>(
+        hyperscsi::test_support::NetnsConfig{.mtu = 9000, .extra_links = {9000}});
+    return use_pair();
+  }
+
+  bool use_pair() {
+    if (!net_->ok()) return false;
+    client_ns_ = net_->ns_a(), server_ns_ = net_->ns_b();
+    client_if_ = net_->iface_a(), server_if_ = net_->iface_b();
+    return true;
   }
 
   bool start_target(const std::string& size = "64M", const std::string& extra = {}) {
@@ -358,6 +371,66 @@ TEST_F(BlockdevE2eTest, FioVerifyOnLoopThroughLossReorderAndDuplication) {
   }
 }
 
+// A multipath session under the loop device: a verified fio job (4 KiB-1 MiB,
+// QD32) while the second link and then the first (the login link) go down for
+// a second and come back: no I/O error, the data verifies, and both paths
+// are active and carry frames again afterwards.
+TEST_F(BlockdevE2eTest, FioVerifyOnLoopOverTwoPathsWhileEachGoesDownAndBack) {
+  ASSERT_TRUE(make_two_path_hosts()) << net_->error();
+  ASSERT_TRUE(start_target("64M", "--port afpacket:" + net_->iface_b(1)));
+  std::string loop;
+  ASSERT_TRUE(attach(loop, " --loop --port afpacket:" + net_->iface_a(1)));
+  ASSERT_FALSE(loop.empty());
+  const auto paths = [&] {
+    std::string out;
+    run(HYPERSCSI_ATTACH_BIN " stats " + fuse(), &out);
+    return out;
+  };
+  const auto count_active = [](const std::string& stats) {
+    size_t n = 0;
+    for (size_t at = stats.find("path_"); at != std::string::npos;
+         at = stats.find("path_", at + 1)) {
+      const size_t eol = stats.find('\n', at);
+      if (stats.substr(at, eol - at).find("active") != std::string::npos) ++n;
+    }
+    return n;
+  };
+  for (int i = 0; i < 50 && count_active(paths()) < 2; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(count_active(paths()), 2u) << paths();
+  Background fio;
+  ASSERT_TRUE(fio.start("sh -c '" +
+                            fio_verify("--filename=" + loop + " --ioengine=io_uring --direct=1",
+                                       "48M", "--rate=40m") +
+                            " && echo ok > " + (work_ / "fio.ok").string() + "'",
+                        (work_ / "fio.log").string()));
+  for (size_t link : {size_t{1}, size_t{0}}) {
+    std::this_thread::sleep_for(400ms);
+    ASSERT_TRUE(net_->set_link_up(link, false));
+    std::this_thread::sleep_for(1s);
+    ASSERT_TRUE(net_->set_link_up(link, true));
+  }
+  for (int i = 0; i < 900 && !fs::exists(work_ / "fio.ok") && fio.alive(); ++i)
+    std::this_thread::sleep_for(100ms);
+  const std::string log = slurp(work_ / "fio.log");
+  ASSERT_TRUE(fs::exists(work_ / "fio.ok")) << log << paths();
+  EXPECT_NE(log.find("err= 0"), std::string::npos) << log;
+  // Both paths come back into use (a failed path is probed, then taken back).
+  std::string before = paths(), after;
+  for (int i = 0; i < 100; ++i) {
+    run("dd if=" + loop + " of=/dev/null bs=1M count=8 iflag=direct skip=" +
+        std::to_string(8 * (i % 6)) + " status=none");
+    after = paths();
+    if (count_active(after) == 2 && after != before) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(count_active(after), 2u) << after;
+  EXPECT_NE(after.find("failovers 1"), std::string::npos) << "no path was declared failed:\n"
+                                                          << after;
+  std::printf("paths after the job:\n%s", after.c_str());
+  std::string out;
+  ASSERT_TRUE(run(HYPERSCSI_ATTACH_BIN " detach " + fuse(), &out)) << out;
+}
+
 // kill -9 of the target under a rate-limited write+verify job, restarted on
 // the same file a second later: the job finishes without an I/O error.
 TEST_F(BlockdevE2eTest, FioVerifyOnLoopSurvivesTargetKill9) {
@@ -484,6 +557,30 @@ TEST_F(BlockdevE2eTest, BadInputKeepsClearErrorsAndDetachIsQuiet) {
           "'",
       &out));
   EXPECT_NE(out.find("FUSE unavailable"), std::string::npos) << out;
+  // The NBD export started in the background (no -f) with a LUN that is absent
+  // or a port that does not exist: nbdkit exits non-zero with the reason before
+  // it forks (the plugin logs in once in get_ready), instead of exiting 0 and
+  // failing later in the background. A pid file catches a daemon that stayed.
+  if (have("nbdkit")) {
+    const std::string pid = (work_ / "nbdkit.pid").string();
+    const auto nbdkit_bg = [&](const std::string& params) {
+      std::string o;
+      const bool ok = NetnsPair::shell(
+          in_client(NBDKIT_ENV "nbdkit -P " + pid + " --unix " + (work_ / "bg.sock").string() +
+                    " " NBDKIT_PLUGIN " " + params + " 2>&1"),
+          &o);
+      NetnsPair::shell("[ -s " + pid + " ] && kill $(cat " + pid + "); rm -f " + pid);
+      return std::make_pair(ok, o);
+    };
+    auto [ok, o] = nbdkit_bg("port=" + port() + " target=" + name_ + " lun=7");
+    EXPECT_FALSE(ok) << "nbdkit started in the background with an absent LUN";
+    EXPECT_NE(o.find("LUN absent"), std::string::npos) << o;
+    std::tie(ok, o) = nbdkit_bg("port=afpacket:hsnosuch0 lun=0");
+    EXPECT_FALSE(ok) << "nbdkit started in the background on a missing interface";
+    EXPECT_NE(o.find("hsnosuch0"), std::string::npos) << o;
+  } else {
+    std::printf("nbdkit part skipped: nbdkit missing\n");
+  }
   // Mount point busy: attached already.
   ASSERT_TRUE(attach(loop));
   EXPECT_FALSE(run(attach_cmd(), &out));

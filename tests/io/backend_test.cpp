@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -173,6 +174,36 @@ TEST(NetnsFixture, CreatesLinkWithMtuAndAddressesAndRemovesEverything) {
   const std::string list = netns_list();
   EXPECT_EQ(list.find(ns_a), std::string::npos) << list;
   EXPECT_EQ(list.find(ns_b), std::string::npos) << list;
+}
+
+// A test killed by ctest's timeout leaves its namespaces behind: those of
+// processes that are gone are removed, those of live ones are not.
+TEST(NetnsFixture, NamespacesOfDeadTestsAreRemovedAndLiveOnesKept) {
+  SKIP_UNLESS_ROOT();
+  const auto pid_of_exited_child = [] {
+    const pid_t p = ::fork();
+    if (p == 0) ::_exit(0);
+    ::waitpid(p, nullptr, 0);
+    return p;
+  };
+  const pid_t dead = pid_of_exited_child();
+  const pid_t live = ::fork();
+  if (live == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const std::string stale = "hs" + std::to_string(dead) + "n0a";
+  const std::string kept = "hs" + std::to_string(live) + "n0b";
+  ASSERT_TRUE(NetnsPair::shell("ip netns add " + stale));
+  ASSERT_TRUE(NetnsPair::shell("ip netns add " + kept));
+  hyperscsi::test_support::remove_namespaces_of_dead_tests();
+  const std::string list = netns_list();
+  NetnsPair::shell("ip netns del " + kept);
+  NetnsPair::shell("ip netns del " + stale);
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+  EXPECT_EQ(list.find(stale), std::string::npos) << list;
+  EXPECT_NE(list.find(kept), std::string::npos) << list;
 }
 
 // VLAN interfaces need the kernel's 802.1Q support (absent on some kernels,

@@ -5,13 +5,34 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <regex>
 #include <thread>
 
 namespace hyperscsi::test_support {
 namespace {
 
 std::atomic<int> g_instances{0};
+
+// See remove_namespaces_of_dead_tests(); `own_too` also removes those that
+// carry this process's pid (a reused pid, before it made any pair).
+void remove_stale_namespaces(bool own_too) {
+  std::error_code ec;
+  const std::regex name("hs([0-9]+)n[0-9]+[ab]");
+  for (const auto& e : std::filesystem::directory_iterator("/run/netns", ec)) {
+    const std::string ns = e.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(ns, m, name)) continue;
+    const long pid = std::strtol(m[1].str().c_str(), nullptr, 10);
+    const bool gone = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (gone || (own_too && pid == ::getpid())) NetnsPair::shell("ip netns del " + ns);
+  }
+}
 
 }  // namespace
 
@@ -31,7 +52,13 @@ bool NetnsPair::shell(const std::string& cmd, std::string* output) {
   return rc == 0;
 }
 
+void remove_namespaces_of_dead_tests() {
+  remove_stale_namespaces(false);
+}
+
 NetnsPair::NetnsPair(NetnsConfig config) : config_(config) {
+  static std::once_flag swept;
+  if (running_as_root()) std::call_once(swept, [] { remove_stale_namespaces(true); });
   const int k = g_instances.fetch_add(1);
   const std::string base = "hs" + std::to_string(::getpid()) + "n" + std::to_string(k);
   ns_a_ = base + "a";

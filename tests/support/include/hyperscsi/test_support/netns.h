@@ -28,6 +28,13 @@ namespace hyperscsi::test_support {
 // True when the process runs with euid 0.
 bool running_as_root();
 
+// Deletes the namespaces "hs<pid>n<k>a|b" of test processes that are gone (a
+// test killed by ctest's timeout runs no destructor). Every process does this
+// once before its first NetnsPair, and then also removes such namespaces that
+// carry its own pid (a reused pid), which would make `ip netns add` fail.
+// Needs root; namespaces of live processes are left alone.
+void remove_namespaces_of_dead_tests();
+
 struct NetnsConfig {
   size_t mtu = 1500;
   // Non-zero: also create 802.1Q interfaces <iface>t on both sides. Needs the
