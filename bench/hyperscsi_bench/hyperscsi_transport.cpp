@@ -1,6 +1,7 @@
 // HyperSCSI through the initiator library: discover and connect on the given
 // port, open the LUN, and map block I/O onto Lun::read/write.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "hyperscsi/initiator/initiator.h"
@@ -51,6 +52,25 @@ class HyperscsiTransport final : public Transport {
   std::optional<RecoveryCounts> recovery() const override {
     const auto t = initiator_->stats().transport;
     return RecoveryCounts{t.frames_retransmitted, t.timeouts, t.spurious_timeouts};
+  }
+
+  std::vector<PathFigures> paths() const override {
+    std::vector<PathFigures> out;
+    const auto s = initiator_->stats();
+    for (const initiator::PathStats& p : s.paths) {
+      PathFigures f;
+      f.id = p.id;
+      f.state = p.state;
+      f.local = io::to_string(p.local_mac);
+      f.target = io::to_string(p.target_mac);
+      f.frames_sent = p.frames_sent;
+      f.frames_received = p.frames_received;
+      f.retransmits = p.frames_retransmitted;
+      f.failovers = p.failures;
+      f.srtt_us = std::chrono::duration<double, std::micro>(p.srtt).count();
+      out.push_back(std::move(f));
+    }
+    return out;
   }
 
   std::optional<LoopCounts> loop() const override {

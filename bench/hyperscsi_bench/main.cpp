@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   unsigned busy_poll_us = HyperscsiOptions{}.busy_poll_us;
-  double seconds = 0, start_at = 0, warmup = 0;
+  double seconds = 0, start_at = 0, warmup = 0, mark_at = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
   bool read_pct_given = false;
@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
   app.add_option("--start-at", start_at,
                  "begin the timed run at this wall-clock time (seconds since the epoch, after "
                  "connecting), so that several clients measure the same interval")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--mark-at", mark_at,
+                 "with --time: also report MB/s before and after this many seconds into the run "
+                 "(a path taken down then, say)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--warmup", warmup,
                  "with --time: leave the first S seconds out of mb_s_in_time (the ramp-up)")
@@ -151,6 +155,11 @@ int main(int argc, char** argv) {
   }
   if (seconds == 0 && config.bytes == 0) seconds = 5;
   config.duration = std::chrono::nanoseconds(int64_t(seconds * 1e9));
+  if (mark_at > 0 && (config.duration.count() == 0 || mark_at >= seconds)) {
+    std::fprintf(stderr, "error: --mark-at needs --time and must be shorter than it\n");
+    return 1;
+  }
+  config.mark = std::chrono::nanoseconds(int64_t(mark_at * 1e9));
   if (warmup >= seconds && warmup > 0) {
     std::fprintf(stderr, "error: --warmup must be shorter than --time\n");
     return 1;
@@ -206,6 +215,7 @@ int main(int argc, char** argv) {
   const auto frames_before = transport.frames();
   const auto recovery_before = transport.recovery();
   const auto loop_before = transport.loop();
+  const auto paths_before = transport.paths();
 
   Progress progress;
   if (!quiet) {
@@ -225,6 +235,7 @@ int main(int argc, char** argv) {
   const auto frames_after = transport.frames();
   const auto recovery_after = transport.recovery();
   const auto loop_after = transport.loop();
+  const auto paths_after = transport.paths();
 
   Record rec;
   rec.transport = transport.name();
@@ -254,6 +265,13 @@ int main(int argc, char** argv) {
   if (config.duration.count() > 0)
     rec.mb_s_in_time = double(result.bytes_in_time) /
                        std::chrono::duration<double>(config.duration - config.warmup).count() / 1e6;
+  if (config.mark.count() > 0) {
+    const double before = std::chrono::duration<double>(config.mark).count();
+    const double after = std::chrono::duration<double>(config.duration - config.mark).count();
+    rec.mb_s_before_mark = double(result.bytes_before_mark) / before / 1e6;
+    rec.mb_s_after_mark = double(result.bytes_after_mark) / after / 1e6;
+  }
+  rec.longest_gap_ms = result.longest_gap_s * 1e3;
   rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
   rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
   rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;
@@ -282,6 +300,18 @@ int main(int argc, char** argv) {
     rec.client_poll_s = loop_after->poll_seconds - loop_before->poll_seconds;
     rec.client_wakeups_per_io = double(loop_after->wakeups - loop_before->wakeups) / ios;
     rec.client_holds_per_io = double(loop_after->holds - loop_before->holds) / ios;
+  }
+
+  // Per path: the run's counters (a path first seen during the run counts whole).
+  for (PathFigures p : paths_after) {
+    for (const PathFigures& b : paths_before) {
+      if (b.id != p.id || b.local != p.local || b.target != p.target) continue;
+      p.frames_sent -= std::min(p.frames_sent, b.frames_sent);
+      p.frames_received -= std::min(p.frames_received, b.frames_received);
+      p.retransmits -= std::min(p.retransmits, b.retransmits);
+      p.failovers -= std::min(p.failovers, b.failovers);
+    }
+    rec.paths.push_back(std::move(p));
   }
 
   std::fputs((json ? to_json(rec) + "\n" : to_table(rec)).c_str(), stdout);
