@@ -24,6 +24,10 @@
 #          [--paths N]   (N veth pairs, each shaped alike; HyperSCSI runs one session over all
 #                         of them (multipath) and, as "hyperscsi_1path", over the first alone)
 #          [--other-paths-shape RATE]   (links 2..N shaped to RATE instead of --shape: uneven paths)
+#          [--fail-path-at S]   (with --paths 2..: after the cells, a 128 KiB read+write stream of
+#                                2 x S seconds over all links; the second link goes down at S:
+#                                the longest gap between completions, MB/s before and after)
+#          [--no-cells]   (skip the cells: only the memory step and/or --fail-path-at)
 #          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
 #           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
 #          [--halt-poll-ns N]   (this VM's guest halt polling for the run, restored after;
@@ -34,6 +38,7 @@ mtu=1500
 paths=1
 shape=
 other_shape=
+fail_at=
 quick=0
 out=$PWD/lab-results
 build=${BUILD_DIR:-$here/build}
@@ -73,6 +78,8 @@ while (($#)); do
     --paths) paths=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
     --other-paths-shape) other_shape=$2; shift 2 ;;
+    --fail-path-at) fail_at=$2; shift 2 ;;
+    --no-cells) do_cells=0; shift ;;
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
@@ -106,7 +113,9 @@ fi
 [[ -z $secs || $secs =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 [[ -z $mem_secs || $mem_secs =~ ^[1-9][0-9]*$ ]] || die "--memory-seconds must be a positive integer"
 [[ $mem_clients =~ ^[1-9][0-9]?$ ]] || die "--memory-clients must be 1..99"
-((do_cells || do_memory)) || die "--memory-only and --no-memory exclude each other"
+[[ -z $fail_at || ($fail_at =~ ^[1-9][0-9]?$ && $paths -gt 1 && $blockdev -eq 0) ]] ||
+  die "--fail-path-at takes 1..99 seconds and needs --paths 2.. (not --blockdev)"
+((do_cells || do_memory)) || [[ -n $fail_at ]] || die "nothing to run (--memory-only/--no-cells and --no-memory)"
 # tbf rate in bit/s, for the payload line rate.
 shape_bps=0
 if [[ -n $shape ]]; then
@@ -422,6 +431,41 @@ elif ((do_cells)); then
   done
 fi
 
+# --- a path taken down mid-stream (--fail-path-at) ----------------------------
+# One multipath session runs a 128 KiB read+write stream (rw, 50% reads, QD32)
+# for 2 x S seconds; at S the second link goes down (both ends lose their
+# carrier) and stays down until the stream ended. The bench's record says
+# how long completions stopped and the MB/s before and after the mark.
+failover_step() {
+  local rec=$work/failover.json secs_total=$((2 * fail_at)) drops0 rc=0
+  # Every port of the target serving (the control socket answers just before
+  # the port loops start): a join sent earlier finds its pair unreachable for 5 s.
+  for _ in $(seq 50); do
+    "$target_bin" stats --control "$work/target.sock" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  sleep 0.5
+  drops0=$(tbf_drops)
+  timeout -k 5 $((secs_total + 30)) ip netns exec "$ns_c" "$bench" --transport hyperscsi \
+    "${hs_ports_c[@]}" --target "lab$$" --lun 0 --target-pid "$hs_pid" "${hs_extra[@]}" \
+    --workload rw --read-pct 50 --bs 128k --qd 32 --verify --time "$secs_total" --mark-at "$fail_at" \
+    --quiet --json --mtu "$mtu" --shaped "$shaped" >"$rec" 2>"$work/failover.err" &
+  local pid=$!
+  sleep "$fail_at"
+  ip -n "$ns_c" link set "${if_c}1" down
+  echo "lab: failover: link ${if_c}1 down at ${fail_at} s" >&2
+  wait "$pid" || rc=$?
+  ip -n "$ns_c" link set "${if_c}1" up
+  if ((rc != 0)) || ! jq -e . "$rec" >/dev/null 2>&1; then
+    echo "lab: failover run failed (exit $rc): $(tail -c 300 "$work/failover.err")" >&2
+    return
+  fi
+  jq -c --argjson at "$fail_at" --argjson drops $(($(tbf_drops) - drops0)) \
+    '{record: "failover", fail_at_s: $at, tbf_drops: $drops} + .' "$rec" >>"$results"
+  echo "lab: failover: $(jq -r '"longest gap \(.longest_gap_ms) ms, \(.mb_s_before_mark) MB/s before, \(.mb_s_after_mark) after, errors \(.errors)"' "$rec")" >&2
+}
+[[ -n $fail_at ]] && failover_step
+
 # --- memory with 16 sessions -------------------------------------------------
 # A fresh target (so VmHWM covers only this step) and 16 clients, each on its
 # own veth behind a bridge in the client namespace (own MAC, so the target
@@ -602,6 +646,52 @@ blockdev_report() {
   fi
 }
 
+# --paths N: each multipath cell's paths (hyperscsi-bench's "paths" record:
+# the run's frames, retransmissions and failovers per path, srtt and state at
+# the end) and the same-run ratio to the session on the first link alone.
+multipath_report() {
+  echo "## Multipath: $paths paths, per path"
+  echo
+  echo "hyperscsi = one session over the $paths links; hyperscsi_1path = the same on the first link alone"
+  echo "(same runs). Per path: what hyperscsi-bench's record says for each run (counters over the run)."
+  echo
+  echo "| workload | bs | qd | MB/s $paths paths | MB/s 1 path | ratio |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  jq -r --argjson order "$cell_order" '
+    def n(d): if . == null then "-" else (. * d | round / d | tostring) end;
+    . as $m | $order[] as $c
+    | ($m | map(select(.workload == $c.w and .bs == $c.bs and .qd == $c.qd))) as $g
+    | ($g | map(select(.transport == "hyperscsi"))[0]) as $h
+    | ($g | map(select(.transport == "hyperscsi_1path"))[0]) as $o
+    | select($h != null)
+    | "| \($c.w) | \($c.bs) | \($c.qd) | \($h.mb_s | n(10)) | \($o.mb_s | n(10)) | \(if $o == null or $o.mb_s == 0 then "-" else ($h.mb_s / $o.mb_s | n(100)) end) |"' \
+    "$work/medians.json"
+  echo
+  echo "| workload | bs | qd | run | path | local -> target | state | frames sent | frames received | retransmits | failovers | srtt us |"
+  echo "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
+  jq -r '.[] | select(.record == "cell" and .transport == "hyperscsi") | . as $r | (.paths // [])[]
+    | "| \($r.workload) | \($r.bs) | \($r.qd) | \($r.run) | \(.id) | \(.local) -> \(.target) | \(.state) | \(.frames_sent) | \(.frames_received) | \(.retransmits) | \(.failovers) | \(.srtt_us | round) |"' \
+    "$out/results.json"
+  echo
+}
+
+failover_report() {
+  echo "## A path taken down mid-stream (--fail-path-at $fail_at)"
+  echo
+  echo "One session over $paths links, 128 KiB rw (50% reads) QD32 for $((2 * fail_at)) s; link 2 down at"
+  echo "$fail_at s until the end. Longest gap: the longest time without a completed I/O (issue 17's"
+  echo "goal: <= 1 s, no I/O error). MB/s before and after: I/Os completed before and after the mark."
+  echo
+  echo "| longest gap ms | MB/s before | MB/s after | after/before | errors | verify | per path (frames sent, failovers) |"
+  echo "|---:|---:|---:|---:|---:|---|---|"
+  jq -r '
+    def n(d): if . == null then "-" else (. * d | round / d | tostring) end;
+    .[] | select(.record == "failover")
+    | "| \(.longest_gap_ms | n(10)) | \(.mb_s_before_mark | n(10)) | \(.mb_s_after_mark | n(10)) | \(if (.mb_s_before_mark // 0) == 0 then "-" else (.mb_s_after_mark / .mb_s_before_mark | n(100)) end) | \(.errors) | \(if .verify then "on" else "off" end) | \([(.paths // [])[] | select(.state != "unreachable") | "path \(.id): \(.frames_sent), \(.failovers)"] | join("; ")) |"' \
+    "$out/results.json"
+  echo
+}
+
 report() {
   local machine
   machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)), $(free -g | awk '/^Mem/ {print $2}') GiB RAM, kernel $(uname -r)"
@@ -705,6 +795,8 @@ report() {
     echo
   fi
   }
+  ((do_cells && !blockdev && paths > 1)) && multipath_report
+  [[ -n $fail_at ]] && failover_report
   if ((do_memory)); then
     echo "## Target memory with $mem_clients sessions"
     echo

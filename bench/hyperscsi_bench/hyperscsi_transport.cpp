@@ -1,6 +1,7 @@
 // HyperSCSI through the initiator library: discover and connect on the given
 // port, open the LUN, and map block I/O onto Lun::read/write.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "hyperscsi/initiator/initiator.h"
@@ -31,16 +32,16 @@ class HyperscsiTransport final : public Transport {
                  });
       return;
     }
-    lun_.read(lba, r.length / bs,
-              [done = std::move(done), buffer = r.buffer,
-               length = r.length](initiator::CommandResult&& res) {
-                if (!res.good()) return done(false, res.describe());
-                if (res.data_in.size() != length)
-                  return done(false, "read returned " + std::to_string(res.data_in.size()) +
-                                         " bytes, expected " + std::to_string(length));
-                std::memcpy(buffer, res.data_in.data(), length);
-                done(true, {});
-              });
+    // Straight into the workload's buffer (read_into: one copy from the
+    // reassembled reply), as a library user with its own buffer reads.
+    lun_.read_into(
+        lba, r.length / bs, std::span<uint8_t>(r.buffer, r.length),
+        [done = std::move(done)](initiator::CommandResult&& res) {
+          if (!res.good()) return done(false, res.describe());
+          if (res.residual != 0)
+            return done(false, "read came back " + std::to_string(res.residual) + " bytes short");
+          done(true, {});
+        });
   }
 
   std::optional<FrameCounts> frames() const override {
@@ -51,6 +52,25 @@ class HyperscsiTransport final : public Transport {
   std::optional<RecoveryCounts> recovery() const override {
     const auto t = initiator_->stats().transport;
     return RecoveryCounts{t.frames_retransmitted, t.timeouts, t.spurious_timeouts};
+  }
+
+  std::vector<PathFigures> paths() const override {
+    std::vector<PathFigures> out;
+    const auto s = initiator_->stats();
+    for (const initiator::PathStats& p : s.paths) {
+      PathFigures f;
+      f.id = p.id;
+      f.state = p.state;
+      f.local = io::to_string(p.local_mac);
+      f.target = io::to_string(p.target_mac);
+      f.frames_sent = p.frames_sent;
+      f.frames_received = p.frames_received;
+      f.retransmits = p.frames_retransmitted;
+      f.failovers = p.failures;
+      f.srtt_us = std::chrono::duration<double, std::micro>(p.srtt).count();
+      out.push_back(std::move(f));
+    }
+    return out;
   }
 
   std::optional<LoopCounts> loop() const override {

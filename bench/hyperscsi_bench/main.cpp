@@ -57,7 +57,7 @@ struct Args {
   uint16_t lun = 0;
   unsigned read_pct = 0, qd = 1;
   unsigned busy_poll_us = HyperscsiOptions{}.busy_poll_us;
-  double seconds = 0, start_at = 0, warmup = 0;
+  double seconds = 0, start_at = 0, warmup = 0, mark_at = 0;
   bool verify = false, json = false, quiet = false, direct = false;
   int target_pid = 0;
   bool read_pct_given = false;
@@ -101,6 +101,10 @@ CLI::Option* add_options(CLI::App& app, Args& a) {
   app.add_option("--start-at", a.start_at,
                  "begin the timed run at this wall-clock time (seconds since the epoch, after "
                  "connecting), so that several clients measure the same interval")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--mark-at", a.mark_at,
+                 "with --time: also report MB/s before and after this many seconds into the run "
+                 "(a path taken down then, say)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--warmup", a.warmup,
                  "with --time: leave the first S seconds out of mb_s_in_time (the ramp-up)")
@@ -152,6 +156,11 @@ std::optional<WorkloadConfig> workload_config(Args& a) {
   }
   if (a.seconds == 0 && config.bytes == 0) a.seconds = 5;
   config.duration = std::chrono::nanoseconds(int64_t(a.seconds * 1e9));
+  if (a.mark_at > 0 && (config.duration.count() == 0 || a.mark_at >= a.seconds)) {
+    std::fprintf(stderr, "error: --mark-at needs --time and must be shorter than it\n");
+    return std::nullopt;
+  }
+  config.mark = std::chrono::nanoseconds(int64_t(a.mark_at * 1e9));
   if (a.warmup >= a.seconds && a.warmup > 0) {
     std::fprintf(stderr, "error: --warmup must be shorter than --time\n");
     return std::nullopt;
@@ -199,6 +208,7 @@ struct Samples {
   std::optional<FrameCounts> frames;
   std::optional<RecoveryCounts> recovery;
   std::optional<LoopCounts> loop;
+  std::vector<PathFigures> paths;
 };
 
 Samples sample_all(const Args& a, const Transport& transport) {
@@ -209,6 +219,7 @@ Samples sample_all(const Args& a, const Transport& transport) {
   s.frames = transport.frames();
   s.recovery = transport.recovery();
   s.loop = transport.loop();
+  s.paths = transport.paths();
   return s;
 }
 
@@ -255,6 +266,13 @@ Record make_record(const Args& a, const Transport& transport, const WorkloadConf
   if (config.duration.count() > 0)
     rec.mb_s_in_time = double(result.bytes_in_time) /
                        std::chrono::duration<double>(config.duration - config.warmup).count() / 1e6;
+  if (config.mark.count() > 0) {
+    const double before_s = std::chrono::duration<double>(config.mark).count();
+    const double after_s = std::chrono::duration<double>(config.duration - config.mark).count();
+    rec.mb_s_before_mark = double(result.bytes_before_mark) / before_s / 1e6;
+    rec.mb_s_after_mark = double(result.bytes_after_mark) / after_s / 1e6;
+  }
+  rec.longest_gap_ms = result.longest_gap_s * 1e3;
   rec.lat_p50_us = double(result.latency.quantile(0.50)) / 1e3;
   rec.lat_p99_us = double(result.latency.quantile(0.99)) / 1e3;
   rec.lat_p999_us = double(result.latency.quantile(0.999)) / 1e3;
@@ -283,6 +301,17 @@ Record make_record(const Args& a, const Transport& transport, const WorkloadConf
     rec.client_poll_s = after.loop->poll_seconds - before.loop->poll_seconds;
     rec.client_wakeups_per_io = double(after.loop->wakeups - before.loop->wakeups) / ios;
     rec.client_holds_per_io = double(after.loop->holds - before.loop->holds) / ios;
+  }
+  // Per path: the run's counters (a path first seen during the run counts whole).
+  for (PathFigures p : after.paths) {
+    for (const PathFigures& b : before.paths) {
+      if (b.id != p.id || b.local != p.local || b.target != p.target) continue;
+      p.frames_sent -= std::min(p.frames_sent, b.frames_sent);
+      p.frames_received -= std::min(p.frames_received, b.frames_received);
+      p.retransmits -= std::min(p.retransmits, b.retransmits);
+      p.failovers -= std::min(p.failovers, b.failovers);
+    }
+    rec.paths.push_back(std::move(p));
   }
   return rec;
 }

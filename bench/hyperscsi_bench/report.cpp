@@ -57,6 +57,9 @@ std::string to_json(const Record& r) {
   add("iops", number(r.iops));
   add("mb_s", number(r.mb_s));
   if (r.mb_s_in_time) add("mb_s_in_time", number(*r.mb_s_in_time));
+  if (r.mb_s_before_mark) add("mb_s_before_mark", number(*r.mb_s_before_mark));
+  if (r.mb_s_after_mark) add("mb_s_after_mark", number(*r.mb_s_after_mark));
+  add("longest_gap_ms", number(r.longest_gap_ms));
   add("lat_p50_us", number(r.lat_p50_us));
   add("lat_p99_us", number(r.lat_p99_us));
   add("lat_p999_us", number(r.lat_p999_us));
@@ -73,6 +76,18 @@ std::string to_json(const Record& r) {
   add("client_wakeups_per_io", optional_number(r.client_wakeups_per_io));
   add("client_holds_per_io", optional_number(r.client_holds_per_io));
   add("client_foreign_frames", optional_count(r.client_foreign_frames));
+  if (!r.paths.empty()) {
+    std::string list = "[";
+    for (const PathFigures& p : r.paths) {
+      if (list.size() > 1) list += ", ";
+      list += fmt::format(
+          "{{\"id\": {}, \"state\": {}, \"local\": {}, \"target\": {}, \"frames_sent\": {}, "
+          "\"frames_received\": {}, \"retransmits\": {}, \"failovers\": {}, \"srtt_us\": {}}}",
+          p.id, quote(p.state), quote(p.local), quote(p.target), p.frames_sent, p.frames_received,
+          p.retransmits, p.failovers, number(p.srtt_us));
+    }
+    add("paths", list + "]");
+  }
   add("errors", std::to_string(r.errors));
   add("verify_mismatches", std::to_string(r.mismatches));
   add("first_error", quote(r.first_error));
@@ -92,6 +107,10 @@ std::string to_table(const Record& r) {
   row("I/Os", fmt::format("{} ({} reads, {} writes)", r.ios, r.reads, r.writes));
   row("IOPS", fmt::format("{:.0f}", r.iops));
   row("throughput", fmt::format("{:.1f} MB/s", r.mb_s));
+  if (r.mb_s_before_mark && r.mb_s_after_mark)
+    row("throughput at the mark",
+        fmt::format("{:.1f} MB/s before, {:.1f} after", *r.mb_s_before_mark, *r.mb_s_after_mark));
+  row("longest completion gap", fmt::format("{:.1f} ms", r.longest_gap_ms));
   row("latency p50/p99/p99.9",
       fmt::format("{:.1f} / {:.1f} / {:.1f} us", r.lat_p50_us, r.lat_p99_us, r.lat_p999_us));
   row("CPU s/GiB client", fmt::format("{:.3f}", r.cpu_s_per_gib_client));
@@ -107,6 +126,12 @@ std::string to_table(const Record& r) {
     row("client I/O thread",
         fmt::format("{:.3f} s busy polling, {:.2f} wake-ups/IO, {:.2f} holds/IO", *r.client_poll_s,
                     r.client_wakeups_per_io.value_or(0), r.client_holds_per_io.value_or(0)));
+  for (const PathFigures& p : r.paths)
+    row(fmt::format("path {}", p.id),
+        fmt::format("{} {} -> {}: {} frames sent, {} received, {} retransmits, {} failovers, "
+                    "srtt {:.0f} us",
+                    p.state, p.local, p.target, p.frames_sent, p.frames_received, p.retransmits,
+                    p.failovers, p.srtt_us));
   if (!r.mtu.empty() || !r.shaped.empty()) row("labels", "mtu=" + r.mtu + " shaped=" + r.shaped);
   row("errors",
       std::to_string(r.errors) + (r.first_error.empty() ? "" : " (" + r.first_error + ")"));

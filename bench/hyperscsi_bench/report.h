@@ -4,8 +4,19 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace hyperscsi::bench {
+
+// One path of a multipath session during the run (HyperSCSI with several
+// ports): counters are the run's (after minus before), state and srtt at
+// the end. MACs as text.
+struct PathFigures {
+  uint32_t id = 0;
+  std::string state, local, target;
+  uint64_t frames_sent = 0, frames_received = 0, retransmits = 0, failovers = 0;
+  double srtt_us = 0;
+};
 
 struct Record {
   std::string transport, backend, workload, mtu, shaped;
@@ -16,6 +27,10 @@ struct Record {
   double iops = 0, mb_s = 0;
   // With --time: MB/s of the I/Os completed within the timed interval alone.
   std::optional<double> mb_s_in_time;
+  // With --mark-at: MB/s of the I/Os completed before and after the mark.
+  std::optional<double> mb_s_before_mark, mb_s_after_mark;
+  // The longest time without a completion until the deadline (the stall).
+  double longest_gap_ms = 0;
   double lat_p50_us = 0, lat_p99_us = 0, lat_p999_us = 0;
   double cpu_s_per_gib_client = 0;
   std::optional<double> cpu_s_per_gib_target;
@@ -34,6 +49,8 @@ struct Record {
   // Frames the client's port received during the run that were another
   // session's on the same host (HyperSCSI; the kernel filter keeps it near 0).
   std::optional<uint64_t> client_foreign_frames;
+  // A multipath session's paths (empty for one path and other transports).
+  std::vector<PathFigures> paths;
   std::string first_error, first_mismatch;
 };
 

@@ -13,8 +13,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "hyperscsi/proto/result.h"
+#include "report.h"
 
 namespace hyperscsi::bench {
 
@@ -65,6 +67,9 @@ class Transport {
   virtual std::optional<RecoveryCounts> recovery() const { return std::nullopt; }
   // Cumulative wait counters of the client's I/O thread; empty when unknown.
   virtual std::optional<LoopCounts> loop() const { return std::nullopt; }
+  // A multipath session's paths, counters cumulative (PathFigures); empty
+  // for a single-path session and transports without paths.
+  virtual std::vector<PathFigures> paths() const { return {}; }
 };
 
 using TransportResult = Result<std::unique_ptr<Transport>, std::string>;

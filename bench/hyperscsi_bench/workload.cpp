@@ -1,5 +1,6 @@
 #include "workload.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <memory>
@@ -51,6 +52,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   WorkloadResult run(const Progress& progress) {
     begin_ = Clock::now();
     end_ = begin_;
+    last_completion_ = begin_;
     deadline_ = config_.duration.count() ? begin_ + config_.duration : Clock::time_point::max();
     for (size_t i = 0; i < slots_.size(); ++i) {
       bool go = false;
@@ -163,6 +165,14 @@ class Engine : public std::enable_shared_from_this<Engine> {
         result_.bytes += s.request.length;
         if (now <= deadline_ && now >= begin_ + config_.warmup)
           result_.bytes_in_time += s.request.length;
+        if (now <= deadline_) {
+          result_.longest_gap_s = std::max(
+              result_.longest_gap_s, std::chrono::duration<double>(now - last_completion_).count());
+          last_completion_ = now;
+          if (config_.mark.count() > 0)
+            (now < begin_ + config_.mark ? result_.bytes_before_mark : result_.bytes_after_mark) +=
+                s.request.length;
+        }
         if (!check.ok && result_.mismatches++ == 0) result_.first_mismatch = check.problem;
       }
       again = prepare_locked(index);
@@ -186,7 +196,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t in_flight_ = 0;
   bool stop_ = false;
   std::optional<Clock::time_point> stopping_since_;
-  Clock::time_point begin_, end_, deadline_;
+  Clock::time_point begin_, end_, deadline_, last_completion_;
   WorkloadResult result_;
 };
 

@@ -22,8 +22,11 @@ struct WorkloadConfig {
   uint32_t qd = 1;
   std::chrono::nanoseconds duration{0};  // 0: until `bytes`
   std::chrono::nanoseconds warmup{0};    // not counted in bytes_in_time (within duration)
-  uint64_t bytes = 0;                    // 0: until `duration`
-  uint64_t region = 0;                   // bytes of the device used (0: all)
+  // Non-zero: bytes completed by the deadline are also counted apart before
+  // and after this point of the run (a path taken down then, say).
+  std::chrono::nanoseconds mark{0};
+  uint64_t bytes = 0;   // 0: until `duration`
+  uint64_t region = 0;  // bytes of the device used (0: all)
   bool verify = false;
   uint64_t seed = 1;
 };
@@ -35,6 +38,11 @@ struct WorkloadResult {
   // with several clients started together, each client's share of one
   // common interval, without the drain of the I/Os in flight at the deadline.
   uint64_t bytes_in_time = 0;
+  // With `mark`: bytes_in_time's split (no warm-up taken off).
+  uint64_t bytes_before_mark = 0, bytes_after_mark = 0;
+  // The longest time without a successful completion, from the start to the
+  // deadline (the stall a failover causes, say).
+  double longest_gap_s = 0;
   uint64_t errors = 0;
   uint64_t mismatches = 0;
   std::string first_error;     // first I/O error

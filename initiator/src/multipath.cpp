@@ -80,6 +80,7 @@ void Initiator::Impl::sync_paths(TimePoint now) {
   ic.window_cap = proto::window_for_mtu(n.mtu, 256);
   ic.checksum = (n.features & proto::kFeatureChecksum) != 0;
   ic.keys = session_->multipath_keys();
+  ic.login_protection = session_->login_path_protection();  // its counters go on
   ic.seed = options_.seed + (++rounds_);
   proto::PathSpec login;
   login.local = port_->mac();

@@ -101,7 +101,7 @@ InitiatorPaths::InitiatorPaths(InitiatorPathsConfig config, const PathSpec& logi
   if (protected_session(config_.keys))
     keys = derive_path_frame_keys(*config_.keys, config_.transport.session_id,
                                   config_.transport.epoch, 0, 0);
-  paths_.install(p0, now, keys ? &*keys : nullptr);
+  paths_.install(p0, now, keys ? &*keys : nullptr, config_.login_protection);
   Candidate c;
   c.id = 0;
   c.c = PathCandidate{p0.local, p0.mtu, p0.peer};

@@ -242,9 +242,9 @@ void InitiatorSession::on_login_reply(const FrameView& frame, TimePoint now) {
         path_keys = derive_path_frame_keys(keys, reply.session_id, reply.epoch, 0, 0);
       const SessionKeys& k = path_keys ? *path_keys : keys;
       sealer_ =
-          std::make_unique<FrameSealer>(protection_, k.initiator_to_target.span(), k.salt_i2t);
+          std::make_shared<FrameSealer>(protection_, k.initiator_to_target.span(), k.salt_i2t);
       opener_ =
-          std::make_unique<FrameOpener>(protection_, k.target_to_initiator.span(), k.salt_t2i);
+          std::make_shared<FrameOpener>(protection_, k.target_to_initiator.span(), k.salt_t2i);
     }
     handshake_.reset();  // keys now live in the sealer and opener (and multipath_keys_)
   }

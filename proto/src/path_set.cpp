@@ -51,8 +51,8 @@ struct PathSet::Path {
   PathFailure last_failure = PathFailure::kNone;
   TimePoint state_since{};
   std::unique_ptr<Connection> conn;
-  std::unique_ptr<FrameSealer> sealer;
-  std::unique_ptr<FrameOpener> opener;
+  std::shared_ptr<FrameSealer> sealer;  // shared with the login session on path 0 (initiator)
+  std::shared_ptr<FrameOpener> opener;
   PathHealth health;
   DeliveryRate rate;
   uint64_t pushed_bytes = 0;  // PDU bytes handed to this generation's Connection
@@ -120,7 +120,8 @@ void PathSet::retire_connection(Path& p, PathFailure why, TimePoint now) {
   push_event({PathEventKind::kFailed, p.spec.id, p.spec.gen, why, moved, 0, 0});
 }
 
-bool PathSet::install(const PathSpec& spec, TimePoint now, const SessionKeys* frame_keys) {
+bool PathSet::install(const PathSpec& spec, TimePoint now, const SessionKeys* frame_keys,
+                      const SharedProtection& continue_with) {
   if (spec.id >= kMaxPaths || spec.mtu <= kHeaderSize) return false;
   if (frame_keys && frame_keys->protection != Protection::kOff &&
       (frame_keys->initiator_to_target.size() != crypto::kAeadKeySize ||
@@ -146,12 +147,17 @@ bool PathSet::install(const PathSpec& spec, TimePoint now, const SessionKeys* fr
     params.checksum = false;
     const bool initiator = config_.role == PathRole::kInitiator;
     const SessionKeys& k = *frame_keys;
-    p.sealer = std::make_unique<FrameSealer>(
-        k.protection, initiator ? k.initiator_to_target.span() : k.target_to_initiator.span(),
-        initiator ? k.salt_i2t : k.salt_t2i);
-    p.opener = std::make_unique<FrameOpener>(
-        k.protection, initiator ? k.target_to_initiator.span() : k.initiator_to_target.span(),
-        initiator ? k.salt_t2i : k.salt_i2t);
+    if (continue_with.sealer && continue_with.opener) {
+      p.sealer = continue_with.sealer;
+      p.opener = continue_with.opener;
+    } else {
+      p.sealer = std::make_shared<FrameSealer>(
+          k.protection, initiator ? k.initiator_to_target.span() : k.target_to_initiator.span(),
+          initiator ? k.salt_i2t : k.salt_t2i);
+      p.opener = std::make_shared<FrameOpener>(
+          k.protection, initiator ? k.target_to_initiator.span() : k.initiator_to_target.span(),
+          initiator ? k.salt_t2i : k.salt_i2t);
+    }
   } else {
     p.sealer.reset();
     p.opener.reset();
@@ -364,6 +370,19 @@ uint32_t PathSet::send_probe(uint8_t id, uint16_t pad_to) {
 
 void PathSet::queue_unsealed(const FrameHeader& header, std::vector<uint8_t> body) {
   unsealed_->push(header, std::move(body));
+}
+
+void PathSet::flush_control(FrameSink& sink) {
+  unsealed_->flush(sink);
+  for (auto& slot : paths_) {
+    if (!slot || !slot->conn) continue;
+    if (slot->sealer) {
+      SealingSink sealing(sink, *slot->sealer);
+      slot->outbox.flush(sealing);
+    } else {
+      slot->outbox.flush(sink);
+    }
+  }
 }
 
 void PathSet::check_health(Path& p, TimePoint now) {

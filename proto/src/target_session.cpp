@@ -16,6 +16,7 @@ namespace {
 constexpr size_t kMaxEvents = 4096;
 constexpr size_t kMaxRejectSources = 1024;
 constexpr uint32_t kSessionIdTries = 64;
+constexpr size_t kMaxClosing = 256;
 }  // namespace
 
 struct TargetEndpoint::Session {
@@ -76,9 +77,8 @@ class TargetEndpoint::OutboxSealer : public FrameSink {
     const auto op = static_cast<Opcode>(hs[4]);
     FrameSealer* sealer = nullptr;
     if (op != Opcode::kLoginReply && op != Opcode::kDiscoveryReply) {
-      auto it = ep_.sessions_.find(bytes::load_be32(hs + 8));
-      if (it != ep_.sessions_.end() && it->second->epoch == bytes::load_be16(hs + 12))
-        sealer = it->second->sealer.get();
+      const Session* s = ep_.find_for_sealing(bytes::load_be32(hs + 8), bytes::load_be16(hs + 12));
+      if (s != nullptr) sealer = s->sealer.get();
     }
     if (sealer == nullptr) {
       inner_.commit(length);
@@ -99,7 +99,8 @@ TargetEndpoint::TargetEndpoint(TargetConfig config, LoginPolicy policy, LunListe
       policy_(std::move(policy)),
       luns_(std::move(luns)),
       rng_(config_.seed),
-      outbox_(std::make_unique<detail::Outbox>(1024)) {
+      outbox_(std::make_unique<detail::Outbox>(1024)),
+      rejections_(std::make_unique<detail::Outbox>(1024)) {
   // MULTIPATH is offered exactly when there is a port list to send.
   if (config_.multipath_ports.size() > kMaxTargetPorts)
     config_.multipath_ports.resize(kMaxTargetPorts);
@@ -463,9 +464,9 @@ void TargetEndpoint::reject(const FrameView& frame, DisconnectReason reason, Tim
   encode(Disconnect{reason}, body);
   // Stamped with the rejected frame's session id and epoch so its sender
   // recognises which session ended.
-  outbox_->push(detail::raw_control_header(config_.local_mac, src, Opcode::kDisconnect, 0,
-                                           frame.header.ext.session_id, frame.header.ext.epoch),
-                std::move(body));
+  rejections_->push(detail::raw_control_header(config_.local_mac, src, Opcode::kDisconnect, 0,
+                                               frame.header.ext.session_id, frame.header.ext.epoch),
+                    std::move(body));
   ++stats_.rejections_sent;
 }
 
@@ -535,8 +536,9 @@ void TargetEndpoint::on_verified_frame(Session& s, const FrameView& frame, TimeP
     }
     std::vector<uint8_t> body;
     encode(Disconnect{d->reason}, body);
-    FrameHeader h = s.connection->control_header(Opcode::kDisconnect, kFlagResponse);
-    outbox_->push(h, std::move(body));
+    // The answer travels on the path the request came on (a multipath
+    // session's path seals it with its own keys).
+    queue_session_control(s, ext.path_id, Opcode::kDisconnect, kFlagResponse, std::move(body));
     ++stats_.disconnects;
     close_session(s.id, d->reason);
     return;
@@ -653,10 +655,35 @@ bool TargetEndpoint::disconnect(uint32_t session_id, DisconnectReason reason, Ti
   if (it == sessions_.end()) return false;
   std::vector<uint8_t> body;
   encode(Disconnect{reason}, body);
-  outbox_->push(it->second->connection->control_header(Opcode::kDisconnect), std::move(body));
+  // Path 0 (the login pair) when it is up: the initiator's login session
+  // opens it with the keys it already holds.
+  queue_session_control(*it->second, 0, Opcode::kDisconnect, 0, std::move(body));
   ++stats_.disconnects;
   close_session(session_id, reason);
   return true;
+}
+
+void TargetEndpoint::queue_session_control(Session& s, uint8_t path_id, Opcode opcode,
+                                           uint8_t flags, std::vector<uint8_t> body) {
+  if (s.paths) {
+    PathSet& ps = s.paths->transport();
+    if (ps.state(path_id).value_or(PathState::kFailed) == PathState::kFailed)
+      path_id = ps.best_path().value_or(path_id);
+    if (ps.queue_control(path_id, opcode, flags, body)) return;
+    // No path with a Connection: a protected session's frame could not be
+    // sealed, so it is not sent; the peer finds out by its dead time.
+    if (s.keys && s.keys->protection != Protection::kOff) return;
+  }
+  outbox_->push(s.connection->control_header(opcode, flags), std::move(body));
+}
+
+const TargetEndpoint::Session* TargetEndpoint::find_for_sealing(uint32_t session_id,
+                                                                uint16_t epoch) const {
+  auto it = sessions_.find(session_id);
+  if (it != sessions_.end() && it->second->epoch == epoch) return it->second.get();
+  for (const auto& s : closing_)
+    if (s->id == session_id && s->epoch == epoch) return s.get();
+  return nullptr;
 }
 
 void TargetEndpoint::close_session(uint32_t session_id, DisconnectReason reason) {
@@ -667,6 +694,10 @@ void TargetEndpoint::close_session(uint32_t session_id, DisconnectReason reason)
               s.authenticated, s.protection});
   // Commands of this session still queued for the owner cannot be answered.
   std::erase_if(commands_, [&](const IncomingCommand& c) { return c.session_id == session_id; });
+  // Kept until poll_control() sent its last frames (bounded: a burst of
+  // closes between two polls loses the oldest goodbyes, not memory).
+  if (closing_.size() >= kMaxClosing) closing_.erase(closing_.begin());
+  closing_.push_back(std::move(it->second));
   sessions_.erase(it);
 }
 
@@ -726,6 +757,11 @@ void TargetEndpoint::poll_control(TimePoint now, FrameSink& sink) {
   }
   OutboxSealer outbox_sink(*this, sink);
   outbox_->flush(outbox_sink);
+  rejections_->flush(sink);  // never sealed (10.13), even for a session just closed
+  for (const auto& s : closing_)
+    if (s->paths) s->paths->transport().flush_control(sink);
+  // What the outbox could not send yet may still need a closed session's sealer.
+  if (outbox_->empty()) closing_.clear();
   share_receive_window(now);
 }
 
@@ -746,7 +782,7 @@ void TargetEndpoint::share_receive_window(TimePoint now) {
 }
 
 TimePoint TargetEndpoint::next_deadline() const {
-  if (!outbox_->empty()) return TimePoint::min();
+  if (!outbox_->empty() || !rejections_->empty() || !closing_.empty()) return TimePoint::min();
   TimePoint t = kNever;
   for (const auto& [id, s] : sessions_) {
     if (s->paths) {

@@ -53,6 +53,10 @@ struct DaemonConfig {
   uint32_t keepalive_ms = 0;  // 0: protocol default
   uint32_t dead_time_ms = 0;  // 0: protocol default
   uint32_t drain_timeout_ms = 10000;
+  // With several ports: offer MULTIPATH, so that one session may use all of
+  // them (target.multipath, --no-multipath). False: every session stays on
+  // the port it logged in on.
+  bool multipath = true;
   // [[initiator]] name + secret / secret_file: shared secrets by initiator
   // name (never logged). Read at start; a change needs a restart.
   std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;

@@ -55,6 +55,7 @@ struct Flags {
   uint32_t dead_time_ms = 0;
   uint32_t keepalive_ms = 0;
   uint32_t drain_timeout_ms = 10000;
+  bool no_multipath = false;
 };
 
 int fail(const std::string& message) {
@@ -301,7 +302,9 @@ int run_daemon(const Flags& f) {
   ec.initiator_secrets = config.initiator_secrets;
   // Several ports: one session may use all of them (an initiator that does
   // not offer MULTIPATH sees the single-port protocol unchanged).
-  ec.multipath = config.ports.size() > 1;
+  ec.multipath = config.ports.size() > 1 && config.multipath && !f.no_multipath;
+  if (config.ports.size() > 1 && !ec.multipath)
+    spdlog::info("multipath not offered: each session stays on the port it logged in on");
   he::TargetEngine engine(ec, std::move(ports));
   if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
 
@@ -417,6 +420,9 @@ int main(int argc, char** argv) {
   app.add_option("--keepalive-ms", f.keepalive_ms, "keepalive interval offered at login");
   app.add_option("--dead-time-ms", f.dead_time_ms, "silence after which a session is reclaimed");
   app.add_option("--drain-timeout-ms", f.drain_timeout_ms, "bound on the drain at SIGTERM");
+  app.add_flag("--no-multipath", f.no_multipath,
+               "with several ports, do not offer MULTIPATH: each session stays on the port it "
+               "logged in on (TOML: target.multipath = false)");
 
   std::string stats_control, stats_name;
   bool stats_json = false;

@@ -165,6 +165,49 @@ TEST(LabScript, TinyMatrixWritesEveryFieldAndCleansUp) {
     EXPECT_NE(report.find(heading), std::string::npos) << heading;
 }
 
+// --paths 2 --fail-path-at 2 (issue 17): a 4 s read+write stream over two
+// links (the second joins within 1-2 s under the stream), the second taken
+// down at 2 s; the failover record has the stall,
+// the MB/s before and after and both paths' figures; nothing left behind.
+TEST(LabScript, FailPathAtTakesTheSecondLinkDownMidStream) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (namespaces)";
+  for (const char* c : {"tgtd", "tgtadm", "jq", "tc", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists(HYPERSCSI_TARGET_BIN) || std::string(HYPERSCSI_TARGET_BIN).empty())
+    GTEST_SKIP() << "hyperscsi-target is not built";
+  TempDir tmp("hs_lab_fail");
+  ASSERT_FALSE(tmp.path().empty());
+  const fs::path out = tmp.path() / "out";
+  const std::string cmd = "timeout -k 5 60 bash " + quote(HYPERSCSI_SOURCE_DIR "/bench/lab.sh") +
+                          " --build " + quote(HYPERSCSI_BUILD_DIR) + " --out " +
+                          quote(out.string()) +
+                          " --quick --paths 2 --no-cells --no-memory --fail-path-at 2 2>&1";
+  auto [log, status] = run_command(cmd);
+  SCOPED_TRACE(log);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
+  const std::string tag = m[1];
+  auto [netns, ns_status] = run_command("ip netns list");
+  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
+  ASSERT_EQ(status, 0) << "lab.sh failed";
+  const fs::path results = out / "results.json";
+  const std::string rec = "[.[] | select(.record == \"failover\")]";
+  ASSERT_TRUE(jq_true(results, "", rec + " | length == 1")) << read_all(results);
+  EXPECT_TRUE(jq_true(results, "",
+                      rec + "[0] | .errors == 0 and .verify_mismatches == 0 and .verify"
+                            " and .fail_at_s == 2 and .longest_gap_ms > 0"
+                            " and .mb_s_before_mark > 0 and .mb_s_after_mark > 0"))
+      << read_all(results);
+  // Both links carried the stream; the one taken down failed over.
+  EXPECT_TRUE(jq_true(results, "",
+                      rec + "[0].paths | map(select(.state != \"unreachable\")) | length == 2"
+                            " and all(.frames_sent > 0) and (map(.failovers) | add) >= 1"))
+      << read_all(results);
+  const std::string report = read_all(out / "report.md");
+  EXPECT_NE(report.find("## A path taken down mid-stream"), std::string::npos) << report;
+}
+
 // --blockdev (issue 13): the library, the attached loop device and the NBD
 // export in one tiny run; every record complete, the goals table written,
 // and no namespace, loop device, FUSE mount or process left behind.

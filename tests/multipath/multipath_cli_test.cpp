@@ -3,7 +3,9 @@
 // pairs. A verified random read/write stream while the second link goes
 // down and comes back, with the target's stats showing the session's two
 // paths; a kill -9 and restart of the target under a two-path stream; the
-// same port given twice is refused with a clear error. Root only; about 12 s.
+// same port given twice is refused with a clear error; a protected two-path
+// session (secret, encrypt) through a link down and back, ending cleanly; the
+// per-path figures of the bench record; --no-multipath. Root only; about 25 s.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
@@ -33,22 +36,33 @@ namespace fs = std::filesystem;
     if (std::string(HYPERSCSI_TARGET_BIN).empty()) GTEST_SKIP() << "no hyperscsi-target"; \
   } while (0)
 
+// What a test adds to the target's configuration.
+struct LabConfig {
+  std::string target_keys;  // lines in [target]
+  std::string lun_keys;     // lines in LUN 0's table
+  std::string sections;     // whole tables ([[initiator]] ...)
+};
+
 class Lab {
  public:
-  Lab() : net(test_support::NetnsConfig{.mtu = 1500, .extra_links = {0}}) {
+  explicit Lab(const LabConfig& extra = {})
+      : net(test_support::NetnsConfig{.mtu = 1500, .extra_links = {0}}) {
     config_ = dir_.path() / "target.toml";
     std::ofstream c(config_);
     c << "[target]\nname = \"mp\"\nports = [\"afpacket:" << net.iface_b(0)
       << "\", \"afpacket:" << net.iface_b(1) << "\"]\ncontrol = \"" << control().string()
-      << "\"\nkeepalive_ms = 300\ndead_time_ms = 1500\n\n"
+      << "\"\nkeepalive_ms = 300\ndead_time_ms = 1500\n"
+      << extra.target_keys << "\n"
+      << extra.sections << "\n"
       << "[[lun]]\nnumber = 0\nstore = \"" << (dir_.path() / "lun0.img").string()
-      << "\"\nsize = \"16M\"\nblock_size = 512\n";
+      << "\"\nsize = \"16M\"\nblock_size = 512\n"
+      << extra.lun_keys;
   }
   fs::path control() const { return dir_.path() / "target.sock"; }
-  bool start_target() {
+  bool start_target(const std::string& flags = "") {
     log_ = dir_.path() / ("target" + std::to_string(++starts_) + ".log");
     if (!target_.start("ip netns exec " + net.ns_b() + " " HYPERSCSI_TARGET_BIN " --config " +
-                           config_.string(),
+                           config_.string() + " " + flags,
                        log_.string()))
       return false;
     for (int i = 0; i < 100; ++i) {
@@ -65,6 +79,12 @@ class Lab {
   }
   void kill_target() { target_.kill9(); }
   std::string target_log() const { return read_text_file(log_); }
+  std::string target_stats() const {
+    return run_bounded("ip netns exec " + net.ns_b() +
+                           " " HYPERSCSI_TARGET_BIN " stats --json --control " + control().string(),
+                       10)
+        .out;
+  }
   // A bench run in the background (A's side), its JSON record to `out`.
   std::string bench_cmd(const std::string& extra, const fs::path& out) const {
     return "timeout -k 2 40 ip netns exec " + net.ns_a() +
@@ -84,6 +104,48 @@ class Lab {
   int starts_ = 0;
 };
 
+// The entries of the bench record's "paths" list, each as its JSON text
+// (candidates never reachable, state "unreachable", left out).
+std::vector<std::string> record_paths(const std::string& rec) {
+  std::vector<std::string> out;
+  const size_t at = rec.find("\"paths\": [");
+  if (at == std::string::npos) return out;
+  const size_t end = rec.find(']', at);
+  for (size_t p = rec.find('{', at); p != std::string::npos && p < end; p = rec.find('{', p)) {
+    const size_t q = rec.find('}', p);
+    if (q == std::string::npos) break;
+    std::string entry = rec.substr(p, q - p + 1);
+    if (entry.find("\"unreachable\"") == std::string::npos) out.push_back(std::move(entry));
+    p = q;
+  }
+  return out;
+}
+
+// A number field of one JSON object's text (-1 when absent).
+int64_t field(const std::string& obj, const std::string& key) {
+  const size_t k = obj.find("\"" + key + "\":");
+  if (k == std::string::npos) return -1;
+  try {
+    return std::stoll(obj.substr(obj.find(':', k) + 1));
+  } catch (...) {
+    return -1;
+  }
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// Waits for a background bench run's exit status file (bounded).
+std::string wait_rc(const fs::path& out, int tenths) {
+  for (int i = 0; i < tenths && !fs::exists(out.string() + ".rc"); ++i)
+    std::this_thread::sleep_for(100ms);
+  std::this_thread::sleep_for(100ms);
+  return read_text_file(out.string() + ".rc");
+}
+
 void expect_clean(const std::string& rec, const std::string& rc) {
   EXPECT_EQ(rc, "0\n") << rec;
   EXPECT_NE(rec.find("\"verify_mismatches\": 0"), std::string::npos) << rec;
@@ -97,7 +159,7 @@ TEST(MultipathCli, BenchOverTwoPortsSurvivesALinkDownAndBack) {
   ASSERT_TRUE(lab.start_target()) << lab.target_log();
   const fs::path out = lab.dir_.path() / "bench.json";
   BackgroundProcess bench;
-  ASSERT_TRUE(bench.start("sh -c '" + lab.bench_cmd("--time 4", out) + "'",
+  ASSERT_TRUE(bench.start("sh -c '" + lab.bench_cmd("--time 4 --mark-at 1.5", out) + "'",
                           (lab.dir_.path() / "bench.sh.log").string()));
   std::this_thread::sleep_for(1200ms);
   // The session runs on two paths (the target's stats list them).
@@ -117,9 +179,28 @@ TEST(MultipathCli, BenchOverTwoPortsSurvivesALinkDownAndBack) {
   for (int i = 0; i < 150 && !fs::exists(out.string() + ".rc"); ++i)
     std::this_thread::sleep_for(100ms);
   std::this_thread::sleep_for(100ms);
-  expect_clean(read_text_file(out), read_text_file(out.string() + ".rc"));
+  const std::string rec = read_text_file(out);
+  expect_clean(rec, read_text_file(out.string() + ".rc"));
   const std::string log = lab.target_log();
   EXPECT_NE(log.find("is multipath over 2 target ports"), std::string::npos) << log;
+  // The record's per-path figures: both paths carried frames both ways, and
+  // the link taken down cost its path a failover.
+  const auto paths = record_paths(rec);
+  ASSERT_EQ(paths.size(), 2u) << rec;
+  for (const std::string& p : paths) {
+    EXPECT_GT(field(p, "frames_sent"), 0) << p;
+    EXPECT_GT(field(p, "frames_received"), 0) << p;
+    EXPECT_GE(field(p, "retransmits"), 0) << p;
+    EXPECT_GT(field(p, "srtt_us"), 0) << p;
+    EXPECT_NE(p.find("\"state\": \""), std::string::npos) << p;
+  }
+  EXPECT_GE(field(paths[0], "failovers") + field(paths[1], "failovers"), 1) << rec;
+  // The stall and the throughput around the link going down (--mark-at).
+  EXPECT_GT(field(rec, "mb_s_before_mark"), 0) << rec;
+  EXPECT_GT(field(rec, "mb_s_after_mark"), 0) << rec;
+  const int64_t gap = field(rec, "longest_gap_ms");
+  EXPECT_GT(gap, 0) << rec;
+  EXPECT_LT(gap, 1500) << rec;
 }
 
 TEST(MultipathCli, TargetKill9AndRestartUnderATwoPathStreamRecovers) {
@@ -141,6 +222,106 @@ TEST(MultipathCli, TargetKill9AndRestartUnderATwoPathStreamRecovers) {
   // The restarted target saw the session log in again and go multipath.
   const std::string log = lab.target_log();
   EXPECT_NE(log.find("is multipath over 2 target ports"), std::string::npos) << log;
+}
+
+// A protected two-port session with the real daemon: the initiator
+// authenticates with its secret, every frame of both paths is sealed
+// (encrypt), verified I/O runs over both paths while the second link goes
+// down and comes back, and the session's end reaches the target (the
+// bench's Disconnect and the answer are sealed: the session is not left for
+// the target to reclaim after its dead time).
+TEST(MultipathCli, ProtectedTwoPathSessionSurvivesALinkDownAndBackAndEndsCleanly) {
+  SKIP_UNLESS_READY();
+  TempDir keys("hs_mp_keys");
+  const fs::path key = keys.path() / "bench.key";
+  {
+    std::ofstream(key) << "5c1e2a9b7d04f38e61a2c7b95d3e08f4a1b6c2d7\n";
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  }
+  Lab lab({.target_keys = "",
+           .lun_keys = "auth = \"required\"\nprotection = \"encrypt\"\n",
+           .sections = "[[initiator]]\nname = \"hyperscsi-bench\"\nsecret_file = \"" +
+                       key.string() + "\"\n"});
+  ASSERT_TRUE(lab.net.ok()) << lab.net.error();
+  ASSERT_TRUE(lab.start_target()) << lab.target_log();
+  const fs::path out = lab.dir_.path() / "bench.json";
+  BackgroundProcess bench;
+  ASSERT_TRUE(bench.start(
+      "sh -c '" +
+          lab.bench_cmd("--time 4 --secret-file " + key.string() + " --protection encrypt", out) +
+          "'",
+      (lab.dir_.path() / "bench.sh.log").string()));
+  // Both paths active, the session authenticated and encrypted.
+  std::string stats;
+  for (int i = 0; i < 30; ++i) {
+    std::this_thread::sleep_for(100ms);
+    stats = lab.target_stats();
+    if (count_of(stats, "\"state\":\"active\"") >= 2) break;
+  }
+  EXPECT_GE(count_of(stats, "\"state\":\"active\""), 2u) << stats;
+  EXPECT_NE(stats.find("\"authenticated\":true,\"protection\":\"encrypt\""), std::string::npos)
+      << stats;
+  ASSERT_TRUE(lab.net.set_link_up(1, false));
+  std::this_thread::sleep_for(1000ms);
+  ASSERT_TRUE(lab.net.set_link_up(1, true));
+  const std::string rc = wait_rc(out, 150);
+  const std::string rec = read_text_file(out);
+  expect_clean(rec, rc);
+  const auto paths = record_paths(rec);
+  ASSERT_EQ(paths.size(), 2u) << rec;
+  for (const std::string& p : paths) {
+    EXPECT_GT(field(p, "frames_sent"), 100) << p;
+    EXPECT_GT(field(p, "frames_received"), 100) << p;
+  }
+  // The bench disconnected: the target ended the session on that (no
+  // reclaim after the dead time), and no frame failed its protection.
+  std::string after;
+  bool gone = false;
+  for (int i = 0; i < 20 && !gone; ++i) {
+    after = lab.target_stats();
+    gone = after.find("\"sessions\":[]") != std::string::npos;
+    if (!gone) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(gone) << after;
+  EXPECT_NE(after.find("\"sessions_reclaimed\":0,"), std::string::npos) << after;
+  EXPECT_NE(after.find("\"frames_bad_tag\":0,"), std::string::npos) << after;
+  EXPECT_NE(after.find("\"frames_unprotected\":0,"), std::string::npos) << after;
+  EXPECT_NE(after.find("\"auth_failures\":0,"), std::string::npos) << after;
+}
+
+// --no-multipath (and target.multipath = false): a target with two ports
+// serves an initiator with two ports on one path only; I/O works.
+TEST(MultipathCli, NoMultipathKeepsATwoPortInitiatorOnOnePath) {
+  SKIP_UNLESS_READY();
+  for (const bool flag : {true, false}) {
+    SCOPED_TRACE(flag ? "--no-multipath" : "target.multipath = false");
+    Lab lab({.target_keys = flag ? "" : "multipath = false\n", .lun_keys = "", .sections = ""});
+    ASSERT_TRUE(lab.net.ok()) << lab.net.error();
+    ASSERT_TRUE(lab.start_target(flag ? "--no-multipath" : "")) << lab.target_log();
+    const fs::path out = lab.dir_.path() / "bench.json";
+    BackgroundProcess bench;
+    ASSERT_TRUE(bench.start("sh -c '" + lab.bench_cmd("--time 2", out) + "'",
+                            (lab.dir_.path() / "bench.sh.log").string()));
+    std::string stats;
+    for (int i = 0; i < 40; ++i) {
+      std::this_thread::sleep_for(100ms);
+      stats = lab.target_stats();
+      if (stats.find("\"session_id\"") != std::string::npos) break;
+    }
+    std::this_thread::sleep_for(300ms);  // a multipath session would have joined by now
+    stats = lab.target_stats();
+    const std::string rc = wait_rc(out, 100);
+    const std::string rec = read_text_file(out);
+    expect_clean(rec, rc);
+    // One session, no paths list; the bench's record has no paths either.
+    EXPECT_EQ(count_of(stats, "\"session_id\""), 1u) << stats;
+    EXPECT_NE(stats.find("\"paths\":[]"), std::string::npos) << stats;
+    EXPECT_TRUE(record_paths(rec).empty()) << rec;
+    EXPECT_GT(field(rec, "ios"), 0) << rec;
+    const std::string log = lab.target_log();
+    EXPECT_EQ(log.find("is multipath"), std::string::npos) << log;
+    EXPECT_NE(log.find("multipath not offered"), std::string::npos) << log;
+  }
 }
 
 TEST(MultipathCli, TheSamePortTwiceIsRefusedClearly) {

@@ -4,6 +4,8 @@
 // session it aimed at keeps working with correct data.
 #include <gtest/gtest.h>
 
+#include "hyperscsi/proto/bytes.h"
+#include "hyperscsi/proto/initiator_paths.h"
 #include "hyperscsi/proto/initiator_session.h"
 #include "hyperscsi/proto/path_auth.h"
 #include "hyperscsi/proto/target_session.h"
@@ -207,6 +209,131 @@ TEST_P(Levels, MultipathSessionSealsItsLoginPathWithThePathsOwnKeys) {
     FrameOpener with_path(GetParam(), path0->target_to_initiator.span(), path0->salt_t2i);
     EXPECT_EQ(with_path.open(d.value(), scratch, out), OpenVerdict::kOk);
   }
+}
+
+// The goodbyes of a protected session are protected too, single-path and
+// multipath, whichever side ends it: the target's answer to a Disconnect
+// and its own Disconnect leave sealed (a multipath session's with its path's
+// keys), so the initiator closes on the answer at once instead of ignoring
+// an unprotected frame and giving up after its retries (the bug: the
+// session was freed before its answer left, and a multipath session had no
+// session-level sealer at all).
+class Goodbyes : public ::testing::TestWithParam<std::tuple<Protection, bool>> {};
+
+TEST_P(Goodbyes, TheDisconnectAnswerIsSealedAndClosesTheInitiatorAtOnce) {
+  const auto [level, multipath] = GetParam();
+  Secured s(kSecret, level, policy(level), {}, multipath);
+  ASSERT_TRUE(s.login()) << s.initiator.failure().describe();
+  ASSERT_EQ(s.initiator.multipath(), multipath);
+  for (uint32_t sn = 1; sn <= 4; ++sn) ASSERT_TRUE(s.read_ok(sn, 64 * 1024)) << sn;
+  const TimePoint start = s.lab.now;
+  ASSERT_TRUE(s.initiator.disconnect(s.lab.now));
+  ASSERT_TRUE(
+      s.lab.run_until([&] { return s.initiator.state() == InitiatorState::kClosed; }, seconds(2)));
+  // Closed by the answer, not by giving up after its retries.
+  EXPECT_EQ(s.initiator.stats().disconnects_sent, 1u);
+  EXPECT_LT(s.lab.now - start, milliseconds(100));
+  // The answer (RESPONSE) went out sealed. (The initiator's last ack,
+  // arriving after the session closed, gets the unprotected rejection of
+  // 10.6: rejections are never protected, and a protected session ignores it.)
+  std::vector<std::vector<uint8_t>> answers;
+  for (const auto& f : s.frames(Opcode::kDisconnect, kTargetMac))
+    if ((decode_frame(f)->header.ext.flags & kFlagResponse) != 0) answers.push_back(f);
+  ASSERT_EQ(answers.size(), 1u);
+  const auto d = decode_frame(answers[0]);
+  ASSERT_TRUE(d);
+  EXPECT_NE(d->header.ext.flags & kFlagProtected, 0) << "the answer left unprotected";
+  EXPECT_EQ(s.target.session_count(), 0u);
+}
+
+TEST_P(Goodbyes, TheTargetsOwnDisconnectIsSealedAndEndsTheSession) {
+  const auto [level, multipath] = GetParam();
+  Secured s(kSecret, level, policy(level), {}, multipath);
+  ASSERT_TRUE(s.login()) << s.initiator.failure().describe();
+  for (uint32_t sn = 1; sn <= 4; ++sn) ASSERT_TRUE(s.read_ok(sn, 64 * 1024)) << sn;
+  ASSERT_TRUE(
+      s.target.disconnect(s.initiator.session_id(), DisconnectReason::kShutdown, s.lab.now));
+  ASSERT_TRUE(s.lab.run_until([&] { return s.initiator.state() == InitiatorState::kDisconnected; },
+                              seconds(1)))
+      << "the initiator ignored the target's Disconnect (unprotected: "
+      << s.initiator.stats().frames_unprotected << ")";
+  EXPECT_EQ(s.initiator.failure().error, SessionError::kDisconnectedByPeer);
+  EXPECT_EQ(s.initiator.failure().reason, DisconnectReason::kShutdown);
+  // Its own Disconnect left sealed; any unprotected one is a rejection
+  // (reason 1) of the initiator's frames that came after the close.
+  size_t sealed = 0;
+  for (const auto& f : s.frames(Opcode::kDisconnect, kTargetMac)) {
+    const auto d = decode_frame(f);
+    ASSERT_TRUE(d);
+    if ((d->header.ext.flags & kFlagProtected) != 0) {
+      ++sealed;
+      continue;
+    }
+    const auto body = decode_disconnect(d->payload);
+    ASSERT_TRUE(body);
+    EXPECT_EQ(body->reason, DisconnectReason::kUnknownSession) << "sent in clear";
+  }
+  EXPECT_EQ(sealed, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Protected, Goodbyes,
+                         ::testing::Combine(::testing::Values(Protection::kIntegrity,
+                                                              Protection::kEncrypt),
+                                            ::testing::Bool()));
+
+// The initiator's login path of a protected multipath session is sealed by
+// its login session first (MTU verification, and its Disconnect at the
+// end) and by the PathSet's path 0 in between, on the same keys: the path
+// must go on with the session's sealer and opener (SharedProtection), or it
+// starts its counter at 1 again, using nonces twice (AES-GCM then gives its
+// authentication key away) and the target drops those frames as replays,
+// the final Disconnect included (the session was left to its dead time).
+TEST(MultipathProtection, TheLoginPathGoesOnWithTheLoginSessionsCounters) {
+  Secured s(kSecret, Protection::kEncrypt, policy(Protection::kEncrypt), {}, /*multipath=*/true);
+  ASSERT_TRUE(s.login()) << s.initiator.failure().describe();
+  for (uint32_t sn = 1; sn <= 3; ++sn) ASSERT_TRUE(s.read_ok(sn, 4096)) << sn;
+  const SharedProtection prot = s.initiator.login_path_protection();
+  ASSERT_TRUE(prot.sealer && prot.opener);
+  const uint64_t used = prot.sealer->frames_sealed();
+  ASSERT_GT(used, 0u);
+
+  for (const bool shared : {true, false}) {
+    InitiatorPathsConfig ic;
+    ic.transport.role = PathRole::kInitiator;
+    ic.transport.session_id = s.initiator.session_id();
+    ic.transport.epoch = s.initiator.epoch();
+    ic.keys = s.initiator.multipath_keys();
+    if (shared) ic.login_protection = prot;
+    PathSpec login;
+    login.local = kInitMac;
+    login.peer = kTargetMac;
+    login.mtu = 1500;
+    InitiatorPaths paths(ic, login, s.lab.now);
+    ASSERT_NE(paths.transport().send_probe(0, 0), 0u);
+    test::VecSink sink;
+    paths.poll(s.lab.now, sink);
+    ASSERT_EQ(sink.frames.size(), 1u);
+    const std::vector<uint8_t>& f = sink.frames[0];
+    // The trailer: u64 counter, then the 16-byte tag.
+    const uint64_t counter = bytes::load_be64(f.data() + f.size() - kProtectionTrailerSize);
+    if (shared) {
+      EXPECT_EQ(counter, used + 1) << "the path's first frame must follow the session's last";
+      // The target's path 0 takes it (a fresh counter, not a replay).
+      const auto before = s.target.sessions().at(0).paths.at(0).counters.protection_drops;
+      s.deliver_to_target(f);
+      const auto after = s.target.sessions().at(0).paths.at(0).counters.protection_drops;
+      EXPECT_EQ(after.replayed, before.replayed);
+      EXPECT_EQ(after.bad_tag, before.bad_tag);
+    } else {
+      EXPECT_EQ(counter, 1u);  // what happened before: a nonce the session had used
+    }
+  }
+  // The session's own Disconnect, after the path's frame, still gets through.
+  ASSERT_TRUE(s.initiator.disconnect(s.lab.now));
+  ASSERT_TRUE(
+      s.lab.run_until([&] { return s.initiator.state() == InitiatorState::kClosed; }, seconds(2)));
+  EXPECT_EQ(s.initiator.stats().disconnects_sent, 1u);
+  EXPECT_EQ(s.target.session_count(), 0u);
 }
 
 TEST(Auth, WrongSecretIsRefusedAndCounted) {

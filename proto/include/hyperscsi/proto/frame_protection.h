@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -85,6 +86,18 @@ struct ProtectionStats {
   uint64_t bad_tag = 0;
   uint64_t replayed = 0;
   void count(OpenVerdict v);
+};
+
+// A sealer and an opener that two owners use one after the other on the
+// same keys: a multipath session's login path is sealed by the initiator's
+// login session while it verifies the MTU, then by the path (and by the
+// login session again for its Disconnect). Sharing them keeps the counter
+// going (fresh ones would use the same nonces again: with AES-GCM that
+// gives the authentication key away) and the anti-replay window whole.
+// Ownership: shared; both owners run on one thread.
+struct SharedProtection {
+  std::shared_ptr<FrameSealer> sealer;
+  std::shared_ptr<FrameOpener> opener;
 };
 
 // A FrameSink that seals every frame written through it.

@@ -50,8 +50,12 @@ struct InitiatorPathsConfig {
   uint16_t window_cap = 256;                  // frames we accept per path, at most (window_for_mtu)
   bool checksum = true;                       // negotiated CHECKSUM
   std::optional<SessionKeys> keys;            // authenticated sessions: the login's keys
-  Duration join_timeout = milliseconds(250);  // per request attempt
-  uint32_t join_attempts = 4;                 // unanswered requests before giving up for now
+  // Protected sessions: the login session's sealer and opener, which path 0
+  // generation 0 goes on with (InitiatorSession::login_path_protection()).
+  // Empty: fresh ones, which must then never have sealed a frame before.
+  SharedProtection login_protection;
+  Duration join_timeout = milliseconds(250);    // per request attempt
+  uint32_t join_attempts = 4;                   // unanswered requests before giving up for now
   Duration probe_interval = milliseconds(250);  // first rejoin of a failed path
   Duration probe_interval_max = seconds(4);     // doubling up to this
   Duration retry_unreachable = seconds(5);      // paths that never answered

@@ -153,6 +153,13 @@ class InitiatorSession {
   bool multipath() const { return (negotiated_.features & kFeatureMultipath) != 0; }
   const std::vector<TargetPort>& target_ports() const { return target_ports_; }
   const std::optional<SessionKeys>& multipath_keys() const { return multipath_keys_; }
+  // A protected multipath session: the login path's sealer and opener (path
+  // 0 generation 0's keys), for the PathSet's path 0 to go on with
+  // (InitiatorPathsConfig::login_protection); empty otherwise.
+  SharedProtection login_path_protection() const {
+    if (!multipath() || !sealer_) return {};
+    return {sealer_, opener_};
+  }
   // Whether the current session authenticated, and its per-frame protection.
   bool authenticated() const { return authenticated_; }
   Protection protection() const { return protection_; }
@@ -207,8 +214,8 @@ class InitiatorSession {
   std::vector<uint8_t> auth_proof_;  // sent once the challenge is answered
   bool authenticated_ = false;
   Protection protection_ = Protection::kOff;
-  std::unique_ptr<FrameSealer> sealer_;
-  std::unique_ptr<FrameOpener> opener_;
+  std::shared_ptr<FrameSealer> sealer_;  // shared with path 0 of a multipath session
+  std::shared_ptr<FrameOpener> opener_;
   std::vector<uint8_t> scratch_;  // decrypted payload of the frame being handled
   InitiatorStats stats_;
 };

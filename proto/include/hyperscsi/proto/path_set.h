@@ -178,9 +178,12 @@ class PathSet {
   // Installs generation spec.gen of path spec.id with fresh sequence numbers.
   // An older generation of the same id is replaced: its undelivered PDUs go
   // back to the queue. `frame_keys`: this path generation's keys when the
-  // session's frames are protected (path_auth.h), else null. False if the id
-  // is out of range or the keys are unusable.
-  bool install(const PathSpec& spec, TimePoint now, const SessionKeys* frame_keys = nullptr);
+  // session's frames are protected (path_auth.h), else null. `continue_with`:
+  // a sealer and opener already in use on these keys (the login path's, see
+  // SharedProtection), taken instead of fresh ones. False if the id is out
+  // of range or the keys are unusable.
+  bool install(const PathSpec& spec, TimePoint now, const SessionKeys* frame_keys = nullptr,
+               const SharedProtection& continue_with = {});
   bool activate(uint8_t id, TimePoint now);
   // Declares a path failed: its Connection goes, undelivered PDUs move.
   bool fail(uint8_t id, PathFailure why, TimePoint now);
@@ -211,6 +214,10 @@ class PathSet {
   uint32_t send_probe(uint8_t id, uint16_t pad_to);
   // A frame sent as it is (path requests and replies: never sealed).
   void queue_unsealed(const FrameHeader& header, std::vector<uint8_t> body);
+  // Writes only the queued control frames (unsealed ones, then each path's,
+  // sealed with its keys): the last words of a session that is going away
+  // (its Disconnect or the answer to one), without its data or timers.
+  void flush_control(FrameSink& sink);
 
   void poll(TimePoint now, FrameSink& sink);
   TimePoint next_deadline() const;

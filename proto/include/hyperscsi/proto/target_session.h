@@ -282,6 +282,12 @@ class TargetEndpoint {
   void share_receive_window(TimePoint now);
   void start_connection(Session& s, TimePoint now);
   void close_session(uint32_t session_id, DisconnectReason reason);
+  // Queues a session-level control frame of `s` (a Disconnect): on path
+  // `path_id` of a multipath session (sealed with that path's keys, falling
+  // back to its best path), else through the outbox (sealed by its sealer).
+  void queue_session_control(Session& s, uint8_t path_id, Opcode opcode, uint8_t flags,
+                             std::vector<uint8_t> body);
+  const Session* find_for_sealing(uint32_t session_id, uint16_t epoch) const;
   void push_event(TargetEvent e);
   uint32_t new_session_id();
   SessionInfo info(const Session& s) const;
@@ -291,7 +297,12 @@ class TargetEndpoint {
   LunLister luns_;
   std::mt19937_64 rng_;
   std::unique_ptr<detail::Outbox> outbox_;
+  std::unique_ptr<detail::Outbox> rejections_;  // Disconnect reasons 1 and 5: never sealed
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
+  // Sessions closed since the last poll_control(), kept until their last
+  // frames (a Disconnect, or the answer to one) have left sealed with their
+  // keys: a protected session's goodbye must not go out in clear.
+  std::vector<std::unique_ptr<Session>> closing_;
   std::deque<IncomingCommand> commands_;
   std::deque<TargetEvent> events_;
   std::map<MacAddress, TimePoint> last_reject_;
