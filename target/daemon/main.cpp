@@ -52,6 +52,7 @@ struct Flags {
   std::string config;
   std::string control;
   std::string log_level = "info";
+  bool log_level_set = false;  // given on the command line: wins over the file's
   uint32_t dead_time_ms = 0;
   uint32_t keepalive_ms = 0;
   uint32_t drain_timeout_ms = 10000;
@@ -262,7 +263,7 @@ int run_daemon(const Flags& f) {
   auto cfg = f.config.empty() ? config_from_flags(f) : hd::load_config_file(f.config);
   if (!cfg) return fail(cfg.error().message);
   hd::DaemonConfig config = std::move(cfg).value();
-  if (!f.config.empty() && !config.log_level.empty())
+  if (!f.config.empty() && !config.log_level.empty() && !f.log_level_set)
     spdlog::set_level(spdlog::level::from_str(config.log_level));
   if (!f.control.empty()) config.control_path = f.control;
   if (config.control_path.empty())
@@ -388,11 +389,12 @@ int main(int argc, char** argv) {
       "--port", f.ports, "port to serve on: afpacket:IFACE, pcap:IFACE, dpdk:ARGS, mem:NAME");
   auto* lun_opt =
       app.add_option("--lun", f.luns, "N=PATH, N=ram:SIZE or N=rbd:POOL/IMAGE (repeatable)");
-  app.add_option("--read-only-lun", f.read_only_luns, "export LUN N read-only (repeatable)");
-  app.add_option(
+  auto* ro_opt =
+      app.add_option("--read-only-lun", f.read_only_luns, "export LUN N read-only (repeatable)");
+  auto* excl_opt = app.add_option(
       "--exclusive-lun", f.exclusive_luns,
       "LUN N serves one session at a time; others get RESERVATION CONFLICT (repeatable)");
-  app.add_option("--name", f.name, "target name (default hyperscsi-target)");
+  auto* name_opt = app.add_option("--name", f.name, "target name (default hyperscsi-target)");
   auto* bs_opt = app.add_option("--block-size", f.block_size, "logical block size for --lun")
                      ->check(CLI::IsMember({512, 4096}));
   // How rbd: LUNs reach the Ceph cluster ([ceph] in a config file).
@@ -414,12 +416,21 @@ int main(int argc, char** argv) {
   config_opt->excludes(port_opt)->excludes(lun_opt);
   for (CLI::Option* o : ceph_opts) config_opt->excludes(o);
   app.add_option("--control", f.control, "control socket (default /run/hyperscsi/NAME.sock)");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
-      ->check(CLI::IsMember(
-          {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
-  app.add_option("--keepalive-ms", f.keepalive_ms, "keepalive interval offered at login");
-  app.add_option("--dead-time-ms", f.dead_time_ms, "silence after which a session is reclaimed");
-  app.add_option("--drain-timeout-ms", f.drain_timeout_ms, "bound on the drain at SIGTERM");
+  auto* log_opt =
+      app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
+          ->check(CLI::IsMember(
+              {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
+  auto* keepalive_opt =
+      app.add_option("--keepalive-ms", f.keepalive_ms, "keepalive interval offered at login");
+  auto* dead_opt = app.add_option("--dead-time-ms", f.dead_time_ms,
+                                  "silence after which a session is reclaimed");
+  auto* drain_opt =
+      app.add_option("--drain-timeout-ms", f.drain_timeout_ms, "bound on the drain at SIGTERM");
+  // What the file says is not also taken from flags (they were ignored beside
+  // --config): an error instead. --control, --log-level and --no-multipath
+  // apply on top of the file.
+  for (CLI::Option* o : {ro_opt, excl_opt, name_opt, bs_opt, keepalive_opt, dead_opt, drain_opt})
+    config_opt->excludes(o);
   app.add_flag("--no-multipath", f.no_multipath,
                "with several ports, do not offer MULTIPATH: each session stays on the port it "
                "logged in on (TOML: target.multipath = false)");
@@ -433,6 +444,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   f.block_size_set = bs_opt->count() > 0;
+  f.log_level_set = log_opt->count() > 0;
   if (f.ceph.client_id.rfind("client.", 0) == 0) f.ceph.client_id.erase(0, 7);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
   if (*stats) return run_stats(stats_control, stats_name, stats_json);

@@ -96,6 +96,26 @@ TEST(TargetDaemon, VersionAndBadConfigurations) {
                          "\"]\n[[lun]]\nnumber = 0\nstore = \"ram:1M\"\n"
                          "blocksize = 4096\n");
   expect_refused({"--config", badkey}, "unknown key 'blocksize'");
+  // Flags the file owns are refused beside --config (they used to be ignored).
+  for (const std::vector<std::string>& flag : {std::vector<std::string>{"--name", "other"},
+                                               {"--block-size", "4096"},
+                                               {"--read-only-lun", "0"},
+                                               {"--exclusive-lun", "0"},
+                                               {"--keepalive-ms", "500"},
+                                               {"--dead-time-ms", "5000"},
+                                               {"--drain-timeout-ms", "100"}}) {
+    std::vector<std::string> args{"--config", dup};
+    args.insert(args.end(), flag.begin(), flag.end());
+    args.insert(args.begin(), kBin);
+    Process p(args);
+    auto rc = p.wait(15s);
+    ASSERT_TRUE(rc) << "still running with " << flag[0];
+    EXPECT_NE(*rc, 0);
+    // CLI11 names the pair in either order ("--config excludes --name").
+    EXPECT_NE(p.err().find("excludes"), std::string::npos) << p.err();
+    EXPECT_NE(p.err().find(flag[0]), std::string::npos) << p.err();
+    EXPECT_NE(p.err().find("--config"), std::string::npos) << p.err();
+  }
 
   if (!test_support::running_as_root())
     GTEST_SKIP() << "interface checks need root (AF_PACKET sockets)";
