@@ -119,23 +119,6 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-std::map<std::string, uint64_t> relay_stats(const std::string& out, const std::string& dir) {
-  std::map<std::string, uint64_t> m;
-  std::istringstream lines(out);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(dir + " ", 0) != 0) continue;
-    std::istringstream words(line.substr(dir.size() + 1));
-    std::string w;
-    while (words >> w) {
-      const size_t eq = w.find('=');
-      if (eq == std::string::npos) continue;
-      m[w.substr(0, eq)] = std::stoull(w.substr(eq + 1));
-    }
-  }
-  return m;
-}
-
 int64_t json_int(const std::string& json, const std::string& key, size_t from) {
   const size_t k = json.find("\"" + key + "\":", from);
   if (k == std::string::npos) return -1;
@@ -158,15 +141,6 @@ std::string target_stats(const std::string& target_bin, const fs::path& control)
   auto [out, status] = run_command("timeout 5 " + target_bin + " stats --json --control " +
                                    control.string() + " 2>/dev/null");
   return status == 0 ? out : std::string();
-}
-
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (pred()) return true;
-    if (std::chrono::steady_clock::now() >= end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
 }
 
 bool in_netns(const std::string& ns, const std::function<void()>& fn) {

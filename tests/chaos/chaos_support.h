@@ -15,6 +15,8 @@
 #include <functional>
 #include <map>
 #include <string>
+#include "hyperscsi/test_support/relay_report.h"
+#include "hyperscsi/test_support/wait.h"
 
 namespace hyperscsi::chaos {
 
@@ -65,8 +67,7 @@ class Proc {
 
 std::string slurp(const std::filesystem::path& p);
 
-// Parses the relay's "a->b key=value ..." line for `dir`.
-std::map<std::string, uint64_t> relay_stats(const std::string& out, const std::string& dir);
+using test_support::relay_stats;  // the relay's "a->b key=value ..." line for `dir`
 
 // The first numeric value of "key": in `json` at or after `from` (-1 when absent).
 int64_t json_int(const std::string& json, const std::string& key, size_t from = 0);
@@ -77,8 +78,7 @@ int json_session_count(const std::string& stats_json);
 // `hyperscsi-target stats --json` against `control` (empty string on failure).
 std::string target_stats(const std::string& target_bin, const std::filesystem::path& control);
 
-// Polls `pred` every 20 ms until it holds or `timeout` passed.
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+using test_support::wait_until;  // polls every 20 ms until it holds or the limit passed
 
 // Runs `fn` on a thread that joined network namespace `ns`; sockets it opens
 // stay in that namespace. False if the namespace could not be entered.

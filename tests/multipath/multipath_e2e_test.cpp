@@ -29,12 +29,14 @@
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/store/block_store.h"
 #include "hyperscsi/test_support/netns.h"
+#include "hyperscsi/test_support/wait.h"
 
 namespace hyperscsi::initiator {
 namespace {
 
 using namespace std::chrono_literals;
 using test_support::NetnsPair;
+using test_support::wait_until;
 
 // Lends a port to an engine, so a restarted engine takes the same socket.
 class ProxyPort final : public io::Port {
@@ -213,15 +215,6 @@ size_t active_paths(const Stats& s) {
   return n;
 }
 
-bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 struct Fixture {
   NetnsPair net{test_support::NetnsConfig{.mtu = 1500, .extra_links = {0}}};
   std::unique_ptr<MultipathLab> lab;
@@ -265,7 +258,7 @@ TEST(MultipathE2e, VerifiedStreamSurvivesAPathDownAndBackTwiceAndUsesItAgain) {
   ASSERT_TRUE(ini.connect("mp").ok());
   auto lun = ini.open_lun(0);
   ASSERT_TRUE(lun.ok()) << lun.error().message;
-  ASSERT_TRUE(wait_for([&] { return active_paths(ini.stats()) >= 2; }, 3s))
+  ASSERT_TRUE(wait_until([&] { return active_paths(ini.stats()) >= 2; }, 3s))
       << describe(ini.stats());
 
   VerifiedStream stream(*lun, 4);
@@ -281,19 +274,19 @@ TEST(MultipathE2e, VerifiedStreamSurvivesAPathDownAndBackTwiceAndUsesItAgain) {
     ASSERT_TRUE(f.net.set_link_up(link, false));
     // The path is declared failed within T_fail (at most 500 ms) and the
     // stream goes on over the other one.
-    EXPECT_TRUE(wait_for(
+    EXPECT_TRUE(wait_until(
         [&] {
           const auto p = path_by_local(ini.stats(), l, t);
           return p.has_value() && p->state != "active" && p->failures > failures_before;
         },
         2s))
         << describe(ini.stats());
-    EXPECT_TRUE(wait_for([&] { return stream.rounds() > before + 10; }, 3s))
+    EXPECT_TRUE(wait_until([&] { return stream.rounds() > before + 10; }, 3s))
         << "the stream stalled with link " << link << " down\n"
         << describe(ini.stats());
     ASSERT_TRUE(f.net.set_link_up(link, true));
     // Probed, rejoined, verified (three full-size answers) and active again.
-    EXPECT_TRUE(wait_for(
+    EXPECT_TRUE(wait_until(
         [&] {
           const auto p = path_by_local(ini.stats(), l, t);
           return p.has_value() && p->state == "active";
@@ -303,7 +296,7 @@ TEST(MultipathE2e, VerifiedStreamSurvivesAPathDownAndBackTwiceAndUsesItAgain) {
     const auto p = path_by_local(ini.stats(), l, t);
     ASSERT_TRUE(p.has_value());
     const uint64_t sent = p->frames_sent;
-    EXPECT_TRUE(wait_for(
+    EXPECT_TRUE(wait_until(
         [&] {
           const auto q = path_by_local(ini.stats(), l, t);
           return q.has_value() && q->frames_sent > sent + 50;
@@ -339,17 +332,17 @@ TEST(MultipathE2e, TargetRestartUnderATwoPathSessionRecovers) {
   ASSERT_TRUE(ini.connect("mp").ok());
   auto lun = ini.open_lun(0);
   ASSERT_TRUE(lun.ok()) << lun.error().message;
-  ASSERT_TRUE(wait_for([&] { return active_paths(ini.stats()) >= 2; }, 3s))
+  ASSERT_TRUE(wait_until([&] { return active_paths(ini.stats()) >= 2; }, 3s))
       << describe(ini.stats());
   VerifiedStream stream(*lun, 4);
   std::this_thread::sleep_for(500ms);
   f.lab->restart_engine();
-  EXPECT_TRUE(wait_for([&] { return ini.stats().relogins >= 1; }, 6s)) << describe(ini.stats());
+  EXPECT_TRUE(wait_until([&] { return ini.stats().relogins >= 1; }, 6s)) << describe(ini.stats());
   // Multipath again after the new login, and the stream goes on.
-  EXPECT_TRUE(wait_for([&] { return active_paths(ini.stats()) >= 2; }, 4s))
+  EXPECT_TRUE(wait_until([&] { return active_paths(ini.stats()) >= 2; }, 4s))
       << describe(ini.stats());
   const uint64_t after = stream.rounds();
-  EXPECT_TRUE(wait_for([&] { return stream.rounds() > after + 20; }, 3s));
+  EXPECT_TRUE(wait_until([&] { return stream.rounds() > after + 20; }, 3s));
   stream.stop();
   EXPECT_EQ(stream.errors(), "");
   EXPECT_EQ(ini.stats().failed, 0u);

@@ -32,6 +32,8 @@
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
 #include "hyperscsi/test_support/process.h"
+#include "hyperscsi/test_support/relay_report.h"
+#include "hyperscsi/test_support/wait.h"
 
 namespace hyperscsi::initiator {
 namespace {
@@ -40,7 +42,9 @@ using namespace std::chrono_literals;
 using test_support::BackgroundProcess;
 using test_support::NetnsPair;
 using test_support::read_text_file;
+using test_support::relay_stats;
 using test_support::TempDir;
+using test_support::wait_until;
 
 constexpr double kLoss = 0.20;
 
@@ -91,23 +95,6 @@ class RelayLink {
   bool created_ = false;
 };
 
-// "a->b key=value ..." of the relay's report.
-std::map<std::string, uint64_t> relay_counts(const std::string& out, const std::string& dir) {
-  std::map<std::string, uint64_t> m;
-  std::istringstream lines(out);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(dir + " ", 0) != 0) continue;
-    std::istringstream words(line.substr(dir.size() + 1));
-    std::string w;
-    while (words >> w) {
-      const size_t eq = w.find('=');
-      if (eq != std::string::npos) m[w.substr(0, eq)] = std::stoull(w.substr(eq + 1));
-    }
-  }
-  return m;
-}
-
 std::unique_ptr<io::Port> open_in(const NetnsPair& net, bool side_a, const std::string& iface) {
   auto fn = [&]() -> std::unique_ptr<io::Port> {
     auto r = ports::open_port("afpacket:" + iface);
@@ -135,15 +122,6 @@ std::string describe(const Stats& s) {
   return out;
 }
 
-bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 TEST(MultipathLossy, APathDroppingAFifthOfItsFramesCarriesLessAndTheDataStaysRight) {
   if (!test_support::running_as_root())
     GTEST_SKIP() << "needs root (network namespaces, raw sockets)";
@@ -165,7 +143,7 @@ TEST(MultipathLossy, APathDroppingAFifthOfItsFramesCarriesLessAndTheDataStaysRig
           " --b afpacket:" + relay_link.r_b + " --loss " + loss.str() + " --seed 17 --duration 30",
       relay_log));
   ASSERT_TRUE(
-      wait_for([&] { return read_text_file(relay_log).find("ready") != std::string::npos; }, 5s))
+      wait_until([&] { return read_text_file(relay_log).find("ready") != std::string::npos; }, 5s))
       << read_text_file(relay_log);
 
   // The target: two ports, the clean one first.
@@ -210,7 +188,7 @@ TEST(MultipathLossy, APathDroppingAFifthOfItsFramesCarriesLessAndTheDataStaysRig
   auto lun = ini->open_lun(0);
   ASSERT_TRUE(lun.ok()) << lun.error().message;
   // The lossy path joins despite its losses (its requests are retried).
-  ASSERT_TRUE(wait_for(
+  ASSERT_TRUE(wait_until(
       [&] {
         const auto p = path_of(ini->stats(), lossy_mac);
         return p && p->state == "active";
@@ -288,7 +266,7 @@ TEST(MultipathLossy, APathDroppingAFifthOfItsFramesCarriesLessAndTheDataStaysRig
   EXPECT_LT(t_lossy->counters.frames_sent, t_clean->counters.frames_sent);
   // The relay really dropped frames, both ways.
   for (const char* d : {"a->b", "b->a"}) {
-    const auto m = relay_counts(relay_out, d);
+    const auto m = relay_stats(relay_out, d);
     ASSERT_TRUE(m.contains("lost")) << relay_out;
     EXPECT_GT(m.at("lost"), 20u) << d << "\n" << relay_out;
   }
