@@ -115,16 +115,26 @@ std::string describe_sense(std::span<const uint8_t> sense) {
   return out;
 }
 
+namespace {
+// A zeroed CDB of the length the opcode's group gives, opcode in byte 0.
+template <uint8_t Opcode>
+std::vector<uint8_t> new_cdb() {
+  constexpr size_t kLength = op::cdb_length(Opcode);
+  static_assert(kLength != 0, "an opcode of a fixed-length group");
+  std::vector<uint8_t> c(kLength, 0);
+  c[0] = Opcode;
+  return c;
+}
+}  // namespace
+
 std::vector<uint8_t> read_cdb(uint64_t lba, uint32_t blocks) {
   if (lba + blocks <= 0xffffffffull && blocks <= 0xffff) {
-    std::vector<uint8_t> c(10, 0);
-    c[0] = op::kRead10;
+    std::vector<uint8_t> c = new_cdb<op::kRead10>();
     store_be32(&c[2], static_cast<uint32_t>(lba));
     store_be16(&c[7], static_cast<uint16_t>(blocks));
     return c;
   }
-  std::vector<uint8_t> c(16, 0);
-  c[0] = op::kRead16;
+  std::vector<uint8_t> c = new_cdb<op::kRead16>();
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
   return c;
@@ -133,13 +143,11 @@ std::vector<uint8_t> read_cdb(uint64_t lba, uint32_t blocks) {
 std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua) {
   std::vector<uint8_t> c;
   if (lba + blocks <= 0xffffffffull && blocks <= 0xffff) {
-    c.assign(10, 0);
-    c[0] = op::kWrite10;
+    c = new_cdb<op::kWrite10>();
     store_be32(&c[2], static_cast<uint32_t>(lba));
     store_be16(&c[7], static_cast<uint16_t>(blocks));
   } else {
-    c.assign(16, 0);
-    c[0] = op::kWrite16;
+    c = new_cdb<op::kWrite16>();
     store_be64(&c[2], lba);
     store_be32(&c[10], blocks);
   }
@@ -148,29 +156,25 @@ std::vector<uint8_t> write_cdb(uint64_t lba, uint32_t blocks, bool fua) {
 }
 
 std::vector<uint8_t> inquiry_cdb(uint16_t alloc) {
-  std::vector<uint8_t> c(6, 0);
-  c[0] = op::kInquiry;
+  std::vector<uint8_t> c = new_cdb<op::kInquiry>();
   store_be16(&c[3], alloc);
   return c;
 }
 
 std::vector<uint8_t> read_capacity10_cdb() {
-  std::vector<uint8_t> c(10, 0);
-  c[0] = op::kReadCapacity10;
+  std::vector<uint8_t> c = new_cdb<op::kReadCapacity10>();
   return c;
 }
 
 std::vector<uint8_t> read_capacity16_cdb(uint32_t alloc) {
-  std::vector<uint8_t> c(16, 0);
-  c[0] = op::kServiceActionIn16;
+  std::vector<uint8_t> c = new_cdb<op::kServiceActionIn16>();
   c[1] = op::kSaReadCapacity16;
   store_be32(&c[10], alloc);
   return c;
 }
 
 std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
-  std::vector<uint8_t> c(6, 0);
-  c[0] = op::kModeSense6;
+  std::vector<uint8_t> c = new_cdb<op::kModeSense6>();
   c[1] = 0x08;  // DBD: no block descriptors
   c[2] = 0x3f;  // current values, all pages
   c[4] = alloc;
@@ -178,22 +182,19 @@ std::vector<uint8_t> mode_sense6_cdb(uint8_t alloc) {
 }
 
 std::vector<uint8_t> synchronize_cache_cdb() {
-  std::vector<uint8_t> c(10, 0);
-  c[0] = op::kSynchronizeCache10;
+  std::vector<uint8_t> c = new_cdb<op::kSynchronizeCache10>();
   return c;
 }
 
 std::vector<uint8_t> write_same16_cdb(uint64_t lba, uint32_t blocks) {
-  std::vector<uint8_t> c(16, 0);
-  c[0] = op::kWriteSame16;
+  std::vector<uint8_t> c = new_cdb<op::kWriteSame16>();
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
   return c;
 }
 
 std::vector<uint8_t> unmap_cdb(uint16_t param_len) {
-  std::vector<uint8_t> c(10, 0);
-  c[0] = op::kUnmap;
+  std::vector<uint8_t> c = new_cdb<op::kUnmap>();
   store_be16(&c[7], param_len);
   return c;
 }

@@ -279,5 +279,21 @@ TEST(Succession, AnotherDiskFencesTheOldSessionsTheSameDiskGetsUnitAttention) {
   EXPECT_GOOD(run(grown, tur, {}, 0, kNexusA));
 }
 
+// The opcode table's CDB lengths (its usage maps) are the ones the opcode
+// groups give, which the initiator's CDB builders use (base/scsi_opcodes.h).
+TEST(OpcodeTable, CdbLengthsAreTheOpcodeGroups) {
+  for (const OpcodeInfo& e : supported_opcodes()) {
+    EXPECT_EQ(e.usage.size(), op::cdb_length(e.opcode)) << "opcode " << int(e.opcode);
+    EXPECT_EQ(e.usage.at(0), 0xFF);
+  }
+  EXPECT_EQ(op::cdb_length(op::kTestUnitReady), 6u);
+  EXPECT_EQ(op::cdb_length(op::kWriteSame10), 10u);
+  EXPECT_EQ(op::cdb_length(op::kPersistentReserveOut), 10u);
+  EXPECT_EQ(op::cdb_length(op::kServiceActionIn16), 16u);
+  EXPECT_EQ(op::cdb_length(op::kMaintenanceIn), 12u);
+  EXPECT_EQ(op::cdb_length(0x7F), 0u);  // variable length
+  EXPECT_EQ(op::cdb_length(0xC0), 0u);  // vendor specific
+}
+
 }  // namespace
 }  // namespace hyperscsi::scsi::testing

@@ -6,6 +6,7 @@
 // carries CDBs as opaque bytes.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace hyperscsi::scsi::op {
@@ -47,4 +48,24 @@ inline constexpr std::uint8_t kWrite12 = 0xAA;
 inline constexpr std::uint8_t kSaReadCapacity16 = 0x10;          // SERVICE ACTION IN(16)
 inline constexpr std::uint8_t kSaGetLbaStatus = 0x12;            // SERVICE ACTION IN(16)
 inline constexpr std::uint8_t kSaReportSupportedOpcodes = 0x0C;  // MAINTENANCE IN
+
+// The CDB length an operation code's group implies (SPC-4 4.2.5.1: the top
+// three bits): 6, 10, 12 or 16 bytes; 0 for the reserved, vendor-specific and
+// variable-length groups. The target's opcode table agrees for every entry
+// (tested); the initiator's CDB builders size their CDBs with it.
+constexpr std::size_t cdb_length(std::uint8_t opcode) {
+  switch (opcode >> 5) {
+    case 0:
+      return 6;
+    case 1:
+    case 2:
+      return 10;
+    case 4:
+      return 16;
+    case 5:
+      return 12;
+    default:
+      return 0;
+  }
+}
 }  // namespace hyperscsi::scsi::op
