@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/proto/bytes.h"
+#include "hyperscsi/scsi/opcodes.h"
 #include "hyperscsi/scsi/sense.h"
 #include "reply_builder.h"
 
@@ -89,8 +89,8 @@ class PortLoop::RoutingSink final : public proto::FrameSink {
 };
 
 PortLoop::PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
-                   std::shared_ptr<LunDirectory> directory)
-    : config_(config), port_(std::move(port)), directory_(std::move(directory)) {
+                   std::shared_ptr<TargetDevice> device)
+    : config_(config), port_(std::move(port)), device_(std::move(device)) {
   rx_.resize(std::max<size_t>(1, config_.rx_burst));
 }
 
@@ -245,7 +245,7 @@ std::vector<proto::LunInfo> PortLoop::visible_luns(std::string_view name,
   for (const auto& [n, slot] : *table_) {
     // Announcements go to everyone: only open LUNs are named in them.
     if (announcement ? slot.access->open() : slot.access->allows(name, mac))
-      out.push_back(slot.entry->info);
+      out.push_back(lun_info(*slot.entry));
   }
   return out;
 }
@@ -270,9 +270,9 @@ std::optional<proto::Protection> PortLoop::required_protection(std::string_view 
 }
 
 void PortLoop::refresh_table() {
-  const uint64_t g = directory_->generation();
+  const uint64_t g = device_->generation();
   if (g == table_generation_) return;
-  table_ = directory_->snapshot();
+  table_ = device_->luns();
   table_generation_ = g;
 }
 
@@ -497,72 +497,45 @@ void PortLoop::handle_command(proto::IncomingCommand cmd) {
     return;
   }
   const Peer peer = *found;
-  const uint8_t opcode = cmd.header.cdb[0];
-  if (opcode == scsi::op::kReportLuns) {
-    report_luns(std::move(cmd), peer);
-    return;
-  }
   auto p = std::make_shared<PendingCommand>();
-  p->reexecutable = is_reexecutable(opcode);
+  p->reexecutable = scsi::is_reexecutable(cmd.header.cdb[0]);
   p->cmd = std::move(cmd);
-  auto it = table_->find(p->cmd.header.lun);
-  const bool exists = it != table_->end();
-  if (exists &&
-      it->second.access->admits(peer.name, peer.mac, peer.authenticated, peer.protection)) {
-    execute_on(it->second.entry, std::move(p), peer);
-    return;
-  }
-  if (exists && it->second.access->allows(peer.name, peer.mac))
-    counters_.commands_unauthenticated.fetch_add(1, std::memory_order_relaxed);
-  // Absent or hidden: the SPC-4 answers for a LUN that is not there.
-  (exists ? counters_.commands_denied : counters_.commands_absent)
-      .fetch_add(1, std::memory_order_relaxed);
   scsi::CommandRequest req;
   req.cdb = p->cmd.header.cdb_view();
   req.data_out = p->cmd.data_out();
   req.expected_data_in = p->cmd.header.expected_data_in;
   req.nexus = scsi::Nexus{peer.name, p->cmd.session_id};
   ++in_flight_local_;
-  absent_.execute(p->cmd.header.lun, req, [mb = mailbox_, p](scsi::CommandResult r) mutable {
-    mb->push(Completion{std::move(p), std::move(r)});
-  });
-}
-
-void PortLoop::execute_on(const std::shared_ptr<LunEntry>& entry, std::shared_ptr<PendingCommand> p,
-                          const Peer& peer) {
-  p->entry = entry;
-  counters_.commands_executed.fetch_add(1, std::memory_order_relaxed);
-  scsi::CommandRequest req;
-  req.cdb = p->cmd.header.cdb_view();
-  req.data_out = p->cmd.data_out();
-  req.expected_data_in = p->cmd.header.expected_data_in;
-  req.nexus = scsi::Nexus{peer.name, p->cmd.session_id};
-  watch(entry);
-  ++in_flight_local_;
-  std::lock_guard lock(entry->mu);
-  if (!entry->unit) {  // flushed away by a racing shutdown
-    scsi::CommandResult r;
-    r.status = scsi::status::kCheckCondition;
-    r.sense = scsi::encode_fixed_sense(scsi::sense::lun_not_supported());
-    mailbox_->push(Completion{std::move(p), std::move(r)});
-    return;
-  }
-  // The callback moves its reference into the mailbox, so the entry is never
+  // The device answers REPORT LUNS and absent or hidden LUNs at once; a
+  // unit's completion may come later from whichever loop polls its store.
+  // The callback moves its reference into the mailbox, so an entry is never
   // released while its mutex is held.
-  entry->unit->execute(req, [mb = mailbox_, p](scsi::CommandResult r) mutable {
-    mb->push(Completion{std::move(p), std::move(r)});
-  });
-  entry->unit->store().submit();
-}
-
-void PortLoop::report_luns(proto::IncomingCommand cmd, const Peer& peer) {
-  std::vector<uint16_t> visible;
-  for (const auto& [n, slot] : *table_)
-    if (slot.access->admits(peer.name, peer.mac, peer.authenticated, peer.protection))
-      visible.push_back(n);
-  scsi::CommandResult r =
-      build_report_luns(cmd.header.cdb_view(), visible, cmd.header.expected_data_in);
-  answer_now(std::move(cmd), std::move(r), true);
+  std::shared_ptr<LunEntry> entry;
+  const scsi::Routed how = table_->execute(
+      peer, p->cmd.header.lun, req,
+      [mb = mailbox_, p](scsi::CommandResult r) mutable {
+        mb->push(Completion{std::move(p), std::move(r)});
+      },
+      &entry);
+  switch (how) {
+    case scsi::Routed::kUnit:
+      counters_.commands_executed.fetch_add(1, std::memory_order_relaxed);
+      p->entry = entry;
+      watch(entry);
+      break;
+    case scsi::Routed::kReportLuns:
+      break;
+    case scsi::Routed::kNeedsAuth:
+      counters_.commands_unauthenticated.fetch_add(1, std::memory_order_relaxed);
+      counters_.commands_denied.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case scsi::Routed::kHidden:
+      counters_.commands_denied.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case scsi::Routed::kAbsent:
+      counters_.commands_absent.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
 }
 
 void PortLoop::answer_now(proto::IncomingCommand cmd, scsi::CommandResult result,

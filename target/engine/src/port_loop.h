@@ -20,9 +20,8 @@
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/port_sink.h"
 #include "hyperscsi/io/wake_policy.h"
-#include "hyperscsi/scsi/lun_map.h"
-#include "lun_directory.h"
 #include "multipath_router.h"
+#include "target_device.h"
 #include "tx_scheduler.h"
 
 namespace hyperscsi::engine {
@@ -92,7 +91,7 @@ struct LoopCounters {
 class PortLoop {
  public:
   PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
-           std::shared_ptr<LunDirectory> directory);
+           std::shared_ptr<TargetDevice> device);
   ~PortLoop();  // stops and joins
 
   Status<EngineError> start();
@@ -124,12 +123,7 @@ class PortLoop {
   void post_tx(std::vector<uint8_t> frame);
 
  private:
-  struct Peer {
-    std::string name;
-    MacAddress mac{};
-    bool authenticated = false;
-    proto::Protection protection = proto::Protection::kOff;
-  };
+  using Peer = Initiator;  // access.h
 
   class RoutingSink;
 
@@ -144,9 +138,6 @@ class PortLoop {
   void answer_completions();
   void take_commands();
   void handle_command(proto::IncomingCommand cmd);
-  void execute_on(const std::shared_ptr<LunEntry>& entry, std::shared_ptr<PendingCommand> p,
-                  const Peer& peer);
-  void report_luns(proto::IncomingCommand cmd, const Peer& peer);
   void answer_now(proto::IncomingCommand cmd, scsi::CommandResult result, bool reexecutable);
   void send(const PendingCommand& p, scsi::CommandResult&& result);  // takes the data buffer
   void handle_events();
@@ -167,8 +158,8 @@ class PortLoop {
 
   const EngineConfig& config_;
   std::unique_ptr<io::Port> port_;
-  std::shared_ptr<LunDirectory> directory_;
-  std::shared_ptr<const LunTable> table_;
+  std::shared_ptr<TargetDevice> device_;
+  std::shared_ptr<const TargetDevice::Luns> table_;  // the device's LUN list, refreshed each turn
   uint64_t table_generation_ = 0;
 
   // epoll_fd_ watches the port and quiet_fd_; quiet_fd_ the mailbox and the
@@ -185,8 +176,7 @@ class PortLoop {
   std::shared_ptr<Mailbox> mailbox_;
   std::unique_ptr<proto::TargetEndpoint> endpoint_;
   std::unique_ptr<io::PortSink> sink_;
-  TxScheduler tx_;       // shares the port among the sessions (issue 21)
-  scsi::LunMap absent_;  // empty: answers for absent and hidden LUNs per SPC-4
+  TxScheduler tx_;  // shares the port among the sessions (issue 21)
   std::map<LunEntry*, std::shared_ptr<LunEntry>> watched_;
   std::unordered_map<uint32_t, Peer> peers_;
   std::vector<io::Packet> rx_;

@@ -3,8 +3,6 @@
 #include <algorithm>
 
 #include "hyperscsi/proto/messages.h"
-#include "hyperscsi/scsi/lun_map.h"
-#include "hyperscsi/scsi/opcodes.h"
 #include "hyperscsi/scsi/sense.h"
 
 namespace hyperscsi::engine {
@@ -42,17 +40,6 @@ std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& resu
   pdu.insert(pdu.end(), header.begin(), header.end());
   pdu.insert(pdu.end(), data.begin(), data.end());
   return pdu;
-}
-
-scsi::CommandResult build_report_luns(std::span<const uint8_t> cdb,
-                                      const std::vector<uint16_t>& luns,
-                                      uint32_t expected_data_in) {
-  const std::vector<uint64_t> wide(luns.begin(), luns.end());
-  return scsi::report_luns(cdb, wide, expected_data_in);
-}
-
-bool is_reexecutable(uint8_t opcode) {
-  return scsi::is_reexecutable(opcode);
 }
 
 }  // namespace hyperscsi::engine

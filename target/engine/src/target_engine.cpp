@@ -5,18 +5,18 @@
 #include <algorithm>
 #include <thread>
 
-#include "lun_directory.h"
 #include "multipath_router.h"
 #include "port_loop.h"
+#include "target_device.h"
 
 namespace hyperscsi::engine {
 
 using Clock = std::chrono::steady_clock;
 
 TargetEngine::TargetEngine(EngineConfig config, std::vector<std::unique_ptr<io::Port>> ports)
-    : config_(std::move(config)), directory_(std::make_shared<LunDirectory>()) {
+    : config_(std::move(config)), device_(std::make_shared<TargetDevice>()) {
   for (auto& p : ports)
-    loops_.push_back(std::make_unique<PortLoop>(config_, std::move(p), directory_));
+    loops_.push_back(std::make_unique<PortLoop>(config_, std::move(p), device_));
   if (config_.multipath && loops_.size() > 1) {
     router_ = std::make_unique<MultipathRouter>();
     for (auto& l : loops_) {
@@ -33,12 +33,12 @@ TargetEngine::~TargetEngine() {
   // A request still in a store's kernel ring holds its command, and through
   // it the LUN entry that owns the store: a cycle that only finishing the
   // requests breaks (the snapshot keeps every entry alive meanwhile).
-  for (const auto& [n, slot] : *directory_->snapshot()) {
+  for (const auto& [n, slot] : *device_->luns()) {
     std::lock_guard lock(slot.entry->mu);
     if (slot.entry->unit) slot.entry->unit->store().drain();
   }
   // Dropping the table flushes and closes every LUN (LunEntry's destructor).
-  directory_->update([](LunTable& t) {
+  device_->update([](TargetDevice::Map& t) {
     t.clear();
     return true;
   });
@@ -52,12 +52,12 @@ Status<EngineError> TargetEngine::add_lun(LunDefinition def) {
   auto entry = std::make_shared<LunEntry>(def.lun, std::move(def.unit));
   auto access = std::make_shared<const AccessList>(std::move(def.access));
   bool duplicate = false;
-  directory_->update([&](LunTable& t) {
+  device_->update([&](TargetDevice::Map& t) {
     if (t.count(entry->lun) != 0) {
       duplicate = true;
       return false;
     }
-    t.emplace(entry->lun, LunSlot{entry, access});
+    t.emplace(entry->lun, TargetDevice::Slot{entry, access});
     return true;
   });
   if (duplicate) {
@@ -65,13 +65,13 @@ Status<EngineError> TargetEngine::add_lun(LunDefinition def) {
     // unit; that is harmless for a unit that has seen no command.
     return Unexpected(EngineError{"duplicate LUN " + std::to_string(def.lun)});
   }
-  spdlog::info("LUN {}: {} blocks of {} bytes{}", entry->lun, entry->info.num_blocks,
-               entry->info.block_size, entry->info.read_only ? ", read-only" : "");
+  spdlog::info("LUN {}: {} blocks of {} bytes{}", entry->lun, entry->num_blocks, entry->block_size,
+               entry->read_only ? ", read-only" : "");
   return {};
 }
 
 bool TargetEngine::remove_lun(uint16_t lun) {
-  const bool removed = directory_->update([&](LunTable& t) { return t.erase(lun) != 0; });
+  const bool removed = device_->update([&](TargetDevice::Map& t) { return t.erase(lun) != 0; });
   if (removed) spdlog::info("LUN {}: removed (closes once its commands finished)", lun);
   return removed;
 }
@@ -79,7 +79,7 @@ bool TargetEngine::remove_lun(uint16_t lun) {
 bool TargetEngine::remove_lun(uint16_t lun, std::chrono::milliseconds wait_closed) {
   std::weak_ptr<const bool> gone;
   {
-    const auto table = directory_->snapshot();
+    const auto table = device_->luns();
     auto it = table->find(lun);
     if (it == table->end()) return false;
     gone = it->second.entry->closed_marker;
@@ -93,7 +93,7 @@ bool TargetEngine::remove_lun(uint16_t lun, std::chrono::milliseconds wait_close
 }
 
 std::optional<LunUsage> TargetEngine::lun_usage(uint16_t lun) const {
-  const auto table = directory_->snapshot();
+  const auto table = device_->luns();
   auto it = table->find(lun);
   if (it == table->end()) return std::nullopt;
   LunUsage u;
@@ -110,7 +110,7 @@ std::optional<LunUsage> TargetEngine::lun_usage(uint16_t lun) const {
 
 bool TargetEngine::set_access(uint16_t lun, AccessList access) {
   auto list = std::make_shared<const AccessList>(std::move(access));
-  return directory_->update([&](LunTable& t) {
+  return device_->update([&](TargetDevice::Map& t) {
     auto it = t.find(lun);
     if (it == t.end()) return false;
     it->second.access = list;
@@ -120,12 +120,12 @@ bool TargetEngine::set_access(uint16_t lun, AccessList access) {
 
 std::vector<uint16_t> TargetEngine::luns() const {
   std::vector<uint16_t> out;
-  for (const auto& [n, slot] : *directory_->snapshot()) out.push_back(n);
+  for (const auto& [n, slot] : *device_->luns()) out.push_back(n);
   return out;
 }
 
 bool TargetEngine::has_lun(uint16_t lun) const {
-  return directory_->snapshot()->count(lun) != 0;
+  return device_->luns()->count(lun) != 0;
 }
 
 Status<EngineError> TargetEngine::start() {
@@ -145,7 +145,7 @@ Status<EngineError> TargetEngine::start() {
 
 size_t TargetEngine::flush_all_luns() {
   size_t errors = 0;
-  for (const auto& [n, slot] : *directory_->snapshot()) {
+  for (const auto& [n, slot] : *device_->luns()) {
     std::lock_guard lock(slot.entry->mu);
     if (!slot.entry->flush_locked()) {
       spdlog::error("LUN {}: flush failed", n);

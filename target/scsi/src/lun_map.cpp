@@ -144,7 +144,11 @@ void LunMap::execute(std::uint64_t lun, const CommandRequest& req, CommandCallba
     return done(report_luns(cdb, all, req.expected_data_in));
   }
   if (LogicalUnit* u = find(lun)) return u->execute(req, std::move(done));
-  // Absent LUN.
+  answer_absent_lun(req, std::move(done));
+}
+
+void answer_absent_lun(const CommandRequest& req, CommandCallback done) {
+  const auto cdb = req.cdb;
   if (!cdb.empty() && cdb[0] == op::kInquiry && cdb.size() >= 6) {
     if ((cdb[1] & 0x01) == 0 && cdb[2] == 0) {
       std::vector<std::uint8_t> d(36, 0);

@@ -5,7 +5,8 @@
 // everyone. The engine hides a LUN an initiator may not see: it is left out of
 // discovery replies and REPORT LUNS, and commands to it get CHECK CONDITION
 // ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED (05/25/00), exactly as for a LUN
-// that does not exist, so a denied initiator learns nothing about it.
+// that does not exist, so a denied initiator learns nothing about it. The
+// engine's scsi::Device<AccessList> asks admission() per command.
 // Thread-safety: plain values and pure functions.
 #pragma once
 
@@ -17,10 +18,19 @@
 #include "hyperscsi/base/mac.h"
 #include "hyperscsi/proto/auth.h"
 #include "hyperscsi/proto/frame.h"
+#include "hyperscsi/scsi/device.h"
 
 namespace hyperscsi::engine {
 
 using proto::MacAddress;
+
+// An initiator as the access lists see it: its session's name, MAC and security.
+struct Initiator {
+  std::string name;
+  MacAddress mac{};
+  bool authenticated = false;
+  proto::Protection protection = proto::Protection::kOff;
+};
 
 struct AccessEntry {
   std::string initiator;          // empty: any initiator name
@@ -43,6 +53,14 @@ struct AccessList {
               proto::Protection session_protection) const {
     return allows(initiator, mac) && (authenticated || !needs_auth()) &&
            session_protection >= protection;
+  }
+  // What scsi::Device asks: admitted, hidden by name/MAC, or allowed by
+  // name/MAC but the session's security does not suffice.
+  scsi::Admission admission(const Initiator& who) const {
+    if (!allows(who.name, who.mac)) return scsi::Admission::kHidden;
+    if ((!who.authenticated && needs_auth()) || who.protection < protection)
+      return scsi::Admission::kNeedsAuth;
+    return scsi::Admission::kAdmitted;
   }
   bool open() const { return entries.empty() && !needs_auth(); }
   bool operator==(const AccessList&) const = default;

@@ -125,7 +125,6 @@ struct DrainReport {
 };
 
 class PortLoop;
-class LunDirectory;
 class MultipathRouter;
 
 class TargetEngine {
@@ -172,8 +171,8 @@ class TargetEngine {
   size_t flush_all_luns();
 
   EngineConfig config_;
-  std::shared_ptr<LunDirectory> directory_;
-  std::unique_ptr<MultipathRouter> router_;  // outlives the loops, which point at it
+  std::shared_ptr<scsi::Device<AccessList>> device_;  // the LUNs and their access lists
+  std::unique_ptr<MultipathRouter> router_;           // outlives the loops, which point at it
   std::vector<std::unique_ptr<PortLoop>> loops_;
   mutable std::mutex control_mu_;  // start/drain/stop
   std::atomic<bool> running_{false};

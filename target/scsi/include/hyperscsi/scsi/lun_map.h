@@ -1,4 +1,5 @@
-// LunMap: the logical units of one SCSI target device, by LUN number. Answers
+// LunMap: a plain LUN -> LogicalUnit map for single-threaded owners (tests,
+// the fuzzer); the engine's device is scsi::Device (device.h). Answers
 // REPORT LUNS itself and gives commands for absent LUNs the SPC-4 treatment
 // (INQUIRY: peripheral qualifier 011b; REQUEST SENSE: sense data with
 // LOGICAL UNIT NOT SUPPORTED; everything else: CHECK CONDITION 05/25/00).
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "hyperscsi/base/result.h"
+#include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/scsi/command.h"
 #include "hyperscsi/scsi/logical_unit.h"
 
@@ -34,6 +36,12 @@ std::optional<std::uint64_t> decode_lun(std::span<const std::uint8_t> lun8);
 // short CDB, NACA or LINK set, or a SELECT REPORT other than 0..2.
 CommandResult report_luns(std::span<const std::uint8_t> cdb, std::span<const std::uint64_t> luns,
                           std::uint32_t expected_data_in);
+
+// The SPC-4 answers for a LUN that is absent (or hidden from this initiator):
+// INQUIRY: peripheral qualifier 011b; REQUEST SENSE: LOGICAL UNIT NOT
+// SUPPORTED sense data; everything else CHECK CONDITION 05/25/00. `done` runs
+// before this returns.
+void answer_absent_lun(const CommandRequest& req, CommandCallback done);
 
 class LunMap {
  public:
