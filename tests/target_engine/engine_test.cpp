@@ -11,6 +11,7 @@
 #include <functional>
 #include <random>
 
+#include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/mem_link.h"
 #include "hyperscsi/io/port_sink.h"
@@ -562,6 +563,65 @@ TEST(TargetEngine, DrainFlushesFileStoreAndRemovedLunsClose) {
     EXPECT_EQ(back, data);
   }
   std::remove(path.c_str());
+}
+
+// Through the engine (the device routes them): GET LBA STATUS follows a
+// write on a thin RAM LUN, PREVENT ALLOW MEDIUM REMOVAL is GOOD on a disk
+// (a no-op: the medium of a fixed disk cannot be removed), and REPORT LUNS
+// with NACA or LINK set is refused as the SCSI layer refuses it elsewhere.
+TEST(TargetEngine, GetLbaStatusPreventAndReportLunsChecksThroughTheDevice) {
+  namespace op = scsi::op;
+  Rig rig = make_rig(1);
+  ASSERT_TRUE(rig.engine->add_lun({0, make_unit(0, "ram:1M"), {}}).ok());
+  ASSERT_TRUE(rig.engine->start().ok());
+  TestInitiator ini(*rig.initiator_ports[0], "ini.lba");
+  ASSERT_TRUE(ini.login(rig.target_macs[0], kTarget)) << ini.why();
+  ini.command(0, cdb_tur(), 0);  // the power-on unit attention
+
+  auto get_lba_status = [&](uint64_t lba) {
+    std::vector<uint8_t> c(op::cdb_length(op::kServiceActionIn16), 0);
+    c[0] = op::kServiceActionIn16;
+    c[1] = op::kSaGetLbaStatus;
+    for (int b = 0; b < 8; ++b) c[2 + b] = static_cast<uint8_t>(lba >> (56 - 8 * b));
+    c[13] = 64;  // allocation length
+    return ini.command(0, c, 64);
+  };
+  auto fresh = get_lba_status(0);
+  ASSERT_TRUE(fresh);
+  ASSERT_EQ(fresh->header.status, 0);
+  ASSERT_EQ(fresh->data.size(), 24u);
+  EXPECT_EQ(be32(fresh->data, 0), 20u);     // one descriptor
+  EXPECT_EQ(fresh->data[20] & 0x0F, 1);     // deallocated: nothing written yet
+  EXPECT_EQ(be32(fresh->data, 16), 2048u);  // the whole 1 MiB LUN
+  auto w = ini.command(0, cdb_write10(0, 16), 0, pattern(16 * 512, 5));
+  ASSERT_TRUE(w);
+  ASSERT_EQ(w->header.status, 0);
+  auto written = get_lba_status(0);
+  ASSERT_TRUE(written);
+  ASSERT_EQ(written->data.size(), 24u);
+  EXPECT_EQ(written->data[20] & 0x0F, 0);  // mapped
+  EXPECT_GE(be32(written->data, 16), 16u);
+  EXPECT_LT(be32(written->data, 16), 2048u);
+
+  for (uint8_t prevent : {0, 1, 0}) {
+    auto r = ini.command(0, {op::kPreventAllowMediumRemoval, 0, 0, 0, prevent, 0}, 0);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header.status, 0) << "prevent " << int(prevent);
+  }
+  auto back = ini.command(0, cdb_read10(0, 16), 16 * 512);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->data, pattern(16 * 512, 5));
+
+  for (uint8_t control : {0x04, 0x01}) {  // NACA, LINK
+    auto rl = cdb_report_luns();
+    rl[11] = control;
+    auto r = ini.command(0, rl, 4096);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header.status, 0x02);
+    EXPECT_EQ(r->sense_key(), 0x05);
+    EXPECT_EQ(r->asc(), 0x24);
+  }
+  rig.engine->stop();
 }
 
 }  // namespace

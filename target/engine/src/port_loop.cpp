@@ -520,8 +520,8 @@ void PortLoop::handle_command(proto::IncomingCommand cmd) {
   switch (how) {
     case scsi::Routed::kUnit:
       counters_.commands_executed.fetch_add(1, std::memory_order_relaxed);
-      p->entry = entry;
       watch(entry);
+      p->entry = std::move(entry);  // keeps the unit alive until answered
       break;
     case scsi::Routed::kReportLuns:
       break;

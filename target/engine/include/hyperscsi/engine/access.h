@@ -48,19 +48,23 @@ struct AccessList {
   bool allows(std::string_view initiator, const MacAddress& mac) const;
   // Authentication is needed (explicitly, or implied by a protection level).
   bool needs_auth() const { return auth_required || protection != proto::Protection::kOff; }
-  // allows() and the session's security suffices.
-  bool admits(std::string_view initiator, const MacAddress& mac, bool authenticated,
-              proto::Protection session_protection) const {
-    return allows(initiator, mac) && (authenticated || !needs_auth()) &&
-           session_protection >= protection;
-  }
   // What scsi::Device asks: admitted, hidden by name/MAC, or allowed by
   // name/MAC but the session's security does not suffice.
   scsi::Admission admission(const Initiator& who) const {
-    if (!allows(who.name, who.mac)) return scsi::Admission::kHidden;
-    if ((!who.authenticated && needs_auth()) || who.protection < protection)
+    return admission(who.name, who.mac, who.authenticated, who.protection);
+  }
+  scsi::Admission admission(std::string_view initiator, const MacAddress& mac, bool authenticated,
+                            proto::Protection session_protection) const {
+    if (!allows(initiator, mac)) return scsi::Admission::kHidden;
+    if ((!authenticated && needs_auth()) || session_protection < protection)
       return scsi::Admission::kNeedsAuth;
     return scsi::Admission::kAdmitted;
+  }
+  // allows() and the session's security suffices.
+  bool admits(std::string_view initiator, const MacAddress& mac, bool authenticated,
+              proto::Protection session_protection) const {
+    return admission(initiator, mac, authenticated, session_protection) ==
+           scsi::Admission::kAdmitted;
   }
   bool open() const { return entries.empty() && !needs_auth(); }
   bool operator==(const AccessList&) const = default;
