@@ -154,6 +154,9 @@ void InitiatorSession::fail(InitiatorState state, SessionFailure failure) {
   state_ = state;
   failure_ = failure;
   next_tx_ = kNever;
+  // No frame reaches the Connection from now on; its placements are
+  // forgotten all the same, so that no caller's buffer outlives them here.
+  if (connection_) connection_->forget_reply_placements();
 }
 
 void InitiatorSession::queue_control(Opcode op, uint8_t flags, std::vector<uint8_t> body) {
@@ -522,6 +525,18 @@ bool InitiatorSession::send_command_shared(uint16_t tag, SharedBytes pdu) {
 std::optional<ReceivedPdu> InitiatorSession::pop_reply() {
   if (!connection_) return std::nullopt;
   return connection_->pop_pdu();
+}
+
+void InitiatorSession::place_reply(uint16_t tag, std::span<uint8_t> data_in) {
+  if (connection_) connection_->place_reply(tag, data_in);
+}
+
+void InitiatorSession::forget_reply_placement(uint16_t tag) {
+  if (connection_) connection_->forget_reply_placement(tag);
+}
+
+void InitiatorSession::forget_reply_placements() {
+  if (connection_) connection_->forget_reply_placements();
 }
 
 }  // namespace hyperscsi::proto

@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -170,6 +171,13 @@ class InitiatorSession {
   // without building it anew): no copy of its bytes.
   bool send_command_shared(uint16_t tag, SharedBytes pdu);
   std::optional<ReceivedPdu> pop_reply();
+  // Reply placement on the current Connection (Connection::place_reply):
+  // the data-in of `tag`'s next reply lands straight in `data_in`, borrowed
+  // until forgotten, the placed reply popped, or the Connection replaced
+  // (login()/resume() drop every placement with it). No-ops without one.
+  void place_reply(uint16_t tag, std::span<uint8_t> data_in);
+  void forget_reply_placement(uint16_t tag);
+  void forget_reply_placements();
   Connection* connection() { return connection_.get(); }
   const Connection* connection() const { return connection_.get(); }
   const InitiatorStats& stats() const { return stats_; }
