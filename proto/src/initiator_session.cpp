@@ -286,19 +286,32 @@ bool InitiatorSession::on_auth_continue(const LoginReply& reply, TimePoint now) 
   return true;
 }
 
-void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
+void InitiatorSession::on_opened_frame(const FrameView& opened, TimePoint now) {
+  if (opened.header.src != target_mac_ || state_ == InitiatorState::kIdle ||
+      !accepts_session_frame(opened))
+    return;
+  on_verified_frame(opened, now);
+}
+
+// Whether `frame` belongs to the live session (counted when not).
+bool InitiatorSession::accepts_session_frame(const FrameView& frame) {
   const bool live = connection_ && (state_ == InitiatorState::kVerifyingMtu ||
                                     state_ == InitiatorState::kEstablished ||
                                     state_ == InitiatorState::kDisconnecting);
   const ExtHeader& ext = frame.header.ext;
   if (!live || ext.session_id != negotiated_.session_id) {
     ++stats_.frames_ignored;
-    return;
+    return false;
   }
   if (ext.epoch != negotiated_.epoch) {
     ++stats_.stale_frames;
-    return;
+    return false;
   }
+  return true;
+}
+
+void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
+  if (!accepts_session_frame(frame)) return;
   if (opener_) {
     FrameView opened;
     switch (opener_->open(frame, scratch_, opened)) {

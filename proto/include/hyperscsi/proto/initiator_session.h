@@ -137,6 +137,12 @@ class InitiatorSession {
   Status<SessionError> disconnect(TimePoint now);
 
   void on_frame(const FrameView& frame, TimePoint now);
+  // A frame of this session that a multipath path (InitiatorPaths) already
+  // verified and opened with its own keys: checked as on_frame checks a
+  // session frame, but not opened again (the path's keys are not the login
+  // session's, and the login path's opener is shared: a second open would
+  // count it as a replay).
+  void on_opened_frame(const FrameView& opened, TimePoint now);
   void poll(TimePoint now, FrameSink& sink);
   TimePoint next_deadline() const;
 
@@ -189,6 +195,7 @@ class InitiatorSession {
   void send_probe(uint32_t id, uint16_t pad_to);
   void on_login_reply(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
+  bool accepts_session_frame(const FrameView& frame);
   void on_keepalive(const FrameView& frame, TimePoint now);
   void on_verified_frame(const FrameView& frame, TimePoint now);
   bool on_auth_continue(const LoginReply& reply, TimePoint now);
