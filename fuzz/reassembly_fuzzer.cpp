@@ -115,6 +115,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case hp::FragmentResult::kInconsistent:
       case hp::FragmentResult::kNoMemory:
         break;
+      case hp::FragmentResult::kAbandoned:  // only a forgotten placement is abandoned
+        FUZZ_CHECK(false, "a PDU abandoned though no reply was placed");
+        break;
     }
     FUZZ_CHECK(r.bytes_held() <= kMemoryLimit, "memory held above the limit");
     check_completed(r, shadow);

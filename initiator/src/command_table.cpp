@@ -4,12 +4,22 @@
 // (UNIT ATTENTION, BUSY and TASK SET FULL repeated), dead time and failing
 // what is left.
 //
+// A submit_into() command's reply data lands in the caller's buffer as the
+// reply is reassembled (single-path sessions: the tag's destination is
+// registered with the session when the command is sent, and forgotten when
+// the command leaves the table by any path, see release() and fail_all(),
+// and when the session is lost, recovery.cpp). Multipath sessions copy the
+// data-in from the reassembled reply instead.
+//
 // Thread-safety: submit() is called from any thread (it queues under
 // task_mutex_ and wakes the loop); everything else runs on the loop thread.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
+
+#include "hyperscsi/proto/bytes.h"
 
 #include "initiator_impl.h"
 
@@ -57,77 +67,134 @@ std::optional<proto::ReceivedPdu> Initiator::Impl::next_reply() {
   return session_->pop_reply();
 }
 
+// The in-flight command a reply with `tag` and `cmd_sn` answers, or end().
+Initiator::Impl::InflightMap::iterator Initiator::Impl::match(uint16_t tag, uint32_t cmd_sn) {
+  if (tag >= by_tag_.size() || by_tag_[tag] == 0) return inflight_.end();
+  auto it = inflight_.find(by_tag_[tag]);
+  if (it == inflight_.end() || static_cast<uint32_t>(it->second->seq) != cmd_sn)
+    return inflight_.end();
+  return it;
+}
+
 void Initiator::Impl::drain_replies() {
   if (!session_) return;
   while (auto pdu = next_reply()) {
+    if (pdu->data_placed) {
+      drain_placed(*pdu);
+      continue;
+    }
     auto decoded = proto::decode_reply(pdu->bytes);
-    if (!decoded || pdu->tag >= by_tag_.size() || by_tag_[pdu->tag] == 0) {
+    if (!decoded) {
       ++stats_.unmatched_replies;
       continue;
     }
-    auto it = inflight_.find(by_tag_[pdu->tag]);
-    if (it == inflight_.end() || static_cast<uint32_t>(it->second->seq) != decoded->header.cmd_sn) {
+    auto it = match(pdu->tag, decoded->header.cmd_sn);
+    if (it == inflight_.end()) {
       ++stats_.unmatched_replies;  // a late reply of an expired command
       continue;
     }
     std::unique_ptr<Pending> p = std::move(it->second);
     release(it, p->tag);
-    if (p->sent) wake_policy_.on_reply(SteadyClock::now() - p->sent_at);
-    const proto::ReplyHeader& h = decoded->header;
-    if (h.response == proto::CommandResponse::kCompleted && p->retries < kMaxRetries) {
-      const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
-                                  scsi::parse_sense(h.sense).key == 0x06;
-      const bool busy = h.status == 0x08 || h.status == 0x28;
-      if (unit_attention) note_unit_attention(p->cmd.lun, h.sense);
-      if (unit_attention || busy) {
-        ++p->retries;
-        ++stats_.retried;
-        p->sent = false;
-        p->not_before = busy ? SteadyClock::now() +
-                                   std::chrono::milliseconds(5 << std::min<uint32_t>(p->retries, 6))
-                             : TimePoint{};
-        waiting_.push_front(std::move(p));
-        continue;
-      }
-    }
-    CommandResult r;
-    if (h.response != proto::CommandResponse::kCompleted) {
-      r.error = CompletionError::kTargetFailure;
-      r.message = h.response == proto::CommandResponse::kRejected
-                      ? "the target rejected the command PDU as malformed"
-                      : "the target could not execute the command";
-    }
-    r.status = h.status;
-    r.sense = h.sense;
-    r.residual = h.residual;
-    if (p->probe) {
-      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
-      if (p->done) p->done(std::move(r));
-      continue;
-    }
-    ++stats_.completed;
-    if (!r.good()) note_failure(p->cmd, r);
-    if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
-      // Into the caller's buffer (one copy); what did not arrive reads as zeros.
-      const size_t n = std::min(dst.size(), decoded->data_in.size());
-      std::copy_n(decoded->data_in.begin(), n, dst.begin());
-      std::fill(dst.begin() + static_cast<ptrdiff_t>(n), dst.end(), uint8_t{0});
-      stats_.bytes_in += n;
-    } else {
-      r.data_in.assign(decoded->data_in.begin(), decoded->data_in.end());
-      stats_.bytes_in += r.data_in.size();
-    }
-    stats_.bytes_out +=
-        p->pdu ? p->pdu->size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
-    if (p->done) p->done(std::move(r));
-    // A poller's client (the FUSE export) answers with its next request
-    // soon: keep polling for it as if a command were still in flight.
-    if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
+    complete(std::move(p), decoded->header, decoded->data_in, false);
   }
 }
 
+// A reply whose data the reassembly placed in the command's buffer already
+// (its first placed_length bytes: sense, then data-in). The header is
+// checked as decode_reply would: a reply whose lengths disagree with what
+// was placed fails the command with a clear error.
+void Initiator::Impl::drain_placed(const proto::ReceivedPdu& pdu) {
+  if (pdu.bytes.size() < 4) {
+    ++stats_.unmatched_replies;
+    return;
+  }
+  auto it = match(pdu.tag, proto::bytes::load_be32(pdu.bytes.data()));
+  if (it == inflight_.end() || it->second->data_in_buffer.size() < pdu.placed_length) {
+    ++stats_.unmatched_replies;  // a late reply: its command already completed
+    return;
+  }
+  std::unique_ptr<Pending> p = std::move(it->second);
+  release(it, p->tag);
+  const std::span<uint8_t> dst = p->data_in_buffer;
+  auto decoded = proto::decode_placed_reply(pdu.bytes, dst.first(pdu.placed_length));
+  if (!decoded) {
+    finish_failed(std::move(p), CompletionError::kTargetFailure,
+                  "malformed reply from the target: its header does not describe the " +
+                      std::to_string(pdu.placed_length) + " bytes that followed it (" +
+                      std::string(proto::to_string(decoded.error())) + ")");
+    return;
+  }
+  complete(std::move(p), decoded->header, decoded->data_in, true);
+}
+
+// Completes (or retries) the command `p` answered by a reply with header
+// `h` and data-in `data_in`; `placed`: data_in already lies in p's buffer
+// (behind the sense, if any).
+void Initiator::Impl::complete(std::unique_ptr<Pending> p, const proto::ReplyHeader& h,
+                               std::span<const uint8_t> data_in, bool placed) {
+  if (p->sent) wake_policy_.on_reply(SteadyClock::now() - p->sent_at);
+  if (h.response == proto::CommandResponse::kCompleted && p->retries < kMaxRetries) {
+    const bool unit_attention = h.status == 0x02 && scsi::parse_sense(h.sense).valid &&
+                                scsi::parse_sense(h.sense).key == 0x06;
+    const bool busy = h.status == 0x08 || h.status == 0x28;
+    if (unit_attention) note_unit_attention(p->cmd.lun, h.sense);
+    if (unit_attention || busy) {
+      ++p->retries;
+      ++stats_.retried;
+      p->sent = false;
+      p->not_before = busy ? SteadyClock::now() +
+                                 std::chrono::milliseconds(5 << std::min<uint32_t>(p->retries, 6))
+                           : TimePoint{};
+      waiting_.push_front(std::move(p));
+      return;
+    }
+  }
+  CommandResult r;
+  if (h.response != proto::CommandResponse::kCompleted) {
+    r.error = CompletionError::kTargetFailure;
+    r.message = h.response == proto::CommandResponse::kRejected
+                    ? "the target rejected the command PDU as malformed"
+                    : "the target could not execute the command";
+  }
+  r.status = h.status;
+  r.sense = h.sense;
+  r.residual = h.residual;
+  if (p->probe) {
+    r.data_in.assign(data_in.begin(), data_in.end());
+    if (p->done) p->done(std::move(r));
+    return;
+  }
+  ++stats_.completed;
+  if (!r.good()) note_failure(p->cmd, r);
+  if (std::span<uint8_t> dst = p->data_in_buffer; !dst.empty()) {
+    // Into the caller's buffer (one copy, or none when the reassembly
+    // placed it there); what did not arrive reads as zeros. A placed reply
+    // with sense has its data behind the sense (r.sense holds a copy):
+    // moved to the front.
+    const size_t n = std::min(dst.size(), data_in.size());
+    if (!placed)
+      std::copy_n(data_in.begin(), n, dst.begin());
+    else if (data_in.data() != dst.data())
+      std::memmove(dst.data(), data_in.data(), n);
+    std::fill(dst.begin() + static_cast<ptrdiff_t>(n), dst.end(), uint8_t{0});
+    stats_.bytes_in += n;
+  } else {
+    r.data_in.assign(data_in.begin(), data_in.end());
+    stats_.bytes_in += r.data_in.size();
+  }
+  stats_.bytes_out +=
+      p->pdu ? p->pdu->size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
+  if (p->done) p->done(std::move(r));
+  // A poller's client (the FUSE export) answers with its next request
+  // soon: keep polling for it as if a command were still in flight.
+  if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
+}
+
+// The command leaves the table (answered, retried under a new tag, expired):
+// its tag is free and its buffer no longer a destination of the reassembly.
 void Initiator::Impl::release(std::map<uint64_t, std::unique_ptr<Pending>>::iterator it,
                               uint16_t tag) {
+  if (session_) session_->forget_reply_placement(tag);
   by_tag_[tag] = 0;
   if (tag != kProbeTag) free_tags_.push_back(tag);
   inflight_.erase(it);
@@ -204,9 +271,14 @@ bool Initiator::Impl::send_command(Pending& p) {
     std::copy(header.begin(), header.end(), p.cmd.data_out.begin());
     p.pdu = proto::share_bytes(std::move(p.cmd.data_out));
     p.cmd.data_out.clear();
-    return session_->send_command_shared(p.tag, p.pdu);
+    if (!session_->send_command_shared(p.tag, p.pdu)) return false;
+  } else if (!session_->send_command(p.tag, build_pdu(p))) {
+    return false;
   }
-  return session_->send_command(p.tag, build_pdu(p));
+  // A full-size good reply is reassembled straight into the caller's buffer.
+  if (!p.data_in_buffer.empty() && p.data_in_buffer.size() == p.cmd.data_in_length)
+    session_->place_reply(p.tag, p.data_in_buffer);
+  return true;
 }
 
 // The command's PDU in a new buffer: the header, then its data copied from
@@ -277,6 +349,7 @@ void Initiator::Impl::finish_failed(std::unique_ptr<Pending> p, CompletionError 
 }
 
 void Initiator::Impl::fail_all(CompletionError e, const std::string& message) {
+  if (session_) session_->forget_reply_placements();
   std::deque<std::unique_ptr<Pending>> all;
   for (auto& [seq, p] : inflight_) all.push_back(std::move(p));
   inflight_.clear();

@@ -55,7 +55,10 @@ using SteadyClock = std::chrono::steady_clock;
 struct Pending {
   ScsiCommand cmd;
   Completion done;
-  std::span<uint8_t> data_in_buffer;  // submit_into(): where the data-in lands
+  // submit_into(): where the data-in lands (borrowed until `done` ran); on
+  // a single-path session also the reassembly's destination for the reply
+  // while the command is in flight (command_table.cpp).
+  std::span<uint8_t> data_in_buffer;
   TimePoint deadline{};
   uint64_t seq = 0;  // cmd_sn is its low 32 bits
   uint16_t tag = 0;
@@ -173,6 +176,10 @@ class Initiator::Impl {
   // command_table.cpp: tags, cmd_sn order, sending, replies, dead time
   std::optional<proto::ReceivedPdu> next_reply();
   void drain_replies();
+  InflightMap::iterator match(uint16_t tag, uint32_t cmd_sn);
+  void drain_placed(const proto::ReceivedPdu& pdu);
+  void complete(std::unique_ptr<Pending> p, const proto::ReplyHeader& h,
+                std::span<const uint8_t> data_in, bool placed);
   void release(InflightMap::iterator it, uint16_t tag);
   void admit(TimePoint now);
   proto::CommandHeader command_header(const Pending& p, size_t data_out_length) const;

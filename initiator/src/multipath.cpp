@@ -29,7 +29,9 @@ void Initiator::Impl::on_path_frame(const proto::FrameView& view, TimePoint now)
   const auto r = paths_->on_frame(view, now, opened);
   const bool disconnect = view.header.common.opcode == proto::Opcode::kDisconnect;
   if (r == proto::PathSet::FrameResult::kForOwner) {
-    if (opened.header.common.opcode == proto::Opcode::kDisconnect) session_->on_frame(view, now);
+    // Opened by the path already: its keys, not the login session's.
+    if (opened.header.common.opcode == proto::Opcode::kDisconnect)
+      session_->on_opened_frame(opened, now);
   } else if (r == proto::PathSet::FrameResult::kDropped && disconnect) {
     // A target that restarted rejects the session from whichever port.
     session_->on_frame(view, now);

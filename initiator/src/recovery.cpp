@@ -91,8 +91,11 @@ void Initiator::Impl::recover(TimePoint now) {
   recover_seen_ = session_->state();
 }
 
-// The session is gone: nothing we sent on it counts any more.
+// The session is gone: nothing we sent on it counts any more, and no
+// reply on it may write into a command's buffer (each command registers its
+// buffer again when it is sent anew).
 void Initiator::Impl::lost_session() {
+  session_->forget_reply_placements();
   if (!recovering_) {
     recovering_ = true;
     backoff_ = options_.login_timeout;

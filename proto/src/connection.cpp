@@ -714,7 +714,7 @@ void Connection::Impl::receive_data(const FrameView& frame, TimePoint now) {
   if (ack_deadline == kNever) ack_deadline = now + params.delayed_ack;
   while (auto pdu = reasm.pop()) {
     ++stats.pdus_received;
-    stats.bytes_received += pdu->bytes.size();
+    stats.bytes_received += pdu->pdu_length();
     ready.push_back(std::move(*pdu));
   }
 }
@@ -1006,6 +1006,18 @@ std::optional<ReceivedPdu> Connection::pop_pdu() {
   ReceivedPdu p = std::move(impl_->ready.front());
   impl_->ready.pop_front();
   return p;
+}
+
+void Connection::place_reply(uint16_t tag, std::span<uint8_t> data_in) {
+  impl_->reasm.place_reply(tag, data_in);
+}
+
+void Connection::forget_reply_placement(uint16_t tag) {
+  impl_->reasm.forget_reply(tag);
+}
+
+void Connection::forget_reply_placements() {
+  impl_->reasm.forget_replies();
 }
 
 void Connection::poll(TimePoint now, FrameSink& sink) {

@@ -154,6 +154,9 @@ void InitiatorSession::fail(InitiatorState state, SessionFailure failure) {
   state_ = state;
   failure_ = failure;
   next_tx_ = kNever;
+  // No frame reaches the Connection from now on; its placements are
+  // forgotten all the same, so that no caller's buffer outlives them here.
+  if (connection_) connection_->forget_reply_placements();
 }
 
 void InitiatorSession::queue_control(Opcode op, uint8_t flags, std::vector<uint8_t> body) {
@@ -283,19 +286,32 @@ bool InitiatorSession::on_auth_continue(const LoginReply& reply, TimePoint now) 
   return true;
 }
 
-void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
+void InitiatorSession::on_opened_frame(const FrameView& opened, TimePoint now) {
+  if (opened.header.src != target_mac_ || state_ == InitiatorState::kIdle ||
+      !accepts_session_frame(opened))
+    return;
+  on_verified_frame(opened, now);
+}
+
+// Whether `frame` belongs to the live session (counted when not).
+bool InitiatorSession::accepts_session_frame(const FrameView& frame) {
   const bool live = connection_ && (state_ == InitiatorState::kVerifyingMtu ||
                                     state_ == InitiatorState::kEstablished ||
                                     state_ == InitiatorState::kDisconnecting);
   const ExtHeader& ext = frame.header.ext;
   if (!live || ext.session_id != negotiated_.session_id) {
     ++stats_.frames_ignored;
-    return;
+    return false;
   }
   if (ext.epoch != negotiated_.epoch) {
     ++stats_.stale_frames;
-    return;
+    return false;
   }
+  return true;
+}
+
+void InitiatorSession::on_session_frame(const FrameView& frame, TimePoint now) {
+  if (!accepts_session_frame(frame)) return;
   if (opener_) {
     FrameView opened;
     switch (opener_->open(frame, scratch_, opened)) {
@@ -522,6 +538,18 @@ bool InitiatorSession::send_command_shared(uint16_t tag, SharedBytes pdu) {
 std::optional<ReceivedPdu> InitiatorSession::pop_reply() {
   if (!connection_) return std::nullopt;
   return connection_->pop_pdu();
+}
+
+void InitiatorSession::place_reply(uint16_t tag, std::span<uint8_t> data_in) {
+  if (connection_) connection_->place_reply(tag, data_in);
+}
+
+void InitiatorSession::forget_reply_placement(uint16_t tag) {
+  if (connection_) connection_->forget_reply_placement(tag);
+}
+
+void InitiatorSession::forget_reply_placements() {
+  if (connection_) connection_->forget_reply_placements();
 }
 
 }  // namespace hyperscsi::proto

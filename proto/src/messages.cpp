@@ -327,14 +327,17 @@ Result<DecodedCommand, DecodeError> decode_command(std::span<const uint8_t> pdu)
   return d;
 }
 
-Result<DecodedReply, DecodeError> decode_reply(std::span<const uint8_t> pdu) {
-  BoundedReader r(pdu);
+namespace {
+
+// The reply's fixed header from `head`, then sense and data-in from `tail`
+// (the same span as the header's for a reassembled PDU).
+Result<DecodedReply, DecodeError> decode_reply_parts(BoundedReader& head, BoundedReader& tail) {
   DecodedReply d;
   ReplyHeader& m = d.header;
   uint8_t response = 0;
   uint8_t sense_length = 0;
-  if (!(r.be32(m.cmd_sn) && r.u8(m.status) && r.u8(response) && r.u8(sense_length) &&
-        r.u8(m.flags) && r.be32(m.residual) && r.be32(m.data_in_length))) {
+  if (!(head.be32(m.cmd_sn) && head.u8(m.status) && head.u8(response) && head.u8(sense_length) &&
+        head.u8(m.flags) && head.be32(m.residual) && head.be32(m.data_in_length))) {
     return Err{DecodeError::kTruncated};
   }
   if (!valid_command_response(response)) return Err{DecodeError::kBadField};
@@ -345,11 +348,26 @@ Result<DecodedReply, DecodeError> decode_reply(std::span<const uint8_t> pdu) {
   }
   if (sense_length > kMaxSenseLength) return Err{DecodeError::kBadField};
   std::span<const uint8_t> sense;
-  if (!r.bytes(sense_length, sense)) return Err{DecodeError::kTruncated};
+  if (!tail.bytes(sense_length, sense)) return Err{DecodeError::kTruncated};
   m.sense.assign(sense.begin(), sense.end());
-  if (r.remaining() != m.data_in_length) return Err{DecodeError::kBadLength};
-  d.data_in = r.rest();
+  if (tail.remaining() != m.data_in_length) return Err{DecodeError::kBadLength};
+  d.data_in = tail.rest();
   return d;
+}
+
+}  // namespace
+
+Result<DecodedReply, DecodeError> decode_reply(std::span<const uint8_t> pdu) {
+  BoundedReader r(pdu);
+  return decode_reply_parts(r, r);
+}
+
+Result<DecodedReply, DecodeError> decode_placed_reply(std::span<const uint8_t> header,
+                                                      std::span<const uint8_t> placed) {
+  if (header.size() != kReplyHeaderFixedSize) return Err{DecodeError::kBadLength};
+  BoundedReader head(header);
+  BoundedReader tail(placed);
+  return decode_reply_parts(head, tail);
 }
 
 }  // namespace hyperscsi::proto

@@ -1,7 +1,10 @@
 #include "hyperscsi/proto/reassembly.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include "hyperscsi/proto/messages.h"
 
 namespace hyperscsi::proto {
 
@@ -14,6 +17,9 @@ int slot_of(Opcode op, uint16_t tag) {
   if (op == Opcode::kCommandReply) return (kMaxTag + 1) + tag;
   return -1;
 }
+
+// A placed reply's first bytes, kept here; the rest goes to the caller.
+constexpr uint32_t kHeaderBytes = kReplyHeaderFixedSize;
 
 }  // namespace
 
@@ -32,12 +38,20 @@ Fragment Fragment::from_frame(const FrameView& frame) {
 // One PDU being assembled. Fragment numbers must increase with offsets, which
 // lets each new fragment be checked against its nearest neighbours only.
 struct Reassembler::Partial {
+  enum class Mode : uint8_t {
+    kCopy,     // into `data`
+    kPlaced,   // header into `header`, the rest into `placed`
+    kDropped,  // was placed, its destination forgotten: header only, dropped when complete
+  };
   Opcode opcode;
   uint16_t tag;
   uint32_t pdu_length;
-  uint32_t received = 0;       // bytes stored
-  int32_t last_fragment = -1;  // fragment number flagged last, once seen
-  std::vector<uint8_t> data;   // reserved to pdu_length; grows as bytes land
+  Mode mode = Mode::kCopy;
+  uint32_t received = 0;                       // bytes stored
+  int32_t last_fragment = -1;                  // fragment number flagged last, once seen
+  std::vector<uint8_t> data;                   // kCopy: reserved to pdu_length; grows as bytes land
+  std::array<uint8_t, kHeaderBytes> header{};  // kPlaced/kDropped: bytes [0, 16)
+  std::span<uint8_t> placed;                   // kPlaced: bytes [16, pdu_length)
   struct Range {
     uint32_t offset = 0;
     uint32_t length = 0;  // 0: not received (empty fragments only exist for empty PDUs)
@@ -81,7 +95,11 @@ FragmentResult Reassembler::add(const Fragment& f) {
     return FragmentResult::kCompleted;
   }
   if (!held) {
-    if (f.pdu_length > memory_limit_ || bytes_held_ > memory_limit_ - f.pdu_length) {
+    // A reply of exactly the registered size is reassembled in place.
+    const std::span<uint8_t> dst =
+        f.opcode == Opcode::kCommandReply ? placement_[f.tag] : std::span<uint8_t>();
+    const bool place = !dst.empty() && f.pdu_length == kHeaderBytes + dst.size();
+    if (!place && (f.pdu_length > memory_limit_ || bytes_held_ > memory_limit_ - f.pdu_length)) {
       ++stats_.no_memory;
       return FragmentResult::kNoMemory;
     }
@@ -89,23 +107,31 @@ FragmentResult Reassembler::add(const Fragment& f) {
     p->opcode = f.opcode;
     p->tag = f.tag;
     p->pdu_length = f.pdu_length;
-    p->data.reserve(f.pdu_length);
+    if (place) {
+      p->mode = Partial::Mode::kPlaced;
+      p->placed = dst;
+    } else {
+      p->data.reserve(f.pdu_length);
+      bytes_held_ += f.pdu_length;
+    }
     held = std::move(p);
-    bytes_held_ += f.pdu_length;
+    bytes_expected_ += f.pdu_length;
     ++partial_count_;
   }
   const FragmentResult r = check_and_store(*held, f);
-  if (r == FragmentResult::kAccepted && held->received == held->pdu_length) {
-    complete(static_cast<size_t>(slot));
-    return FragmentResult::kCompleted;
-  }
+  if (r == FragmentResult::kAccepted && held->received == held->pdu_length)
+    return complete(static_cast<size_t>(slot));
   // A first fragment that was rejected leaves nothing behind.
-  if (held->received == 0) {
-    bytes_held_ -= held->pdu_length;
-    --partial_count_;
-    held.reset();
-  }
+  if (held->received == 0) drop(held);
   return r;
+}
+
+void Reassembler::drop(std::unique_ptr<Partial>& held) {
+  if (held->mode == Partial::Mode::kCopy) bytes_held_ -= held->pdu_length;
+  bytes_expected_ -= held->pdu_length;
+  bytes_stored_ -= held->received;
+  --partial_count_;
+  held.reset();
 }
 
 FragmentResult Reassembler::check_and_store(Partial& p, const Fragment& f) {
@@ -144,30 +170,92 @@ FragmentResult Reassembler::check_and_store(Partial& p, const Fragment& f) {
     if (p.ranges[i].offset < end) return reject();
     break;
   }
-  // Store. The buffer grows in place (reserved up front) so in-order
-  // arrival never zero-fills; a gap is zero-filled once and overwritten later.
   if (k >= p.ranges.size()) p.ranges.resize(k + 1u);
   p.ranges[k] = {offset, length};
   if (f.last) p.last_fragment = k;
-  auto& d = p.data;
-  if (offset > d.size()) d.resize(offset);
-  const size_t in_place = std::min<size_t>(d.size(), end) - offset;
-  if (in_place > 0) std::memcpy(d.data() + offset, f.payload.data(), in_place);
-  if (in_place < length) d.insert(d.end(), f.payload.begin() + in_place, f.payload.end());
+  store(p, offset, f.payload);
   p.received += length;
   bytes_stored_ += length;
   ++stats_.fragments_accepted;
   return FragmentResult::kAccepted;
 }
 
-void Reassembler::complete(size_t slot) {
+// Writes checked bytes at `offset` of the PDU. A copied PDU's buffer grows
+// in place (reserved up front) so in-order arrival never zero-fills; a gap is
+// zero-filled once and overwritten later. A placed PDU's first bytes go to
+// its header, the rest to the caller's buffer (a fragment straddling the
+// header's end is split); a dropped one keeps only its header.
+void Reassembler::store(Partial& p, uint32_t offset, std::span<const uint8_t> bytes) {
+  const size_t length = bytes.size();
+  const size_t end = offset + length;
+  if (p.mode == Partial::Mode::kCopy) {
+    auto& d = p.data;
+    if (offset > d.size()) d.resize(offset);
+    const size_t in_place = std::min<size_t>(d.size(), end) - offset;
+    if (in_place > 0) std::memcpy(d.data() + offset, bytes.data(), in_place);
+    if (in_place < length) d.insert(d.end(), bytes.begin() + in_place, bytes.end());
+    return;
+  }
+  if (offset < kHeaderBytes) {
+    const size_t n = std::min<size_t>(end, kHeaderBytes) - offset;
+    std::memcpy(p.header.data() + offset, bytes.data(), n);
+  }
+  if (p.mode == Partial::Mode::kPlaced && end > kHeaderBytes) {
+    // end <= pdu_length == kHeaderBytes + placed.size(): within the buffer.
+    const size_t from = std::max<size_t>(offset, kHeaderBytes);
+    std::memcpy(p.placed.data() + (from - kHeaderBytes), bytes.data() + (from - offset),
+                end - from);
+  }
+}
+
+FragmentResult Reassembler::complete(size_t slot) {
   auto& held = partial_[slot];
-  bytes_held_ -= held->pdu_length;
-  bytes_stored_ -= held->received;
-  --partial_count_;
-  completed_.push_back(ReceivedPdu{held->opcode, held->tag, std::move(held->data)});
-  ++stats_.pdus_completed;
-  held.reset();
+  Partial& p = *held;
+  ReceivedPdu pdu{p.opcode, p.tag, {}};
+  FragmentResult r = FragmentResult::kCompleted;
+  switch (p.mode) {
+    case Partial::Mode::kCopy:
+      pdu.bytes = std::move(p.data);
+      break;
+    case Partial::Mode::kPlaced:
+      pdu.bytes.assign(p.header.begin(), p.header.end());
+      pdu.data_placed = true;
+      pdu.placed_length = p.pdu_length - kHeaderBytes;
+      // Used once: a later reply under this tag is not written there.
+      if (placement_[p.tag].data() == p.placed.data()) placement_[p.tag] = {};
+      ++stats_.placed;
+      break;
+    case Partial::Mode::kDropped:
+      ++stats_.abandoned;
+      r = FragmentResult::kAbandoned;
+      break;
+  }
+  drop(held);
+  if (r == FragmentResult::kCompleted) {
+    completed_.push_back(std::move(pdu));
+    ++stats_.pdus_completed;
+  }
+  return r;
+}
+
+void Reassembler::place_reply(uint16_t tag, std::span<uint8_t> data_in) {
+  if (tag > kMaxTag) return;
+  forget_reply(tag);
+  placement_[tag] = data_in;
+}
+
+void Reassembler::forget_reply(uint16_t tag) {
+  if (tag > kMaxTag) return;
+  placement_[tag] = {};
+  auto& held = partial_[static_cast<size_t>(slot_of(Opcode::kCommandReply, tag))];
+  if (held && held->mode == Partial::Mode::kPlaced) {
+    held->mode = Partial::Mode::kDropped;
+    held->placed = {};
+  }
+}
+
+void Reassembler::forget_replies() {
+  for (uint16_t tag = 0; tag <= kMaxTag; ++tag) forget_reply(tag);
 }
 
 std::optional<ReceivedPdu> Reassembler::pop() {
@@ -180,6 +268,7 @@ std::optional<ReceivedPdu> Reassembler::pop() {
 void Reassembler::clear_partial() {
   for (auto& p : partial_) p.reset();
   bytes_held_ = 0;
+  bytes_expected_ = 0;
   bytes_stored_ = 0;
   partial_count_ = 0;
 }

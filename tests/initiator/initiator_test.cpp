@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -394,6 +395,56 @@ TEST(InitiatorTest, DeadTimeFailsCommandsWithClearError) {
   EXPECT_EQ(r.error, CompletionError::kDeadTime);
   EXPECT_NE(r.describe().find("no reply from target 'mini' within"), std::string::npos)
       << r.describe();
+}
+
+// read_into() places the reply's data in the caller's buffer while the
+// reply is reassembled. A command that completed by another path (here dead
+// time, its reply held back on the link) hands the buffer back for good: the
+// late reply must not write into it. Then, the link healthy again, a read
+// lands in place and is exact. About 3 s.
+TEST(InitiatorTest, LateReplyNeverWritesABufferHandedBack) {
+  Options opt;
+  opt.dead_time = 800ms;
+  Lab lab = make_lab({}, opt);
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok());
+  const auto data = pattern(65536, 17);
+  ASSERT_TRUE(lun->write_sync(0, data).ok());
+  io::Impairment late;
+  late.delay = 1800ms;  // every frame from the target arrives after the dead time
+  lab.target_port->set_tx_impairment(late);
+  std::vector<uint8_t> buf(65536, 0xEE);
+  std::promise<CommandResult> p;
+  const uint64_t unmatched_before = lab.initiator->stats().unmatched_replies;
+  lun->read_into(0, 128, buf, [&](CommandResult&& r) {
+    std::fill(buf.begin(), buf.end(), uint8_t{0x5A});  // the caller reuses its buffer
+    p.set_value(std::move(r));
+  });
+  auto fut = p.get_future();
+  ASSERT_EQ(fut.wait_for(20s), std::future_status::ready);
+  EXPECT_EQ(fut.get().error, CompletionError::kDeadTime);
+  // Let the held-back reply fall due, then send a read without a buffer of
+  // its own (an idle initiator may not read its port; this command takes the
+  // freed tag without registering anything): the late reply is read first
+  // and counted unmatched.
+  lab.target_port->set_tx_impairment({});
+  std::this_thread::sleep_for(2200ms);
+  auto one = lun->read_sync(0, 1);
+  ASSERT_TRUE(one.ok());
+  EXPECT_TRUE(std::equal(one->begin(), one->end(), data.begin()));
+  EXPECT_GT(lab.initiator->stats().unmatched_replies, unmatched_before);
+  EXPECT_EQ(buf, std::vector<uint8_t>(65536, 0x5A)) << "a late reply wrote into the buffer";
+  // A read into a buffer lands in place and exact.
+  std::vector<uint8_t> again(65536, 0xEE);
+  std::promise<CommandResult> q;
+  lun->read_into(0, 128, again, [&](CommandResult&& r) { q.set_value(std::move(r)); });
+  auto fq = q.get_future();
+  ASSERT_EQ(fq.wait_for(20s), std::future_status::ready);
+  const CommandResult rq = fq.get();
+  EXPECT_TRUE(rq.good()) << rq.describe();
+  EXPECT_EQ(again, data);
+  EXPECT_EQ(buf, std::vector<uint8_t>(65536, 0x5A));
 }
 
 TEST(InitiatorTest, SetupErrorsAreTyped) {

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <vector>
 
 #include "hyperscsi/proto/congestion.h"
+#include "hyperscsi/proto/messages.h"
 #include "hyperscsi/proto/reassembly.h"
 #include "hyperscsi/proto/rtt.h"
 #include "hyperscsi/proto/seq.h"
@@ -559,6 +561,330 @@ TEST(Reassembly, RandomGarbageNeverCrashes) {
   EXPECT_GT(s.inconsistent, 0u);
   EXPECT_GT(s.too_large, 0u);
   EXPECT_GT(s.bad_opcode, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Reply placement: a registered reply's data-in lands in the caller's buffer.
+
+// A reply PDU: the header (with `sense`), then `data`. data_in_length as given
+// (default: the data's size).
+std::vector<uint8_t> reply_pdu(uint32_t cmd_sn, const std::vector<uint8_t>& data,
+                               std::vector<uint8_t> sense = {},
+                               std::optional<uint32_t> data_in_length = std::nullopt) {
+  ReplyHeader h;
+  h.cmd_sn = cmd_sn;
+  h.status = sense.empty() ? 0 : 2;
+  h.sense = std::move(sense);
+  h.data_in_length = data_in_length.value_or(static_cast<uint32_t>(data.size()));
+  std::vector<uint8_t> pdu;
+  encode(h, pdu);
+  pdu.insert(pdu.end(), data.begin(), data.end());
+  return pdu;
+}
+
+// Chunk sizes that put fragment boundaries inside the header (10), right at
+// its end and in the data, like a small MTU.
+std::vector<Fragment> split_uneven(const std::vector<uint8_t>& pdu, uint16_t tag) {
+  std::vector<Fragment> out;
+  const size_t sizes[] = {10, 3, 3, 1000, 1460, 7};
+  size_t off = 0;
+  uint16_t n = 0;
+  for (size_t i = 0; off < pdu.size(); ++i) {
+    const size_t len = std::min(sizes[i % std::size(sizes)], pdu.size() - off);
+    Fragment f;
+    f.opcode = Opcode::kCommandReply;
+    f.tag = tag;
+    f.fragment = n++;
+    f.pdu_length = static_cast<uint32_t>(pdu.size());
+    f.pdu_offset = static_cast<uint32_t>(off);
+    f.payload = std::span<const uint8_t>(pdu.data() + off, len);
+    off += len;
+    f.last = off == pdu.size();
+    out.push_back(f);
+  }
+  return out;
+}
+
+TEST(ReplyPlacement, FullGoodReplyLandsInTheCallersBuffer) {
+  for (const size_t chunk : {size_t{1460}, size_t{8960}, size_t{133}}) {
+    Reassembler r(kMaxPdu, 64u << 20);
+    const auto data = pattern(131072, 11);
+    const auto pdu = reply_pdu(77, data);
+    std::vector<uint8_t> dst(data.size(), 0xEE);
+    r.place_reply(4, dst);
+    auto frags = split(pdu, chunk, 4, Opcode::kCommandReply);
+    for (size_t i = 0; i + 1 < frags.size(); ++i) {
+      ASSERT_EQ(r.add(frags[i]), FragmentResult::kAccepted);
+      EXPECT_EQ(r.bytes_held(), 0u);  // a placed PDU is charged nothing
+    }
+    EXPECT_EQ(r.bytes_missing(), frags.back().payload.size());
+    ASSERT_EQ(r.add(frags.back()), FragmentResult::kCompleted);
+    auto got = r.pop();
+    ASSERT_TRUE(got);
+    EXPECT_TRUE(got->data_placed);
+    EXPECT_EQ(got->tag, 4);
+    EXPECT_EQ(got->placed_length, data.size());
+    EXPECT_EQ(got->pdu_length(), pdu.size());
+    EXPECT_EQ(got->bytes, std::vector<uint8_t>(pdu.begin(), pdu.begin() + kReplyHeaderFixedSize));
+    EXPECT_EQ(dst, data) << "chunk " << chunk;
+    EXPECT_EQ(r.stats().placed, 1u);
+    EXPECT_EQ(r.partial_count(), 0u);
+    EXPECT_EQ(r.bytes_missing(), 0u);
+    // The decoder checks the header against what was placed.
+    auto d = decode_placed_reply(got->bytes, dst);
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->header.cmd_sn, 77u);
+    EXPECT_EQ(d->data_in.data(), dst.data());
+    EXPECT_EQ(d->data_in.size(), dst.size());
+  }
+}
+
+TEST(ReplyPlacement, ReorderedDuplicatedAndStraddlingFragments) {
+  std::mt19937 rng(5);
+  for (int round = 0; round < 20; ++round) {
+    Reassembler r(kMaxPdu, 64u << 20);
+    const auto data = pattern(4096 * (1 + round % 8), round);
+    const auto pdu = reply_pdu(round, data);
+    std::vector<uint8_t> dst(data.size(), 0xEE);
+    r.place_reply(9, dst);
+    auto frags = split_uneven(pdu, 9);
+    const size_t unique = frags.size();
+    for (size_t i = 0; i < unique; i += 2) frags.push_back(frags[i]);  // duplicates
+    // Up to completion (later duplicates the connection's sequence numbers filter).
+    std::shuffle(frags.begin(), frags.end(), rng);
+    size_t completed = 0;
+    for (const auto& f : frags) {
+      const auto res = r.add(f);
+      ASSERT_NE(res, FragmentResult::kInconsistent);
+      completed += res == FragmentResult::kCompleted;
+      if (completed) break;
+    }
+    ASSERT_EQ(completed, 1u);
+    EXPECT_EQ(dst, data);
+    auto got = r.pop();
+    ASSERT_TRUE(got);
+    EXPECT_TRUE(got->data_placed);
+    EXPECT_TRUE(decode_placed_reply(got->bytes, dst).ok());
+  }
+}
+
+TEST(ReplyPlacement, OtherRepliesTakeTheCopyPathAndLeaveTheBufferAlone) {
+  const auto data = pattern(65536, 3);
+  std::vector<uint8_t> sense(18, 0x70);
+  const std::vector<std::vector<uint8_t>> others = {
+      reply_pdu(1, {}, sense),  // CHECK CONDITION, no data
+      reply_pdu(2, std::vector<uint8_t>(data.begin(), data.begin() + 32768)),  // underflow
+      reply_pdu(3, data, sense),                                               // sense and data
+      reply_pdu(4, pattern(65536 + 512, 4)),                                   // longer
+  };
+  for (const auto& pdu : others) {
+    Reassembler r(kMaxPdu, 64u << 20);
+    std::vector<uint8_t> dst(data.size(), 0xEE);
+    r.place_reply(2, dst);
+    auto frags = split(pdu, 1460, 2, Opcode::kCommandReply);
+    std::shuffle(frags.begin(), frags.end(), std::mt19937(1));
+    size_t completed = 0;
+    for (const auto& f : frags) completed += r.add(f) == FragmentResult::kCompleted;
+    ASSERT_EQ(completed, 1u);
+    auto got = r.pop();
+    ASSERT_TRUE(got);
+    EXPECT_FALSE(got->data_placed);
+    EXPECT_EQ(got->bytes, pdu);
+    EXPECT_EQ(dst, std::vector<uint8_t>(data.size(), 0xEE));
+    EXPECT_EQ(r.stats().placed, 0u);
+  }
+  // Requests under the same tag are never placed either.
+  Reassembler r(kMaxPdu, 64u << 20);
+  std::vector<uint8_t> dst(data.size(), 0xEE);
+  r.place_reply(2, dst);
+  const auto req = reply_pdu(5, data);
+  for (const auto& f : split(req, 1460, 2)) r.add(f);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(got->data_placed);
+  EXPECT_EQ(dst, std::vector<uint8_t>(data.size(), 0xEE));
+}
+
+TEST(ReplyPlacement, UsedOnceThenTheNextReplyIsCopied) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto data = pattern(8192, 8);
+  const auto pdu = reply_pdu(1, data);
+  std::vector<uint8_t> dst(data.size(), 0xEE);
+  r.place_reply(3, dst);
+  for (const auto& f : split(pdu, 1460, 3, Opcode::kCommandReply)) r.add(f);
+  ASSERT_TRUE(r.pop()->data_placed);
+  ASSERT_EQ(dst, data);
+  // The caller got its data and reuses the buffer; the same reply again (a
+  // resend) must not write into it.
+  std::fill(dst.begin(), dst.end(), 0x5A);
+  const auto again = reply_pdu(1, pattern(8192, 9));
+  for (const auto& f : split(again, 1460, 3, Opcode::kCommandReply)) r.add(f);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(got->data_placed);
+  EXPECT_EQ(got->bytes, again);
+  EXPECT_EQ(dst, std::vector<uint8_t>(data.size(), 0x5A));
+}
+
+// The command completed by another path (dead time, session failure) while
+// its reply was under way: from forget_reply() on nothing lands in the
+// buffer, the rest of that reply is still recognised and dropped, and the
+// tag works for the next command.
+TEST(ReplyPlacement, ForgottenMidwayNoLateFragmentWritesTheBuffer) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto data = pattern(131072, 21);
+  const auto pdu = reply_pdu(1, data);
+  std::vector<uint8_t> dst(data.size(), 0xEE);
+  r.place_reply(6, dst);
+  auto frags = split(pdu, 1460, 6, Opcode::kCommandReply);
+  std::shuffle(frags.begin(), frags.end(), std::mt19937(2));
+  const size_t half = frags.size() / 2;
+  for (size_t i = 0; i < half; ++i) ASSERT_EQ(r.add(frags[i]), FragmentResult::kAccepted);
+  EXPECT_NE(dst, std::vector<uint8_t>(data.size(), 0xEE));  // some data did land
+  r.forget_reply(6);
+  std::fill(dst.begin(), dst.end(), 0x5A);  // handed back: the caller reuses it
+  size_t abandoned = 0;
+  for (size_t i = half; i < frags.size(); ++i) {
+    const auto res = r.add(frags[i]);
+    ASSERT_NE(res, FragmentResult::kInconsistent);
+    abandoned += res == FragmentResult::kAbandoned;
+  }
+  for (size_t i = 0; i < frags.size(); i += 3)  // late duplicates
+    ASSERT_NE(r.add(frags[i]), FragmentResult::kInconsistent);
+  EXPECT_EQ(abandoned, 1u);
+  EXPECT_EQ(r.stats().abandoned, 1u);
+  EXPECT_EQ(dst, std::vector<uint8_t>(data.size(), 0x5A));
+  EXPECT_FALSE(r.pop());  // an abandoned reply is not delivered
+  // The late duplicates began a new partial reply (copy path): the
+  // connection's sequence numbers filter those before reassembly. Clear it
+  // as a new Connection would, and check the tag serves the next command.
+  r.clear_partial();
+  std::vector<uint8_t> dst2(data.size(), 0);
+  r.place_reply(6, dst2);
+  const auto next = reply_pdu(2, pattern(131072, 22));
+  for (const auto& f : split(next, 8960, 6, Opcode::kCommandReply)) r.add(f);
+  auto got = r.pop();
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(got->data_placed);
+  EXPECT_TRUE(std::equal(dst2.begin(), dst2.end(), next.begin() + kReplyHeaderFixedSize));
+  EXPECT_EQ(dst, std::vector<uint8_t>(data.size(), 0x5A));
+}
+
+TEST(ReplyPlacement, ForgetAllAndReRegisterDropThePlacedPartials) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto data = pattern(16384, 31);
+  std::vector<std::vector<uint8_t>> pdus, dsts;
+  std::vector<std::vector<Fragment>> frags;
+  for (uint16_t t = 0; t < 3; ++t) {
+    pdus.push_back(reply_pdu(t, data));
+    dsts.emplace_back(data.size(), 0xEE);
+  }
+  for (uint16_t t = 0; t < 3; ++t) {
+    r.place_reply(t, dsts[t]);
+    frags.push_back(split(pdus[t], 1460, t, Opcode::kCommandReply));
+    r.add(frags[t][0]);
+  }
+  r.forget_replies();
+  // Re-registering tag 2 (a command sent anew) drops its old partial too.
+  std::vector<uint8_t> fresh(data.size(), 0x11);
+  r.place_reply(2, fresh);
+  for (uint16_t t = 0; t < 3; ++t) std::fill(dsts[t].begin(), dsts[t].end(), 0x5A);
+  for (uint16_t t = 0; t < 3; ++t)
+    for (size_t i = 1; i < frags[t].size(); ++i) r.add(frags[t][i]);
+  EXPECT_EQ(r.stats().abandoned, 3u);
+  EXPECT_FALSE(r.pop());
+  for (uint16_t t = 0; t < 3; ++t) EXPECT_EQ(dsts[t], std::vector<uint8_t>(data.size(), 0x5A));
+  EXPECT_EQ(fresh, std::vector<uint8_t>(data.size(), 0x11));
+}
+
+// The same rejection rules as the copy path; a rejected fragment writes
+// nothing into the buffer.
+TEST(ReplyPlacement, RejectsOverlapsAndInconsistentFragmentsWithoutWriting) {
+  Reassembler r(kMaxPdu, 64u << 20);
+  const auto data = pattern(3984, 5);
+  const auto pdu = reply_pdu(1, data);  // 4000 bytes
+  auto frags = split(pdu, 1000, 1, Opcode::kCommandReply);
+  std::vector<uint8_t> dst(data.size(), 0xEE);
+  r.place_reply(1, dst);
+  ASSERT_EQ(r.add(frags[1]), FragmentResult::kAccepted);
+  const auto after_one = dst;
+  const auto junk = pattern(2000, 99);
+  Fragment f = frags[1];
+  f.pdu_offset = 900;
+  f.payload = std::span<const uint8_t>(junk.data(), 1000);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[0];
+  f.payload = std::span<const uint8_t>(junk.data(), 1001);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[2];
+  f.pdu_offset = 1999;
+  f.payload = std::span<const uint8_t>(junk.data(), 1000);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[2];
+  f.pdu_length = 5000;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[3];
+  f.pdu_offset = 3500;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[2];
+  f.last = true;
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[0];
+  f.fragment = 5;
+  f.payload = std::span<const uint8_t>(junk.data(), 1000);
+  EXPECT_EQ(r.add(f), FragmentResult::kInconsistent);
+  f = frags[1];
+  f.payload = std::span<const uint8_t>(junk.data(), 1000);  // same range, other bytes
+  EXPECT_EQ(r.add(f), FragmentResult::kDuplicate);
+  EXPECT_EQ(r.stats().inconsistent, 7u);
+  EXPECT_EQ(r.stats().duplicates, 1u);
+  EXPECT_EQ(dst, after_one);
+  EXPECT_EQ(r.add(frags[0]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[3]), FragmentResult::kAccepted);
+  EXPECT_EQ(r.add(frags[2]), FragmentResult::kCompleted);
+  EXPECT_EQ(dst, data);
+  EXPECT_TRUE(r.pop()->data_placed);
+}
+
+// A placed PDU holds no memory of ours: it fits where a copied one would not.
+TEST(ReplyPlacement, PlacedPdusAreNotChargedAgainstTheMemoryLimit) {
+  Reassembler r(kMaxPdu, 100000);
+  const auto data = pattern(131072, 41);
+  const auto pdu = reply_pdu(1, data);
+  auto frags = split(pdu, 1460, 1, Opcode::kCommandReply);
+  EXPECT_EQ(r.add(frags[0]), FragmentResult::kNoMemory);  // unplaced: too big
+  std::vector<uint8_t> dst(data.size());
+  r.place_reply(1, dst);
+  for (size_t i = 0; i + 1 < frags.size(); ++i) {
+    ASSERT_EQ(r.add(frags[i]), FragmentResult::kAccepted);
+    ASSERT_EQ(r.bytes_held(), 0u);
+  }
+  EXPECT_EQ(r.add(frags.back()), FragmentResult::kCompleted);
+  EXPECT_EQ(dst, data);
+}
+
+TEST(ReplyPlacement, DecoderRejectsALyingHeader) {
+  const auto data = pattern(4096, 51);
+  std::vector<uint8_t> placed = data;
+  // data_in_length says 4000 while 4096 bytes followed the header.
+  auto pdu = reply_pdu(1, data, {}, 4000);
+  std::span<const uint8_t> header(pdu.data(), kReplyHeaderFixedSize);
+  auto d = decode_placed_reply(header, placed);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.error(), DecodeError::kBadLength);
+  // A header of the wrong size.
+  EXPECT_FALSE(decode_placed_reply(std::span<const uint8_t>(pdu.data(), 10), placed).ok());
+  // Sense inside the placed bytes: data_in points behind it.
+  std::vector<uint8_t> sense(18, 0x70);
+  auto with_sense = reply_pdu(2, std::vector<uint8_t>(data.begin(), data.end() - 18), sense);
+  std::span<const uint8_t> rest(with_sense.data() + kReplyHeaderFixedSize,
+                                with_sense.size() - kReplyHeaderFixedSize);
+  auto s =
+      decode_placed_reply(std::span<const uint8_t>(with_sense.data(), kReplyHeaderFixedSize), rest);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->header.sense, sense);
+  EXPECT_EQ(s->data_in.data(), rest.data() + 18);
+  EXPECT_EQ(s->data_in.size(), data.size() - 18);
 }
 
 }  // namespace

@@ -65,6 +65,14 @@ struct ReceivedPdu {
   Opcode opcode = Opcode::kCommandRequest;
   uint16_t tag = 0;
   std::vector<uint8_t> bytes;
+  // A reply reassembled in place (Connection::place_reply): `bytes` holds
+  // only the reply's fixed header (kReplyHeaderFixedSize bytes); the other
+  // `placed_length` bytes of the PDU (sense, then data-in) were written at
+  // the start of the destination registered for `tag`.
+  bool data_placed = false;
+  uint32_t placed_length = 0;
+  // The PDU's length on the wire.
+  size_t pdu_length() const { return bytes.size() + placed_length; }
 };
 
 // Where a Connection writes frames. The owner supplies the memory (for
@@ -153,6 +161,17 @@ class Connection {
 
   // Completed incoming PDUs, in the order they completed.
   std::optional<ReceivedPdu> pop_pdu();
+
+  // Reply placement (reassembly.h): the data-in of the next reply PDU under
+  // `tag` lands straight in `data_in` when that reply is exactly its fixed
+  // header plus data_in.size() bytes. `data_in` is borrowed until the placed
+  // reply is popped, or forget_reply_placement(tag) /
+  // forget_reply_placements() / this Connection's destruction, whichever
+  // comes first; after that no frame writes into it. Only for the side that
+  // receives replies (the initiator), one owner thread like the rest.
+  void place_reply(uint16_t tag, std::span<uint8_t> data_in);
+  void forget_reply_placement(uint16_t tag);
+  void forget_reply_placements();
 
   // Emits what is due at `now`: retransmissions, new frames within the send
   // window, and a standalone ack if one is owed.

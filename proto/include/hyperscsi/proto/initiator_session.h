@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,12 @@ class InitiatorSession {
   Status<SessionError> disconnect(TimePoint now);
 
   void on_frame(const FrameView& frame, TimePoint now);
+  // A frame of this session that a multipath path (InitiatorPaths) already
+  // verified and opened with its own keys: checked as on_frame checks a
+  // session frame, but not opened again (the path's keys are not the login
+  // session's, and the login path's opener is shared: a second open would
+  // count it as a replay).
+  void on_opened_frame(const FrameView& opened, TimePoint now);
   void poll(TimePoint now, FrameSink& sink);
   TimePoint next_deadline() const;
 
@@ -170,6 +177,13 @@ class InitiatorSession {
   // without building it anew): no copy of its bytes.
   bool send_command_shared(uint16_t tag, SharedBytes pdu);
   std::optional<ReceivedPdu> pop_reply();
+  // Reply placement on the current Connection (Connection::place_reply):
+  // the data-in of `tag`'s next reply lands straight in `data_in`, borrowed
+  // until forgotten, the placed reply popped, or the Connection replaced
+  // (login()/resume() drop every placement with it). No-ops without one.
+  void place_reply(uint16_t tag, std::span<uint8_t> data_in);
+  void forget_reply_placement(uint16_t tag);
+  void forget_reply_placements();
   Connection* connection() { return connection_.get(); }
   const Connection* connection() const { return connection_.get(); }
   const InitiatorStats& stats() const { return stats_; }
@@ -181,6 +195,7 @@ class InitiatorSession {
   void send_probe(uint32_t id, uint16_t pad_to);
   void on_login_reply(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
+  bool accepts_session_frame(const FrameView& frame);
   void on_keepalive(const FrameView& frame, TimePoint now);
   void on_verified_frame(const FrameView& frame, TimePoint now);
   bool on_auth_continue(const LoginReply& reply, TimePoint now);

@@ -200,5 +200,12 @@ struct DecodedReply {
 };
 Result<DecodedCommand, DecodeError> decode_command(std::span<const uint8_t> pdu);
 Result<DecodedReply, DecodeError> decode_reply(std::span<const uint8_t> pdu);
+// A reply reassembled in place (ReceivedPdu::data_placed): `header` is its
+// first kReplyHeaderFixedSize bytes, `placed` the rest of the PDU (sense,
+// then data-in) where it was placed. The same checks as decode_reply (the
+// header must hold exactly the fixed part, and sense plus data_in_length
+// must be what was placed); sense and data_in point into `placed`.
+Result<DecodedReply, DecodeError> decode_placed_reply(std::span<const uint8_t> header,
+                                                      std::span<const uint8_t> placed);
 
 }  // namespace hyperscsi::proto
