@@ -247,10 +247,19 @@ void Initiator::Impl::wait(TimePoint now) {
     ++wake_.sleeps;
     ++wake_.holds;
     const timespec ts = to_timespec(hold);
-    // A poller's fd (the FUSE export's /dev/fuse) ends a hold as a
-    // submission does: its requests must not wait for the replies' batch.
-    hold_fds_.assign(1, pollfd{event_fd_, POLLIN, 0});
-    for (const auto& poller : pollers_) hold_fds_.push_back(pollfd{poller.first, POLLIN, 0});
+    // Paced frames that fill the next release already wait: a submission
+    // taken now would only queue behind them, so sleep through to the
+    // release rather than wake for each (issue 20: a writer woke twice per
+    // 128 KiB write). Otherwise a poller's fd (the FUSE export's /dev/fuse)
+    // ends a hold as a submission does: its requests must not wait for the
+    // replies' batch.
+    hold_fds_.clear();
+    if (paced && sink_.release_covered()) {
+      ++wake_.paced_sleeps;
+    } else {
+      hold_fds_.push_back(pollfd{event_fd_, POLLIN, 0});
+      for (const auto& poller : pollers_) hold_fds_.push_back(pollfd{poller.first, POLLIN, 0});
+    }
     ::ppoll(hold_fds_.data(), hold_fds_.size(), &ts, nullptr);
     return;
   }

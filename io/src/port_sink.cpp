@@ -91,4 +91,14 @@ proto::TimePoint PortSink::release_time() const {
   return credit_at_ + proto::Duration(static_cast<int64_t>((want - credit_) / rate_));
 }
 
+bool PortSink::release_covered() const {
+  if (!paced()) return false;
+  double waiting = 0;
+  for (const Packet& p : queued_) {
+    waiting += static_cast<double>(p.size());
+    if (waiting >= burst_ / 2) return true;
+  }
+  return false;
+}
+
 }  // namespace hyperscsi::io

@@ -104,7 +104,8 @@ std::string format_stats_json(const std::string& target,
       "\"auth_challenges\":{},\"auth_successes\":{},\"auth_failures\":{},\"auth_replays\":{},"
       "\"auth_evicted\":{},\"commands_unauthenticated\":{},\"frames_bad_tag\":{},"
       "\"frames_replayed\":{},\"frames_unprotected\":{},"
-      "\"loop_turns\":{},\"loop_waits\":{},\"loop_holds\":{},\"loop_tx_full_waits\":{},"
+      "\"loop_turns\":{},\"loop_waits\":{},\"loop_holds\":{},\"loop_paced_sleeps\":{},"
+      "\"loop_tx_full_waits\":{},"
       "\"loop_wakeups\":{},\"loop_cpu_s\":{:.6f},\"busy_poll_s\":0}},\"sessions\":[",
       json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
       st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
@@ -116,7 +117,7 @@ std::string format_stats_json(const std::string& target,
       st.endpoint.auth_failures, st.endpoint.auth_replays, st.endpoint.auth_evicted,
       st.commands_unauthenticated, st.endpoint.frames_bad_tag, st.endpoint.frames_replayed,
       st.endpoint.frames_unprotected, st.loop_turns, st.loop_waits, st.loop_holds,
-      st.loop_tx_full_waits, st.loop_wakeups, st.loop_cpu_seconds);
+      st.loop_paced_sleeps, st.loop_tx_full_waits, st.loop_wakeups, st.loop_cpu_seconds);
   bool first = true;
   for (const auto& r : s) {
     const auto& i = r.info;

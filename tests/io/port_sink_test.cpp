@@ -64,6 +64,24 @@ TEST(PortSinkPacing, AFlushSendsAtMostTheBurstAndSpendsTheCredit) {
   EXPECT_LE(wait, std::chrono::milliseconds(2600));
 }
 
+// release_covered(): the frames waiting for the pacing clock fill the next
+// release on their own, so a sender may sleep until release_time() without
+// watching for submissions or completions (issue 20).
+TEST(PortSinkPacing, ReleaseIsCoveredOnlyWhileTheWaitingFramesFillIt) {
+  MemLink link = make();
+  PortSink sink(*link.a, 256);
+  sink.set_pacing(/*bytes_per_second=*/1000, /*burst_bytes=*/5 * kFrame);
+  queue_frames(sink, *link.b, *link.a, 6);
+  EXPECT_EQ(sink.flush(), 5u);
+  ASSERT_TRUE(sink.paced());
+  EXPECT_FALSE(sink.release_covered()) << "one frame waits, the release is half a burst (2.5)";
+  queue_frames(sink, *link.b, *link.a, 1);
+  EXPECT_FALSE(sink.release_covered()) << "two frames: still short of 2.5";
+  queue_frames(sink, *link.b, *link.a, 1);
+  EXPECT_TRUE(sink.release_covered()) << "three frames fill the release";
+  EXPECT_EQ(received(*link.b), 5u);
+}
+
 TEST(PortSinkPacing, UnpacedSinkSendsEverything) {
   MemLink link = make();
   PortSink sink(*link.a, 256);
@@ -71,6 +89,7 @@ TEST(PortSinkPacing, UnpacedSinkSendsEverything) {
   EXPECT_EQ(sink.flush(), 12u);
   EXPECT_FALSE(sink.paced());
   EXPECT_EQ(sink.release_time(), proto::kNever);
+  EXPECT_FALSE(sink.release_covered());
   EXPECT_EQ(received(*link.b), 12u);
 }
 

@@ -98,14 +98,16 @@ PortLoop::~PortLoop() {
   stop(false);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (quiet_fd_ >= 0) ::close(quiet_fd_);
+  if (sleep_fd_ >= 0) ::close(sleep_fd_);
 }
 
 Status<EngineError> PortLoop::start() {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   quiet_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  sleep_fd_ = ::epoll_create1(EPOLL_CLOEXEC);  // never holds an fd: a plain timed sleep
   mailbox_ = std::make_shared<Mailbox>();
   wake_fd_ = mailbox_->fd();
-  if (epoll_fd_ < 0 || quiet_fd_ < 0 || wake_fd_ < 0)
+  if (epoll_fd_ < 0 || quiet_fd_ < 0 || sleep_fd_ < 0 || wake_fd_ < 0)
     return Unexpected(EngineError{std::string("epoll/eventfd: ") + std::strerror(errno)});
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -386,6 +388,14 @@ int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
   wake_policy_.on_wait(now, hold > proto::Duration::zero());
   if (hold > proto::Duration::zero()) {
     counters_.holds.fetch_add(1, std::memory_order_relaxed);
+    // Frames that fill the next release already wait for the pacing clock:
+    // a command or a completion taken now would only queue behind them, so
+    // sleep through to the release instead of waking for each (a stop or a
+    // stats request waits at most that long, about a millisecond).
+    if (sink_->release_covered()) {
+      counters_.paced_sleeps.fetch_add(1, std::memory_order_relaxed);
+      return epoll_wait_for(sleep_fd_, events, max, hold);
+    }
     return epoll_wait_for(quiet_fd_, events, max, hold);
   }
   return epoll_wait_for(epoll_fd_, events, max, until - now);

@@ -83,6 +83,7 @@ struct LoopCounters {
   std::atomic<uint64_t> turns{0};
   std::atomic<uint64_t> sleeps{0};
   std::atomic<uint64_t> holds{0};
+  std::atomic<uint64_t> paced_sleeps{0};  // holds that watched nothing (PortSink::release_covered)
   std::atomic<uint64_t> tx_full_waits{0};
   std::atomic<uint64_t> cpu_ns{0};
   std::atomic<uint64_t> wakeups{0};  // voluntary context switches: sleeps that ended
@@ -163,9 +164,11 @@ class PortLoop {
   uint64_t table_generation_ = 0;
 
   // epoll_fd_ watches the port and quiet_fd_; quiet_fd_ the mailbox and the
-  // LUNs' completions: a hold waits on quiet_fd_ alone.
+  // LUNs' completions: a hold waits on quiet_fd_ alone, or on sleep_fd_ (an
+  // empty set) when paced frames already fill the next release.
   int epoll_fd_ = -1;
   int quiet_fd_ = -1;
+  int sleep_fd_ = -1;
   int wake_fd_ = -1;
   bool want_writable_ = false;    // EPOLLOUT on the port: frames wait for a full send buffer
   proto::Duration tx_backoff_{};  // pause after the device queue refused frames

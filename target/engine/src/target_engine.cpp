@@ -212,6 +212,7 @@ EngineStats TargetEngine::stats() const {
     s.loop_turns += c.turns.load();
     s.loop_waits += c.sleeps.load();
     s.loop_holds += c.holds.load();
+    s.loop_paced_sleeps += c.paced_sleeps.load();
     s.loop_tx_full_waits += c.tx_full_waits.load();
     s.loop_wakeups += c.wakeups.load();
     s.loop_cpu_seconds += static_cast<double>(c.cpu_ns.load()) / 1e9;

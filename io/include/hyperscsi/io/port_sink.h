@@ -46,6 +46,11 @@ class PortSink final : public proto::FrameSink {
   bool paced() const { return !queued_.empty() && held_by_pacing_; }
   // When a flush() may send them: once half a burst (or all that waits) may go.
   proto::TimePoint release_time() const;
+  // Frames wait for the pacing clock and fill the next release on their own:
+  // whatever else the owner would queue now goes behind them, so it may sleep
+  // until release_time() without watching for new work (issue 20: a sender
+  // woken per submission or completion between releases paid a wake-up each).
+  bool release_covered() const;
 
  private:
   Port& port_;

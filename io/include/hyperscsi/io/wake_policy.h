@@ -53,6 +53,7 @@ struct WakeCounters {
   uint64_t turns = 0;          // loop iterations
   uint64_t sleeps = 0;         // waits that blocked (wake-ups by the kernel)
   uint64_t holds = 0;          // of those, holds: the port was not watched
+  uint64_t paced_sleeps = 0;   // of the holds: paced frames filled the next release, no fd watched
   uint64_t polls = 0;          // busy polls
   uint64_t poll_hits = 0;      // busy polls that found something within the budget
   uint64_t poll_ns = 0;        // time spent busy polling

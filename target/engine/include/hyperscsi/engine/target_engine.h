@@ -106,6 +106,8 @@ struct EngineStats {
   uint64_t loop_turns = 0;
   uint64_t loop_waits = 0;
   uint64_t loop_holds = 0;
+  uint64_t loop_paced_sleeps =
+      0;  // of the holds: paced frames filled the next release (no fd watched)
   uint64_t loop_tx_full_waits = 0;
   uint64_t loop_wakeups = 0;
   double loop_cpu_seconds = 0;
