@@ -156,6 +156,43 @@ void expect_clean(const std::string& rec, const std::string& rc) {
   EXPECT_NE(rec.find("\"errors\": 0"), std::string::npos) << rec;
 }
 
+// A protected two-path run: the bench authenticates with a secret and every
+// frame of both paths is encrypted. The key file lives as long as this.
+struct ProtectedRun {
+  TempDir keys{"hs_mp_keys"};
+  fs::path key = keys.path() / "bench.key";
+  ProtectedRun() {
+    std::ofstream(key) << "5c1e2a9b7d04f38e61a2c7b95d3e08f4a1b6c2d7\n";
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  }
+  LabConfig config(std::string target_keys = "", int dead_time_ms = 1500) const {
+    return {.target_keys = std::move(target_keys),
+            .lun_keys = "auth = \"required\"\nprotection = \"encrypt\"\n",
+            .sections = "[[initiator]]\nname = \"hyperscsi-bench\"\nsecret_file = \"" +
+                        key.string() + "\"\n",
+            .dead_time_ms = dead_time_ms};
+  }
+  // Starts a 4 s verified bench run over both ports; its record goes to `out`.
+  bool start_bench(const Lab& lab, BackgroundProcess& bench, const fs::path& out) const {
+    return bench.start(
+        "sh -c '" +
+            lab.bench_cmd("--time 4 --secret-file " + key.string() + " --protection encrypt", out) +
+            "'",
+        (lab.dir_.path() / "bench.sh.log").string());
+  }
+};
+
+// The target's stats once the session has two active paths (bounded: 3 s).
+std::string stats_with_two_active_paths(const Lab& lab) {
+  std::string stats;
+  for (int i = 0; i < 30; ++i) {
+    std::this_thread::sleep_for(100ms);
+    stats = lab.target_stats();
+    if (count_of(stats, "\"state\":\"active\"") >= 2) break;
+  }
+  return stats;
+}
+
 TEST(MultipathCli, BenchOverTwoPortsSurvivesALinkDownAndBack) {
   SKIP_UNLESS_READY();
   Lab lab;
@@ -236,32 +273,15 @@ TEST(MultipathCli, TargetKill9AndRestartUnderATwoPathStreamRecovers) {
 // the target to reclaim after its dead time).
 TEST(MultipathCli, ProtectedTwoPathSessionSurvivesALinkDownAndBackAndEndsCleanly) {
   SKIP_UNLESS_READY();
-  TempDir keys("hs_mp_keys");
-  const fs::path key = keys.path() / "bench.key";
-  {
-    std::ofstream(key) << "5c1e2a9b7d04f38e61a2c7b95d3e08f4a1b6c2d7\n";
-    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
-  }
-  Lab lab({.target_keys = "",
-           .lun_keys = "auth = \"required\"\nprotection = \"encrypt\"\n",
-           .sections = "[[initiator]]\nname = \"hyperscsi-bench\"\nsecret_file = \"" +
-                       key.string() + "\"\n"});
+  const ProtectedRun run;
+  Lab lab(run.config());
   ASSERT_TRUE(lab.net.ok()) << lab.net.error();
   ASSERT_TRUE(lab.start_target()) << lab.target_log();
   const fs::path out = lab.dir_.path() / "bench.json";
   BackgroundProcess bench;
-  ASSERT_TRUE(bench.start(
-      "sh -c '" +
-          lab.bench_cmd("--time 4 --secret-file " + key.string() + " --protection encrypt", out) +
-          "'",
-      (lab.dir_.path() / "bench.sh.log").string()));
+  ASSERT_TRUE(run.start_bench(lab, bench, out));
   // Both paths active, the session authenticated and encrypted.
-  std::string stats;
-  for (int i = 0; i < 30; ++i) {
-    std::this_thread::sleep_for(100ms);
-    stats = lab.target_stats();
-    if (count_of(stats, "\"state\":\"active\"") >= 2) break;
-  }
+  const std::string stats = stats_with_two_active_paths(lab);
   EXPECT_GE(count_of(stats, "\"state\":\"active\""), 2u) << stats;
   EXPECT_NE(stats.find("\"authenticated\":true,\"protection\":\"encrypt\""), std::string::npos)
       << stats;
@@ -300,32 +320,14 @@ TEST(MultipathCli, ProtectedTwoPathSessionSurvivesALinkDownAndBackAndEndsCleanly
 // logs in again to the restarted target and finishes clean.
 TEST(MultipathCli, ProtectedTwoPathSessionAnswersTheTargetsGoodbye) {
   SKIP_UNLESS_READY();
-  TempDir keys("hs_mp_keys");
-  const fs::path key = keys.path() / "bench.key";
-  {
-    std::ofstream(key) << "5c1e2a9b7d04f38e61a2c7b95d3e08f4a1b6c2d7\n";
-    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
-  }
-  Lab lab({.target_keys = "drain_timeout_ms = 3000\n",
-           .lun_keys = "auth = \"required\"\nprotection = \"encrypt\"\n",
-           .sections = "[[initiator]]\nname = \"hyperscsi-bench\"\nsecret_file = \"" +
-                       key.string() + "\"\n",
-           .dead_time_ms = 6000});
+  const ProtectedRun run;
+  Lab lab(run.config("drain_timeout_ms = 3000\n", 6000));
   ASSERT_TRUE(lab.net.ok()) << lab.net.error();
   ASSERT_TRUE(lab.start_target()) << lab.target_log();
   const fs::path out = lab.dir_.path() / "bench.json";
   BackgroundProcess bench;
-  ASSERT_TRUE(bench.start(
-      "sh -c '" +
-          lab.bench_cmd("--time 4 --secret-file " + key.string() + " --protection encrypt", out) +
-          "'",
-      (lab.dir_.path() / "bench.sh.log").string()));
-  std::string stats;
-  for (int i = 0; i < 30; ++i) {
-    std::this_thread::sleep_for(100ms);
-    stats = lab.target_stats();
-    if (count_of(stats, "\"state\":\"active\"") >= 2) break;
-  }
+  ASSERT_TRUE(run.start_bench(lab, bench, out));
+  const std::string stats = stats_with_two_active_paths(lab);
   ASSERT_GE(count_of(stats, "\"state\":\"active\""), 2u) << stats;
   const auto t0 = std::chrono::steady_clock::now();
   lab.stop_target();

@@ -1,4 +1,5 @@
-// Bounded big-endian loads/stores for CDBs and parameter data, and CDB sizes.
+// Bounded big-endian loads/stores for CDBs and parameter data (a CDB's size
+// by its opcode's group: op::cdb_length in base/scsi_opcodes.h).
 // Internal to hyperscsi_scsi.
 #pragma once
 
@@ -40,10 +41,6 @@ inline void put64(std::vector<std::uint8_t>& b, std::size_t at, std::uint64_t v)
   put32(b, at, static_cast<std::uint32_t>(v >> 32));
   put32(b, at + 4, static_cast<std::uint32_t>(v));
 }
-
-// CDB length implied by the opcode's group code; 0 for groups we do not
-// implement (variable length 0x7E/0x7F, reserved and vendor specific groups).
-std::size_t cdb_length_for_opcode(std::uint8_t opcode);
 
 // lba + count fits inside num_blocks, without overflow.
 inline bool range_ok(std::uint64_t lba, std::uint64_t count, std::uint64_t num_blocks) {

@@ -342,7 +342,7 @@ bool LogicalUnit::check_cdb(const std::shared_ptr<Cmd>& c, AccessClass& ac) {
     fail(c, sense::invalid_opcode());
     return false;
   }
-  const std::size_t len = cdb_length_for_opcode(opcode);
+  const std::size_t len = op::cdb_length(opcode);
   if (c->cdb.size() < len) {
     fail(c, sense::invalid_field_in_cdb(static_cast<std::uint16_t>(c->cdb.size())));
     return false;
