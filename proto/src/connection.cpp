@@ -331,11 +331,16 @@ void Connection::Impl::note_dsacks(const FrameHeader& h, uint32_t ack) {
 bool Connection::Impl::ack_sack_blocks(const FrameHeader& h, TimePoint now, AckSample& sample,
                                        uint32_t& newly) {
   bool sack_news = false;
+  // Offsets into the flight (mod 2^32), not serial comparisons: those are
+  // not transitive across 2^31, and a block from the wire may span that.
+  const uint32_t flight_len = static_cast<uint32_t>(flight.size());
   for (const SackBlock& b : h.sacks.view()) {
-    const uint32_t start = seq_max(b.start, snd_una);
-    if (!seq_lt(start, b.end) || seq_gt(b.end, snd_nxt)) continue;  // empty or out of range
-    for (uint32_t s = start; s != b.end; ++s) {
-      TxFrame& f = flight[static_cast<size_t>(seq_diff(s, snd_una))];
+    const uint32_t end = b.end - snd_una;
+    const uint32_t start = seq_lt(b.start, snd_una) ? 0 : b.start - snd_una;  // from snd_una
+    if (start >= end || end > flight_len) continue;  // empty or beyond what was sent
+    for (uint32_t i = start; i != end; ++i) {
+      const uint32_t s = snd_una + i;
+      TxFrame& f = flight[i];
       if (f.sacked) continue;
       if (undo_head_valid && s == undo_head_seq && undo_head_acked == kNever) undo_head_acked = now;
       f.sacked = true;

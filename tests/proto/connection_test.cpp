@@ -702,6 +702,38 @@ TEST(ConnectionDsack, DuplicatesAreReportedOnceAsTheFirstBlock) {
   EXPECT_TRUE(none.frames.empty());
 }
 
+// A SACK block from the wire is checked by its offsets into the flight, not by
+// serial-number comparisons alone: those are not transitive across 2^31, so
+// a block starting 2^31 - 1 above snd_una and ending 2 below it passed them
+// and the sender indexed its flight 2^31 frames deep (the hostile-flood
+// chaos test crashed the initiator with it under ASan).
+TEST(ConnectionSack, ABlockSpanningHalfTheSequenceSpaceIsIgnored) {
+  TransportParams p;
+  p.delayed_ack = Duration::zero();
+  Connection a(p, endpoint_a()), b(p, endpoint_b());
+  ASSERT_TRUE(a.send_pdu(Opcode::kCommandRequest, 1, std::vector<uint8_t>(1460 * 4, 1)));
+  VectorSink sa, keep;
+  a.poll(TimePoint{}, sa);
+  ASSERT_EQ(sa.frames.size(), 4u);
+  const uint32_t una = decode_ok(sa.frames[0]).header.ext.seq;
+  const TimePoint t = TimePoint{} + microseconds(50);
+  b.on_frame(decode_ok(sa.frames[0]), t);
+  FrameView ack = ack_from(b, t, keep);
+  ack.header.ext.ack = una;  // acknowledges nothing
+  for (const auto& [start, end] : {std::pair{una + 0x7FFFFFFFu, una - 2u},
+                                   std::pair{una + 5u, una + 4u}, std::pair{una + 1u, una + 9u}}) {
+    ack.header.sacks.count = 1;
+    ack.header.sacks.blocks[0] = SackBlock{start, end};
+    a.on_frame(ack, t);
+  }
+  EXPECT_EQ(a.stats().frames_acked, 0u);
+  EXPECT_EQ(a.in_flight(), 4u);
+  // A block below snd_una's start that ends inside the flight still counts.
+  ack.header.sacks.blocks[0] = SackBlock{una - 7u, una + 2u};
+  a.on_frame(ack, t);
+  EXPECT_EQ(a.stats().frames_acked, 2u);
+}
+
 // A receiver that was not scheduled for a while takes many frames at once:
 // every duplicate among them is reported, each copy of a frame that came
 // three times too, in one ack (blocks below the cumulative ack are D-SACKs).
