@@ -38,6 +38,7 @@
 #include "hyperscsi/ports/open_port.h"
 #include "hyperscsi/test_support/background.h"
 #include "hyperscsi/test_support/netns.h"
+#include "hyperscsi/test_support/sanitizer.h"
 
 namespace {
 
@@ -52,11 +53,7 @@ constexpr double kGiB = 1024.0 * 1024 * 1024;
 // about 1-2 on either side; the ceiling leaves room for load.
 // Sanitizer builds cost several times the CPU: scripts/test.sh sets
 // HYPERSCSI_TEST_TIMEOUT_FACTOR for them, and the ceilings scale with it.
-double sanitizer_factor() {
-  const char* f = std::getenv("HYPERSCSI_TEST_TIMEOUT_FACTOR");
-  const double v = f ? std::atof(f) : 1.0;
-  return v >= 1.0 ? v : 1.0;
-}
+using hyperscsi::test_support::sanitizer_factor;
 const double kMaxCpuPerGiB = 6.0 * sanitizer_factor();
 // At MTU 1500, six times the frames: measured 1.3-2.5 per side with pacing
 // below tbf's bucket, 5.2-8.9 on the sending side when tbf queued.
