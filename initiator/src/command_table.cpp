@@ -183,7 +183,7 @@ void Initiator::Impl::complete(std::unique_ptr<Pending> p, const proto::ReplyHea
     stats_.bytes_in += r.data_in.size();
   }
   stats_.bytes_out +=
-      p->pdu ? p->pdu->size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
+      p->pdu ? p->pdu.size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
   if (p->done) p->done(std::move(r));
   // A poller's client (the FUSE export) answers with its next request
   // soon: keep polling for it as if a command were still in flight.
@@ -261,7 +261,7 @@ proto::CommandHeader Initiator::Impl::command_header(const Pending& p,
 // the PDU, so that a refusal costs no copy.
 bool Initiator::Impl::send_command(Pending& p) {
   const size_t room = command_headroom(p.cmd.cdb.size());
-  const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
+  const size_t data = p.pdu ? p.pdu.size() - room : data_out_size(p.cmd);
   const proto::Connection* conn = session_->connection();
   if (conn == nullptr || !conn->can_send(proto::Opcode::kCommandRequest, p.tag, room + data))
     return false;
@@ -285,12 +285,12 @@ bool Initiator::Impl::send_command(Pending& p) {
 // the kept PDU or from data_out (less its headroom).
 std::vector<uint8_t> Initiator::Impl::build_pdu(const Pending& p) const {
   const size_t room = command_headroom(p.cmd.cdb.size());
-  const size_t data = p.pdu ? p.pdu->size() - room : data_out_size(p.cmd);
+  const size_t data = p.pdu ? p.pdu.size() - room : data_out_size(p.cmd);
   std::vector<uint8_t> pdu;
   pdu.reserve(room + data);
   proto::encode(command_header(p, data), pdu);
   if (p.pdu)
-    pdu.insert(pdu.end(), p.pdu->begin() + static_cast<ptrdiff_t>(room), p.pdu->end());
+    pdu.insert(pdu.end(), p.pdu.begin() + static_cast<ptrdiff_t>(room), p.pdu.end());
   else
     pdu.insert(pdu.end(), p.cmd.data_out.end() - static_cast<ptrdiff_t>(data),
                p.cmd.data_out.end());

@@ -79,6 +79,7 @@ class AfPacketPort final : public Port {
   Packet alloc() override { return pool_.alloc(); }
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
+  bool tx_gather() const override { return true; }
   TxBlock tx_blocked() const override { return tx_blocked_; }
   uint64_t tx_rate() const override { return shaper_.rate; }
   uint64_t tx_bucket() const override { return shaper_.bucket; }
@@ -281,13 +282,16 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
   size_t done = 0;
   tx_blocked_ = TxBlock::kNone;
   while (done < pkts.size()) {
-    // Collect a run of valid frames; invalid ones are taken and counted.
+    // Collect a run of valid frames; invalid ones are taken and counted. A
+    // frame with a tail goes as two iovecs: the kernel copies the payload
+    // from where it lies (no copy into the packet buffer: issue 20).
     msgs_.clear();
     iovs_.clear();
     size_t first = done;
+    size_t count = 0;
     for (size_t i = done; i < pkts.size(); ++i) {
       Packet& p = pkts[i];
-      const bool valid = p && p.size() >= detail::kEthHeader && p.size() <= max_frame &&
+      const bool valid = p && p.size() >= detail::kEthHeader && p.frame_size() <= max_frame &&
                          (vid_ == 0 || detail::insert_vlan(p, vid_, pcp_));
       if (!valid) {
         if (i == first) {
@@ -299,13 +303,18 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
         break;
       }
       iovs_.push_back({p.data(), p.size()});
+      if (!p.tail().empty())
+        iovs_.push_back({const_cast<uint8_t*>(p.tail().data()), p.tail().size()});
+      ++count;
     }
-    if (iovs_.empty()) continue;
-    msgs_.resize(iovs_.size());
-    for (size_t i = 0; i < iovs_.size(); ++i) {
+    if (count == 0) continue;
+    msgs_.resize(count);
+    for (size_t i = 0, k = 0; i < count; ++i) {
+      const size_t pieces = pkts[first + i].tail().empty() ? 1 : 2;
       msgs_[i] = {};
-      msgs_[i].msg_hdr.msg_iov = &iovs_[i];
-      msgs_[i].msg_hdr.msg_iovlen = 1;
+      msgs_[i].msg_hdr.msg_iov = &iovs_[k];
+      msgs_[i].msg_hdr.msg_iovlen = pieces;
+      k += pieces;
     }
     const int sent =
         ::sendmmsg(fd_, msgs_.data(), static_cast<unsigned>(msgs_.size()), MSG_DONTWAIT);
@@ -313,7 +322,7 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
       const int err = errno;
       // The VLAN tags inserted above stay: strip them from what the caller keeps.
       if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR) {
-        for (size_t i = first; i < first + iovs_.size(); ++i)
+        for (size_t i = first; i < first + count; ++i)
           if (vid_ != 0) detail::strip_vlan(pkts[i]);
         ++counters_.tx_dropped;
         if (err == ENOBUFS || err == EINTR) {
@@ -328,20 +337,20 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
       // Hard error (e.g. ENETDOWN): the first frame is lost, like on a dead wire.
       ++counters_.tx_errors;
       pkts[first].reset();
-      for (size_t i = first + 1; i < first + iovs_.size(); ++i)
+      for (size_t i = first + 1; i < first + count; ++i)
         if (vid_ != 0) detail::strip_vlan(pkts[i]);
       ++done;
       continue;
     }
     for (int i = 0; i < sent; ++i) {
       ++counters_.tx_frames;
-      counters_.tx_bytes += pkts[first + static_cast<size_t>(i)].size();
+      counters_.tx_bytes += pkts[first + static_cast<size_t>(i)].frame_size();
       pkts[first + static_cast<size_t>(i)].reset();
     }
     done += static_cast<size_t>(sent);
     // A short count hides the error that stopped it: strip the tags and go
     // round again, where the first frame left answers with its errno.
-    for (size_t i = done; i < first + iovs_.size(); ++i)
+    for (size_t i = done; i < first + count; ++i)
       if (vid_ != 0) detail::strip_vlan(pkts[i]);
   }
   return done;

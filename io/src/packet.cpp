@@ -15,7 +15,9 @@ Packet::Packet(Packet&& other) noexcept
       buffer_(std::exchange(other.buffer_, nullptr)),
       capacity_(std::exchange(other.capacity_, 0)),
       offset_(std::exchange(other.offset_, 0)),
-      length_(std::exchange(other.length_, 0)) {}
+      length_(std::exchange(other.length_, 0)),
+      tail_(std::exchange(other.tail_, {})),
+      tail_owner_(std::move(other.tail_owner_)) {}
 
 Packet& Packet::operator=(Packet&& other) noexcept {
   if (this != &other) {
@@ -26,6 +28,8 @@ Packet& Packet::operator=(Packet&& other) noexcept {
     capacity_ = std::exchange(other.capacity_, 0);
     offset_ = std::exchange(other.offset_, 0);
     length_ = std::exchange(other.length_, 0);
+    tail_ = std::exchange(other.tail_, {});
+    tail_owner_ = std::move(other.tail_owner_);
   }
   return *this;
 }
@@ -40,6 +44,13 @@ void Packet::reset() {
   cookie_ = nullptr;
   buffer_ = nullptr;
   capacity_ = offset_ = length_ = 0;
+  tail_ = {};
+  tail_owner_.reset();
+}
+
+void Packet::set_tail(std::span<const uint8_t> tail, std::shared_ptr<const void> owner) {
+  tail_ = tail;
+  tail_owner_ = std::move(owner);
 }
 
 bool Packet::resize(size_t length) {

@@ -24,6 +24,15 @@ void PortSink::commit(size_t length) {
   queued_.push_back(std::move(current_));
 }
 
+void PortSink::commit_gather(std::span<uint8_t> frame, size_t header_length,
+                             std::span<const uint8_t> payload,
+                             const std::shared_ptr<const void>& owner) {
+  if (!port_.tx_gather()) return FrameSink::commit_gather(frame, header_length, payload, owner);
+  if (!current_ || !current_.resize(header_length)) return;
+  current_.set_tail(payload, owner);
+  queued_.push_back(std::move(current_));
+}
+
 size_t PortSink::flush() {
   held_by_pacing_ = false;
   size_t allowed = queued_.size();
@@ -34,8 +43,8 @@ size_t PortSink::flush() {
     double bytes = 0;
     allowed = 0;
     while (allowed < queued_.size() &&
-           bytes + static_cast<double>(queued_[allowed].size()) <= credit_)
-      bytes += static_cast<double>(queued_[allowed++].size());
+           bytes + static_cast<double>(queued_[allowed].frame_size()) <= credit_)
+      bytes += static_cast<double>(queued_[allowed++].frame_size());
     held_by_pacing_ = allowed < queued_.size();
   }
   size_t sent = 0;
@@ -44,7 +53,7 @@ size_t PortSink::flush() {
     // Sizes before the port takes the packets: it empties the handles it takes.
     sizes_.clear();
     if (rate_ > 0)
-      for (size_t i = 0; i < offered; ++i) sizes_.push_back(queued_[i].size());
+      for (size_t i = 0; i < offered; ++i) sizes_.push_back(queued_[i].frame_size());
     const size_t n = port_.tx_burst(std::span<Packet>(queued_.data(), offered));
     if (n == 0) {
       held_by_pacing_ = false;  // the port refused: that is what holds them now
@@ -85,7 +94,7 @@ void PortSink::pace_at_port_rate() {
 proto::TimePoint PortSink::release_time() const {
   if (!paced()) return proto::kNever;
   double waiting = 0;
-  for (const Packet& p : queued_) waiting += static_cast<double>(p.size());
+  for (const Packet& p : queued_) waiting += static_cast<double>(p.frame_size());
   const double want = std::min(waiting, burst_ / 2);
   if (credit_ >= want) return credit_at_;
   return credit_at_ + proto::Duration(static_cast<int64_t>((want - credit_) / rate_));
@@ -95,7 +104,7 @@ bool PortSink::release_covered() const {
   if (!paced()) return false;
   double waiting = 0;
   for (const Packet& p : queued_) {
-    waiting += static_cast<double>(p.size());
+    waiting += static_cast<double>(p.frame_size());
     if (waiting >= burst_ / 2) return true;
   }
   return false;

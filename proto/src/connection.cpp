@@ -27,6 +27,10 @@ size_t key_of(Opcode op, uint16_t tag) {
   return (op == Opcode::kCommandReply ? kMaxTag + 1u : 0u) + (tag & kMaxTag);
 }
 
+// Smaller payloads are copied into the frame: below this a copy costs less
+// than the reference the sink would keep and the port's second iovec.
+constexpr size_t kGatherMinPayload = 512;
+
 uint32_t ring_size_for(uint32_t window) {
   uint32_t n = 64;
   while (n < window) n *= 2;
@@ -138,7 +142,10 @@ struct Connection::Impl {
     uint8_t dsack_mask = 0;  // which pending D-SACK blocks it carries
   };
   AckFill fill_ack(FrameHeader& h, size_t sack_room);
-  bool emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill, FrameSink& sink);
+  // `owner`, when given, keeps `payload` alive: the sink may then send the
+  // payload from where it lies instead of copying it into the frame.
+  bool emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill, FrameSink& sink,
+            const std::shared_ptr<const void>* owner = nullptr);
   void note_duplicate(uint32_t seq);
   bool transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink);
   void poll(TimePoint now, FrameSink& sink);
@@ -236,10 +243,10 @@ bool Connection::Impl::can_send(Opcode op, uint16_t tag, size_t size) const {
 }
 
 bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, SharedBytes pdu) {
-  if (!pdu || !can_send(op, tag, pdu->size())) return false;
+  if (!pdu || !can_send(op, tag, pdu.size())) return false;
   const size_t key = key_of(op, tag);
   busy_keys.set(key);
-  queue_bytes += pdu->size();
+  queue_bytes += pdu.size();
   auto out = std::make_shared<OutPdu>();
   out->opcode = op;
   out->tag = tag;
@@ -255,7 +262,7 @@ void Connection::Impl::frame_acked(TxFrame& f) {
   if (--p.frames_unacked == 0 && p.all_sent) {
     // Every fragment is in: the tag may be reused.
     busy_keys.reset(key_of(p.opcode, p.tag));
-    queue_bytes -= p.bytes->size();
+    queue_bytes -= p.bytes.size();
   }
 }
 
@@ -819,13 +826,20 @@ Connection::Impl::AckFill Connection::Impl::fill_ack(FrameHeader& h, size_t sack
 }
 
 bool Connection::Impl::emit(FrameHeader& h, std::span<const uint8_t> payload, AckFill fill,
-                            FrameSink& sink) {
+                            FrameSink& sink, const std::shared_ptr<const void>* owner) {
   const size_t size = encoded_size(h, payload.size());
   const std::span<uint8_t> buf = sink.acquire(size);
   if (buf.size() < size) return false;  // no buffer now: retry at the next poll
-  const size_t n = encode_frame(buf, h, payload);
-  if (n == 0) return false;  // cannot happen with the fields we set; nothing was committed
-  sink.commit(n);
+  if (owner != nullptr && payload.size() >= kGatherMinPayload) {
+    // Headers here, the payload by reference (large enough to need no padding).
+    const size_t head = encode_frame_header(buf, h, payload);
+    if (head == 0) return false;  // as below
+    sink.commit_gather(buf.first(size), head, payload, *owner);
+  } else {
+    const size_t n = encode_frame(buf, h, payload);
+    if (n == 0) return false;  // cannot happen with the fields we set; nothing was committed
+    sink.commit(n);
+  }
   if (fill.dsack_mask != 0) {  // reported: drop them from the pending list
     SackList left;
     for (size_t i = 0; i < dsacks.count; ++i)
@@ -843,14 +857,14 @@ bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit,
   h.common.fragment = f.fragment;
   h.common.last_fragment = f.last;
   h.ext.seq = seq;
-  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes->size());
+  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes.size());
   h.ext.pdu_offset = f.offset;
   if (retransmit) h.ext.flags |= kFlagRetransmit;
   // SACK blocks ride along only in the room the payload leaves in the MTU.
   const size_t used = kHeaderSize + f.length;
   const AckFill fill = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
-  const std::span<const uint8_t> payload(f.pdu->bytes->data() + f.offset, f.length);
-  return emit(h, payload, fill, sink);
+  const std::span<const uint8_t> payload(f.pdu->bytes.data() + f.offset, f.length);
+  return emit(h, payload, fill, sink, &f.pdu->bytes.owner());
 }
 
 void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
@@ -901,9 +915,9 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     TxFrame f;
     f.pdu = queue.front();
     f.offset = p.next_offset;
-    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes->size() - p.next_offset));
+    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes.size() - p.next_offset));
     f.fragment = p.next_fragment;
-    f.last = p.next_offset + f.length == p.bytes->size();
+    f.last = p.next_offset + f.length == p.bytes.size();
     f.sent_at = now;
     // F-RTO's probe frames may exceed the collapsed cwnd (RFC 5682 step 2b).
     const bool frto_probe = pipe() >= cc.cwnd();
@@ -1066,7 +1080,8 @@ std::vector<Connection::UnackedPdu> Connection::release_unacked() {
     if (p->all_sent && p->frames_unacked == 0) return;
     // A copy: others may share the bytes (this runs only when a path or
     // session gives up its PDUs).
-    out.push_back(UnackedPdu{p->opcode, p->tag, *p->bytes});
+    out.push_back(
+        UnackedPdu{p->opcode, p->tag, std::vector<uint8_t>(p->bytes.begin(), p->bytes.end())});
   };
   // The flight holds each PDU's frames contiguously, oldest PDU first; the
   // queue continues with the one being fragmented (possibly the last in flight).

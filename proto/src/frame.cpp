@@ -169,8 +169,8 @@ size_t encoded_size(const FrameHeader& header, size_t payload_length) {
   return std::max(n, kMinEthernetFrame);
 }
 
-size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
-                    std::span<const uint8_t> payload) {
+size_t encode_frame_header(std::span<uint8_t> out, const FrameHeader& header,
+                           std::span<const uint8_t> payload) {
   const CommonHeader& c = header.common;
   if (c.tag > kMaxTag || c.fragment > kMaxFragment) return 0;
   if (c.version != kProtocolVersion) return 0;
@@ -178,8 +178,9 @@ size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
   if ((header.ext.flags & ~kFlagsKnown) != 0) return 0;
   if (header.sacks.count > kMaxSackBlocks) return 0;
   if (payload.size() > kMaxPayloadLength) return 0;
-  const size_t total = encoded_size(header, payload.size());
-  if (out.size() < total) return 0;
+  const size_t head =
+      kEthernetHeaderSize + kHeaderSize + size_t{header.sacks.count} * kSackBlockSize;
+  if (out.size() < head) return 0;
 
   // Control frames are a single whole fragment: their fragment fields follow
   // from the payload, whatever the caller left in them.
@@ -221,14 +222,27 @@ size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
     store_be32(q + 4, b.end);
     q += kSackBlockSize;
   }
-  if (!payload.empty()) std::memcpy(q, payload.data(), payload.size());
-  q += payload.size();
 
   if (ext.flags & kFlagChecksum) {
-    store_be32(hs + kOffCrc, frame_crc(hs, static_cast<size_t>(q - hs)));
+    // The payload is summed where it lies: it need not follow the header.
+    uint32_t crc = frame_crc(hs, static_cast<size_t>(q - hs));
+    if (!payload.empty()) crc = crc_update(crc, payload.data(), payload.size());
+    store_be32(hs + kOffCrc, crc);
   }
-  const size_t used = static_cast<size_t>(q - p);
-  if (used < total) std::memset(q, 0, total - used);  // Ethernet padding
+  return head;
+}
+
+size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
+                    std::span<const uint8_t> payload) {
+  if (header.sacks.count > kMaxSackBlocks || payload.size() > kMaxPayloadLength) return 0;
+  const size_t total = encoded_size(header, payload.size());
+  if (out.size() < total) return 0;
+  const size_t head = encode_frame_header(out, header, payload);
+  if (head == 0) return 0;
+  uint8_t* q = out.data() + head;
+  if (!payload.empty()) std::memcpy(q, payload.data(), payload.size());
+  const size_t used = head + payload.size();
+  if (used < total) std::memset(q + payload.size(), 0, total - used);  // Ethernet padding
   return total;
 }
 

@@ -89,7 +89,7 @@ bool ReplyCache::complete_shared(uint32_t cmd_sn, SharedBytes reply, size_t data
   Slot& s = slot(cmd_sn);
   if (s.state != SlotState::kInProgress || s.cmd_sn != cmd_sn) return false;
   s.state = SlotState::kDone;
-  const size_t size = reply->size();
+  const size_t size = reply.size();
   s.data_offset = data_offset < size ? data_offset : size;
   s.reexecutable = reexecutable && s.data_offset < size;
   s.reply = std::move(reply);
@@ -114,7 +114,7 @@ std::span<const uint8_t> ReplyCache::stored_reply(uint32_t cmd_sn) const {
   if (!low_known_ || !in_window(cmd_sn)) return {};
   const Slot& s = slot(cmd_sn);
   if (s.state != SlotState::kDone || s.cmd_sn != cmd_sn || s.data_dropped || !s.reply) return {};
-  return *s.reply;
+  return s.reply.span();
 }
 
 SharedBytes ReplyCache::stored_reply_bytes(uint32_t cmd_sn) const {
@@ -165,7 +165,7 @@ void ReplyCache::drop_data(Slot& s) {
   stats_.data_dropped_bytes += dropped;
   // Keep the header alone, in a buffer of its own.
   s.reply = share_bytes(std::vector<uint8_t>(
-      s.reply->begin(), s.reply->begin() + static_cast<ptrdiff_t>(s.data_offset)));
+      s.reply.begin(), s.reply.begin() + static_cast<ptrdiff_t>(s.data_offset)));
   s.data_dropped = true;
 }
 

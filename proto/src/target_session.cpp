@@ -573,7 +573,7 @@ std::optional<ReceivedPdu> TargetEndpoint::next_pdu(Session& s, TimePoint now) {
 bool TargetEndpoint::queue_reply(Session& s, uint16_t tag, SharedBytes bytes) {
   if (!s.paths) return s.connection->send_pdu_shared(Opcode::kCommandReply, tag, std::move(bytes));
   // The PathSet takes owned PDUs (it may resend one whole on another path).
-  std::vector<uint8_t> copy = bytes ? *bytes : std::vector<uint8_t>{};
+  std::vector<uint8_t> copy(bytes.begin(), bytes.end());
   return s.paths->transport().send_pdu(Opcode::kCommandReply, tag, std::move(copy));
 }
 
@@ -632,14 +632,18 @@ std::optional<IncomingCommand> TargetEndpoint::pop_command() {
 
 bool TargetEndpoint::send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn,
                                 std::vector<uint8_t> reply_pdu, bool reexecutable) {
+  return send_reply(session_id, tag, cmd_sn, share_bytes(std::move(reply_pdu)), reexecutable);
+}
+
+bool TargetEndpoint::send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn,
+                                SharedBytes shared, bool reexecutable) {
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end()) return false;
+  if (it == sessions_.end() || !shared) return false;
   Session& s = *it->second;
-  auto decoded = decode_reply(reply_pdu);
+  auto decoded = decode_reply(shared.span());
   if (!decoded) return false;
-  const size_t data_offset = static_cast<size_t>(decoded->data_in.data() - reply_pdu.data());
+  const size_t data_offset = static_cast<size_t>(decoded->data_in.data() - shared.data());
   // Built once, held by the cache and the connection alike.
-  SharedBytes shared = share_bytes(std::move(reply_pdu));
   s.cache.complete_shared(cmd_sn, shared, data_offset, reexecutable);
   ++s.replies;
   return queue_reply(s, tag, std::move(shared));

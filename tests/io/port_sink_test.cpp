@@ -7,7 +7,9 @@
 // measurable credit, so the counts are exact.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "hyperscsi/io/mem_link.h"
@@ -91,6 +93,129 @@ TEST(PortSinkPacing, UnpacedSinkSendsEverything) {
   EXPECT_EQ(sink.release_time(), proto::kNever);
   EXPECT_FALSE(sink.release_covered());
   EXPECT_EQ(received(*link.b), 12u);
+}
+
+// ---------------------------------------------------------------------------
+// Gather (issue 20): a frame given as headers plus a payload by reference.
+
+// A port that gathers, over the in-memory link: it joins header and tail as
+// a kernel would when it copies the two iovecs, and may refuse to send.
+class GatherPort final : public Port {
+ public:
+  explicit GatherPort(Port& inner) : inner_(inner) {}
+  std::string_view spec() const override { return inner_.spec(); }
+  MacAddress mac() const override { return inner_.mac(); }
+  size_t mtu() const override { return inner_.mtu(); }
+  PortCounters counters() const override { return inner_.counters(); }
+  int fd() const override { return inner_.fd(); }
+  Packet alloc() override { return inner_.alloc(); }
+  size_t rx_burst(std::span<Packet> out) override { return inner_.rx_burst(out); }
+  bool tx_gather() const override { return true; }
+  size_t tx_burst(std::span<Packet> pkts) override {
+    if (refuse) return 0;
+    for (Packet& p : pkts) {
+      if (!p.tail().empty()) ++tails_seen;
+      const size_t head = p.size();
+      const std::span<const uint8_t> tail = p.tail();
+      if (!p.resize(head + tail.size())) return 0;
+      std::memcpy(p.data() + head, tail.data(), tail.size());
+      p.set_tail({}, nullptr);
+    }
+    return inner_.tx_burst(pkts);
+  }
+  bool refuse = false;
+  size_t tails_seen = 0;
+
+ private:
+  Port& inner_;
+};
+
+constexpr size_t kHead = 30;
+
+// Writes a frame's `kHead` header bytes into the sink and gives it `payload`.
+void gather_frame(proto::FrameSink& sink, const Port& to, const Port& from,
+                  const proto::SharedBytes& payload) {
+  std::span<uint8_t> room = sink.acquire(kHead + payload.size());
+  ASSERT_GE(room.size(), kHead + payload.size());
+  std::memset(room.data(), 0xA5, kHead);
+  std::memcpy(room.data(), to.mac().data(), 6);
+  std::memcpy(room.data() + 6, from.mac().data(), 6);
+  room[12] = 0x88;
+  room[13] = 0x9a;
+  sink.commit_gather(room, kHead, payload.span(), payload.owner());
+}
+
+std::vector<std::vector<uint8_t>> received_frames(Port& port) {
+  std::vector<std::vector<uint8_t>> got;
+  std::vector<Packet> buf(64);
+  for (size_t n; (n = port.rx_burst(buf)) > 0;)
+    for (size_t i = 0; i < n; ++i) got.emplace_back(buf[i].bytes().begin(), buf[i].bytes().end());
+  return got;
+}
+
+std::vector<uint8_t> pattern_bytes(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7);
+  return v;
+}
+
+// The sink holds the payload (not a copy) until the port has taken the
+// frame; the one who shared it may let it go before.
+TEST(PortSinkGather, TheSinkKeepsThePayloadUntilThePortTakesIt) {
+  MemLink link = make();
+  GatherPort port(*link.a);
+  PortSink sink(port, 256);
+  const std::vector<uint8_t> expected = pattern_bytes(2800, 9);
+  proto::SharedBytes whole = proto::share_bytes(std::vector<uint8_t>(expected));
+  const std::weak_ptr<const void> watch = whole.owner();
+  port.refuse = true;
+  gather_frame(sink, *link.b, *link.a, whole.slice(0, 1400));
+  gather_frame(sink, *link.b, *link.a, whole.slice(1400, 1400));
+  EXPECT_EQ(sink.flush(), 0u);
+  EXPECT_EQ(sink.pending(), 2u);
+  EXPECT_EQ(watch.use_count(), 3) << "the holder and one reference per queued frame";
+  whole.reset();  // the PDU is acked, the Connection gone: the sink's references remain
+  EXPECT_FALSE(watch.expired());
+  port.refuse = false;
+  EXPECT_EQ(sink.flush(), 2u);
+  EXPECT_TRUE(watch.expired()) << "sent: the references are dropped";
+  EXPECT_EQ(port.tails_seen, 2u);
+  const auto frames = received_frames(*link.b);
+  ASSERT_EQ(frames.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_EQ(frames[i].size(), kHead + 1400);
+    EXPECT_TRUE(std::equal(frames[i].begin() + kHead, frames[i].end(),
+                           expected.begin() + static_cast<long>(i * 1400)));
+    EXPECT_EQ(frames[i][kHead - 1], 0xA5);
+  }
+}
+
+// A port that does not gather (the in-memory link here; pcap and DPDK too)
+// gets the payload copied into the packet: no reference is kept.
+TEST(PortSinkGather, APortThatDoesNotGatherGetsACopy) {
+  MemLink link = make();
+  PortSink sink(*link.a, 256);
+  const std::vector<uint8_t> expected = pattern_bytes(1200, 3);
+  proto::SharedBytes whole = proto::share_bytes(std::vector<uint8_t>(expected));
+  gather_frame(sink, *link.b, *link.a, whole);
+  EXPECT_EQ(whole.owner().use_count(), 1) << "copied, not referenced";
+  EXPECT_EQ(sink.flush(), 1u);
+  const auto frames = received_frames(*link.b);
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_EQ(frames[0].size(), kHead + 1200);
+  EXPECT_TRUE(std::equal(frames[0].begin() + kHead, frames[0].end(), expected.begin()));
+}
+
+// Pacing counts a gathered frame by its whole length, headers and payload.
+TEST(PortSinkGather, PacingCountsTheWholeFrame) {
+  MemLink link = make();
+  GatherPort port(*link.a);
+  PortSink sink(port, 256);
+  sink.set_pacing(/*bytes_per_second=*/1000, /*burst_bytes=*/3 * (kHead + 1000));
+  proto::SharedBytes whole = proto::share_bytes(pattern_bytes(1000, 1));
+  for (int i = 0; i < 5; ++i) gather_frame(sink, *link.b, *link.a, whole);
+  EXPECT_EQ(sink.flush(), 3u);
+  EXPECT_EQ(sink.pending(), 2u);
 }
 
 }  // namespace

@@ -1513,5 +1513,138 @@ TEST(ConnectionPlacement, LossyChannelPlacesExactlyWhatItShould) {
   EXPECT_GT(b.stats().duplicates_received, 0u);
 }
 
+// ---------------------------------------------------------------------------
+// Gather send (issue 20): a sink that takes a frame as headers plus a slice
+// of the PDU by reference gets the same bytes as one the payload is copied
+// into, for first transmissions and retransmissions alike, and the slice
+// stays valid while the sink holds it, whatever became of the Connection.
+
+// Keeps each frame as its headers plus the payload by reference, as a port
+// that sends frames from two pieces does.
+class GatherSink : public FrameSink {
+ public:
+  struct Frame {
+    std::vector<uint8_t> head;
+    std::span<const uint8_t> payload;
+    std::shared_ptr<const void> owner;
+    std::vector<uint8_t> joined() const {
+      std::vector<uint8_t> f = head;
+      f.insert(f.end(), payload.begin(), payload.end());
+      return f;
+    }
+  };
+  std::span<uint8_t> acquire(size_t size) override {
+    buf_.resize(size);
+    return buf_;
+  }
+  void commit(size_t length) override {
+    frames.push_back({std::vector<uint8_t>(buf_.begin(), buf_.begin() + static_cast<long>(length)),
+                      {},
+                      nullptr});
+  }
+  void commit_gather(std::span<uint8_t> frame, size_t header_length,
+                     std::span<const uint8_t> payload,
+                     const std::shared_ptr<const void>& owner) override {
+    EXPECT_EQ(frame.data(), buf_.data());
+    EXPECT_GE(frame.size(), header_length + payload.size());
+    frames.push_back(
+        {std::vector<uint8_t>(buf_.begin(), buf_.begin() + static_cast<long>(header_length)),
+         payload, owner});
+    ++gathered;
+  }
+  std::vector<Frame> frames;
+  size_t gathered = 0;
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+void expect_gather_matches_copy(size_t mtu, bool checksum) {
+  SCOPED_TRACE("mtu " + std::to_string(mtu) + (checksum ? " with crc" : " without crc"));
+  TransportParams p;
+  p.mtu = mtu;
+  p.checksum = checksum;
+  Endpoint e = endpoint_a();
+  e.peer_window = 1024;
+  p.initial_cwnd = 1024;
+  // A PDU of three fragments and a short tail: first, middle and last frames.
+  const size_t chunk = max_payload(mtu);
+  std::vector<uint8_t> pdu;
+  fill_pdu(pdu, 3 * chunk + 700, mtu);
+  VectorSink copied;
+  GatherSink gathered;
+  std::vector<std::vector<uint8_t>> expected;
+  {
+    Connection a(p, e), b(p, e);
+    ASSERT_TRUE(a.send_pdu(Opcode::kCommandReply, 5, pdu));
+    ASSERT_TRUE(
+        b.send_pdu_shared(Opcode::kCommandReply, 5, share_bytes(std::vector<uint8_t>(pdu))));
+    a.poll(TimePoint{}, copied);
+    b.poll(TimePoint{}, gathered);
+    // No ack comes: after the RTO both resend the frame that blocks the ack.
+    const TimePoint later = TimePoint{} + seconds(1);
+    a.poll(later, copied);
+    b.poll(later, gathered);
+  }  // both Connections, and with them the PDUs, are gone
+  ASSERT_EQ(gathered.frames.size(), copied.frames.size());
+  ASSERT_GE(copied.frames.size(), 5u);
+  EXPECT_EQ(gathered.gathered, 5u) << "4 fragments and 1 retransmission, all gathered";
+  for (size_t i = 0; i < copied.frames.size(); ++i) {
+    SCOPED_TRACE("frame " + std::to_string(i));
+    EXPECT_EQ(gathered.frames[i].joined(), copied.frames[i]);
+    const FrameView v = decode_ok(gathered.frames[i].joined());
+    EXPECT_EQ(bool(v.header.ext.flags & kFlagChecksum), checksum);
+    if (i == 4) {
+      EXPECT_TRUE(v.header.ext.flags & kFlagRetransmit);
+    }
+    // The sink's reference alone keeps the payload readable (ASan checks).
+    if (gathered.frames[i].owner) {
+      EXPECT_EQ(gathered.frames[i].owner.use_count(), 5);
+      EXPECT_TRUE(std::equal(gathered.frames[i].payload.begin(), gathered.frames[i].payload.end(),
+                             pdu.begin() + v.header.ext.pdu_offset));
+    }
+  }
+}
+
+TEST(ConnectionGather, FramesAreTheCopiedOnesWithAndWithoutCrc) {
+  for (size_t mtu : {size_t{1500}, size_t{9000}})
+    for (bool checksum : {true, false}) expect_gather_matches_copy(mtu, checksum);
+}
+
+// Small payloads (under 512 bytes) and control frames are copied: a
+// reference costs more than such a copy.
+TEST(ConnectionGather, SmallPayloadsAreCopied) {
+  TransportParams p;
+  Connection c(p, endpoint_a());
+  ASSERT_TRUE(
+      c.send_pdu_shared(Opcode::kCommandRequest, 1, share_bytes(std::vector<uint8_t>(300, 7))));
+  GatherSink sink;
+  c.poll(TimePoint{}, sink);
+  ASSERT_EQ(sink.frames.size(), 1u);
+  EXPECT_EQ(sink.gathered, 0u);
+  EXPECT_EQ(decode_ok(sink.frames[0].head).payload.size(), 300u);
+}
+
+// The default commit_gather copies: a sink that does not override it gets
+// whole frames (what the in-memory link, pcap, DPDK and wrapping sinks see).
+TEST(ConnectionGather, TheDefaultCopiesThePayloadBehindTheHeaders) {
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  std::vector<uint8_t> pdu;
+  fill_pdu(pdu, 4000, 3);
+  Connection c(p, e);
+  ASSERT_TRUE(
+      c.send_pdu_shared(Opcode::kCommandRequest, 1, share_bytes(std::vector<uint8_t>(pdu))));
+  VectorSink sink;
+  c.poll(TimePoint{}, sink);
+  ASSERT_EQ(sink.frames.size(), 3u);
+  std::vector<uint8_t> joined;
+  for (const auto& f : sink.frames) {
+    const FrameView v = decode_ok(f);
+    joined.insert(joined.end(), v.payload.begin(), v.payload.end());
+  }
+  EXPECT_EQ(joined, pdu);
+}
+
 }  // namespace
 }  // namespace hyperscsi::proto

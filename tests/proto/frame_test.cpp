@@ -757,5 +757,61 @@ TEST(FrameDecode, RandomBytesNeverCrash) {
   }
 }
 
+// Gather (issue 20): the headers encode_frame_header writes, followed by the
+// payload, are byte for byte the frame encode_frame writes, with and without
+// the crc and SACK blocks, for first, middle and last fragments of MTU 1500
+// and 9000 frames; a frame that needs padding is refused.
+TEST(FrameGather, HeadersThenPayloadAreTheEncodedFrame) {
+  std::mt19937 rng(20);
+  for (size_t mtu : {size_t{1500}, size_t{9000}}) {
+    for (bool crc : {false, true}) {
+      for (uint8_t sacks : {uint8_t{0}, uint8_t{2}}) {
+        const size_t chunk = max_payload(mtu, sacks);
+        const uint32_t pdu_length = static_cast<uint32_t>(3 * chunk + 611);
+        for (uint16_t frag : {uint16_t{0}, uint16_t{1}, uint16_t{3}}) {
+          SCOPED_TRACE(std::to_string(mtu) + " crc " + std::to_string(crc) + " sacks " +
+                       std::to_string(sacks) + " fragment " + std::to_string(frag));
+          FrameHeader h;
+          h.dst = kTargetMac;
+          h.src = kInitiatorMac;
+          h.common.opcode = Opcode::kCommandReply;
+          h.common.tag = 77;
+          h.common.fragment = frag;
+          h.common.last_fragment = frag == 3;
+          h.ext.flags = static_cast<uint8_t>(kFlagAck | (crc ? kFlagChecksum : 0));
+          h.ext.session_id = 0x01020304;
+          h.ext.seq = 1000 + frag;
+          h.ext.ack = 55;
+          h.ext.window = 512;
+          h.ext.pdu_length = pdu_length;
+          h.ext.pdu_offset = static_cast<uint32_t>(frag * chunk);
+          for (uint8_t i = 0; i < sacks; ++i) h.sacks.push({60u + 10u * i, 65u + 10u * i});
+          std::vector<uint8_t> payload(frag == 3 ? 611 : chunk);
+          for (auto& b : payload) b = static_cast<uint8_t>(rng());
+          const std::vector<uint8_t> whole = encode_to_vector(h, payload);
+          ASSERT_FALSE(whole.empty());
+          std::vector<uint8_t> head(encoded_size(h, payload.size()), 0xEE);
+          const size_t n = encode_frame_header(head, h, payload);
+          ASSERT_EQ(n, kEthernetHeaderSize + kHeaderSize + size_t{sacks} * kSackBlockSize);
+          head.resize(n);
+          head.insert(head.end(), payload.begin(), payload.end());
+          EXPECT_EQ(head, whole);
+          EXPECT_TRUE(decode_frame(head).ok());
+        }
+      }
+    }
+  }
+  // Only the headers need room.
+  FrameHeader h;
+  h.common.opcode = Opcode::kCommandRequest;
+  h.common.last_fragment = true;
+  h.ext.pdu_length = 1000;
+  std::vector<uint8_t> payload(1000, 1);
+  std::vector<uint8_t> small(kEthernetHeaderSize + kHeaderSize);
+  EXPECT_EQ(encode_frame_header(small, h, payload), small.size());
+  small.pop_back();
+  EXPECT_EQ(encode_frame_header(small, h, payload), 0u);
+}
+
 }  // namespace
 }  // namespace hyperscsi::proto

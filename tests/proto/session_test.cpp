@@ -121,19 +121,19 @@ TEST(ReplyCache, SharesTheReplyItIsGivenWithoutCopying) {
   ReplyCache cache;
   ASSERT_EQ(cache.begin(7), CacheDecision::kExecute);
   SharedBytes reply = share_bytes(reply_bytes(16, 4096, 0x3C));
-  const uint8_t* data = reply->data();
+  const uint8_t* data = reply.data();
   ASSERT_TRUE(cache.complete_shared(7, reply, 16, true));
-  EXPECT_EQ(reply.use_count(), 2);  // this test and the cache: one buffer
+  EXPECT_EQ(reply.owner().use_count(), 2);  // this test and the cache: one buffer
   ASSERT_EQ(cache.begin(7), CacheDecision::kReplay);
   SharedBytes again = cache.stored_reply_bytes(7);
   ASSERT_TRUE(again);
-  EXPECT_EQ(again->data(), data);
+  EXPECT_EQ(again.data(), data);
   EXPECT_EQ(cache.stored_reply(7).data(), data);
   EXPECT_EQ(cache.stats().cached_bytes, 16u + 4096u);
   again.reset();
   cache.release_below(8);
-  EXPECT_EQ(reply.use_count(), 1);  // released by the cache; the holder keeps it whole
-  EXPECT_EQ(reply->size(), 16u + 4096u);
+  EXPECT_EQ(reply.owner().use_count(), 1);  // released by the cache; the holder keeps it whole
+  EXPECT_EQ(reply.size(), 16u + 4096u);
   EXPECT_EQ(cache.stats().cached_bytes, 0u);
   EXPECT_FALSE(cache.stored_reply_bytes(7));
 }

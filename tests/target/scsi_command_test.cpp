@@ -59,7 +59,12 @@ TEST(ReplyHeadroom, ReadLeavesRoomBeforeItsDataAndTruncatesAfterIt) {
   CommandResult whole = run(lu, cdb_rw10(op::kRead10, 16, 8), {}, 8 * 512);
   ASSERT_EQ(whole.status, status::kGood);
   EXPECT_EQ(whole.data_in_offset, 16u);
-  EXPECT_EQ(whole.data_in.size(), 16u + 8 * 512);
+  // In a buffer of its own that was never zero-filled (issue 20), not data_in;
+  // the room is zeroed, so no byte of the buffer is left unset.
+  ASSERT_NE(whole.read_buffer, nullptr);
+  EXPECT_TRUE(whole.data_in.empty());
+  EXPECT_EQ(whole.buffer().size(), 16u + 8 * 512);
+  EXPECT_EQ(std::count(whole.buffer().begin(), whole.buffer().begin() + 16, 0), 16);
   EXPECT_TRUE(std::equal(whole.data().begin(), whole.data().end(), data.begin(), data.end()));
   EXPECT_EQ(whole.residual, Residual::kNone);
 
@@ -85,6 +90,8 @@ TEST(ReplyHeadroom, ReadLeavesRoomBeforeItsDataAndTruncatesAfterIt) {
   CommandResult beyond = run(lu, cdb_rw10(op::kRead10, 4096, 1), {}, 512);
   EXPECT_EQ(beyond.data_in_offset, 0u);
   EXPECT_TRUE(beyond.data_in.empty());
+  EXPECT_EQ(beyond.read_buffer, nullptr);
+  EXPECT_TRUE(beyond.buffer().empty());
 }
 
 // SYNCHRONIZE CACHE through the SCSI layer really fsyncs the file.

@@ -557,7 +557,7 @@ void PortLoop::answer_now(proto::IncomingCommand cmd, scsi::CommandResult result
 }
 
 void PortLoop::send(const PendingCommand& p, scsi::CommandResult&& result) {
-  std::vector<uint8_t> pdu = build_reply_pdu(p.cmd.header.cmd_sn, std::move(result));
+  proto::SharedBytes pdu = build_reply_pdu(p.cmd.header.cmd_sn, std::move(result));
   if (endpoint_->send_reply(p.cmd.session_id, p.cmd.tag, p.cmd.header.cmd_sn, std::move(pdu),
                             p.reexecutable)) {
     counters_.replies_sent.fetch_add(1, std::memory_order_relaxed);

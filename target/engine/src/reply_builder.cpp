@@ -7,7 +7,7 @@
 
 namespace hyperscsi::engine {
 
-std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result) {
+proto::SharedBytes build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result) {
   proto::ReplyHeader h;
   h.cmd_sn = cmd_sn;
   h.status = result.status;
@@ -32,14 +32,20 @@ std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& resu
   header.reserve(proto::kReplyHeaderFixedSize + sense_len);
   proto::encode(h, header);
   if (result.data_in_offset == header.size()) {
+    // The whole headroom is the header: every byte of the buffer is set.
+    if (result.read_buffer) {
+      std::copy(header.begin(), header.end(), result.read_buffer.get());
+      const std::span<const uint8_t> pdu(result.read_buffer.get(), result.read_size);
+      return proto::SharedBytes(std::move(result.read_buffer), pdu);
+    }
     std::copy(header.begin(), header.end(), result.data_in.begin());
-    return std::move(result.data_in);
+    return proto::share_bytes(std::move(result.data_in));
   }
   std::vector<uint8_t> pdu;
   pdu.reserve(header.size() + data.size());
   pdu.insert(pdu.end(), header.begin(), header.end());
   pdu.insert(pdu.end(), data.begin(), data.end());
-  return pdu;
+  return proto::share_bytes(std::move(pdu));
 }
 
 }  // namespace hyperscsi::engine

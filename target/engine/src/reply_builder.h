@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "hyperscsi/proto/shared_bytes.h"
 #include "hyperscsi/scsi/command.h"
 
 namespace hyperscsi::engine {
@@ -15,7 +16,8 @@ namespace hyperscsi::engine {
 // ReplyHeader (status, sense, residual flags and count) followed by data-in.
 // Takes the result's buffer over: when a READ left exactly the header's room
 // in front of its data (scsi::LuConfig::reply_headroom), the header is
-// written there and the data is not copied.
-std::vector<uint8_t> build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result);
+// written there and the data is neither copied nor zero-filled first
+// (CommandResult::read_buffer becomes the PDU's owner).
+proto::SharedBytes build_reply_pdu(uint32_t cmd_sn, scsi::CommandResult&& result);
 
 }  // namespace hyperscsi::engine

@@ -32,6 +32,14 @@ class BudgetSink final : public proto::FrameSink {
     budget_ -= std::min(budget_, length);
     ++frames_;
   }
+  // Passed on as it is, so that the port may send the payload without a copy.
+  void commit_gather(std::span<uint8_t> frame, size_t header_length,
+                     std::span<const uint8_t> payload,
+                     const std::shared_ptr<const void>& owner) override {
+    inner_.commit_gather(frame, header_length, payload, owner);
+    budget_ -= std::min(budget_, header_length + payload.size());
+    ++frames_;
+  }
 
   size_t budget_left() const { return budget_; }
   bool held_back() const { return held_back_; }

@@ -279,6 +279,8 @@ void LogicalUnit::fail(const std::shared_ptr<Cmd>& c, const Sense& s) {
   c->result.status = status::kCheckCondition;
   c->result.sense = encode_fixed_sense(s);
   c->result.data_in.clear();
+  c->result.read_buffer.reset();
+  c->result.read_size = 0;
   c->result.data_in_offset = 0;
   finish(c);
 }
@@ -611,13 +613,44 @@ void LogicalUnit::run_read(const std::shared_ptr<Cmd>& c) {
   // The data lands after the transport's header room: the reply goes out
   // from this buffer without another copy.
   const std::uint32_t room = config_.reply_headroom;
-  c->scratch.resize(room + c->blocks * bs);
-  const auto data = std::span<std::uint8_t>(c->scratch).subspan(room);
-  store_->submit_read(c->lba * bs, std::as_writable_bytes(data), [this, c, room](IoStatus s) {
-    if (s != IoStatus::kOk) return fail(c, sense_for(s, false));
-    const auto n = static_cast<std::uint32_t>(c->scratch.size() - room);
-    good_data(c, std::move(c->scratch), n, room);
-  });
+  const std::size_t length = c->blocks * bs;
+  if (room == 0) {
+    c->scratch.resize(length);
+    store_->submit_read(c->lba * bs, as_store_buf(c->scratch), [this, c](IoStatus s) {
+      if (s != IoStatus::kOk) return fail(c, sense_for(s, false));
+      const auto n = static_cast<std::uint32_t>(c->scratch.size());
+      good_data(c, std::move(c->scratch), n);
+    });
+    return;
+  }
+  // Not zero-filled: a successful read writes every data byte (a store that
+  // reads short reports an error, and then the buffer is dropped unsent);
+  // the headroom is zeroed, so no byte of it is ever uninitialised either.
+  std::shared_ptr<std::uint8_t[]> buf =
+      std::make_shared_for_overwrite<std::uint8_t[]>(room + length);
+  std::memset(buf.get(), 0, room);
+  const auto data = std::span<std::uint8_t>(buf.get() + room, length);
+  store_->submit_read(c->lba * bs, std::as_writable_bytes(data),
+                      [this, c, room, length, buf = std::move(buf)](IoStatus s) mutable {
+                        if (s != IoStatus::kOk) return fail(c, sense_for(s, false));
+                        good_read(c, std::move(buf), length, room);
+                      });
+}
+
+void LogicalUnit::good_read(const std::shared_ptr<Cmd>& c, std::shared_ptr<std::uint8_t[]> buf,
+                            std::size_t length, std::uint32_t headroom) {
+  // As good_data(), without a copy: an overflow only shortens the view.
+  CommandResult& r = c->result;
+  r.status = status::kGood;
+  if (length > c->expected_in) {
+    r.residual = Residual::kOverflow;
+    r.residual_count = static_cast<std::uint32_t>(length - c->expected_in);
+    length = c->expected_in;
+  }
+  r.read_buffer = std::move(buf);
+  r.read_size = headroom + length;
+  r.data_in_offset = headroom;
+  finish(c);
 }
 
 void LogicalUnit::do_write(const std::shared_ptr<Cmd>& c, std::uint64_t lba, std::uint64_t blocks,

@@ -464,6 +464,9 @@ class RbdStore final : public BlockStore {
 
   IoStatus status_of(const Request& r) const {
     if (r.refused) return *r.refused;
+    // A short read (the image shrank under it) filled only part of the buffer.
+    if (r.op == Op::kRead && r.result >= 0 && static_cast<std::uint64_t>(r.result) < r.length)
+      return IoStatus::kMediumError;
     if (r.result >= 0) return IoStatus::kOk;
     return io_status_from_errno(static_cast<int>(-r.result));
   }

@@ -107,6 +107,9 @@ class Port {
   // (their handles become empty); pkts[n..] stay with the caller, who may
   // retry them later. Never blocks for long, never throws.
   virtual size_t tx_burst(std::span<Packet> pkts) = 0;
+  // Whether tx_burst sends a packet's tail (Packet::set_tail) after its bytes
+  // without copying it. Only such a port may be given packets with tails.
+  virtual bool tx_gather() const { return false; }
 
   // Why the last tx_burst that returned fewer frames than it was offered
   // stopped. A loop holding frames sleeps on it instead of retrying at once:

@@ -8,7 +8,8 @@
 // link is paced at the shaper's rate (Port::tx_rate), so the shaper never
 // has to hold and time out frames one by one (docs/benchmarks.md, issue 20).
 //
-// Ownership: the sink holds the packets it has not yet handed to the port.
+// Ownership: the sink holds the packets it has not yet handed to the port,
+// and with them the references to the payloads they send without a copy.
 // Thread-safety: none; used by the thread that owns the port.
 #pragma once
 
@@ -30,6 +31,11 @@ class PortSink final : public proto::FrameSink {
 
   std::span<uint8_t> acquire(size_t size) override;
   void commit(size_t length) override;
+  // On a port that gathers (Port::tx_gather), the packet keeps the payload by
+  // reference until the port has sent it; elsewhere the payload is copied.
+  void commit_gather(std::span<uint8_t> frame, size_t header_length,
+                     std::span<const uint8_t> payload,
+                     const std::shared_ptr<const void>& owner) override;
 
   // Sends queued frames in bursts (as pacing allows); returns how many the
   // port took.

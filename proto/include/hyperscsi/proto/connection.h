@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -86,6 +87,19 @@ class FrameSink {
   virtual std::span<uint8_t> acquire(size_t size) = 0;
   // The frame just written into the last acquired buffer is `length` bytes.
   virtual void commit(size_t length) = 0;
+  // The frame is the `header_length` bytes written at the start of `frame`
+  // (the buffer acquire() returned last, with room for the whole frame)
+  // followed by `payload`, a slice of bytes `owner` keeps alive. A sink whose
+  // port sends a frame from two pieces keeps a reference to `owner` until the
+  // frame has left and never copies the payload (issue 20); the default
+  // copies it behind the header and commits, so the bytes are the same.
+  virtual void commit_gather(std::span<uint8_t> frame, size_t header_length,
+                             std::span<const uint8_t> payload,
+                             const std::shared_ptr<const void>& owner) {
+    (void)owner;
+    if (!payload.empty()) std::memcpy(frame.data() + header_length, payload.data(), payload.size());
+    commit(header_length + payload.size());
+  }
 };
 
 struct TransportStats {

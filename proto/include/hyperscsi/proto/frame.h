@@ -166,6 +166,15 @@ constexpr size_t max_payload(size_t mtu, size_t sack_blocks = 0) {
 size_t encode_frame(std::span<uint8_t> out, const FrameHeader& header,
                     std::span<const uint8_t> payload);
 
+// Writes the frame's headers (Ethernet, HyperSCSI, SACK blocks) into `out`
+// as encode_frame() does, without the payload and the padding, and returns
+// their length: the frame is these bytes followed by `payload`, so a port may
+// send the payload from where it lies (gather). The crc, if any, covers
+// `payload`. A frame shorter than 60 bytes needs padding: use encode_frame().
+// 0 on the same errors as encode_frame(), or if `out` cannot hold the headers.
+size_t encode_frame_header(std::span<uint8_t> out, const FrameHeader& header,
+                           std::span<const uint8_t> payload);
+
 // Bytes needed by encode_frame for this header and payload length.
 size_t encoded_size(const FrameHeader& header, size_t payload_length);
 

@@ -99,7 +99,7 @@ class ReplyCache {
     size_t data_offset = 0;
     SharedBytes reply;  // null when empty
   };
-  static size_t size_of(const Slot& s) { return s.reply ? s.reply->size() : 0; }
+  static size_t size_of(const Slot& s) { return s.reply.size(); }
   Slot& slot(uint32_t cmd_sn) { return slots_[cmd_sn & (slots_.size() - 1)]; }
   const Slot& slot(uint32_t cmd_sn) const { return slots_[cmd_sn & (slots_.size() - 1)]; }
   bool in_window(uint32_t cmd_sn) const;

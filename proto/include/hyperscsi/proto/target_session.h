@@ -241,6 +241,9 @@ class TargetEndpoint {
   // reply is malformed or the Connection refuses it.
   bool send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn,
                   std::vector<uint8_t> reply_pdu, bool reexecutable);
+  // The same for a PDU already shared (a READ's buffer: not copied).
+  bool send_reply(uint32_t session_id, uint16_t tag, uint32_t cmd_sn, SharedBytes reply_pdu,
+                  bool reexecutable);
   // The owner could not execute a command: a later duplicate runs afresh.
   void abandon(uint32_t session_id, uint32_t cmd_sn);
   // Ends a session from the target's side (sends 0x13 with `reason`, frees it).

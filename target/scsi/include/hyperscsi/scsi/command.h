@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,13 +45,24 @@ struct CommandResult {
   // the transport's reply header (LuConfig::reply_headroom), so the reply is
   // sent from this buffer without copying the data. 0 for every other command.
   std::uint32_t data_in_offset = 0;
+  // A READ that leaves reply headroom (the transport's path) returns its data
+  // here instead of in data_in: [0, read_size) of a buffer that was never
+  // zero-filled (the store wrote every data byte, the headroom is zeroed), so
+  // a large read costs no memset (issue 20) and the transport may share the
+  // buffer as it is. data_in is then empty; data_in_offset applies to this
+  // buffer. Null for every other command and for a READ without headroom.
+  std::shared_ptr<std::uint8_t[]> read_buffer;
+  std::size_t read_size = 0;
   Residual residual = Residual::kNone;
   std::uint32_t residual_count = 0;
 
-  std::span<const std::uint8_t> data() const {
-    return std::span<const std::uint8_t>(data_in).subspan(data_in_offset);
+  // The whole buffer, headroom included.
+  std::span<const std::uint8_t> buffer() const {
+    if (read_buffer) return {read_buffer.get(), read_size};
+    return data_in;
   }
-  std::size_t data_size() const { return data_in.size() - data_in_offset; }
+  std::span<const std::uint8_t> data() const { return buffer().subspan(data_in_offset); }
+  std::size_t data_size() const { return buffer().size() - data_in_offset; }
 };
 
 using CommandCallback = std::function<void(CommandResult)>;

@@ -122,6 +122,9 @@ class LogicalUnit {
   // the transport's header).
   void good_data(const std::shared_ptr<Cmd>& c, std::vector<std::uint8_t> data,
                  std::uint32_t allocation_length, std::uint32_t headroom = 0);
+  // A READ's data: `length` bytes after `headroom` in `buf` (shared, not copied).
+  void good_read(const std::shared_ptr<Cmd>& c, std::shared_ptr<std::uint8_t[]> buf,
+                 std::size_t length, std::uint32_t headroom);
 
   void do_request_sense(const std::shared_ptr<Cmd>& c);
   void do_inquiry(const std::shared_ptr<Cmd>& c);

@@ -106,7 +106,9 @@ class BlockStore {
   // capacity, else the callback gets kOutOfRange. Requests are queued and handed
   // to the kernel in one batch by submit() or the next poll(); queuing work makes
   // completion_fd() readable, so an event loop that polls on readability makes
-  // progress without calling submit() itself.
+  // progress without calling submit() itself. A read completes kOk only when
+  // every byte of `buf` was written (the target sends read buffers that were
+  // never zero-filled: a short read must be an error).
   virtual void submit_read(std::uint64_t offset, std::span<std::byte> buf, IoCallback cb) = 0;
   virtual void submit_write(std::uint64_t offset, std::span<const std::byte> buf, bool fua,
                             IoCallback cb) = 0;
