@@ -94,6 +94,25 @@ TEST(ReplyHeadroom, ReadLeavesRoomBeforeItsDataAndTruncatesAfterIt) {
   EXPECT_TRUE(beyond.buffer().empty());
 }
 
+// A READ with reply headroom whose store read fails returns sense and no
+// buffer: the one that was never zero-filled is dropped unsent.
+TEST(ReplyHeadroom, AFailedReadDropsItsBuffer) {
+  auto inner = store::open_store("ram:1M", {});
+  ASSERT_TRUE(inner.ok());
+  auto fault = std::make_unique<store::FaultStore>(std::move(inner).value());
+  fault->add_rule({store::FaultStore::kRead, 4096, 512, store::IoStatus::kMediumError});
+  LuConfig cfg;
+  cfg.reply_headroom = 16;
+  LogicalUnit lu(cfg, std::move(fault));
+  clear_power_on_ua(lu);
+  CommandResult r = run(lu, cdb_rw10(op::kRead10, 8, 1), {}, 512);
+  EXPECT_SENSE(r, SenseKey::kMediumError, 0x11, 0);
+  EXPECT_EQ(r.read_buffer, nullptr);
+  EXPECT_TRUE(r.buffer().empty());
+  EXPECT_EQ(r.data_in_offset, 0u);
+  EXPECT_NE(run(lu, cdb_rw10(op::kRead10, 9, 1), {}, 512).read_buffer, nullptr);
+}
+
 // SYNCHRONIZE CACHE through the SCSI layer really fsyncs the file.
 TEST(ScsiErrors, SynchronizeCacheReachesTheFile) {
   TempDir dir;
