@@ -160,11 +160,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       pl.live = true;
       r.place_reply(tag, arena.span(pl.begin, pl.size));
       lengths[kPlacedTags + tag] = static_cast<uint32_t>(kHeader + pl.size);
-    } else if (action < 20) {
+    } else if (action < 28) {  // the command ends
       const auto tag = static_cast<uint16_t>(action % kPlacedTags);
       forget(places[tag], arena);
       r.forget_reply(tag);
-    } else if (action == 20) {
+    } else if (action < 30) {  // every command ends
       for (auto& pl : places) forget(pl, arena);
       r.forget_replies();
     } else {
