@@ -186,10 +186,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::vector<uint8_t> payload;
       if (well_formed) {
         // Well formed: fragment k of a PDU cut into pieces of `piece` bytes,
-        // so that fragments of one PDU meet and complete it; often exactly
-        // the length a registered destination takes.
-        // The length: the slot's current one (so that its fragments agree),
-        // now and then a new one.
+        // so that fragments of one PDU meet and complete it. Its length:
+        // often the one a registered destination takes, else the slot's
+        // current one (so that its fragments agree), now and then a new one.
         uint32_t* current = slot >= 0 && f.tag < kPlacedTags
                                 ? &lengths[static_cast<size_t>(f.opcode) * kPlacedTags + f.tag]
                                 : nullptr;
