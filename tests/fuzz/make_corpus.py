@@ -3,7 +3,11 @@
 this only to change it). frame: the example frames of docs/protocol.md and
 their bodies; cdb: typical commands in cdb_fuzzer's input layout; config:
 example.toml plus small valid and invalid configs; reassembly and connection:
-fixed pseudo-random inputs (their inputs are FuzzedDataProvider streams)."""
+fixed pseudo-random inputs (their inputs are FuzzedDataProvider streams).
+Kept beside them, not generated: reassembly/ and connection/placement-*,
+inputs the fuzzers found that drive reply placement (each fails at once on a
+reassembler that writes a forgotten destination, placement-forgotten-midway,
+or places twice on one registration, placement-used-once)."""
 import pathlib
 import random
 import re

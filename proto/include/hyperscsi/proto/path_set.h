@@ -27,6 +27,27 @@
 // activate(), fail() and remove()), and session-level frames (login,
 // disconnect, path requests), which on_frame() hands back to the owner.
 //
+// Reply placement (Connection::place_reply) is not offered here: a
+// multipath initiator copies each reply's data-in. Registering a buffer on
+// every path's Connection is not safe as placement stands, because a path
+// can carry a reply of an earlier command under the same tag: the target's
+// PathSet resends every reply it saw no ack for when it fails a path (it
+// fails on missing acks, so also when we did receive the reply), and by
+// then the tag may belong to a new command with a buffer of the same size.
+// A Reassembler places by tag and pdu_length alone, and writes fragments
+// before the header (the cmd_sn) is known, so that stale reply would land in
+// the new command's buffer. What wiring it takes:
+//  - the Reassembler places only a reply whose fragment at offset 0 arrives
+//    first and carries the registered cmd_sn (a reply starting with any
+//    other fragment, or another cmd_sn, is copied);
+//  - here, a per-tag table of (buffer, cmd_sn) registered on every path's
+//    Connection, on a new generation's Connection at install(), and
+//    forgotten on all of them at once (a retired Connection takes its
+//    registrations with it);
+//  - in the initiator, the registration when the PathSet takes a command,
+//    and forgetting it with the command in every way it ends (release(),
+//    fail_all(), recovery, sync_paths dropping the PathSet).
+//
 // Frames leave through one FrameSink; each carries the source MAC of its
 // path's local port, by which the owner picks the port to send it on.
 // Ownership: the PathSet owns its Connections, sealers and queued PDUs.
