@@ -81,8 +81,8 @@ class AfPacketPort final : public Port {
   size_t tx_burst(std::span<Packet> pkts) override;
   bool tx_gather() const override { return true; }
   TxBlock tx_blocked() const override { return tx_blocked_; }
-  uint64_t tx_rate() const override { return shaper_.rate; }
-  uint64_t tx_bucket() const override { return shaper_.bucket; }
+  uint64_t tx_rate() const override { return shaper_ ? shaper_->current().rate : 0; }
+  uint64_t tx_bucket() const override { return shaper_ ? shaper_->current().bucket : 0; }
   Status<PortError> set_rx_filter(const RxFilter& filter) override {
     if (attach_filter(fd_, filter, vid_) < 0)
       return Unexpected(
@@ -131,7 +131,7 @@ class AfPacketPort final : public Port {
   size_t cur_frame_ = 0;   // next slot to look at: the kernel fills slots in order
   uint32_t empty_rx_ = 0;  // rx_burst calls in a row that found nothing
   TxBlock tx_blocked_ = TxBlock::kNone;
-  detail::TokenBucket shaper_;
+  std::unique_ptr<detail::ShaperWatch> shaper_;  // the root tbf, kept current
   bool fanout_ = false;  // joined a PACKET_FANOUT group (then never rebound)
   mutable PortCounters counters_;
   std::vector<mmsghdr> msgs_;
@@ -155,8 +155,9 @@ Status<PortError> AfPacketPort::open(const PortOptions& opt) {
     (void)::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
   if (::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
     (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-  // A shaper on the interface sets the pace (see shaper.h).
-  shaper_ = detail::root_tbf(info_.index);
+  // A shaper on the interface sets the pace (see shaper.h), also one
+  // installed or changed later: tx_burst polls the watch.
+  shaper_ = std::make_unique<detail::ShaperWatch>(info_.index);
   if (opt.qdisc_bypass && ::setsockopt(fd_, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
     return Unexpected(detail::errno_error(who + ": PACKET_QDISC_BYPASS", errno));
 
@@ -281,6 +282,9 @@ size_t AfPacketPort::tx_burst(std::span<Packet> pkts) {
   const size_t max_frame = info_.mtu + detail::kEthHeader;
   size_t done = 0;
   tx_blocked_ = TxBlock::kNone;
+  // A clock read unless a check is due (every 100 ms): tx_rate() follows
+  // the shaper, and a PortSink pacing at it follows tx_rate().
+  shaper_->poll();
   while (done < pkts.size()) {
     // Collect a run of valid frames; invalid ones are taken and counted. A
     // frame with a tail goes as two iovecs: the kernel copies the payload

@@ -34,6 +34,11 @@ void PortSink::commit_gather(std::span<uint8_t> frame, size_t header_length,
 }
 
 size_t PortSink::flush() {
+  if (follow_port_) {
+    const uint64_t rate = port_.tx_rate();
+    const uint64_t bucket = port_.tx_bucket();
+    if (rate != port_rate_ || bucket != port_bucket_) apply_port_rate(rate, bucket);
+  }
   held_by_pacing_ = false;
   size_t allowed = queued_.size();
   if (rate_ > 0 && !queued_.empty()) {
@@ -68,6 +73,7 @@ size_t PortSink::flush() {
 }
 
 void PortSink::set_pacing(uint64_t bytes_per_second, size_t burst_bytes) {
+  follow_port_ = false;
   rate_ = static_cast<double>(bytes_per_second) / 1e9;
   burst_ = static_cast<double>(burst_bytes);
   credit_ = burst_;
@@ -75,20 +81,28 @@ void PortSink::set_pacing(uint64_t bytes_per_second, size_t burst_bytes) {
 }
 
 void PortSink::pace_at_port_rate() {
-  const uint64_t rate = port_.tx_rate();
-  if (rate == 0) return;
-  const size_t frame = port_.mtu() + 14;
-  const auto of_time = [rate](double seconds) {
-    return static_cast<size_t>(static_cast<double>(rate) * seconds);
-  };
-  // Three quarters of the shaper's bucket, so that it always has tokens for
-  // what arrives and never queues (measured on a 1 Gbit/s tbf with a 256 KiB
-  // bucket: 0 overlimits, line rate kept); at most 2 ms of the rate, so that a
-  // deep bucket does not turn pacing into long silences. Unknown bucket: 400 us.
-  const uint64_t bucket = port_.tx_bucket();
-  const size_t burst =
-      bucket > 0 ? std::min<size_t>(bucket / 4 * 3, of_time(2e-3)) : of_time(400e-6);
-  set_pacing(rate, std::max(burst, 2 * frame));
+  apply_port_rate(port_.tx_rate(), port_.tx_bucket());
+}
+
+void PortSink::apply_port_rate(uint64_t rate, uint64_t bucket) {
+  if (rate == 0) {
+    set_pacing(0, 0);
+  } else {
+    const size_t frame = port_.mtu() + 14;
+    const auto of_time = [rate](double seconds) {
+      return static_cast<size_t>(static_cast<double>(rate) * seconds);
+    };
+    // Three quarters of the shaper's bucket, so that it always has tokens for
+    // what arrives and never queues (measured on a 1 Gbit/s tbf with a 256 KiB
+    // bucket: 0 overlimits, line rate kept); at most 2 ms of the rate, so that a
+    // deep bucket does not turn pacing into long silences. Unknown bucket: 400 us.
+    const size_t burst =
+        bucket > 0 ? std::min<size_t>(bucket / 4 * 3, of_time(2e-3)) : of_time(400e-6);
+    set_pacing(rate, std::max(burst, 2 * frame));
+  }
+  follow_port_ = true;
+  port_rate_ = rate;
+  port_bucket_ = bucket;
 }
 
 proto::TimePoint PortSink::release_time() const {

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <memory>
@@ -80,34 +81,119 @@ struct SocketCloser {
   void operator()(mnl_socket* s) const { mnl_socket_close(s); }
 };
 
-}  // namespace
+// A netlink socket in the caller's namespace; `groups`: multicast groups to
+// join (RTMGRP_*), non-blocking then.
+mnl_socket* open_rtnl(unsigned groups) {
+  mnl_socket* nl =
+      mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | (groups != 0 ? SOCK_NONBLOCK : 0));
+  if (nl == nullptr) return nullptr;
+  if (mnl_socket_bind(nl, groups, MNL_SOCKET_AUTOPID) < 0) {
+    mnl_socket_close(nl);
+    return nullptr;
+  }
+  if (groups == 0) {
+    timeval tv{1, 0};  // the kernel answers at once; never hang a port on it
+    (void)::setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  return nl;
+}
 
-TokenBucket root_tbf(int ifindex) {
-  std::unique_ptr<mnl_socket, SocketCloser> nl(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC));
-  if (!nl || mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0) return {};
-  timeval tv{1, 0};  // the kernel answers at once; never hang a port's open on it
-  (void)::setsockopt(mnl_socket_get_fd(nl.get()), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-
+// Dumps the qdiscs of `ifindex` over `nl` and returns its root tbf.
+TokenBucket query_root_tbf(mnl_socket* nl, int ifindex, unsigned seq) {
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
   nlh->nlmsg_type = RTM_GETQDISC;
   nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  const auto seq = static_cast<unsigned>(std::time(nullptr));
   nlh->nlmsg_seq = seq;
   auto* tc = static_cast<tcmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcmsg)));
   tc->tcm_family = AF_UNSPEC;
   tc->tcm_ifindex = ifindex;
-  if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) return {};
+  if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) return {};
 
   Query q{ifindex, {}};
-  const unsigned portid = mnl_socket_get_portid(nl.get());
+  const unsigned portid = mnl_socket_get_portid(nl);
   for (;;) {
-    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+    const ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
     if (n <= 0) break;
-    if (mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid, on_qdisc, &q) <= MNL_CB_STOP)
-      break;
+    // Replies to an earlier dump cut short by a timeout carry an older seq:
+    // skipped (EPROTO), the dump goes on.
+    const int r = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid, on_qdisc, &q);
+    if (r == MNL_CB_ERROR && errno == EPROTO) continue;
+    if (r <= MNL_CB_STOP) break;
   }
   return q.found;
+}
+
+int64_t coarse_now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+TokenBucket root_tbf(int ifindex) {
+  std::unique_ptr<mnl_socket, SocketCloser> nl(open_rtnl(0));
+  if (!nl) return {};
+  return query_root_tbf(nl.get(), ifindex, static_cast<unsigned>(std::time(nullptr)));
+}
+
+ShaperWatch::ShaperWatch(int ifindex)
+    : ifindex_(ifindex),
+      query_(open_rtnl(0)),
+      events_(open_rtnl(RTMGRP_TC)),
+      seq_(static_cast<unsigned>(std::time(nullptr))) {
+  // Subscribed before the first read: a change in between is not missed.
+  current_ = read();
+  rereads_ = 0;
+  const int64_t now = coarse_now_ns();
+  next_check_ns_ = now + kShaperCheckNs;
+  next_reread_ns_ = now + kShaperRecheckNs;
+}
+
+ShaperWatch::~ShaperWatch() {
+  if (events_ != nullptr) mnl_socket_close(events_);
+  if (query_ != nullptr) mnl_socket_close(query_);
+}
+
+TokenBucket ShaperWatch::read() {
+  ++rereads_;
+  if (query_ == nullptr) return {};
+  return query_root_tbf(query_, ifindex_, ++seq_);
+}
+
+bool ShaperWatch::drain_notifications() {
+  bool any = false;
+  char buf[8192];
+  // Bounded: a storm of tc changes elsewhere costs one check at most this much.
+  for (int i = 0; i < 64; ++i) {
+    const ssize_t n = ::recv(mnl_socket_get_fd(events_), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      any = true;
+    } else if (n < 0 && errno == ENOBUFS) {
+      any = true;  // the socket overran: some were lost, so assume a change
+    } else {
+      break;
+    }
+  }
+  return any;
+}
+
+bool ShaperWatch::poll() {
+  const int64_t now = coarse_now_ns();
+  if (now < next_check_ns_) return false;
+  next_check_ns_ = now + kShaperCheckNs;
+  bool due;
+  if (events_ != nullptr) {
+    due = drain_notifications();
+  } else {
+    due = now >= next_reread_ns_;
+    if (due) next_reread_ns_ = now + kShaperRecheckNs;
+  }
+  if (!due) return false;
+  const TokenBucket was = current_;
+  current_ = read();
+  return !(current_ == was);
 }
 
 }  // namespace hyperscsi::io::detail

@@ -95,6 +95,60 @@ TEST(PortSinkPacing, UnpacedSinkSendsEverything) {
   EXPECT_EQ(received(*link.b), 12u);
 }
 
+// A port whose shaper the test sets, as AfPacketPort reports a tbf installed,
+// changed or removed after it opened.
+class RatePort final : public Port {
+ public:
+  explicit RatePort(Port& inner) : inner_(inner) {}
+  std::string_view spec() const override { return inner_.spec(); }
+  MacAddress mac() const override { return inner_.mac(); }
+  size_t mtu() const override { return inner_.mtu(); }
+  PortCounters counters() const override { return inner_.counters(); }
+  int fd() const override { return inner_.fd(); }
+  Packet alloc() override { return inner_.alloc(); }
+  size_t rx_burst(std::span<Packet> out) override { return inner_.rx_burst(out); }
+  size_t tx_burst(std::span<Packet> pkts) override { return inner_.tx_burst(pkts); }
+  uint64_t tx_rate() const override { return rate; }
+  uint64_t tx_bucket() const override { return bucket; }
+  uint64_t rate = 0;
+  uint64_t bucket = 0;
+
+ private:
+  Port& inner_;
+};
+
+// pace_at_port_rate() follows the port: a shaper that appears after the
+// start paces the next flush, one removed unpaces it (issue 20: a daemon
+// started before tbf never paced).
+TEST(PortSinkPacing, FollowsThePortsRateWhenItChangesAfterTheStart) {
+  MemLink link = make();
+  RatePort port(*link.a);
+  PortSink sink(port, 256);
+  sink.pace_at_port_rate();  // no shaper yet
+  queue_frames(sink, *link.b, *link.a, 12);
+  EXPECT_EQ(sink.flush(), 12u);
+  EXPECT_FALSE(sink.paced());
+
+  // Bytes per second; the burst is then two frames of the MTU (1500 + 14):
+  // three of these.
+  port.rate = 1000;
+  port.bucket = 8 * kFrame;
+  queue_frames(sink, *link.b, *link.a, 12);
+  EXPECT_EQ(sink.flush(), 3u) << "a shaper installed later paces the next flush";
+  EXPECT_TRUE(sink.paced());
+
+  port.rate = 0;  // removed
+  port.bucket = 0;
+  EXPECT_EQ(sink.flush(), 9u) << "a shaper removed stops the pacing";
+  EXPECT_FALSE(sink.paced());
+
+  sink.set_pacing(1000, 2 * kFrame);  // explicit pacing: no longer follows the port
+  queue_frames(sink, *link.b, *link.a, 4);
+  EXPECT_EQ(sink.flush(), 2u);
+  EXPECT_TRUE(sink.paced());
+  EXPECT_EQ(received(*link.b), 26u);
+}
+
 // ---------------------------------------------------------------------------
 // Gather (issue 20): a frame given as headers plus a payload by reference.
 

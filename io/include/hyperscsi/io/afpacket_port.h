@@ -14,6 +14,12 @@
 // frames arrive in our own pool buffers and would be copied into a TX ring
 // anyway; sendmmsg reports how many messages went out, which maps directly
 // onto tx_burst's partial-send rule, and needs no second jumbo-sized mapping.
+// Shaping: tx_rate()/tx_bucket() are the interface's root tbf, read when the
+// port opens and kept current: the port listens to rtnetlink's TC group and
+// re-reads the root qdisc after a change, checked from tx_burst at most every
+// 100 ms, so a shaper installed, changed or removed later is followed within
+// about that long once frames flow (a PortSink pacing at the port's rate
+// follows it in turn).
 // Kernel filter: a classic BPF program (SO_ATTACH_FILTER) passes only
 // EtherType 0x889A: untagged frames when vlan_id is 0, frames tagged with
 // vlan_id otherwise (the kernel strips the tag into tpacket metadata before

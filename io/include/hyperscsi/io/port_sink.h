@@ -46,7 +46,10 @@ class PortSink final : public proto::FrameSink {
   void set_pacing(uint64_t bytes_per_second, size_t burst_bytes);
   // Paces at the port's tx_rate(), if it has one, in bursts of three quarters
   // of the shaper's bucket (tx_bucket(); at most 2 ms of the rate, 400 us when
-  // unknown, at least two frames of the MTU).
+  // unknown, at least two frames of the MTU); and from then on follows them:
+  // each flush() compares them with what it paces at, so a shaper installed,
+  // changed or removed after the start takes effect (or stops) with the next
+  // flush after the port reports it. A later set_pacing() ends the following.
   void pace_at_port_rate();
   // Frames wait for the pacing clock, not for the port.
   bool paced() const { return !queued_.empty() && held_by_pacing_; }
@@ -68,7 +71,12 @@ class PortSink final : public proto::FrameSink {
   double credit_ = 0;  // bytes that may go now
   proto::TimePoint credit_at_{};
   bool held_by_pacing_ = false;
+  bool follow_port_ = false;  // pace_at_port_rate(): re-applied when the port's rate changes
+  uint64_t port_rate_ = 0;    // the port's tx_rate() and tx_bucket() last applied
+  uint64_t port_bucket_ = 0;
   std::vector<size_t> sizes_;  // flush()'s scratch: sizes of the frames offered
+
+  void apply_port_rate(uint64_t rate, uint64_t bucket);
 };
 
 }  // namespace hyperscsi::io
