@@ -42,20 +42,27 @@ void Waker::wake() {
   [[maybe_unused]] ssize_t n = ::write(fd_, &one, sizeof one);
 }
 
+// The loop reads the eventfd before it clears the flag, never the other
+// way round: a wake() between a clear and the read would set the flag and
+// write, the read would take that write, and the flag would stay set with
+// the eventfd empty, so every later wake() skipped its write and the loop
+// slept to its deadline with work pending (issue 16: a target port loop that
+// no longer woke for the frames another loop handed it). Read first, a
+// wake() in between finds the flag still set and skips its write, which is
+// harmless: the loop looks at its queues after the clear. (A wake() whose
+// write lands after the read leaves the eventfd readable with the flag
+// clear: one spare turn.)
 void Waker::clear() {
-  // A waker between its exchange and its write leaves the eventfd readable
-  // with the flag clear: the next wait reports it and drain() reads it (one
-  // spare turn, never a lost wake-up).
-  if (!pending_.exchange(false)) return;
+  if (!pending_.load()) return;
   uint64_t v;
   [[maybe_unused]] ssize_t n = ::read(fd_, &v, sizeof v);
+  pending_.store(false);
 }
 
 void Waker::drain() {
-  // Clear before reading: a wake after the read writes again.
-  pending_.store(false);
   uint64_t v;
   [[maybe_unused]] ssize_t n = ::read(fd_, &v, sizeof v);
+  pending_.store(false);
 }
 
 Reactor::~Reactor() {

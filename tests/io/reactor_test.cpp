@@ -11,8 +11,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 namespace hyperscsi::io {
 namespace {
@@ -251,6 +254,59 @@ TEST(Reactor, WritableInterestWakesAFullWait) {
   ASSERT_TRUE(reactor.set_writable(port.fd, false));
   now = Clock::now();
   EXPECT_EQ(reactor.wait(now, now + 5ms).ready, 0);
+}
+
+// A producer on another thread posts work and wakes the loop after every
+// item, as fast as it can (the target's port loops hand each other frames
+// so); the loop takes the wake-up in its wait (drain) and, when
+// `clear_each_turn`, also before taking its queue (the initiator's
+// run_tasks). Every wait must end at once: work is always pending. A wait
+// that sleeps to its deadline lost a wake-up: a read that took the write of
+// a wake whose flag it never cleared left the flag set and the eventfd
+// empty, and every later wake() skipped its write (issue 16's multipath
+// flake: a target port loop that no longer woke for its handed-over frames).
+// The race window is a few instructions: the test repeats the turn until
+// it hits or a time bound passes.
+void expect_no_lost_wake(bool clear_each_turn) {
+  OPEN_REACTOR(reactor);
+  std::mutex mu;
+  uint64_t queued = 0;
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      {
+        std::lock_guard lock(mu);
+        ++queued;
+      }
+      reactor.wake();
+    }
+  });
+  const auto end = Clock::now() + 1500ms;
+  uint64_t turns = 0, taken = 0, lost = 0;
+  while (Clock::now() < end && lost == 0) {
+    if (clear_each_turn) reactor.waker()->clear();
+    {
+      std::lock_guard lock(mu);
+      taken += std::exchange(queued, 0);
+    }
+    const auto now = Clock::now();
+    const auto r = reactor.wait(now, now + 300ms);
+    if (r.ready == 0) ++lost;  // slept to the deadline with work pending
+    ++turns;
+  }
+  stop = true;
+  producer.join();
+  EXPECT_EQ(lost, 0u) << "a wait slept through pending work after " << turns << " turns (" << taken
+                      << " items taken)";
+  EXPECT_GT(taken, 0u);
+}
+
+TEST(Reactor, NoWakeIsLostWhenTheLoopDrainsAsAnotherThreadWakes) {
+  expect_no_lost_wake(false);
+}
+
+TEST(Reactor, NoWakeIsLostWhenTheLoopClearsAsAnotherThreadWakes) {
+  expect_no_lost_wake(true);
 }
 
 }  // namespace
