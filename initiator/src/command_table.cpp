@@ -58,8 +58,7 @@ void Initiator::Impl::submit(ScsiCommand command, Completion done,
   }
   // From a poller the loop runs these in this very turn: no wake-up needed.
   if (std::this_thread::get_id() == loop_id_ && polling_) return;
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  reactor_.wake();
 }
 
 std::optional<proto::ReceivedPdu> Initiator::Impl::next_reply() {

@@ -14,9 +14,6 @@
 // table.
 #pragma once
 
-#include <poll.h>
-#include <time.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -37,6 +34,7 @@
 
 #include "hyperscsi/initiator/initiator.h"
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/io/reactor.h"
 #include "hyperscsi/io/rx_filter.h"
 #include "hyperscsi/io/wake_policy.h"
 #include "hyperscsi/proto/discovery.h"
@@ -161,9 +159,7 @@ class Initiator::Impl {
   void receive(std::vector<io::Packet>& rx, TimePoint now);
   void receive_on(io::Port& port, std::vector<io::Packet>& rx, TimePoint now);
   void wait(TimePoint now);
-  static timespec to_timespec(proto::Duration d);
   void watch_writable(bool on);
-  bool busy_poll(TimePoint until);
 
   // rx_control.cpp: what the ports deliver (receive filter, idle pause)
   void sync_rx_filter();
@@ -242,11 +238,11 @@ class Initiator::Impl {
   std::thread thread_;
   std::atomic<std::thread::id> loop_id_{};
   std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
-  std::vector<pollfd> hold_fds_;  // loop thread only: what a hold watches
-  bool polling_ = false;          // the loop thread is running pollers_
-  TimePoint poll_spin_until_{};   // busy-poll until then after a poller's command completed
-  int event_fd_ = -1;
-  int epoll_fd_ = -1;
+  bool polling_ = false;         // the loop thread is running pollers_
+  TimePoint poll_spin_until_{};  // busy-poll until then after a poller's command completed
+  // The ports, the pollers' fds (quiet: they end a hold) and the wake-up of
+  // post() and submit() (reactor.cpp).
+  io::Reactor reactor_;
   bool stop_ = false;
   uint64_t rounds_ = 0;
 

@@ -1,16 +1,11 @@
 // The initiator's reactor: the loop thread of Initiator::Impl, the tasks
-// and submissions other threads post to it (an eventfd wakes it), its epoll
-// set (ports, eventfd, pollers) and how it waits between turns (holds, busy
-// polling, sleeps; io::WakePolicy).
+// and submissions other threads post to it (its io::Reactor's wake-up wakes
+// it), the fds it watches (ports, pollers) and how it waits between turns
+// (holds, busy polling, sleeps: io::WakePolicy decides, io::Reactor waits).
 //
 // Thread-safety: start(), stop(), post(), add_poller() and remove_poller()
 // are called from other threads (stop() and the pollers' calls wait for the
 // loop); everything else runs on the loop thread.
-#include <poll.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
-
 #include <deque>
 #include <functional>
 #include <thread>
@@ -32,23 +27,11 @@ constexpr auto kMaxSleep = std::chrono::seconds(10);
 }  // namespace
 
 Status<Error> Initiator::Impl::start() {
-  event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  if (event_fd_ < 0 || epoll_fd_ < 0)
-    return Unexpected{Error{ErrorKind::kPort, "eventfd/epoll failed"}};
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = event_fd_;
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
-  if (port_->fd() >= 0) {
-    ev.data.fd = port_->fd();
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev);
-  }
-  for (auto& e : extra_) {
-    if (e.port->fd() < 0) continue;
-    ev.data.fd = e.port->fd();
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, e.port->fd(), &ev);
-  }
+  if (auto r = reactor_.open(); !r)
+    return Unexpected{Error{ErrorKind::kPort, "eventfd/epoll failed: " + r.error().message}};
+  if (port_->fd() >= 0) (void)reactor_.add(port_->fd(), io::Reactor::Role::kPort);
+  for (auto& e : extra_)
+    if (e.port->fd() >= 0) (void)reactor_.add(e.port->fd(), io::Reactor::Role::kPort);
   sync_rx_filter();  // discovery and login replies only, until a session exists
   thread_ = std::thread([this] { run(); });
   return {};
@@ -61,9 +44,6 @@ void Initiator::Impl::stop() {
   }
   // The loop is gone: fail what is left on this thread.
   fail_all(CompletionError::kShutdown, "the initiator was destroyed");
-  if (event_fd_ >= 0) ::close(event_fd_);
-  if (epoll_fd_ >= 0) ::close(epoll_fd_);
-  event_fd_ = epoll_fd_ = -1;
 }
 
 // Runs `task` on the loop thread.
@@ -72,16 +52,12 @@ void Initiator::Impl::post(std::function<void()> task) {
     std::lock_guard lock(task_mutex_);
     tasks_.push_back(std::move(task));
   }
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  reactor_.wake();
 }
 
 void Initiator::Impl::add_poller(int fd, std::function<void()> poll) {
   call<bool>([this, fd, poll = std::move(poll)]() mutable {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    (void)reactor_.add(fd, io::Reactor::Role::kQuiet);  // a poller's fd ends a hold
     pollers_.emplace_back(fd, std::move(poll));
     return true;
   });
@@ -89,7 +65,7 @@ void Initiator::Impl::add_poller(int fd, std::function<void()> poll) {
 
 void Initiator::Impl::remove_poller(int fd) {
   call<bool>([this, fd] {
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    reactor_.remove(fd);
     std::erase_if(pollers_, [fd](const auto& p) { return p.first == fd; });
     return true;
   });
@@ -140,6 +116,7 @@ void Initiator::Impl::run() {
 
 void Initiator::Impl::run_tasks() {
   std::deque<std::function<void()>> tasks;
+  reactor_.waker()->clear();  // before taking the queues: a later post() wakes again
   {
     std::lock_guard lock(task_mutex_);
     tasks.swap(tasks_);
@@ -149,8 +126,6 @@ void Initiator::Impl::run_tasks() {
       ++stats_.submitted;
     }
   }
-  uint64_t v;
-  [[maybe_unused]] ssize_t n = ::read(event_fd_, &v, sizeof v);
   for (auto& t : tasks) t();
 }
 
@@ -246,71 +221,37 @@ void Initiator::Impl::wait(TimePoint now) {
   if (hold > proto::Duration::zero()) {
     ++wake_.sleeps;
     ++wake_.holds;
-    const timespec ts = to_timespec(hold);
     // Paced frames that fill the next release already wait: a submission
     // taken now would only queue behind them, so sleep through to the
     // release rather than wake for each (issue 20: a writer woke twice per
     // 128 KiB write). Otherwise a poller's fd (the FUSE export's /dev/fuse)
     // ends a hold as a submission does: its requests must not wait for the
     // replies' batch.
-    hold_fds_.clear();
-    if (paced && sink_.release_covered()) {
-      ++wake_.paced_sleeps;
-    } else {
-      hold_fds_.push_back(pollfd{event_fd_, POLLIN, 0});
-      for (const auto& poller : pollers_) hold_fds_.push_back(pollfd{poller.first, POLLIN, 0});
-    }
-    ::ppoll(hold_fds_.data(), hold_fds_.size(), &ts, nullptr);
+    const bool covered = paced && sink_.release_covered();
+    if (covered) ++wake_.paced_sleeps;
+    reactor_.wait(now, now + hold,
+                  covered ? io::Reactor::Watch::kNothing : io::Reactor::Watch::kQuiet);
     return;
   }
   // Busy-poll while that pays, and for a moment after a poller's command
-  // completed (the next request of a QD1 client is due soon).
+  // completed (the next request of a QD1 client is due soon); then sleep.
+  TimePoint spin_until{};
   if (wake_policy_.should_poll(inflight_.size()) ||
-      (now < poll_spin_until_ && options_.busy_poll.count() > 0)) {
-    const TimePoint start = SteadyClock::now();
-    const bool found = busy_poll(std::min<TimePoint>(until, start + options_.busy_poll));
-    const TimePoint end = SteadyClock::now();
+      (now < poll_spin_until_ && options_.busy_poll.count() > 0))
+    spin_until = SteadyClock::now() + options_.busy_poll;
+  const io::Reactor::WaitResult r = reactor_.wait(now, until, io::Reactor::Watch::kAll, spin_until);
+  if (r.polled) {
     ++wake_.polls;
-    wake_.poll_ns += static_cast<uint64_t>((end - start).count());
-    wake_policy_.on_poll(found, end - start);
-    if (found) {
-      ++wake_.poll_hits;
-      return;
-    }
-    now = end;
-    if (until <= now) return;
+    wake_.poll_ns += static_cast<uint64_t>(r.poll_time.count());
+    wake_policy_.on_poll(r.poll_found, r.poll_time);
+    if (r.poll_found) ++wake_.poll_hits;
   }
-  ++wake_.sleeps;
-  const timespec ts = to_timespec(until - now);
-  epoll_event evs[4];
-  ::epoll_pwait2(epoll_fd_, evs, 4, &ts, nullptr);
-}
-
-timespec Initiator::Impl::to_timespec(proto::Duration d) {
-  timespec ts{};
-  ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
-  ts.tv_nsec = static_cast<long>((d - std::chrono::seconds(ts.tv_sec)).count());
-  return ts;
+  if (r.blocked) ++wake_.sleeps;
 }
 
 void Initiator::Impl::watch_writable(bool on) {
   if (on == want_writable_ || port_->fd() < 0) return;
-  epoll_event ev{};
-  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
-  ev.data.fd = port_->fd();
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, port_->fd(), &ev) == 0) want_writable_ = on;
-}
-
-// Checks the epoll set without sleeping until something is ready (true) or
-// `until` (false). A zero-timeout epoll_pwait2 is one cheap system call;
-// sleeping and being woken by the other CPU is what costs the latency.
-bool Initiator::Impl::busy_poll(TimePoint until) {
-  const timespec zero{};
-  epoll_event evs[4];
-  do {
-    if (::epoll_pwait2(epoll_fd_, evs, 4, &zero, nullptr) > 0) return true;
-  } while (SteadyClock::now() < until);
-  return false;
+  if (reactor_.set_writable(port_->fd(), on)) want_writable_ = on;
 }
 
 }  // namespace hyperscsi::initiator

@@ -1,10 +1,7 @@
 #include "port_loop.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -26,17 +23,6 @@ constexpr size_t kMaxRxRoundsPerWake = 8;  // bounds one iteration; the rest wai
 constexpr int kMaxWaitMs = 100;
 }  // namespace
 
-Mailbox::Mailbox() : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
-
-Mailbox::~Mailbox() {
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-}
-
-void Mailbox::wake() {
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
-}
-
 void Mailbox::push(Completion c) {
   bool was_empty;
   {
@@ -45,8 +31,8 @@ void Mailbox::push(Completion c) {
     items_.push_back(std::move(c));
   }
   // A non-empty mailbox already has a wake in flight, and the take() it
-  // causes collects this item too: one eventfd write per batch, not per item.
-  if (was_empty && std::this_thread::get_id() != owner_.load()) wake();
+  // causes collects this item too: one wake per batch, not per item.
+  if (was_empty && std::this_thread::get_id() != owner_.load()) waker_->wake();
 }
 
 bool Mailbox::empty() {
@@ -96,31 +82,14 @@ PortLoop::PortLoop(const EngineConfig& config, std::unique_ptr<io::Port> port,
 
 PortLoop::~PortLoop() {
   stop(false);
-  if (epoll_fd_ >= 0) ::close(epoll_fd_);
-  if (quiet_fd_ >= 0) ::close(quiet_fd_);
-  if (sleep_fd_ >= 0) ::close(sleep_fd_);
 }
 
 Status<EngineError> PortLoop::start() {
-  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  quiet_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  sleep_fd_ = ::epoll_create1(EPOLL_CLOEXEC);  // never holds an fd: a plain timed sleep
-  mailbox_ = std::make_shared<Mailbox>();
-  wake_fd_ = mailbox_->fd();
-  if (epoll_fd_ < 0 || quiet_fd_ < 0 || sleep_fd_ < 0 || wake_fd_ < 0)
-    return Unexpected(EngineError{std::string("epoll/eventfd: ") + std::strerror(errno)});
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake_fd_;
-  if (::epoll_ctl(quiet_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
-    return Unexpected(EngineError{std::string("epoll_ctl: ") + std::strerror(errno)});
-  ev.data.fd = quiet_fd_;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, quiet_fd_, &ev) != 0)
-    return Unexpected(EngineError{std::string("epoll_ctl: ") + std::strerror(errno)});
+  if (auto r = reactor_.open(); !r) return Unexpected(EngineError{r.error().message});
+  mailbox_ = std::make_shared<Mailbox>(reactor_.waker());
   if (port_->fd() >= 0) {
-    ev.data.fd = port_->fd();
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, port_->fd(), &ev) != 0)
-      return Unexpected(EngineError{std::string("epoll_ctl port: ") + std::strerror(errno)});
+    if (auto r = reactor_.add(port_->fd(), io::Reactor::Role::kPort); !r)
+      return Unexpected(EngineError{"port: " + r.error().message});
   }
 
   proto::TargetConfig tc;
@@ -176,7 +145,7 @@ void PortLoop::stop(bool disconnect) {
 }
 
 void PortLoop::wake() {
-  if (mailbox_) mailbox_->wake();
+  if (mailbox_) reactor_.wake();
 }
 
 proto::FrameSink& PortLoop::out_sink() {
@@ -285,17 +254,9 @@ void PortLoop::run() {
   if (config_.announce_at_start) endpoint_->announce(Clock::now());
   while (!stop_) {
     const TimePoint now = Clock::now();
-    epoll_event events[16];
-    const int n = wait(events, 16, now);
-    if (n < 0 && errno != EINTR) {
+    if (wait(now).ready < 0 && errno != EINTR) {
       spdlog::error("{}: epoll_wait: {}", port_->spec(), std::strerror(errno));
       break;
-    }
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wake_fd_ || events[i].data.fd == quiet_fd_) {
-        drain_wake_fd();
-        break;
-      }
     }
     refresh_table();
     const TimePoint t = Clock::now();
@@ -330,11 +291,6 @@ void PortLoop::run() {
   spdlog::info("{}: stopped", port_->spec());
 }
 
-void PortLoop::drain_wake_fd() {
-  uint64_t v;
-  [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
-}
-
 TimePoint PortLoop::deadline(TimePoint now) const {
   if (port_->poll_mode()) return now;
   if (!mailbox_->empty()) return now;  // own pushes do not wake the fd
@@ -352,13 +308,10 @@ TimePoint PortLoop::deadline(TimePoint now) const {
 
 void PortLoop::watch_writable(bool on) {
   if (on == want_writable_ || port_->fd() < 0) return;
-  epoll_event ev{};
-  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
-  ev.data.fd = port_->fd();
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, port_->fd(), &ev) == 0) want_writable_ = on;
+  if (reactor_.set_writable(port_->fd(), on)) want_writable_ = on;
 }
 
-int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
+io::Reactor::WaitResult PortLoop::wait(TimePoint now) {
   // A sender whose frames the port did not take sleeps until something can
   // move: the send buffer drains (EPOLLOUT), or a pause passes after the
   // device queue refused them (doubling while nothing moves).
@@ -374,7 +327,7 @@ int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
     tx_backoff_ = proto::Duration::zero();
   }
   const TimePoint until = deadline(now);
-  if (until <= now) return epoll_wait_for(epoll_fd_, events, max, proto::Duration::zero());
+  if (until <= now) return reactor_.wait(now, until);  // only takes what is ready
   counters_.sleeps.fetch_add(1, std::memory_order_relaxed);
   // While an incoming PDU streams in at the link's pace, or frames wait for
   // the pacing clock (acks could only open a window they may not use yet),
@@ -394,28 +347,11 @@ int PortLoop::wait(epoll_event* events, int max, TimePoint now) {
     // stats request waits at most that long, about a millisecond).
     if (sink_->release_covered()) {
       counters_.paced_sleeps.fetch_add(1, std::memory_order_relaxed);
-      return epoll_wait_for(sleep_fd_, events, max, hold);
+      return reactor_.wait(now, now + hold, io::Reactor::Watch::kNothing);
     }
-    return epoll_wait_for(quiet_fd_, events, max, hold);
+    return reactor_.wait(now, now + hold, io::Reactor::Watch::kQuiet);
   }
-  return epoll_wait_for(epoll_fd_, events, max, until - now);
-}
-
-int PortLoop::epoll_wait_for(int epfd, epoll_event* events, int max, proto::Duration t) {
-  // Sub-millisecond timers (delayed acks, short RTOs, holds) need
-  // epoll_pwait2's nanosecond timeout; epoll_wait's milliseconds would round
-  // them up.
-  timespec ts{};
-  ts.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(t).count());
-  ts.tv_nsec = static_cast<long>((t - std::chrono::seconds(ts.tv_sec)).count());
-  if (!no_pwait2_) {
-    const int n = ::epoll_pwait2(epfd, events, max, &ts, nullptr);
-    if (n >= 0 || errno != ENOSYS) return n;
-    no_pwait2_ = true;
-  }
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(t + std::chrono::microseconds(999));
-  return ::epoll_wait(epfd, events, max, static_cast<int>(ms.count()));
+  return reactor_.wait(now, until);
 }
 
 void PortLoop::log_malformed(proto::DecodeError e, TimePoint now) {
@@ -587,12 +523,9 @@ void PortLoop::watch(const std::shared_ptr<LunEntry>& entry) {
   if (watched_.count(entry.get()) != 0) return;
   watched_.emplace(entry.get(), entry);
   if (entry->completion_fd < 0) return;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = entry->completion_fd;
-  if (::epoll_ctl(quiet_fd_, EPOLL_CTL_ADD, entry->completion_fd, &ev) != 0 && errno != EEXIST)
+  if (auto r = reactor_.add(entry->completion_fd, io::Reactor::Role::kQuiet); !r)
     spdlog::warn("{}: cannot watch LUN {} completions: {}", port_->spec(), entry->lun,
-                 std::strerror(errno));
+                 r.error().message);
 }
 
 void PortLoop::unwatch_idle() {
@@ -615,8 +548,7 @@ void PortLoop::unwatch_idle() {
       ++it;
       continue;
     }
-    if (it->second->completion_fd >= 0)
-      ::epoll_ctl(quiet_fd_, EPOLL_CTL_DEL, it->second->completion_fd, nullptr);
+    if (it->second->completion_fd >= 0) reactor_.remove(it->second->completion_fd);
     it = watched_.erase(it);
   }
 }

@@ -3,8 +3,6 @@
 // request is touched only by the loop thread.
 #pragma once
 
-#include <sys/epoll.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -19,6 +17,7 @@
 
 #include "hyperscsi/engine/target_engine.h"
 #include "hyperscsi/io/port_sink.h"
+#include "hyperscsi/io/reactor.h"
 #include "hyperscsi/io/wake_policy.h"
 #include "multipath_router.h"
 #include "target_device.h"
@@ -40,11 +39,11 @@ struct Completion {
 };
 
 // Completions travel from whichever thread polled the store to the loop that
-// owns the command's session.
+// owns the command's session. It shares the loop's wake-up: the last holder
+// may be a completion on another thread after the loop is gone.
 class Mailbox {
  public:
-  Mailbox();   // creates the eventfd (fd() < 0 if that failed)
-  ~Mailbox();  // closes it: the last holder may be a completion on another thread
+  explicit Mailbox(std::shared_ptr<io::Waker> waker) : waker_(std::move(waker)) {}
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
   // From any thread. Wakes the owner only when the mailbox was empty and the
@@ -53,15 +52,13 @@ class Mailbox {
   void push(Completion c);
   std::deque<Completion> take();
   bool empty();
-  void wake();
   void set_owner(std::thread::id id) { owner_.store(id); }
-  int fd() const { return wake_fd_; }
 
  private:
   std::mutex mu_;
   std::atomic<std::thread::id> owner_{};
   std::deque<Completion> items_;
-  int wake_fd_ = -1;
+  std::shared_ptr<io::Waker> waker_;
 };
 
 struct LoopCounters {
@@ -134,7 +131,6 @@ class PortLoop {
   proto::FrameSink& out_sink();
   void refresh_table();
   void receive(proto::TimePoint now);
-  void drain_wake_fd();
   void poll_units();
   void answer_completions();
   void take_commands();
@@ -148,8 +144,7 @@ class PortLoop {
   void publish_snapshot_if_asked();
   void update_drain_state();
   proto::TimePoint deadline(proto::TimePoint now) const;
-  int wait(epoll_event* events, int max, proto::TimePoint now);
-  int epoll_wait_for(int epfd, epoll_event* events, int max, proto::Duration t);
+  io::Reactor::WaitResult wait(proto::TimePoint now);
   void watch_writable(bool on);
   const Peer* peer_of(uint32_t session_id);
   std::vector<proto::LunInfo> visible_luns(std::string_view name, const MacAddress& mac) const;
@@ -163,19 +158,15 @@ class PortLoop {
   std::shared_ptr<const TargetDevice::Luns> table_;  // the device's LUN list, refreshed each turn
   uint64_t table_generation_ = 0;
 
-  // epoll_fd_ watches the port and quiet_fd_; quiet_fd_ the mailbox and the
-  // LUNs' completions: a hold waits on quiet_fd_ alone, or on sleep_fd_ (an
-  // empty set) when paced frames already fill the next release.
-  int epoll_fd_ = -1;
-  int quiet_fd_ = -1;
-  int sleep_fd_ = -1;
-  int wake_fd_ = -1;
+  // Watches the port, and as quiet fds (which end a hold) the LUNs'
+  // completions; its wake-up is the mailbox's. A hold waits on the quiet fds
+  // alone, or on nothing when paced frames already fill the next release.
+  io::Reactor reactor_;
   bool want_writable_ = false;    // EPOLLOUT on the port: frames wait for a full send buffer
   proto::Duration tx_backoff_{};  // pause after the device queue refused frames
   io::WakePolicy wake_policy_;
   size_t rx_bytes_ = 0;       // received in the current turn
   bool tx_progress_ = false;  // the last flush sent something
-  bool no_pwait2_ = false;    // kernel without epoll_pwait2: millisecond timeouts
   std::shared_ptr<Mailbox> mailbox_;
   std::unique_ptr<proto::TargetEndpoint> endpoint_;
   std::unique_ptr<io::PortSink> sink_;
