@@ -51,6 +51,8 @@ class PortSink final : public proto::FrameSink {
   // changed or removed after the start takes effect (or stops) with the next
   // flush after the port reports it. A later set_pacing() ends the following.
   void pace_at_port_rate();
+  // The rate it paces at, bytes per second (0: unpaced).
+  uint64_t pacing_rate() const { return static_cast<uint64_t>(rate_ * 1e9 + 0.5); }
   // Frames wait for the pacing clock, not for the port.
   bool paced() const { return !queued_.empty() && held_by_pacing_; }
   // When a flush() may send them: once half a burst (or all that waits) may go.
