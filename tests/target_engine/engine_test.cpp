@@ -7,9 +7,13 @@
 
 #include <atomic>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <random>
+#include <set>
+#include <thread>
 
 #include "hyperscsi/base/scsi_opcodes.h"
 #include "hyperscsi/engine/target_engine.h"
@@ -431,6 +435,157 @@ TEST(TargetEngine, RemovingABusyLunWaitsForItsCommandsThenFlushes) {
   }
   EXPECT_TRUE(probe->destroyed);
   EXPECT_GE(probe->flushes.load(), 1);
+  rig.engine->stop();
+}
+
+// A store that records every entry (submit, poll, drain...) and whether
+// another thread was inside at the same time. Each entry lingers a few
+// microseconds, so two loops that entered unguarded would overlap.
+class ExclusiveStore final : public store::BlockStore {
+ public:
+  struct Probe {
+    std::atomic<int> inside{0};
+    std::atomic<int> overlaps{0};
+    std::atomic<uint64_t> entries{0};
+    std::mutex mu;  // the test's own bookkeeping, not the engine's lock
+    std::set<std::thread::id> threads;
+  };
+  ExclusiveStore(std::unique_ptr<store::BlockStore> inner, std::shared_ptr<Probe> probe)
+      : inner_(std::move(inner)), probe_(std::move(probe)) {}
+  uint32_t block_size() const override { return inner_->block_size(); }
+  uint64_t num_blocks() const override { return inner_->num_blocks(); }
+  bool read_only() const override { return inner_->read_only(); }
+  bool supports_unmap() const override { return inner_->supports_unmap(); }
+  std::string describe() const override { return "exclusive"; }
+  void submit_read(uint64_t off, std::span<std::byte> buf, store::IoCallback cb) override {
+    Entry e(*probe_);
+    inner_->submit_read(off, buf, std::move(cb));
+  }
+  void submit_write(uint64_t off, std::span<const std::byte> buf, bool fua,
+                    store::IoCallback cb) override {
+    Entry e(*probe_);
+    inner_->submit_write(off, buf, fua, std::move(cb));
+  }
+  void submit_flush(store::IoCallback cb) override {
+    Entry e(*probe_);
+    inner_->submit_flush(std::move(cb));
+  }
+  void submit_unmap(uint64_t off, uint64_t len, store::IoCallback cb) override {
+    Entry e(*probe_);
+    inner_->submit_unmap(off, len, std::move(cb));
+  }
+  void submit() override {
+    Entry e(*probe_);
+    inner_->submit();
+  }
+  int completion_fd() const override { return inner_->completion_fd(); }
+  size_t poll() override {
+    Entry e(*probe_);
+    return inner_->poll();
+  }
+  void drain() override {
+    Entry e(*probe_);
+    inner_->drain();
+  }
+  size_t in_flight() const override { return inner_->in_flight(); }
+  store::StoreCounters counters() const override { return inner_->counters(); }
+
+ private:
+  struct Entry {
+    explicit Entry(Probe& p) : probe(p) {
+      if (probe.inside.fetch_add(1) != 0) ++probe.overlaps;
+      ++probe.entries;
+      {
+        std::lock_guard lock(probe.mu);
+        probe.threads.insert(std::this_thread::get_id());
+      }
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+    ~Entry() { probe.inside.fetch_sub(1); }
+    Probe& probe;
+  };
+  std::unique_ptr<store::BlockStore> inner_;
+  std::shared_ptr<Probe> probe_;
+};
+
+// The contract target_engine.h states: LUNs are shared by every port, and a
+// LogicalUnit (and so its store) is used under its own mutex. Two initiators
+// on two ports (two loop threads) drive one LUN at once; no entry into its
+// store may overlap another, and every byte written is read back.
+TEST(TargetEngine, OneLunDrivenFromTwoPortsIsNeverEnteredByTwoLoopsAtOnce) {
+  Rig rig = make_rig(2);
+  auto probe = std::make_shared<ExclusiveStore::Probe>();
+  {
+    auto ram = store::open_store("ram:4M", {});
+    ASSERT_TRUE(ram.ok());
+    scsi::LuConfig c;
+    c.target_name = kTarget;
+    auto unit = std::make_unique<scsi::LogicalUnit>(
+        c, std::make_unique<ExclusiveStore>(std::move(ram).value(), probe));
+    ASSERT_TRUE(rig.engine->add_lun({0, std::move(unit), {}}).ok());
+  }
+  ASSERT_TRUE(rig.engine->start().ok());
+
+  // Each initiator on its own thread: writes then reads back its own half,
+  // four commands in flight, 16 KiB each.
+  auto drive = [&](size_t port, uint32_t first_lba, uint32_t seed, std::string& failure) {
+    TestInitiator ini(*rig.initiator_ports[port], "ini.lock" + std::to_string(port),
+                      static_cast<uint32_t>(50 + port));
+    if (!ini.login(rig.target_macs[port], kTarget)) {
+      failure = "login: " + ini.why();
+      return;
+    }
+    if (!ini.command(0, cdb_tur(), 0)) {
+      failure = "tur";
+      return;
+    }
+    constexpr int kChunks = 96;
+    constexpr int kDepth = 4;
+    for (int round = 0; round < 2; ++round) {
+      const bool writing = round == 0;
+      std::deque<std::pair<uint32_t, int>> flight;
+      for (int i = 0; i < kChunks || !flight.empty();) {
+        while (i < kChunks && flight.size() < kDepth) {
+          const uint32_t lba = first_lba + static_cast<uint32_t>(i) * 32;
+          const uint32_t sn =
+              writing ? ini.send(0, cdb_write10(lba, 32), 0, pattern(32 * 512, seed + i))
+                      : ini.send(0, cdb_read10(lba, 32), 32 * 512);
+          if (sn == 0) {
+            failure = "send refused";
+            return;
+          }
+          flight.emplace_back(sn, i++);
+        }
+        auto r = ini.wait(flight.front().first, std::chrono::seconds(20));
+        if (!r || r->header.status != 0) {
+          failure = "command " + std::to_string(flight.front().second) + " failed";
+          return;
+        }
+        if (!writing && r->data != pattern(32 * 512, seed + flight.front().second)) {
+          failure = "chunk " + std::to_string(flight.front().second) + " read back wrong";
+          return;
+        }
+        flight.pop_front();
+      }
+    }
+  };
+  std::string fail_a, fail_b;
+  std::thread a([&] { drive(0, 0, 7000, fail_a); });
+  std::thread b([&] { drive(1, 4096, 9000, fail_b); });
+  a.join();
+  b.join();
+  EXPECT_EQ(fail_a, "");
+  EXPECT_EQ(fail_b, "");
+  EXPECT_EQ(probe->overlaps.load(), 0) << "of " << probe->entries.load() << " entries";
+  std::set<std::thread::id> threads;
+  {
+    std::lock_guard lock(probe->mu);
+    threads = probe->threads;
+  }
+  EXPECT_GE(threads.size(), 2u);  // both loops did enter the LUN
+  EXPECT_GE(probe->entries.load(), 2u * 2 * 96);
   rig.engine->stop();
 }
 

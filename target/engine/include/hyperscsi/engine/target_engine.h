@@ -11,9 +11,11 @@
 // executed on its scsi::LogicalUnit and answered with a reply PDU (ReplyHeader,
 // sense, data-in, residuals) through TargetEndpoint::send_reply.
 //
-// LUNs are shared by all ports: a LogicalUnit is used under its own mutex and
-// its completions are handed to the loop the command came from through that
-// loop's mailbox, so commands from any port may reach any LUN.
+// LUNs are shared by all ports: a LogicalUnit (and its store) is used under
+// its own mutex, by one loop at a time (TargetEngine.OneLunDrivenFromTwoPorts-
+// IsNeverEnteredByTwoLoopsAtOnce holds it to that), and its completions are
+// handed to the loop the command came from through that loop's mailbox, so
+// commands from any port may reach any LUN.
 //
 // Ownership: the engine owns its ports, endpoints and logical units. A removed
 // LUN disappears at once for new commands; it is flushed and destroyed after
