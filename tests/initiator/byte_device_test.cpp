@@ -193,8 +193,8 @@ TEST(ByteDeviceTest, ReadModifyWritesNeverLoseAnUpdate) {
 
 // The synchronous calls' wait: a caller alone waiting polls for its reply
 // (no sleep when it comes within sync_spin), callers that are not alone
-// sleep at once; with sync_spin zero every wait that outlives the call
-// sleeps. Many threads at once (the nbdkit plugin's 16+ threads): every
+// sleep at once; with sync_spin zero a wait sleeps unless the reply came
+// first. Many threads at once (the nbdkit plugin's 16+ threads): every
 // call returns its own status and data, none hangs.
 TEST(ByteDeviceTest, SynchronousWaitPollsAloneAndSleepsUnderManyThreads) {
   Lab lab({});
@@ -214,8 +214,9 @@ TEST(ByteDeviceTest, SynchronousWaitPollsAloneAndSleepsUnderManyThreads) {
     ByteDevice sleeping(*lun);
     std::vector<uint8_t> buf(4096);
     for (int i = 0; i < 50; ++i) ASSERT_TRUE(sleeping.pread(buf, 4096u * i).ok());
+    // Whether each slept depends on the scheduler (the loop thread woken by
+    // the submission may run and complete it first): every call is counted.
     EXPECT_EQ(sleeping.sync_spun() + sleeping.sync_slept(), 50u);
-    EXPECT_GT(sleeping.sync_slept(), 40u);  // the reply comes from another thread
   }
   ByteDevice dev(*lun, 200us);
   constexpr int kThreads = 32, kRounds = 60;
