@@ -1,17 +1,13 @@
 // nbdkit-hyperscsi-plugin.so: an nbdkit plugin serving one LUN of a HyperSCSI
 // target, so NBD clients (nbd-client, qemu, nbdcopy, nbdinfo, fio) can use it.
 //   nbdkit ./nbdkit-hyperscsi-plugin.so port=SPEC [target=NAME] lun=N [dead_time=SECONDS]
-//          [busy_poll_us=N] [wait_poll_us=N] [rx_pause_ms=N] [secret_file=F]
-//          [protection=P]
+//          [busy_poll_us=N] [rx_pause_ms=N] [secret_file=F] [protection=P]
 // One Initiator (one session) is shared by every NBD connection and every
 // nbdkit thread: nbdkit's PARALLEL thread model calls in from many threads,
 // each waiting for its own command while the session carries them all at
 // once, so the export is as deep as nbdkit's thread count (--threads, 16 by
 // default; more measured slower on 2 CPUs, see the man page) and
-// multi-conn is safe (one session: a flush covers every connection). A
-// thread that is alone waiting polls for its reply (wait_poll_us) before it
-// sleeps: at queue depth 1 the wake-up of a sleeping thread is most of the
-// latency the export adds. Reads
+// multi-conn is safe (one session: a flush covers every connection). Reads
 // land straight in nbdkit's buffer. A write-protected LUN is exported
 // read-only. Zeroing is WRITE SAME of a zero block. The session's log lines
 // go to nbdkit's log (warnings and errors as errors, the rest with -v). The
@@ -21,7 +17,6 @@
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -34,17 +29,12 @@ namespace {
 
 using namespace hyperscsi::initiator;
 
-// How long an nbdkit thread alone waiting polls for its reply before it
-// sleeps (ByteDevice's sync_spin); see the man page for the figures.
-constexpr long kDefaultWaitPollUs = 50;
-
 struct Config {
   std::string port;
   std::string target;
   long lun = -1;
   long dead_time_s = 60;
   long busy_poll_us = Options{}.busy_poll.count();
-  long wait_poll_us = kDefaultWaitPollUs;
   long rx_pause_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Options{}.rx_pause_after).count();
   std::string secret_file;
@@ -83,18 +73,15 @@ int hs_config(const char* key, const char* value) {
       return -1;
     }
     config.rx_pause_ms = v;
-  } else if (k == "lun" || k == "dead_time" || k == "busy_poll_us" || k == "wait_poll_us") {
+  } else if (k == "lun" || k == "dead_time" || k == "busy_poll_us") {
     char* end = nullptr;
     const long v = std::strtol(value, &end, 10);
     if (!end || *end != '\0' || v < 0 || (k == "lun" && v > 65535) ||
-        ((k == "busy_poll_us" || k == "wait_poll_us") && v > 10000)) {
+        (k == "busy_poll_us" && v > 10000)) {
       nbdkit_error("hyperscsi: %s=%s is not a valid number", key, value);
       return -1;
     }
-    (k == "lun"            ? config.lun
-     : k == "dead_time"    ? config.dead_time_s
-     : k == "busy_poll_us" ? config.busy_poll_us
-                           : config.wait_poll_us) = v;
+    (k == "lun" ? config.lun : k == "dead_time" ? config.dead_time_s : config.busy_poll_us) = v;
   } else {
     nbdkit_error("hyperscsi: unknown parameter '%s'", key);
     return -1;
@@ -175,7 +162,7 @@ int hs_after_fork() {
   std::optional<Lun> lun;
   std::string name;
   if (open_session(initiator, lun, name) != 0) return -1;
-  device = std::make_unique<ByteDevice>(*lun, std::chrono::microseconds(config.wait_poll_us));
+  device = std::make_unique<ByteDevice>(*lun);
   nbdkit_debug("hyperscsi: LUN %ld of '%s': %llu bytes%s", config.lun, name.c_str(),
                static_cast<unsigned long long>(device->size()),
                device->read_only() ? ", write-protected: exported read-only" : "");
@@ -183,10 +170,6 @@ int hs_after_fork() {
 }
 
 void hs_cleanup() {
-  if (device)
-    nbdkit_debug("hyperscsi: waits ended polling %llu, sleeping %llu",
-                 static_cast<unsigned long long>(device->sync_spun()),
-                 static_cast<unsigned long long>(device->sync_slept()));
   if (initiator) initiator->disconnect();
   device.reset();
   initiator.reset();
@@ -275,8 +258,6 @@ nbdkit_plugin make_plugin() {
       "secret_file=F  file with the secret shared with the target (authenticated login)\n"
       "protection=P   weakest per-frame protection accepted: off, integrity, encrypt\n"
       "busy_poll_us=N poll up to N us for a reply before sleeping (0..10000, default 50)\n"
-      "wait_poll_us=N a thread alone waiting polls up to N us for its reply (0..10000, default "
-      "50)\n"
       "rx_pause_ms=N  stop receiving after N ms without commands (0: never; default 2000)";
   p.magic_config_key = nullptr;
   p.get_ready = hs_get_ready;

@@ -1,9 +1,5 @@
 #include "hyperscsi/initiator/byte_device.h"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
@@ -37,70 +33,30 @@ Completion finish(ByteDevice::Done done, const char* what) {
   };
 }
 
-// One synchronous call's wait, on the caller's stack (no allocation). The
-// completion stores the status, then kDone; it makes the futex call only if
-// the waiter went to sleep (kSleeping). It may make that call after the
-// waiter, woken by the store, has returned and its stack is reused: a
-// futex wake names only an address, and every futex waiter rechecks its
-// word, so a stray wake is harmless (glibc's own semaphores rely on this).
-class SyncWait {
- public:
-  void complete(Status<Error> st) {
-    status_ = std::move(st);
-    if (state_.exchange(kDone, std::memory_order_acq_rel) == kSleeping)
-      ::syscall(SYS_futex, &state_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-  }
-
-  // Spins up to `spin` (zero: not at all), then sleeps until complete().
-  // True if it had to sleep.
-  bool wait(std::chrono::nanoseconds spin) {
-    if (spin.count() > 0) {
-      const auto until = std::chrono::steady_clock::now() + spin;
-      for (unsigned i = 1;; ++i) {
-        if (state_.load(std::memory_order_acquire) == kDone) return false;
-        cpu_relax();
-        if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
-      }
-    }
-    uint32_t expected = kWaiting;
-    if (!state_.compare_exchange_strong(expected, kSleeping, std::memory_order_acq_rel))
-      return false;  // completed meanwhile
-    while (state_.load(std::memory_order_acquire) != kDone)
-      ::syscall(SYS_futex, &state_, FUTEX_WAIT_PRIVATE, kSleeping, nullptr, nullptr, 0);
-    return true;
-  }
-
-  Status<Error> take() { return std::move(status_); }
-
- private:
-  static void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-  }
-  static constexpr uint32_t kWaiting = 0, kSleeping = 1, kDone = 2;
-  std::atomic<uint32_t> state_{kWaiting};
-  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
-  Status<Error> status_;
-};
+// The caller's thread waits on its own stack: no shared state to allocate
+// (a promise costs three allocations per command). The completion signals
+// under the mutex, so the waiter cannot return and free the state before
+// the completion is done with it.
+template <typename Start>
+Status<Error> wait_for(Start&& start) {
+  struct Wait {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool done = false;
+    Status<Error> status;
+  } w;
+  start([&w](Status<Error> st) {
+    std::lock_guard lock(w.mutex);
+    w.status = std::move(st);
+    w.done = true;
+    w.cv.notify_one();
+  });
+  std::unique_lock lock(w.mutex);
+  w.cv.wait(lock, [&w] { return w.done; });
+  return std::move(w.status);
+}
 
 }  // namespace
-
-// Spins only while this is the one synchronous call waiting: with more in
-// flight the completions come anyway, and a spinning thread would take a
-// CPU the loop thread and the client need.
-template <typename Start>
-Status<Error> ByteDevice::wait_for(Start&& start) {
-  SyncWait w;
-  const uint32_t waiting = sync_waiters_.fetch_add(1, std::memory_order_relaxed) + 1;
-  start([&w](Status<Error> st) { w.complete(std::move(st)); });
-  const bool slept = w.wait(waiting == 1 ? sync_spin_ : std::chrono::nanoseconds::zero());
-  sync_waiters_.fetch_sub(1, std::memory_order_relaxed);
-  (slept ? sync_slept_ : sync_spun_).fetch_add(1, std::memory_order_relaxed);
-  return w.take();
-}
 
 void ByteDevice::read(std::span<uint8_t> out, uint64_t offset, Done done) {
   if (!in_range(offset, out.size(), size()))

@@ -191,57 +191,6 @@ TEST(ByteDeviceTest, ReadModifyWritesNeverLoseAnUpdate) {
   EXPECT_EQ(back[6], 0);
 }
 
-// The synchronous calls' wait: a caller alone waiting polls for its reply
-// (no sleep when it comes within sync_spin), callers that are not alone
-// sleep at once; with sync_spin zero a wait sleeps unless the reply came
-// first. Many threads at once (the nbdkit plugin's 16+ threads): every
-// call returns its own status and data, none hangs.
-TEST(ByteDeviceTest, SynchronousWaitPollsAloneAndSleepsUnderManyThreads) {
-  Lab lab({});
-  auto lun = lab.initiator->open_lun(0);
-  ASSERT_TRUE(lun.ok()) << lun.error().message;
-  {
-    ByteDevice polling(*lun, 1s);  // far longer than a MemLink round trip
-    std::vector<uint8_t> buf(4096);
-    for (int i = 0; i < 50; ++i) ASSERT_TRUE(polling.pread(buf, 4096u * i).ok());
-    EXPECT_EQ(polling.sync_spun(), 50u);
-    EXPECT_EQ(polling.sync_slept(), 0u);
-    // An early failure completes on the calling thread: no wait at all.
-    EXPECT_FALSE(polling.pread(buf, polling.size()).ok());
-    EXPECT_EQ(polling.sync_spun(), 51u);
-  }
-  {
-    ByteDevice sleeping(*lun);
-    std::vector<uint8_t> buf(4096);
-    for (int i = 0; i < 50; ++i) ASSERT_TRUE(sleeping.pread(buf, 4096u * i).ok());
-    // Whether each slept depends on the scheduler (the loop thread woken by
-    // the submission may run and complete it first): every call is counted.
-    EXPECT_EQ(sleeping.sync_spun() + sleeping.sync_slept(), 50u);
-  }
-  ByteDevice dev(*lun, 200us);
-  constexpr int kThreads = 32, kRounds = 60;
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      const uint64_t base = static_cast<uint64_t>(t) * 8192;
-      for (int i = 0; i < kRounds; ++i) {
-        const auto data = pattern(8192, static_cast<uint32_t>(t * 1000 + i));
-        if (!dev.pwrite(data, base, (i % 7) == 0).ok()) ++failures;
-        std::vector<uint8_t> back(8192);
-        if (!dev.pread(back, base).ok() || back != data) ++failures;
-        // An error's status reaches its own caller too.
-        std::vector<uint8_t> tail(1024);
-        if (dev.pread(tail, dev.size() - 512).ok()) ++failures;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(dev.sync_spun() + dev.sync_slept(), uint64_t{kThreads} * kRounds * 3);
-  EXPECT_GT(dev.sync_slept(), 0u);  // not everyone polled: they were not alone
-}
-
 TEST(ByteDeviceTest, DiscardZeroesThePunchedRange) {
   Lab lab({});
   auto lun = lab.initiator->open_lun(0);

@@ -17,13 +17,6 @@
 // block for the whole blocks (writes of zeros where the target has no WRITE
 // SAME), the partial edge blocks by writing.
 //
-// A synchronous call's thread waits for its completion by spinning for up
-// to `sync_spin` before it sleeps, but only while it is the one synchronous
-// caller waiting (a QD1 client: the wake-up of a sleeping thread costs
-// 20-80 us on a VM whose idle vCPUs halt); with more waiting, or `sync_spin`
-// zero, it sleeps at once and the completion wakes it (one futex wake, none
-// for a thread that caught it spinning).
-//
 // Thread-safety: every member is safe from many threads at once. The
 // synchronous calls and every call that may take the slow path (write,
 // discard, write_zeroes) must not be made from the initiator's loop thread (a completion
@@ -33,7 +26,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -52,8 +44,7 @@ class ByteDevice {
   // discard). It must not block.
   using Done = std::function<void(Status<Error>)>;
 
-  explicit ByteDevice(Lun lun, std::chrono::nanoseconds sync_spin = {})
-      : lun_(lun), sync_spin_(sync_spin) {}
+  explicit ByteDevice(Lun lun) : lun_(lun) {}
 
   uint64_t size() const { return lun_.size_bytes(); }
   uint32_t block_size() const { return lun_.capacity().block_size; }
@@ -83,15 +74,7 @@ class ByteDevice {
 
   static int errno_of(const Error& e);
 
-  // Synchronous waits so far that ended in a spin (no sleep) and in a sleep.
-  uint64_t sync_spun() const { return sync_spun_.load(std::memory_order_relaxed); }
-  uint64_t sync_slept() const { return sync_slept_.load(std::memory_order_relaxed); }
-
  private:
-  // Starts the call with a Done that publishes its status, then waits for it.
-  template <typename Start>
-  Status<Error> wait_for(Start&& start);
-
   // Aligned writes and unmaps enter shared (counted while in flight, so the
   // count drops on the loop thread); a read-modify-write enters exclusive.
   void enter_shared();
@@ -111,10 +94,6 @@ class ByteDevice {
   uint64_t shared_in_flight_ = 0;
   bool exclusive_ = false;
   std::atomic<bool> no_write_same_{false};  // the target refused WRITE SAME: write zeros
-  const std::chrono::nanoseconds sync_spin_;
-  std::atomic<uint32_t> sync_waiters_{0};  // synchronous calls waiting now
-  std::atomic<uint64_t> sync_spun_{0};
-  std::atomic<uint64_t> sync_slept_{0};
 };
 
 }  // namespace hyperscsi::initiator
