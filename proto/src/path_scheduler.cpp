@@ -16,12 +16,27 @@ Duration expected_service_time(const PathLoad& p, size_t bytes) {
 
 void rank_paths(std::span<const PathLoad> paths, size_t bytes, std::vector<size_t>& out) {
   out.clear();
-  for (size_t i = 0; i < paths.size(); ++i)
-    if (paths[i].usable) out.push_back(i);
+  double best_rate = 0;
+  Duration best_one_way = Duration::max();
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (!paths[i].usable) continue;
+    out.push_back(i);
+    best_rate = std::max(best_rate, paths[i].rate);
+    best_one_way = std::min(best_one_way, paths[i].one_way);
+  }
+  const auto hopeful = [&](size_t i) { return paths[i].retry_due && paths[i].backlog_bytes == 0; };
+  const auto service_time = [&](size_t i) {
+    if (!hopeful(i)) return expected_service_time(paths[i], bytes);
+    PathLoad p = paths[i];
+    p.rate = best_rate;
+    p.one_way = best_one_way;
+    return expected_service_time(p, bytes);
+  };
   std::sort(out.begin(), out.end(), [&](size_t a, size_t b) {
-    const Duration ea = expected_service_time(paths[a], bytes);
-    const Duration eb = expected_service_time(paths[b], bytes);
+    const Duration ea = service_time(a);
+    const Duration eb = service_time(b);
     if (ea != eb) return ea < eb;
+    if (hopeful(a) != hopeful(b)) return hopeful(a);
     if (paths[a].backlog_bytes != paths[b].backlog_bytes)
       return paths[a].backlog_bytes < paths[b].backlog_bytes;
     return paths[a].id < paths[b].id;

@@ -57,8 +57,12 @@ struct PathSet::Path {
   DeliveryRate rate;
   uint64_t pushed_bytes = 0;  // PDU bytes handed to this generation's Connection
   uint64_t acked_seen = 0;    // frames_acked at the last look
-  detail::Outbox outbox;      // control frames for this path (sealed on the way out)
-  PathCounters counters;      // of retired generations; live ones are added in info()
+  // When this generation was last given a PDU (none yet: nullopt). An idle
+  // path given nothing for kRetryIdlePath is ranked hopefully, so it is
+  // re-measured (path_scheduler.h).
+  std::optional<TimePoint> last_given;
+  detail::Outbox outbox;  // control frames for this path (sealed on the way out)
+  PathCounters counters;  // of retired generations; live ones are added in info()
 };
 
 PathSet::PathSet(PathSetConfig config)
@@ -176,6 +180,7 @@ bool PathSet::install(const PathSpec& spec, TimePoint now, const SessionKeys* fr
   p.rate.restart(now, 0);
   p.pushed_bytes = 0;
   p.acked_seen = 0;
+  p.last_given.reset();
   p.state = spec.state == PathState::kFailed ? PathState::kStandby : spec.state;
   p.state_since = now;
   ++p.counters.generations;
@@ -234,7 +239,8 @@ bool PathSet::send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu) {
 // Hands queued PDUs to the active paths, each to the one with the shortest
 // expected service time that can take it now (a path refuses while a PDU
 // with the same opcode and tag is unacknowledged on it). PDUs no path can
-// take stay queued, in order.
+// take stay queued, in order. An idle path given nothing for
+// kRetryIdlePath is ranked hopefully and gets one PDU (path_scheduler.h).
 void PathSet::dispatch() {
   dispatch_pending_ = false;
   if (queue_.empty()) return;
@@ -250,6 +256,7 @@ void PathSet::dispatch() {
     l.backlog_bytes = p.conn->send_queue_bytes();
     l.rate = p.rate.bytes_per_second();
     l.one_way = t.min_rtt / 2;
+    l.retry_due = !p.last_given || last_now_ - *p.last_given >= kRetryIdlePath;
     by_load[loads_.size()] = &p;
     loads_.push_back(l);
   }
@@ -264,7 +271,9 @@ void PathSet::dispatch() {
       p.conn->send_pdu(it->opcode, it->tag, std::move(it->bytes));
       p.pushed_bytes += size;
       ++p.counters.pdus_sent;
+      p.last_given = last_now_;
       loads_[i].backlog_bytes += size;
+      loads_[i].retry_due = false;
       queue_bytes_ -= size;
       placed = true;
       break;

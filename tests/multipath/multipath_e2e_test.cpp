@@ -196,8 +196,10 @@ std::string describe(const Stats& s) {
   for (const PathStats& p : s.paths)
     out += "path " + std::to_string(p.id) + " " + p.state + " " + io::to_string(p.local_mac) +
            " -> " + io::to_string(p.target_mac) + " sent " + std::to_string(p.frames_sent) +
-           " received " + std::to_string(p.frames_received) + " failures " +
-           std::to_string(p.failures) + "\n";
+           " received " + std::to_string(p.frames_received) + " pdus sent " +
+           std::to_string(p.pdus_sent) + " srtt " +
+           std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(p.srtt).count()) +
+           " us failures " + std::to_string(p.failures) + "\n";
   return out;
 }
 

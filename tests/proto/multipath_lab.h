@@ -108,6 +108,8 @@ class Direction {
     }
   }
   void set_loss(double l) { c_.loss = l; }
+  // Frames already on the wire keep the delay they were sent with.
+  void set_delay(Duration d) { c_.delay = d; }
 
   bool up = true;
   uint64_t offered = 0, dropped_down = 0, dropped_loss = 0, dropped_queue = 0, bytes = 0;
@@ -137,6 +139,10 @@ struct Wire {
   void set_up(bool u) {
     i2t.set_up(u);
     t2i.set_up(u);
+  }
+  void set_delay(Duration d) {
+    i2t.set_delay(d);
+    t2i.set_delay(d);
   }
 };
 

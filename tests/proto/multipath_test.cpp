@@ -2,7 +2,9 @@
 // over two paths, load follows capacity on uneven paths, a path going down
 // and coming back (either direction), a lossy path beside a clean one,
 // exactly-once under commands resent on another path, unreachable pairs,
-// all paths down for a while, and a protected session.
+// all paths down for a while, a protected session, and an idle path tried
+// again (one measured in a bad moment is re-measured; a slow one is tried
+// once per retry interval, no more).
 #include <gtest/gtest.h>
 
 #include "multipath_lab.h"
@@ -224,6 +226,100 @@ TEST(Multipath, PathDownAndBackMidStream) {
   EXPECT_EQ(lab.initiator->errors, 0u);
   EXPECT_EQ(lab.initiator->data_mismatches, 0u);
   expect_exactly_once_writes(*lab.target);
+}
+
+// A path that comes back is measured by its first few frames. When those
+// crossed a loaded moment (MultipathE2e under CPU burners: the target's
+// loops late, the initiator's turns late), its min_rtt stays high for good:
+// only its own data can lower it, and with a high min_rtt it was never given
+// any. Here wire 1 comes back with a 5 ms one-way delay that is restored
+// right after path 1's first RTT sample, under a light stream (one read and
+// one write of 128 KiB in flight, like the e2e test's sync workers). Path 1
+// must be tried again, be re-measured and carry work.
+TEST(Multipath, APathMeasuredInALoadedMomentIsTriedAgain) {
+  LabConfig c;
+  c.wires = {gbit(), gbit()};
+  Lab lab(c);
+  auto s = std::make_shared<Stream>();
+  s->read_qd = 1;
+  s->write_qd = 1;
+  attach_stream(lab, s);
+  const TimePoint t0 = lab.now;
+  lab.run_until(t0 + seconds(1));
+  ASSERT_EQ(lab.initiator->paths.transport().active_count(), 2u);
+
+  lab.wires[1]->set_up(false);
+  const TimePoint down_until = lab.now + seconds(2);
+  while (lab.now < down_until && lab.initiator->paths.transport().state(1) != PathState::kFailed)
+    lab.run_for(milliseconds(10));
+  ASSERT_EQ(lab.initiator->paths.transport().state(1), PathState::kFailed);
+  lab.run_for(milliseconds(300));
+
+  // Back, slow for the first samples only.
+  lab.wires[1]->set_delay(milliseconds(5));
+  lab.wires[1]->set_up(true);
+  const TimePoint back_by = lab.now + seconds(3);
+  auto measured = [&] {
+    const auto p = lab.initiator->paths.transport().path(1);
+    return p && p->state == PathState::kActive && p->transport.min_rtt > Duration{};
+  };
+  while (lab.now < back_by && !measured()) lab.run_for(milliseconds(1));
+  ASSERT_TRUE(measured()) << "path 1 neither active nor measured again";
+  const Duration first_min_rtt = lab.initiator->paths.transport().path(1)->transport.min_rtt;
+  lab.wires[1]->set_delay(microseconds(20));
+  lab.print_paths("path 1 back, measured once through a 5 ms delay");
+
+  const auto pdus = [&](uint8_t id) {
+    return lab.initiator->paths.transport().path(id)->counters.pdus_sent;
+  };
+  const uint64_t p0 = pdus(0), p1 = pdus(1);
+  const uint64_t b0 = lab.path_bytes(0), b1 = lab.path_bytes(1);
+  lab.run_for(seconds(2));
+  lab.print_paths("2 s later");
+  const auto p = lab.initiator->paths.transport().path(1);
+  const double share = static_cast<double>(lab.path_bytes(1) - b1) /
+                       static_cast<double>(lab.path_bytes(0) - b0 + lab.path_bytes(1) - b1);
+  std::printf(
+      "  path 1: first min_rtt %.0f us, now %.0f us; commands in 2 s: path 0 %llu, path 1 %llu; "
+      "path 1's share of the bytes %.0f%%\n",
+      seconds_of(first_min_rtt) * 1e6, seconds_of(p->transport.min_rtt) * 1e6,
+      (unsigned long long)(pdus(0) - p0), (unsigned long long)(pdus(1) - p1), 100 * share);
+  EXPECT_GE(pdus(1) - p1, 20u) << "path 1 came back but carries nothing";
+  EXPECT_LT(p->transport.min_rtt, milliseconds(1)) << "path 1 was never re-measured";
+  EXPECT_GT(share, 0.2);
+  s->running = false;
+  verify_writes(lab);
+  EXPECT_EQ(lab.initiator->errors, 0u);
+}
+
+// The other side of that retry: a path that really is slow (5 ms one way
+// beside a 20 us path) under the same light stream gets a PDU about once per
+// kRetryIdlePath (200 ms) when idle, no more: tried, not used.
+TEST(Multipath, ASlowIdlePathIsTriedOncePerRetryInterval) {
+  LabConfig c;
+  c.wires = {gbit(), gbit()};
+  c.wires[1].delay = milliseconds(5);
+  Lab lab(c);
+  auto s = std::make_shared<Stream>();
+  s->read_qd = 1;
+  s->write_qd = 1;
+  attach_stream(lab, s);
+  lab.run_for(seconds(1));
+  ASSERT_EQ(lab.initiator->paths.transport().active_count(), 2u);
+  const auto pdus = [&](uint8_t id) {
+    return lab.initiator->paths.transport().path(id)->counters.pdus_sent;
+  };
+  const uint64_t p0 = pdus(0), p1 = pdus(1);
+  lab.run_for(seconds(2));
+  lab.print_paths("path 1 at 5 ms one way");
+  std::printf("  commands in 2 s: path 0 %llu, path 1 %llu\n", (unsigned long long)(pdus(0) - p0),
+              (unsigned long long)(pdus(1) - p1));
+  EXPECT_GE(pdus(1) - p1, 7u) << "the slow path is never tried";
+  EXPECT_LE(pdus(1) - p1, 12u) << "the slow path is used beyond its retries";
+  EXPECT_GT(pdus(0) - p0, 20 * (pdus(1) - p1));
+  s->running = false;
+  verify_writes(lab);
+  EXPECT_EQ(lab.initiator->errors, 0u);
 }
 
 // One path drops 20% of its frames in both directions beside a clean one:

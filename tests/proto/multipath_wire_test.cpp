@@ -588,6 +588,51 @@ TEST(PathScheduler, ShortestExpectedServiceTimeFollowsCapacity) {
   EXPECT_EQ(q[order[0]].id, 1);
 }
 
+// Only its own traffic re-measures a path. One measured slow once (its first
+// RTT samples taken in a loaded moment: MultipathE2e's link that came back
+// and carried nothing) would lose every PDU for good. Idle and given nothing
+// for kRetryIdlePath, it is ranked at the best rate and the smallest one-way
+// time among the usable paths, so it gets the next PDU and is measured anew.
+TEST(PathScheduler, AnIdlePathDueARetryIsRankedHopefully) {
+  std::vector<PathLoad> p = {{0, true, 65536, 125e6, microseconds(20)},
+                             {1, true, 0, 5e6, milliseconds(5)}};
+  std::vector<size_t> order;
+  // By its estimates: 26 ms + 5 ms against 1.6 ms on path 0.
+  rank_paths(p, 131072, order);
+  ASSERT_EQ(order.size(), 2u);
+  EXPECT_EQ(order[0], 0u);
+  p[1].retry_due = true;
+  rank_paths(p, 131072, order);
+  EXPECT_EQ(order[0], 1u);
+  rank_paths(p, 64, order);  // a read request too
+  EXPECT_EQ(order[0], 1u);
+  // Hopeful means as good as the best, and it wins that tie: even an idle
+  // path 0 with the best estimates ranks behind it.
+  p[0].backlog_bytes = 0;
+  rank_paths(p, 131072, order);
+  EXPECT_EQ(order[0], 1u);
+  // A path with a backlog is in use, so being measured: ranked as it is.
+  p[0].backlog_bytes = 65536;
+  p[1].backlog_bytes = 4096;
+  rank_paths(p, 131072, order);
+  EXPECT_EQ(order[0], 0u);
+  // An unusable path is not tried.
+  p[1].backlog_bytes = 0;
+  p[1].usable = false;
+  rank_paths(p, 131072, order);
+  ASSERT_EQ(order.size(), 1u);
+  EXPECT_EQ(order[0], 0u);
+  // Two paths due a retry: both ahead of the one in use, lower id first.
+  p[1].usable = true;
+  std::vector<PathLoad> q = {p[0], p[1], {2, true, 0, 1e6, milliseconds(20)}};
+  q[2].retry_due = true;
+  rank_paths(q, 131072, order);
+  ASSERT_EQ(order.size(), 3u);
+  EXPECT_EQ(order[0], 1u);
+  EXPECT_EQ(order[1], 2u);
+  EXPECT_EQ(order[2], 0u);
+}
+
 TEST(PathScheduler, DeliveryRateLearnsFromBackloggedIntervalsOnly) {
   DeliveryRate r(125e6);
   TimePoint t = TimePoint{} + seconds(1);

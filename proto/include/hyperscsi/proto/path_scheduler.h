@@ -19,6 +19,17 @@
 // failed, so a stall does not starve a path of work afterwards). A sample
 // from an application-limited interval only counts if it raises the
 // estimate. A new path generation starts again from the initial rate.
+//
+// Both estimates of a path are renewed only by its own traffic, and a path
+// the ranking passes over carries none: a path measured once in a bad moment
+// (its first RTT samples taken while the hosts were loaded, a slow first
+// interval) would lose every PDU afterwards and never be measured again.
+// So a usable path with no backlog that was given no PDU for
+// kRetryIdlePath (or none yet in its generation) is ranked hopefully: at
+// the smallest one-way time and the best rate among the usable paths. No
+// other path can then beat it, so it gets the next PDU it can take, and that
+// PDU's acknowledgements re-measure it. The cost is bounded: at most one such
+// PDU per kRetryIdlePath per idle path, even when the path really is slow.
 // Pure functions and a small value type. Thread-safety: none needed.
 #pragma once
 
@@ -38,12 +49,20 @@ struct PathLoad {
   uint64_t backlog_bytes = 0;  // queued or unacknowledged on the path
   double rate = 0;             // estimated delivery rate, bytes per second (> 0)
   Duration one_way{};          // half the smallest RTT seen
+  // Given no PDU for kRetryIdlePath, or none yet in its generation (the
+  // owner's bookkeeping); with no backlog it is ranked hopefully.
+  bool retry_due = false;
 };
+
+// How long an idle usable path goes without a PDU before it is tried again.
+inline constexpr Duration kRetryIdlePath = milliseconds(200);
 
 Duration expected_service_time(const PathLoad& p, size_t bytes);
 
-// Indices into `paths` of the usable ones, best first (ties: smaller
-// backlog, then lower id). `out` is cleared first.
+// Indices into `paths` of the usable ones, best first by
+// expected_service_time, a path due a retry (retry_due and no backlog) at
+// the usable paths' best rate and smallest one-way time (ties: a path due a
+// retry, then smaller backlog, then lower id). `out` is cleared first.
 void rank_paths(std::span<const PathLoad> paths, size_t bytes, std::vector<size_t>& out);
 
 class DeliveryRate {

@@ -9,7 +9,11 @@
 // Session level, above the paths:
 //  - send_pdu() queues a PDU; the scheduler (path_scheduler.h) hands each PDU
 //    whole to the active path with the shortest expected service time (a
-//    path's Connection fragments it at that path's MTU);
+//    path's Connection fragments it at that path's MTU). An active path with
+//    no backlog that was given no PDU for kRetryIdlePath (or none yet in its
+//    generation, so also a path just activated) gets the next one it can
+//    take, whatever its estimates say: only its own traffic re-measures
+//    them, so a path measured slow once would otherwise stay idle for good;
 //  - complete PDUs from every path come out of pop_pdu(), in arrival order;
 //    ordering by cmd_sn and exactly-once execution are the owners' (the
 //    target's ReplyCache and CommandOrderer, the initiator's command table);
