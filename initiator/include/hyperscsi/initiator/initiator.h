@@ -172,7 +172,7 @@ struct ScsiCommand {
   // so the completion may free or reuse them. Cost of the guarantee: a
   // completion may wait until the target has acknowledged the last frames
   // (normally already done when its reply arrives).
-  std::span<const uint8_t> data_out_borrowed;
+  std::span<const uint8_t> data_out_borrowed{};
 };
 
 // The room a command's PDU header takes in front of its data-out.
