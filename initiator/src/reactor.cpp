@@ -209,6 +209,11 @@ void Initiator::Impl::wait(TimePoint now) {
     watch_writable(false);
     tx_backoff_ = proto::Duration::zero();
   }
+  // The pacing release is a time on the clock, and this turn has run since
+  // `now` (encoding, the shaper's and the veth's work inside sendmmsg): hold
+  // until the release from the clock, not from the turn's start (issue 20:
+  // the writer's holds ended a turn late and the link idled).
+  if (paced) now = SteadyClock::now();
   if (port_->poll_mode() || until <= now) return;  // poll-mode ports are polled every turn
   proto::FlowHints hints;
   if (session_ && session_->connection()) hints = session_->connection()->flow_hints();
