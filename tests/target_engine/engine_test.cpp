@@ -22,6 +22,7 @@
 #include "hyperscsi/proto/discovery.h"
 #include "hyperscsi/scsi/logical_unit.h"
 #include "hyperscsi/store/block_store.h"
+#include "hyperscsi/store/forwarding_store.h"
 #include "test_initiator.h"
 
 namespace hyperscsi::test {
@@ -337,7 +338,7 @@ TEST(TargetEngine, DiscoveryListsOnlyVisibleLuns) {
 
 // A store whose completions are held back until the gate opens, to keep
 // commands in flight; records whether it was flushed and destroyed.
-class GateStore final : public store::BlockStore {
+class GateStore final : public store::ForwardingStore {
  public:
   struct Probe {
     std::atomic<bool> open{false};
@@ -345,12 +346,8 @@ class GateStore final : public store::BlockStore {
     std::atomic<bool> destroyed{false};
   };
   GateStore(std::unique_ptr<store::BlockStore> inner, std::shared_ptr<Probe> probe)
-      : inner_(std::move(inner)), probe_(std::move(probe)) {}
+      : ForwardingStore(std::move(inner)), probe_(std::move(probe)) {}
   ~GateStore() override { probe_->destroyed = true; }
-  uint32_t block_size() const override { return inner_->block_size(); }
-  uint64_t num_blocks() const override { return inner_->num_blocks(); }
-  bool read_only() const override { return inner_->read_only(); }
-  bool supports_unmap() const override { return inner_->supports_unmap(); }
   std::string describe() const override { return "gate"; }
   void submit_read(uint64_t off, std::span<std::byte> buf, store::IoCallback cb) override {
     inner_->submit_read(off, buf, hold(std::move(cb)));
@@ -366,8 +363,6 @@ class GateStore final : public store::BlockStore {
   void submit_unmap(uint64_t off, uint64_t len, store::IoCallback cb) override {
     inner_->submit_unmap(off, len, hold(std::move(cb)));
   }
-  void submit() override { inner_->submit(); }
-  int completion_fd() const override { return inner_->completion_fd(); }
   size_t poll() override {
     size_t n = inner_->poll();
     if (probe_->open) n += release();
@@ -378,7 +373,6 @@ class GateStore final : public store::BlockStore {
     release();
   }
   size_t in_flight() const override { return inner_->in_flight() + held_.size(); }
-  store::StoreCounters counters() const override { return inner_->counters(); }
 
  private:
   store::IoCallback hold(store::IoCallback cb) {
@@ -391,7 +385,6 @@ class GateStore final : public store::BlockStore {
     for (auto& f : run) f();
     return run.size();
   }
-  std::unique_ptr<store::BlockStore> inner_;
   std::shared_ptr<Probe> probe_;
   std::vector<std::function<void()>> held_;
 };
@@ -441,7 +434,7 @@ TEST(TargetEngine, RemovingABusyLunWaitsForItsCommandsThenFlushes) {
 // A store that records every entry (submit, poll, drain...) and whether
 // another thread was inside at the same time. Each entry lingers a few
 // microseconds, so two loops that entered unguarded would overlap.
-class ExclusiveStore final : public store::BlockStore {
+class ExclusiveStore final : public store::ForwardingStore {
  public:
   struct Probe {
     std::atomic<int> inside{0};
@@ -451,44 +444,37 @@ class ExclusiveStore final : public store::BlockStore {
     std::set<std::thread::id> threads;
   };
   ExclusiveStore(std::unique_ptr<store::BlockStore> inner, std::shared_ptr<Probe> probe)
-      : inner_(std::move(inner)), probe_(std::move(probe)) {}
-  uint32_t block_size() const override { return inner_->block_size(); }
-  uint64_t num_blocks() const override { return inner_->num_blocks(); }
-  bool read_only() const override { return inner_->read_only(); }
-  bool supports_unmap() const override { return inner_->supports_unmap(); }
+      : ForwardingStore(std::move(inner)), probe_(std::move(probe)) {}
   std::string describe() const override { return "exclusive"; }
   void submit_read(uint64_t off, std::span<std::byte> buf, store::IoCallback cb) override {
     Entry e(*probe_);
-    inner_->submit_read(off, buf, std::move(cb));
+    ForwardingStore::submit_read(off, buf, std::move(cb));
   }
   void submit_write(uint64_t off, std::span<const std::byte> buf, bool fua,
                     store::IoCallback cb) override {
     Entry e(*probe_);
-    inner_->submit_write(off, buf, fua, std::move(cb));
+    ForwardingStore::submit_write(off, buf, fua, std::move(cb));
   }
   void submit_flush(store::IoCallback cb) override {
     Entry e(*probe_);
-    inner_->submit_flush(std::move(cb));
+    ForwardingStore::submit_flush(std::move(cb));
   }
   void submit_unmap(uint64_t off, uint64_t len, store::IoCallback cb) override {
     Entry e(*probe_);
-    inner_->submit_unmap(off, len, std::move(cb));
+    ForwardingStore::submit_unmap(off, len, std::move(cb));
   }
   void submit() override {
     Entry e(*probe_);
-    inner_->submit();
+    ForwardingStore::submit();
   }
-  int completion_fd() const override { return inner_->completion_fd(); }
   size_t poll() override {
     Entry e(*probe_);
-    return inner_->poll();
+    return ForwardingStore::poll();
   }
   void drain() override {
     Entry e(*probe_);
-    inner_->drain();
+    ForwardingStore::drain();
   }
-  size_t in_flight() const override { return inner_->in_flight(); }
-  store::StoreCounters counters() const override { return inner_->counters(); }
 
  private:
   struct Entry {
@@ -506,7 +492,6 @@ class ExclusiveStore final : public store::BlockStore {
     ~Entry() { probe.inside.fetch_sub(1); }
     Probe& probe;
   };
-  std::unique_ptr<store::BlockStore> inner_;
   std::shared_ptr<Probe> probe_;
 };
 
