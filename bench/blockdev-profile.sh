@@ -8,11 +8,14 @@
 #   detach
 #   start_nbd [ARGS] / nbdfio W BS QD [ARGS] / stop_nbd   nbdkit and fio's nbd engine
 # $attach_pid, $loop_dev, $OUT are set for perf record/stat/trace around a cell.
+# The experiments run in this shell: wait for a background perf by its pid
+# (`perf ... & p=$!; lib ...; wait $p`); a bare `wait` also waits for the
+# lab's own target daemon, for ever.
 # An ad-hoc tool for finding where the time goes (docs/benchmarks.md, "The
 # attached disk"); the benchmark of record is bench/lab.sh --blockdev.
 # Usage: MTU=1500|9000 OUT=DIR SECS=3 bench/blockdev-profile.sh EXPERIMENTS
 set -uo pipefail
-[[ $# -eq 1 && -r $1 ]] || { sed -n "2,14p" "$0" >&2; exit 2; }
+[[ $# -eq 1 && -r $1 ]] || { sed -n "2,16p" "$0" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "needs root (namespaces)" >&2; exit 1; }
 B=${B:-$(cd "$(dirname "$0")/.." && pwd)/build}
 MTU=${MTU:-1500}

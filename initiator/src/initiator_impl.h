@@ -268,7 +268,10 @@ class Initiator::Impl {
   std::thread thread_;
   std::atomic<std::thread::id> loop_id_{};
   std::vector<std::pair<int, std::function<void()>>> pollers_;  // loop thread only
-  bool polling_ = false;         // the loop thread is running pollers_
+  bool polling_ = false;  // the loop thread is running pollers_
+  // The last wait may have seen a poller's fd readable (or did not look):
+  // pollers run only then, not every turn (a read() that would block each).
+  bool pollers_due_ = true;
   TimePoint poll_spin_until_{};  // busy-poll until then after a poller's command completed
   // The ports, the pollers' fds (quiet: they end a hold) and the wake-up of
   // post() and submit() (reactor.cpp).

@@ -59,6 +59,7 @@ void Initiator::Impl::add_poller(int fd, std::function<void()> poll) {
   call<bool>([this, fd, poll = std::move(poll)]() mutable {
     (void)reactor_.add(fd, io::Reactor::Role::kQuiet);  // a poller's fd ends a hold
     pollers_.emplace_back(fd, std::move(poll));
+    pollers_due_ = true;
     return true;
   });
 }
@@ -81,9 +82,12 @@ void Initiator::Impl::run() {
   loop_id_ = std::this_thread::get_id();
   std::vector<io::Packet> rx(64);
   while (!stop_) {
-    polling_ = true;  // their submissions go out in this turn
-    for (auto& [fd, poll] : pollers_) poll();
-    polling_ = false;
+    if (pollers_due_) {
+      polling_ = true;  // their submissions go out in this turn
+      for (auto& [fd, poll] : pollers_) poll();
+      polling_ = false;
+    }
+    pollers_due_ = true;  // unless this turn's wait looks and finds them idle
     run_tasks();
     if (stop_) break;
     TimePoint now = SteadyClock::now();
@@ -209,6 +213,11 @@ void Initiator::Impl::wait(TimePoint now) {
     watch_writable(false);
     tx_backoff_ = proto::Duration::zero();
   }
+  // The pacing release is a time on the clock, and this turn has run since
+  // `now` (encoding, the shaper's and the veth's work inside sendmmsg): hold
+  // until the release from the clock, not from the turn's start (issue 20:
+  // the writer's holds ended a turn late and the link idled).
+  if (paced) now = SteadyClock::now();
   if (port_->poll_mode() || until <= now) return;  // poll-mode ports are polled every turn
   proto::FlowHints hints;
   if (session_ && session_->connection()) hints = session_->connection()->flow_hints();
@@ -229,8 +238,10 @@ void Initiator::Impl::wait(TimePoint now) {
     // replies' batch.
     const bool covered = paced && sink_.release_covered();
     if (covered) ++wake_.paced_sleeps;
-    reactor_.wait(now, now + hold,
-                  covered ? io::Reactor::Watch::kNothing : io::Reactor::Watch::kQuiet);
+    pollers_due_ = reactor_
+                       .wait(now, now + hold,
+                             covered ? io::Reactor::Watch::kNothing : io::Reactor::Watch::kQuiet)
+                       .quiet_ready;
     return;
   }
   // Busy-poll while that pays, and for a moment after a poller's command
@@ -240,6 +251,7 @@ void Initiator::Impl::wait(TimePoint now) {
       (now < poll_spin_until_ && options_.busy_poll.count() > 0))
     spin_until = SteadyClock::now() + options_.busy_poll;
   const io::Reactor::WaitResult r = reactor_.wait(now, until, io::Reactor::Watch::kAll, spin_until);
+  pollers_due_ = r.quiet_ready;
   if (r.polled) {
     ++wake_.polls;
     wake_.poll_ns += static_cast<uint64_t>(r.poll_time.count());

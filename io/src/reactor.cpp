@@ -102,20 +102,30 @@ bool Reactor::set_writable(int fd, bool on) {
 }
 
 int Reactor::check(WaitResult& r, int n, const epoll_event* events) {
+  // A failed wait, or a full batch that may have left one out: assume ready.
+  r.quiet_ready = n < 0 || n >= kMaxEvents;
   for (int i = 0; i < n; ++i) {
-    if (events[i].data.fd == waker_->fd()) {
+    const int fd = events[i].data.fd;
+    if (fd == waker_->fd()) {
       waker_->drain();
       r.woken = true;
-      break;
+    } else if (!r.quiet_ready && is_quiet(fd)) {
+      r.quiet_ready = true;
     }
   }
   return n;
 }
 
+bool Reactor::is_quiet(int fd) const {
+  for (const pollfd& p : quiet_)
+    if (p.fd == fd) return true;
+  return false;
+}
+
 Reactor::WaitResult Reactor::wait(TimePoint now, TimePoint until, Watch watch,
                                   TimePoint spin_until) {
   WaitResult r;
-  epoll_event events[16];
+  epoll_event events[kMaxEvents];
   if (spin_until > now) {
     // Zero-timeout checks of the whole set: one cheap system call each,
     // where sleeping and being woken by the other CPU costs the latency.
@@ -123,7 +133,7 @@ Reactor::WaitResult Reactor::wait(TimePoint now, TimePoint until, Watch watch,
     const TimePoint end = std::min(until, spin_until);
     int n = 0;
     do {
-      n = ::epoll_wait(epoll_fd_, events, 16, 0);
+      n = ::epoll_wait(epoll_fd_, events, kMaxEvents, 0);
     } while (n <= 0 && Clock::now() < end);
     now = Clock::now();
     r.polled = true;
@@ -133,26 +143,31 @@ Reactor::WaitResult Reactor::wait(TimePoint now, TimePoint until, Watch watch,
       r.ready = check(r, n, events);
       return r;
     }
+    r.quiet_ready = n < 0;  // every fd was looked at: none ready
     if (until <= now) return r;
   }
   if (until <= now) {
     if (watch == Watch::kAll)
-      r.ready = check(r, epoll_wait_for(events, 16, Duration::zero()), events);
+      r.ready = check(r, epoll_wait_for(events, kMaxEvents, Duration::zero()), events);
     return r;
   }
   r.blocked = true;
   if (watch == Watch::kAll) {
-    r.ready = check(r, epoll_wait_for(events, 16, until - now), events);
+    r.ready = check(r, epoll_wait_for(events, kMaxEvents, until - now), events);
     return r;
   }
   // Holds and sleeps: ppoll has nanosecond timeouts on every kernel.
   const timespec ts = to_timespec(until - now);
   if (watch == Watch::kNothing) {
     r.ready = ::ppoll(nullptr, 0, &ts, nullptr);
+    r.quiet_ready = true;  // not looked at meanwhile
     return r;
   }
   for (pollfd& p : quiet_) p.revents = 0;
   r.ready = ::ppoll(quiet_.data(), quiet_.size(), &ts, nullptr);
+  r.quiet_ready = r.ready < 0;
+  for (size_t i = 1; i < quiet_.size() && !r.quiet_ready; ++i)
+    r.quiet_ready = quiet_[i].revents != 0;
   if (r.ready > 0 && (quiet_.front().revents & POLLIN) != 0) {
     waker_->drain();
     r.woken = true;

@@ -1,7 +1,9 @@
 // End-to-end tests of the initiator library over an impaired MemLink against
 // the in-test MiniTarget: random I/O checked against a model of the disk,
 // recovery across a target restart, dead-time expiry and typed setup errors.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -376,6 +378,45 @@ TEST(InitiatorTest, BorrowedWriteIsNotReadAfterItsCompletion) {
   const std::vector<uint8_t> head(disk.begin(), disk.begin() + 32768);
   EXPECT_TRUE(head == original || head == std::vector<uint8_t>(32768, 0))
       << "the target got bytes written into the buffer after the completion";
+}
+
+// A poller (the FUSE export's /dev/fuse) runs when the loop's wait saw its fd
+// readable, not at every turn: each run is a read() that would block, and a
+// 4 KiB command turns the loop several times (command, frames, reply). And a
+// readable fd still ends the loop's sleep at once.
+TEST(InitiatorTest, APollerRunsWhenItsFdIsReadableNotEveryTurn) {
+  Lab lab = make_lab({});
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  std::atomic<uint64_t> calls{0}, bytes{0};
+  lab.initiator->add_poller(fds[0], [&] {
+    calls.fetch_add(1, std::memory_order_relaxed);
+    char b[64];
+    ssize_t n;
+    while ((n = ::read(fds[0], b, sizeof b)) > 0) bytes.fetch_add(static_cast<uint64_t>(n));
+  });
+  const uint64_t turns0 = lab.initiator->stats().wake.turns, calls0 = calls.load();
+  for (int i = 0; i < 200; ++i) {
+    auto r = lab.initiator->execute(ScsiCommand{0, scsi::read_cdb(0, 8), {}, 8 * 512, 0}).get();
+    ASSERT_TRUE(r.good()) << r.describe();
+  }
+  const uint64_t turns = lab.initiator->stats().wake.turns - turns0, runs = calls.load() - calls0;
+  EXPECT_GE(turns, 200u);
+  EXPECT_LT(runs * 4, turns) << runs << " poller runs in " << turns << " turns";
+
+  // Idle now: the loop sleeps until the pipe is written.
+  std::this_thread::sleep_for(50ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  while (bytes.load() == 0 && std::chrono::steady_clock::now() - t0 < 2s)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(bytes.load(), 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms)
+      << "the readable fd did not wake the loop";
+  lab.initiator->remove_poller(fds[0]);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 // Byte-granular I/O as FUSE and nbdkit issue it: unaligned reads and writes

@@ -7,6 +7,10 @@
 // given size; the others wait here until release_time(). A port on a shaped
 // link is paced at the shaper's rate (Port::tx_rate), so the shaper never
 // has to hold and time out frames one by one (docs/benchmarks.md, issue 20).
+// A sender that sleeps until release_time() wakes late (the scheduler, the
+// rest of its turn before it flushes); the sink measures by how much and
+// names its releases that much earlier, so that late wake-ups still find the
+// credit below one burst instead of losing what the shaper's bucket dropped.
 //
 // Ownership: the sink holds the packets it has not yet handed to the port,
 // and with them the references to the payloads they send without a copy.
@@ -28,6 +32,10 @@ class PortSink final : public proto::FrameSink {
  public:
   // `max_pending`: frames queued before acquire() refuses (backpressure).
   explicit PortSink(Port& port, size_t max_pending = 256);
+
+  // The clock pacing reads (proto::Clock::now by default); tests inject one.
+  using NowFn = proto::TimePoint (*)();
+  void set_clock(NowFn now) { now_ = now; }
 
   std::span<uint8_t> acquire(size_t size) override;
   void commit(size_t length) override;
@@ -55,8 +63,16 @@ class PortSink final : public proto::FrameSink {
   uint64_t pacing_rate() const { return static_cast<uint64_t>(rate_ * 1e9 + 0.5); }
   // Frames wait for the pacing clock, not for the port.
   bool paced() const { return !queued_.empty() && held_by_pacing_; }
-  // When a flush() may send them: once half a burst (or all that waits) may go.
+  // When a flush() may send them: once half a burst (or all that waits) may
+  // go, less the lateness the releases showed (flushes after the announced
+  // release time: a smoothed average, at most half of that wait's bytes), so
+  // that the late flush finds about half a burst. The next flush() measures
+  // its lateness against the time this last returned.
   proto::TimePoint release_time() const;
+  // How late flushes came after the release time they were announced, smoothed.
+  proto::Duration release_lateness() const {
+    return proto::Duration(static_cast<int64_t>(late_ns_));
+  }
   // Frames wait for the pacing clock and fill the next release on their own:
   // whatever else the owner would queue now goes behind them, so it may sleep
   // until release_time() without watching for new work (issue 20: a sender
@@ -73,6 +89,10 @@ class PortSink final : public proto::FrameSink {
   double credit_ = 0;  // bytes that may go now
   proto::TimePoint credit_at_{};
   bool held_by_pacing_ = false;
+  NowFn now_ = &proto::Clock::now;
+  mutable proto::TimePoint announced_ =
+      proto::kNever;          // release_time() last returned since the last flush
+  double late_ns_ = 0;        // flushes after announced_, smoothed (ns)
   bool follow_port_ = false;  // pace_at_port_rate(): re-applied when the port's rate changes
   uint64_t port_rate_ = 0;    // the port's tx_rate() and tx_bucket() last applied
   uint64_t port_bucket_ = 0;

@@ -81,6 +81,10 @@ class Reactor {
     bool polled = false;      // it busy polled first
     bool poll_found = false;  // and that found something
     proto::Duration poll_time{};
+    // Whether a quiet fd other than the wake-up (a poller) may be readable:
+    // false only when this wait looked at the quiet fds and none was, so
+    // the loop can skip reading them (a system call each) until one is.
+    bool quiet_ready = true;
   };
 
   Reactor() = default;
@@ -117,6 +121,9 @@ class Reactor {
  private:
   int epoll_wait_for(epoll_event* events, int max, proto::Duration t);
   int check(WaitResult& r, int n, const epoll_event* events);
+  bool is_quiet(int fd) const;
+
+  static constexpr int kMaxEvents = 16;
 
   int epoll_fd_ = -1;
   std::shared_ptr<Waker> waker_;
