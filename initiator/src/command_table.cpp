@@ -374,6 +374,14 @@ void Initiator::Impl::finish_failed(std::unique_ptr<Pending> p, CompletionError 
                                     std::string message) {
   CommandResult r = failed(e, std::move(message));
   if (!p->probe) note_failure(p->cmd, r);
+  // Failed without the target's reply (dead time, fencing...) while the
+  // connection may still hold borrowed data unacknowledged, e.g. on a dead
+  // link: it resends from a copy from now on, so the completion runs on
+  // time, not when the session is declared dead, and the caller's bytes are
+  // free once the port has sent the frames it holds. (After a reply the
+  // target has the data: the acks follow, no copy.)
+  if (p->borrow && session_ && session_->connection())
+    session_->connection()->unshare(p->borrow.get());
   finish(std::move(p), std::move(r));
 }
 

@@ -1029,6 +1029,19 @@ bool Connection::send_pdu_parts(Opcode opcode, uint16_t tag, std::span<const uin
   return impl_->send_pdu(opcode, tag, std::move(body), head);
 }
 
+bool Connection::unshare(const void* owner) {
+  Impl& s = *impl_;
+  bool found = false;
+  auto copy = [&](OutPdu& p) {
+    if (p.bytes.owner().get() != owner) return;  // also a PDU copied already
+    p.bytes = share_bytes(std::vector<uint8_t>(p.bytes.begin(), p.bytes.end()));
+    found = true;
+  };
+  for (const TxFrame& f : s.flight) copy(*f.pdu);
+  for (const auto& p : s.queue) copy(*p);
+  return found;
+}
+
 bool Connection::can_send(Opcode opcode, uint16_t tag, size_t size) const {
   return impl_->can_send(opcode, tag, size);
 }

@@ -380,6 +380,56 @@ TEST(InitiatorTest, BorrowedWriteIsNotReadAfterItsCompletion) {
       << "the target got bytes written into the buffer after the completion";
 }
 
+// A borrowed write on a dead link fails at its own dead time, as a copied
+// one does, not when the session is declared dead (here 10 s): the
+// connection, which still holds the unacknowledged data, takes a copy. The
+// completion scribbles over the buffer and frees it (under ASan a later read
+// is a use-after-free); when the link comes back the connection delivers the
+// write from its copy, so the target executes the original bytes. Before the
+// copy, the completion waited for the link to come back (or for the session
+// to be declared dead).
+TEST(InitiatorTest, BorrowedWriteOnADeadLinkFailsAtItsDeadTime) {
+  std::promise<CommandResult> done;  // declared before the lab: outlives its loop
+  auto fut = done.get_future();
+  test::MiniTargetConfig tc;
+  tc.dead_time_ms = 10000;
+  Options opt;
+  opt.dead_time = 500ms;
+  Lab lab = make_lab({}, opt, tc);
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok());
+  io::Impairment down;
+  down.loss = 1.0;
+  lab.initiator_port->set_tx_impairment(down);
+  lab.target_port->set_tx_impairment(down);
+  const std::vector<uint8_t> original = pattern(65536, 91);  // many frames: some never sent
+  auto* buf = new std::vector<uint8_t>(original);
+  const auto t0 = std::chrono::steady_clock::now();
+  lun->write_borrowed(0, *buf, [&done, buf](CommandResult&& r) {
+    std::fill(buf->begin(), buf->end(), uint8_t{0x5A});  // the caller reuses it...
+    delete buf;                                          // ...or frees it
+    done.set_value(std::move(r));
+  });
+  const bool on_time = fut.wait_for(3s) == std::future_status::ready;
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_TRUE(on_time) << "the completion was held while the link was down";
+  lab.initiator_port->set_tx_impairment({});
+  lab.target_port->set_tx_impairment({});
+  ASSERT_EQ(fut.wait_for(30s), std::future_status::ready) << "the completion never ran";
+  if (on_time) {
+    EXPECT_GE(took, 500ms);
+  }
+  EXPECT_EQ(fut.get().error, CompletionError::kDeadTime);
+  const auto until = std::chrono::steady_clock::now() + 15s;
+  while (lab.target->writes_executed() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(lab.target->writes_executed(), 1u) << "the connection did not deliver its copy";
+  const std::vector<uint8_t> disk = lab.target->snapshot();
+  EXPECT_TRUE(std::equal(original.begin(), original.end(), disk.begin()))
+      << "the target did not get the original bytes";
+}
+
 // A poller (the FUSE export's /dev/fuse) runs when the loop's wait saw its fd
 // readable, not at every turn: each run is a read() that would block, and a
 // 4 KiB command turns the loop several times (command, frames, reply). And a

@@ -1058,6 +1058,52 @@ TEST(Connection, PartsPduIsFramedAsOnePieceWithTheDataByReference) {
   EXPECT_TRUE(watch.expired());
 }
 
+// unshare(): a sender that gave up on a PDU whose data others own (a
+// command past its dead time) cannot unsend it, but the connection stops
+// sharing the data: what it sends from then on, retransmissions and the
+// fragments not sent yet, comes from a private copy, and the owner may
+// overwrite its bytes.
+TEST(Connection, UnshareSendsTheRestFromACopy) {
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  e.peer_window = 1024;
+  p.initial_cwnd = 4;
+  Connection c(p, e);
+  std::vector<uint8_t> whole;
+  fill_pdu(whole, 100060, 5);
+  const std::vector<uint8_t> head(whole.begin(), whole.begin() + 60);
+  auto body = std::make_shared<std::vector<uint8_t>>(whole.begin() + 60, whole.end());
+  ASSERT_TRUE(c.send_pdu_parts(Opcode::kCommandRequest, 302, head,
+                               SharedBytes(body, std::span<const uint8_t>(*body))));
+  VectorSink sink;
+  c.poll(TimePoint{}, sink);
+  ASSERT_EQ(sink.frames.size(), 4u);  // the rest waits for the window
+  EXPECT_GT(body.use_count(), 1);
+  EXPECT_FALSE(c.unshare(&whole));  // another owner: nothing to do
+  EXPECT_TRUE(c.unshare(body.get()));
+  EXPECT_EQ(body.use_count(), 1);
+  EXPECT_FALSE(c.unshare(body.get()));
+  std::fill(body->begin(), body->end(), uint8_t{0x5A});
+  // The timer's retransmission carries the original bytes.
+  sink.frames.clear();
+  c.poll(TimePoint{} + seconds(30), sink);
+  size_t resent = 0;
+  for (const auto& f : sink.frames) {
+    const FrameView v = decode_ok(f);
+    if (v.payload.empty()) continue;
+    ++resent;
+    ASSERT_LE(v.header.ext.pdu_offset + v.payload.size(), whole.size());
+    EXPECT_TRUE(
+        std::equal(v.payload.begin(), v.payload.end(), whole.begin() + v.header.ext.pdu_offset))
+        << "offset " << v.header.ext.pdu_offset;
+  }
+  EXPECT_GT(resent, 0u);
+  // And so does everything still to send.
+  auto unacked = c.release_unacked();
+  ASSERT_EQ(unacked.size(), 1u);
+  EXPECT_EQ(unacked[0].bytes, whole);
+}
+
 TEST(Connection, SendPduRefusals) {
   TransportParams p;
   p.max_pdu = 1u << 20;

@@ -171,7 +171,11 @@ struct ScsiCommand {
   // only once nothing of its own (connection, port) refers to them any more,
   // so the completion may free or reuse them. Cost of the guarantee: a
   // completion may wait until the target has acknowledged the last frames
-  // (normally already done when its reply arrives).
+  // (normally already done when its reply arrives). A command that fails
+  // without a reply (dead time on a dead link, fencing) still fails on time:
+  // the connection copies the bytes it still holds (it may yet deliver them,
+  // as it would a copied write's) and the completion waits only for the
+  // port to send the frames it was handed.
   std::span<const uint8_t> data_out_borrowed{};
 };
 
