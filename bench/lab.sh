@@ -29,7 +29,9 @@
 #                                the longest gap between completions, MB/s before and after)
 #          [--no-cells]   (skip the cells: only the memory step and/or --fail-path-at)
 #          [--blockdev [--transports "hyperscsi loop nbd"] [--attach-args "ARGS"]
-#           [--nbdkit-args "ARGS"]]   (block-device cells; no iSCSI, no memory step)
+#           [--nbdkit-args "ARGS"] [--plugin-args "KEY=VALUE ..."]]
+#                                (block-device cells; no iSCSI, no memory step;
+#                                 --plugin-args: after the plugin's own, e.g. busy_poll_us=0)
 #          [--halt-poll-ns N]   (this VM's guest halt polling for the run, restored after;
 #                                the machine's own value when not given)
 set -euo pipefail
@@ -57,6 +59,7 @@ attach_extra=()
 # IOPS than 32, 64 or 128 on the 2-CPU lab (more threads only contend for
 # nbdkit's socket locks; the man page has the figures).
 nbdkit_extra=(--threads 16)
+plugin_extra=()
 # Guest halt polling (cpuidle-haltpoll): an idle vCPU polls this long before
 # it halts. This VM boots with it off (haltpoll.guest_halt_poll_ns=0), so a
 # wake-up on an idle CPU waits for the hypervisor to resume the vCPU: 40-80
@@ -95,6 +98,7 @@ while (($#)); do
     --transports) bd_transports=$2; shift 2 ;;
     --attach-args) read -ra attach_extra <<<"$2"; shift 2 ;;
     --nbdkit-args) read -ra nbdkit_extra <<<"$2"; shift 2 ;;
+    --plugin-args) read -ra plugin_extra <<<"$2"; shift 2 ;;
     --halt-poll-ns) halt_poll_ns=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "lab: unknown option $1" >&2; usage ;;
@@ -329,7 +333,7 @@ start_nbdkit() {
   # sanitizer build's plugin needs the ASan runtime preloaded into nbdkit).
   # shellcheck disable=SC2086
   nsenter --net="/run/netns/$ns_c" env ${HYPERSCSI_NBDKIT_ENV:-} nbdkit -f --unix "$nbd_sock" "${nbdkit_extra[@]}" \
-    "$nbd_plugin" port="afpacket:$if_c" target="lab$$" lun=0 >"$work/nbdkit.log" 2>&1 &
+    "$nbd_plugin" port="afpacket:$if_c" target="lab$$" lun=0 "${plugin_extra[@]}" >"$work/nbdkit.log" 2>&1 &
   nbdkit_pid=$!
   for _ in $(seq 100); do
     nbdinfo --size "nbd+unix:///?socket=$nbd_sock" >/dev/null 2>&1 && return

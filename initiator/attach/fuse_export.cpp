@@ -288,6 +288,34 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   });
 }
 
+// The receive buffer of the request being processed on this thread (set by
+// the readers around fuse_session_process_buf), so that op_write can take it
+// over instead of copying the data out of it.
+thread_local fuse_buf* t_request_buf = nullptr;
+
+struct RequestBufScope {
+  explicit RequestBufScope(fuse_buf* b) { t_request_buf = b; }
+  ~RequestBufScope() { t_request_buf = nullptr; }
+  RequestBufScope(const RequestBufScope&) = delete;
+  RequestBufScope& operator=(const RequestBufScope&) = delete;
+};
+
+// Writes at least this large borrow the request's buffer; smaller ones copy
+// (a copy of a few KiB costs less than a fresh 1 MiB receive buffer).
+constexpr size_t kBorrowMinWrite = 16 << 10;
+
+// Takes the receive buffer holding [data, data + size) from libfuse (its
+// next receive allocates a new one), or nullptr when the data lies elsewhere.
+void* take_request_buf(const char* data, size_t size) {
+  fuse_buf* b = t_request_buf;
+  if (b == nullptr || b->mem == nullptr || (b->flags & FUSE_BUF_IS_FD) != 0) return nullptr;
+  const char* mem = static_cast<const char*>(b->mem);
+  if (data < mem || data + size > mem + b->size) return nullptr;
+  void* taken = b->mem;
+  b->mem = nullptr;
+  return taken;
+}
+
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
               fuse_file_info* fi) {
   Server& s = server(req);
@@ -311,17 +339,25 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
   size = static_cast<size_t>(std::min<uint64_t>(size, total - static_cast<uint64_t>(off)));
   const bool fua = (fi->flags & O_DSYNC) != 0;
   s.begin();
-  ByteDevice::Done done = [&s, req, size](Status<Error> st) {
+  const std::span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buf), size);
+  const uint32_t bs = s.dev().block_size();
+  // `buf` lies in libfuse's receive buffer, reused for the next request
+  // after we return. An aligned write takes that buffer over: the command
+  // borrows the data from it (issue 13: no copy), the completion frees it
+  // after the reply is sent (the initiator runs it once nothing refers to
+  // the data). Otherwise the write copies the data before returning.
+  void* owned = size >= kBorrowMinWrite && off % bs == 0 && size % bs == 0
+                    ? take_request_buf(buf, size)
+                    : nullptr;
+  ByteDevice::Done done = [&s, req, size, owned](Status<Error> st) {
     if (st)
       fuse_reply_write(req, size);
     else
       fuse_reply_err(req, ByteDevice::errno_of(st.error()));
+    std::free(owned);
     s.end();
   };
-  // `buf` is libfuse's receive buffer, reused after we return: the write
-  // copies it into the command before returning.
-  const std::span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buf), size);
-  if (s.dev().write_nowait(data, static_cast<uint64_t>(off), fua, done)) return;
+  if (s.dev().write_nowait(data, static_cast<uint64_t>(off), fua, done, owned != nullptr)) return;
   // Unaligned, or a read-modify-write holds the gate: on the helper thread.
   s.run_blocking([&s, copy = std::vector<uint8_t>(data.begin(), data.end()), off, fua,
                   done = std::move(done)]() mutable {
@@ -501,6 +537,7 @@ struct LoopReader {
         [[maybe_unused]] ssize_t n = ::write(ended_fd, &one, sizeof one);
         return;
       }
+      RequestBufScope scope(&buf);
       fuse_session_process_buf(se, &buf);
     }
   }
@@ -515,6 +552,7 @@ void read_requests(fuse_session* se, Reader& r, int ended_fd) {
       if (res < 0) r.error = -res;
       break;
     }
+    RequestBufScope scope(&buf);
     fuse_session_process_buf(se, &buf);
   }
   std::free(buf.mem);

@@ -96,18 +96,19 @@ void ByteDevice::leave_shared() {
   if (last) gate_cv_.notify_all();
 }
 
-void ByteDevice::write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done) {
+void ByteDevice::write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done,
+                       bool borrowed) {
   if (!in_range(offset, in.size(), size()))
     return done(Unexpected{out_of_range(offset, in.size(), size())});
   if (in.empty()) return done({});
   const uint32_t bs = block_size();
   if (offset % bs != 0 || in.size() % bs != 0) return done(read_modify_write(in, offset, fua));
   enter_shared();
-  submit_write(in, offset, fua, std::move(done));
+  submit_write(in, offset, fua, std::move(done), borrowed);
 }
 
 bool ByteDevice::write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua,
-                              const Done& done) {
+                              const Done& done, bool borrowed) {
   if (!in_range(offset, in.size(), size())) {
     done(Unexpected{out_of_range(offset, in.size(), size())});
     return true;
@@ -123,21 +124,23 @@ bool ByteDevice::write_nowait(std::span<const uint8_t> in, uint64_t offset, bool
     if (exclusive_) return false;
     ++shared_in_flight_;
   }
-  submit_write(in, offset, fua, done);
+  submit_write(in, offset, fua, done, borrowed);
   return true;
 }
 
-void ByteDevice::submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done) {
-  lun_.write(
-      offset / block_size(), in,
-      [this, done = std::move(done)](CommandResult&& r) {
-        leave_shared();
-        if (r.good())
-          done({});
-        else
-          done(Unexpected{error_of(r, "WRITE")});
-      },
-      fua);
+void ByteDevice::submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done,
+                              bool borrowed) {
+  Completion c = [this, done = std::move(done)](CommandResult&& r) {
+    leave_shared();
+    if (r.good())
+      done({});
+    else
+      done(Unexpected{error_of(r, "WRITE")});
+  };
+  if (borrowed)
+    lun_.write_borrowed(offset / block_size(), in, std::move(c), fua);
+  else
+    lun_.write(offset / block_size(), in, std::move(c), fua);
 }
 
 Status<Error> ByteDevice::read_modify_write(std::span<const uint8_t> in, uint64_t offset,
@@ -281,7 +284,9 @@ Status<Error> ByteDevice::pread(std::span<uint8_t> out, uint64_t offset) {
 }
 
 Status<Error> ByteDevice::pwrite(std::span<const uint8_t> in, uint64_t offset, bool fua) {
-  return wait_for([&](Done d) { write(in, offset, fua, std::move(d)); });
+  // `in` outlives the wait: borrowed, not copied (issue 13: the nbdkit
+  // plugin's writes).
+  return wait_for([&](Done d) { write(in, offset, fua, std::move(d), true); });
 }
 
 Status<Error> ByteDevice::flush() {

@@ -11,6 +11,12 @@
 // and when the session is lost, recovery.cpp). Multipath sessions copy the
 // data-in from the reassembled reply instead.
 //
+// A command with borrowed data-out (ScsiCommand::data_out_borrowed) is
+// framed from the caller's bytes each time it is sent (a header copied in
+// front: InitiatorSession::send_command_parts); its completion is held in
+// lingering_ until the connection and port have let go of those bytes
+// (finish(), run_released()), as the header promises the caller.
+//
 // Thread-safety: submit() is called from any thread (it queues under
 // task_mutex_ and wakes the loop); everything else runs on the loop thread.
 #include <unistd.h>
@@ -27,8 +33,9 @@ namespace hyperscsi::initiator {
 
 namespace {
 
-// Data-out bytes of a command (data_out less its headroom).
+// Data-out bytes of a command (borrowed, or data_out less its headroom).
 size_t data_out_size(const ScsiCommand& c) {
+  if (!c.data_out_borrowed.empty()) return c.data_out_borrowed.size();
   return c.data_out.size() - std::min<size_t>(c.data_out_headroom, c.data_out.size());
 }
 
@@ -52,6 +59,13 @@ void Initiator::Impl::submit(ScsiCommand command, Completion done,
   pending->done = std::move(done);
   pending->data_in_buffer = data_in_buffer;
   pending->deadline = SteadyClock::now() + options_.dead_time;
+  if (!pending->cmd.data_out_borrowed.empty()) {
+    pending->borrow =
+        std::shared_ptr<BorrowToken>(new BorrowToken(reactor_.waker()), [](BorrowToken* t) {
+          if (t->lingering.load() && t->waker) t->waker->wake();
+          delete t;
+        });
+  }
   {
     std::lock_guard lock(task_mutex_);
     submissions_.push_back(std::move(pending));
@@ -76,6 +90,7 @@ Initiator::Impl::InflightMap::iterator Initiator::Impl::match(uint16_t tag, uint
 }
 
 void Initiator::Impl::drain_replies() {
+  run_released();
   if (!session_) return;
   while (auto pdu = next_reply()) {
     if (pdu->data_placed) {
@@ -160,7 +175,7 @@ void Initiator::Impl::complete(std::unique_ptr<Pending> p, const proto::ReplyHea
   r.residual = h.residual;
   if (p->probe) {
     r.data_in.assign(data_in.begin(), data_in.end());
-    if (p->done) p->done(std::move(r));
+    finish(std::move(p), std::move(r));
     return;
   }
   ++stats_.completed;
@@ -183,7 +198,7 @@ void Initiator::Impl::complete(std::unique_ptr<Pending> p, const proto::ReplyHea
   }
   stats_.bytes_out +=
       p->pdu ? p->pdu.size() - command_headroom(p->cmd.cdb.size()) : data_out_size(p->cmd);
-  if (p->done) p->done(std::move(r));
+  finish(std::move(p), std::move(r));
   // A poller's client (the FUSE export) answers with its next request
   // soon: keep polling for it as if a command were still in flight.
   if (!pollers_.empty()) poll_spin_until_ = SteadyClock::now() + options_.busy_poll;
@@ -204,6 +219,11 @@ void Initiator::Impl::admit(TimePoint now) {
     std::unique_ptr<Pending> p = std::move(waiting_.front());
     waiting_.pop_front();
     const auto& c = p->cmd;
+    if (!c.data_out_borrowed.empty() && !c.data_out.empty()) {
+      finish_failed(std::move(p), CompletionError::kInvalid,
+                    "data_out and data_out_borrowed are both set");
+      continue;
+    }
     if (!session_) {
       finish_failed(std::move(p), CompletionError::kShutdown,
                     "not connected: connect() to a target first");
@@ -264,7 +284,15 @@ bool Initiator::Impl::send_command(Pending& p) {
   const proto::Connection* conn = session_->connection();
   if (conn == nullptr || !conn->can_send(proto::Opcode::kCommandRequest, p.tag, room + data))
     return false;
-  if (!p.pdu && p.cmd.data_out_headroom == room && p.cmd.data_out.size() >= room) {
+  if (p.borrow) {
+    // Framed from the caller's bytes, under a fresh header each time.
+    std::vector<uint8_t> header;
+    header.reserve(room);
+    proto::encode(command_header(p, data), header);
+    if (!session_->send_command_parts(p.tag, header,
+                                      proto::SharedBytes(p.borrow, p.cmd.data_out_borrowed)))
+      return false;
+  } else if (!p.pdu && p.cmd.data_out_headroom == room && p.cmd.data_out.size() >= room) {
     std::vector<uint8_t> header;
     proto::encode(command_header(p, data), header);
     std::copy(header.begin(), header.end(), p.cmd.data_out.begin());
@@ -290,6 +318,8 @@ std::vector<uint8_t> Initiator::Impl::build_pdu(const Pending& p) const {
   proto::encode(command_header(p, data), pdu);
   if (p.pdu)
     pdu.insert(pdu.end(), p.pdu.begin() + static_cast<ptrdiff_t>(room), p.pdu.end());
+  else if (!p.cmd.data_out_borrowed.empty())
+    pdu.insert(pdu.end(), p.cmd.data_out_borrowed.begin(), p.cmd.data_out_borrowed.end());
   else
     pdu.insert(pdu.end(), p.cmd.data_out.end() - static_cast<ptrdiff_t>(data),
                p.cmd.data_out.end());
@@ -344,7 +374,45 @@ void Initiator::Impl::finish_failed(std::unique_ptr<Pending> p, CompletionError 
                                     std::string message) {
   CommandResult r = failed(e, std::move(message));
   if (!p->probe) note_failure(p->cmd, r);
-  if (p->done) p->done(std::move(r));
+  // Failed without the target's reply (dead time, fencing...) while the
+  // connection may still hold borrowed data unacknowledged, e.g. on a dead
+  // link: it resends from a copy from now on, so the completion runs on
+  // time, not when the session is declared dead, and the caller's bytes are
+  // free once the port has sent the frames it holds. (After a reply the
+  // target has the data: the acks follow, no copy.)
+  if (p->borrow && session_ && session_->connection())
+    session_->connection()->unshare(p->borrow.get());
+  finish(std::move(p), std::move(r));
+}
+
+void Initiator::Impl::finish(std::unique_ptr<Pending> p, CommandResult r) {
+  if (!p->done) return;
+  if (p->borrow) {
+    // Lingering first, then our reference dropped: a holder that lets go
+    // after the expired() check below sees the flag and wakes the loop.
+    p->borrow->lingering.store(true);
+    std::weak_ptr<BorrowToken> w = p->borrow;
+    p->borrow.reset();
+    if (!w.expired()) {
+      lingering_.push_back(Lingering{std::move(w), std::move(p->done), std::move(r)});
+      return;
+    }
+    // The holder's reads happen before its release: ordered before ours.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  p->done(std::move(r));
+}
+
+void Initiator::Impl::run_released(bool all) {
+  if (lingering_.empty()) return;
+  std::vector<Lingering> ready;
+  std::erase_if(lingering_, [&](Lingering& l) {
+    if (!all && !l.borrow.expired()) return false;
+    ready.push_back(std::move(l));
+    return true;
+  });
+  std::atomic_thread_fence(std::memory_order_acquire);  // as in finish()
+  for (auto& l : ready) l.done(std::move(l.result));
 }
 
 void Initiator::Impl::fail_all(CompletionError e, const std::string& message) {
@@ -364,6 +432,9 @@ void Initiator::Impl::fail_all(CompletionError e, const std::string& message) {
     submissions_.clear();
   }
   for (auto& p : all) finish_failed(std::move(p), e, message);
+  // The loop has ended (stop()): nothing sends the held commands' data any
+  // more, so their completions run now.
+  if (!thread_.joinable()) run_released(true);
 }
 
 }  // namespace hyperscsi::initiator

@@ -48,6 +48,17 @@ namespace hyperscsi::initiator {
 using proto::TimePoint;
 using SteadyClock = std::chrono::steady_clock;
 
+// The owner of a command's borrowed data-out (ScsiCommand::
+// data_out_borrowed) as the connection and port share it: when the last
+// reference goes after the command finished (`lingering`), it wakes the
+// loop, whose held completion may run now (from any thread: a port may
+// drop a frame's reference on its own).
+struct BorrowToken {
+  explicit BorrowToken(std::shared_ptr<io::Waker> w) : waker(std::move(w)) {}
+  std::shared_ptr<io::Waker> waker;
+  std::atomic<bool> lingering{false};
+};
+
 // A command from submit() until its completion ran: waiting, then in
 // flight under a tag (command_table.cpp).
 struct Pending {
@@ -68,6 +79,19 @@ struct Pending {
   // The PDU as first sent, when it was built in data_out's own buffer (its
   // headroom): a later send copies it under a fresh header.
   proto::SharedBytes pdu;
+  // ScsiCommand::data_out_borrowed: the reference every send shares with
+  // the connection and port. The completion waits until it is the last one
+  // (Lingering).
+  std::shared_ptr<BorrowToken> borrow;
+};
+
+// A completion of a borrowed-data command held back until nothing but it
+// refers to the caller's bytes (the connection may still hold frames not
+// yet acknowledged, a port frames not yet sent).
+struct Lingering {
+  std::weak_ptr<BorrowToken> borrow;
+  Completion done;
+  CommandResult result;
 };
 
 // The tag of the identity check after a re-login; commands use the others.
@@ -184,6 +208,12 @@ class Initiator::Impl {
   void send_unsent();
   void expire(TimePoint now);
   void finish_failed(std::unique_ptr<Pending> p, CompletionError e, std::string message);
+  // Runs p's completion with `r`, or holds it in lingering_ while its
+  // borrowed data-out is referenced elsewhere.
+  void finish(std::unique_ptr<Pending> p, CommandResult r);
+  // Runs the held completions whose data is free now (`all`: every one: the
+  // loop has ended, nothing sends any more).
+  void run_released(bool all = false);
   void fail_all(CompletionError e, const std::string& message);
 
   // recovery.cpp: resume or re-login after the session died
@@ -281,8 +311,9 @@ class Initiator::Impl {
   } fail_log_;
 
   std::deque<std::unique_ptr<Pending>> waiting_;
-  InflightMap inflight_;          // by seq: cmd_sn order
-  std::vector<uint64_t> by_tag_;  // tag -> seq (0: free)
+  InflightMap inflight_;              // by seq: cmd_sn order
+  std::vector<Lingering> lingering_;  // loop thread
+  std::vector<uint64_t> by_tag_;      // tag -> seq (0: free)
   std::vector<uint16_t> free_tags_;
   uint64_t next_seq_ = 1;
   uint64_t malformed_frames_ = 0;

@@ -116,10 +116,14 @@ void Lun::read(uint64_t lba, uint32_t blocks, Completion done) {
   }
 }
 
-void Lun::write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua) {
-  const uint32_t bs = capacity_.block_size;
+namespace {
+
+// WRITE commands for `data` at `lba`, split at the negotiated maximum;
+// `borrow`: each command borrows its part of `data` instead of a copy.
+void submit_writes(Initiator& initiator, uint16_t lun, uint32_t bs, uint64_t lba,
+                   std::span<const uint8_t> data, Completion done, bool fua, bool borrow) {
   const uint64_t blocks = data.size() / bs;
-  const uint32_t per = std::max<uint32_t>(1, initiator_->max_data_per_command() / bs);
+  const uint32_t per = std::max<uint32_t>(1, initiator.max_data_per_command() / bs);
   auto join = std::make_shared<Joiner>();
   join->done = std::move(done);
   if (data.size() % bs != 0 || blocks == 0) {
@@ -135,17 +139,32 @@ void Lun::write(uint64_t lba, std::span<const uint8_t> data, Completion done, bo
   for (uint64_t off = 0; off < blocks; off += per) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(per, blocks - off));
     ScsiCommand c;
-    c.lun = lun_;
+    c.lun = lun;
     c.cdb = scsi::write_cdb(lba + off, n, fua);
     auto part = data.subspan(off * bs, size_t{n} * bs);
+    if (borrow) {
+      c.data_out_borrowed = part;  // framed from the caller's buffer: no copy
+      initiator.submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
+      continue;
+    }
     // The data behind room for the PDU header: the initiator sends this
     // buffer as the PDU (one copy of the caller's data, not two).
     c.data_out_headroom = command_headroom(c.cdb.size());
     c.data_out.reserve(c.data_out_headroom + part.size());
     c.data_out.resize(c.data_out_headroom);
     c.data_out.insert(c.data_out.end(), part.begin(), part.end());
-    initiator_->submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
+    initiator.submit(std::move(c), [join](CommandResult&& r) { join->part(std::move(r), 0); });
   }
+}
+
+}  // namespace
+
+void Lun::write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua) {
+  submit_writes(*initiator_, lun_, capacity_.block_size, lba, data, std::move(done), fua, false);
+}
+
+void Lun::write_borrowed(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua) {
+  submit_writes(*initiator_, lun_, capacity_.block_size, lba, data, std::move(done), fua, true);
 }
 
 void Lun::flush(Completion done) {
@@ -203,7 +222,8 @@ Result<std::vector<uint8_t>, Error> Lun::read_sync(uint64_t lba, uint32_t blocks
 }
 
 Status<Error> Lun::write_sync(uint64_t lba, std::span<const uint8_t> data, bool fua) {
-  return wait_status([&](Completion c) { write(lba, data, std::move(c), fua); }, "WRITE");
+  // It waits for the completion: the data may be borrowed.
+  return wait_status([&](Completion c) { write_borrowed(lba, data, std::move(c), fua); }, "WRITE");
 }
 
 Status<Error> Lun::flush_sync() {

@@ -43,7 +43,11 @@ uint32_t ring_size_for(uint32_t window) {
 struct OutPdu {
   Opcode opcode = Opcode::kCommandRequest;
   uint16_t tag = 0;
+  // The PDU is `head` followed by `bytes`: head is empty, or a small header
+  // copied in front of data others own (send_pdu_parts).
+  std::vector<uint8_t> head;
   SharedBytes bytes;  // never null
+  size_t size() const { return head.size() + bytes.size(); }
   uint32_t next_offset = 0;
   uint16_t next_fragment = 0;
   bool all_sent = false;
@@ -78,7 +82,7 @@ struct Connection::Impl {
 
   // ---- sender ----
   bool can_send(Opcode op, uint16_t tag, size_t size) const;
-  bool send_pdu(Opcode op, uint16_t tag, SharedBytes pdu);
+  bool send_pdu(Opcode op, uint16_t tag, SharedBytes pdu, std::span<const uint8_t> head = {});
   void process_ack(const FrameView& f, TimePoint now);
   // process_ack's steps, in order.
   struct AckSample {  // the RTT sample an ack gives
@@ -163,6 +167,7 @@ struct Connection::Impl {
   CongestionControl cc;
   Reassembler reasm;
   size_t frag_payload;
+  std::vector<uint8_t> straddle;  // transmit()'s scratch for a fragment with a separate head
   TimePoint last_now{};
 
   // Sender state.
@@ -242,14 +247,16 @@ bool Connection::Impl::can_send(Opcode op, uint16_t tag, size_t size) const {
   return !busy_keys.test(key_of(op, tag));
 }
 
-bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, SharedBytes pdu) {
-  if (!pdu || !can_send(op, tag, pdu.size())) return false;
+bool Connection::Impl::send_pdu(Opcode op, uint16_t tag, SharedBytes pdu,
+                                std::span<const uint8_t> head) {
+  if (!pdu || !can_send(op, tag, head.size() + pdu.size())) return false;
   const size_t key = key_of(op, tag);
   busy_keys.set(key);
-  queue_bytes += pdu.size();
+  queue_bytes += head.size() + pdu.size();
   auto out = std::make_shared<OutPdu>();
   out->opcode = op;
   out->tag = tag;
+  out->head.assign(head.begin(), head.end());
   out->bytes = std::move(pdu);
   queue.push_back(std::move(out));
   return true;
@@ -262,7 +269,7 @@ void Connection::Impl::frame_acked(TxFrame& f) {
   if (--p.frames_unacked == 0 && p.all_sent) {
     // Every fragment is in: the tag may be reused.
     busy_keys.reset(key_of(p.opcode, p.tag));
-    queue_bytes -= p.bytes.size();
+    queue_bytes -= p.size();
   }
 }
 
@@ -857,14 +864,24 @@ bool Connection::Impl::transmit(const TxFrame& f, uint32_t seq, bool retransmit,
   h.common.fragment = f.fragment;
   h.common.last_fragment = f.last;
   h.ext.seq = seq;
-  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->bytes.size());
+  h.ext.pdu_length = static_cast<uint32_t>(f.pdu->size());
   h.ext.pdu_offset = f.offset;
   if (retransmit) h.ext.flags |= kFlagRetransmit;
   // SACK blocks ride along only in the room the payload leaves in the MTU.
   const size_t used = kHeaderSize + f.length;
   const AckFill fill = fill_ack(h, params.mtu > used ? params.mtu - used : 0);
-  const std::span<const uint8_t> payload(f.pdu->bytes.data() + f.offset, f.length);
-  return emit(h, payload, fill, sink, &f.pdu->bytes.owner());
+  const OutPdu& p = *f.pdu;
+  if (f.offset >= p.head.size()) {
+    const std::span<const uint8_t> payload(p.bytes.data() + (f.offset - p.head.size()), f.length);
+    return emit(h, payload, fill, sink, &p.bytes.owner());
+  }
+  // The fragment that holds (part of) a separate head: both pieces copied
+  // into one frame (one frame per PDU; the others go by reference).
+  const size_t from_head = std::min<size_t>(p.head.size() - f.offset, f.length);
+  straddle.assign(p.head.begin() + f.offset, p.head.begin() + f.offset + from_head);
+  straddle.insert(straddle.end(), p.bytes.begin(),
+                  p.bytes.begin() + static_cast<ptrdiff_t>(f.length - from_head));
+  return emit(h, straddle, fill, sink, nullptr);
 }
 
 void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
@@ -915,9 +932,9 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     TxFrame f;
     f.pdu = queue.front();
     f.offset = p.next_offset;
-    f.length = static_cast<uint32_t>(std::min(frag_payload, p.bytes.size() - p.next_offset));
+    f.length = static_cast<uint32_t>(std::min(frag_payload, p.size() - p.next_offset));
     f.fragment = p.next_fragment;
-    f.last = p.next_offset + f.length == p.bytes.size();
+    f.last = p.next_offset + f.length == p.size();
     f.sent_at = now;
     // F-RTO's probe frames may exceed the collapsed cwnd (RFC 5682 step 2b).
     const bool frto_probe = pipe() >= cc.cwnd();
@@ -1007,6 +1024,24 @@ bool Connection::send_pdu_shared(Opcode opcode, uint16_t tag, SharedBytes pdu) {
   return impl_->send_pdu(opcode, tag, std::move(pdu));
 }
 
+bool Connection::send_pdu_parts(Opcode opcode, uint16_t tag, std::span<const uint8_t> head,
+                                SharedBytes body) {
+  return impl_->send_pdu(opcode, tag, std::move(body), head);
+}
+
+bool Connection::unshare(const void* owner) {
+  Impl& s = *impl_;
+  bool found = false;
+  auto copy = [&](OutPdu& p) {
+    if (p.bytes.owner().get() != owner) return;  // also a PDU copied already
+    p.bytes = share_bytes(std::vector<uint8_t>(p.bytes.begin(), p.bytes.end()));
+    found = true;
+  };
+  for (const TxFrame& f : s.flight) copy(*f.pdu);
+  for (const auto& p : s.queue) copy(*p);
+  return found;
+}
+
 bool Connection::can_send(Opcode opcode, uint16_t tag, size_t size) const {
   return impl_->can_send(opcode, tag, size);
 }
@@ -1080,8 +1115,9 @@ std::vector<Connection::UnackedPdu> Connection::release_unacked() {
     if (p->all_sent && p->frames_unacked == 0) return;
     // A copy: others may share the bytes (this runs only when a path or
     // session gives up its PDUs).
-    out.push_back(
-        UnackedPdu{p->opcode, p->tag, std::vector<uint8_t>(p->bytes.begin(), p->bytes.end())});
+    std::vector<uint8_t> bytes(p->head);
+    bytes.insert(bytes.end(), p->bytes.begin(), p->bytes.end());
+    out.push_back(UnackedPdu{p->opcode, p->tag, std::move(bytes)});
   };
   // The flight holds each PDU's frames contiguously, oldest PDU first; the
   // queue continues with the one being fragmented (possibly the last in flight).

@@ -535,6 +535,12 @@ bool InitiatorSession::send_command_shared(uint16_t tag, SharedBytes pdu) {
   return connection_->send_pdu_shared(Opcode::kCommandRequest, tag, std::move(pdu));
 }
 
+bool InitiatorSession::send_command_parts(uint16_t tag, std::span<const uint8_t> head,
+                                          SharedBytes data) {
+  if (state_ != InitiatorState::kEstablished || !connection_) return false;
+  return connection_->send_pdu_parts(Opcode::kCommandRequest, tag, head, std::move(data));
+}
+
 std::optional<ReceivedPdu> InitiatorSession::pop_reply() {
   if (!connection_) return std::nullopt;
   return connection_->pop_pdu();

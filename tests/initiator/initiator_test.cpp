@@ -280,6 +280,156 @@ TEST(InitiatorTest, DataOutHeadroomIsSkippedAndTheDataLands) {
   EXPECT_EQ(lab.initiator->stats().bytes_out, 16u * 512);
 }
 
+// Borrowed writes (ScsiCommand::data_out_borrowed): framed from the
+// caller's buffers, over a lossy, reordering link, while the target restarts
+// twice, so that frames are retransmitted and whole commands are sent again
+// after the re-login from the same borrowed bytes. Each completion scribbles
+// over its buffer and frees it (under ASan a later read is a
+// use-after-free); every write reads back intact. 64 KiB writes span many
+// frames (the first carries the header copied beside the first data).
+TEST(InitiatorTest, BorrowedWritesLandIntactAcrossLossAndTargetRestarts) {
+  io::Impairment imp;
+  imp.loss = 0.01;
+  imp.reorder = 0.02;
+  Lab lab = make_lab(imp);
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok()) << lun.error().message;
+
+  constexpr uint32_t kWrites = 120;
+  constexpr uint32_t kBlocks = 128;  // 64 KiB each, disjoint: 120 x 64 KiB < 8 MiB
+  std::mutex m;
+  std::condition_variable cv;
+  uint32_t in_flight = 0, done = 0, failed = 0;
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    auto* buf = new std::vector<uint8_t>(pattern(kBlocks * 512, 1000 + i));
+    {
+      std::unique_lock l(m);
+      ASSERT_TRUE(cv.wait_for(l, 60s, [&] { return in_flight < 16; }));
+      ++in_flight;
+    }
+    lun->write_borrowed(uint64_t{i} * kBlocks, *buf, [&, buf](CommandResult&& r) {
+      std::fill(buf->begin(), buf->end(), uint8_t{0x5A});  // the caller reuses it...
+      delete buf;                                          // ...or frees it
+      std::lock_guard l(m);
+      --in_flight;
+      ++done;
+      if (!r.good()) ++failed;
+      cv.notify_all();
+    });
+    if (i == kWrites / 3 || i == 2 * kWrites / 3) lab.target->restart();
+  }
+  {
+    std::unique_lock l(m);
+    ASSERT_TRUE(cv.wait_for(l, 90s, [&] { return done == kWrites; }));
+  }
+  EXPECT_EQ(failed, 0u);
+  const Stats st = lab.initiator->stats();
+  EXPECT_GE(st.resumes + st.relogins, 1u) << "the restart was not noticed";
+  EXPECT_GT(st.transport.frames_retransmitted, 0u) << "nothing was retransmitted";
+  EXPECT_EQ(st.bytes_out, uint64_t{kWrites} * kBlocks * 512);
+  auto back = lun->read_sync(0, kWrites * kBlocks);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    const auto want = pattern(kBlocks * 512, 1000 + i);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), back->begin() + ptrdiff_t{i} * kBlocks * 512))
+        << "write " << i << " is not intact";
+  }
+}
+
+// A borrowed write's completion runs only once the initiator no longer
+// holds its data: here it fails by dead time while the link is down and its
+// frames are still queued for retransmission. The caller scribbles over the
+// buffer in the completion; when the link comes back, whatever reaches the
+// target must be the original data (or nothing), never the scribble. On code
+// that completed at once, the retransmitted frames carried the scribble.
+TEST(InitiatorTest, BorrowedWriteIsNotReadAfterItsCompletion) {
+  Options opt;
+  opt.dead_time = 800ms;
+  Lab lab = make_lab({}, opt);
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok());
+  io::Impairment down;
+  down.loss = 1.0;
+  lab.initiator_port->set_tx_impairment(down);
+  lab.target_port->set_tx_impairment(down);
+  std::vector<uint8_t> buf = pattern(32768, 77);
+  const std::vector<uint8_t> original = buf;
+  std::promise<CommandResult> p;
+  std::atomic<bool> completed{false};
+  lun->write_borrowed(0, buf, [&](CommandResult&& r) {
+    std::fill(buf.begin(), buf.end(), uint8_t{0x5A});
+    completed = true;
+    p.set_value(std::move(r));
+  });
+  std::this_thread::sleep_for(1100ms);  // past the dead time, frames still queued
+  lab.initiator_port->set_tx_impairment({});
+  lab.target_port->set_tx_impairment({});
+  auto fut = p.get_future();
+  ASSERT_EQ(fut.wait_for(30s), std::future_status::ready) << "the completion never ran";
+  EXPECT_EQ(fut.get().error, CompletionError::kDeadTime);
+  // Let any retransmission of the old frames land, then look at the disk.
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (lab.target->writes_executed() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  std::this_thread::sleep_for(300ms);
+  const std::vector<uint8_t> disk = lab.target->snapshot();
+  const std::vector<uint8_t> head(disk.begin(), disk.begin() + 32768);
+  EXPECT_TRUE(head == original || head == std::vector<uint8_t>(32768, 0))
+      << "the target got bytes written into the buffer after the completion";
+}
+
+// A borrowed write on a dead link fails at its own dead time, as a copied
+// one does, not when the session is declared dead (here 10 s): the
+// connection, which still holds the unacknowledged data, takes a copy. The
+// completion scribbles over the buffer and frees it (under ASan a later read
+// is a use-after-free); when the link comes back the connection delivers the
+// write from its copy, so the target executes the original bytes. Before the
+// copy, the completion waited for the link to come back (or for the session
+// to be declared dead).
+TEST(InitiatorTest, BorrowedWriteOnADeadLinkFailsAtItsDeadTime) {
+  std::promise<CommandResult> done;  // declared before the lab: outlives its loop
+  auto fut = done.get_future();
+  test::MiniTargetConfig tc;
+  tc.dead_time_ms = 10000;
+  Options opt;
+  opt.dead_time = 500ms;
+  Lab lab = make_lab({}, opt, tc);
+  ASSERT_TRUE(lab.initiator->connect("mini").ok());
+  auto lun = lab.initiator->open_lun(0);
+  ASSERT_TRUE(lun.ok());
+  io::Impairment down;
+  down.loss = 1.0;
+  lab.initiator_port->set_tx_impairment(down);
+  lab.target_port->set_tx_impairment(down);
+  const std::vector<uint8_t> original = pattern(65536, 91);  // many frames: some never sent
+  auto* buf = new std::vector<uint8_t>(original);
+  const auto t0 = std::chrono::steady_clock::now();
+  lun->write_borrowed(0, *buf, [&done, buf](CommandResult&& r) {
+    std::fill(buf->begin(), buf->end(), uint8_t{0x5A});  // the caller reuses it...
+    delete buf;                                          // ...or frees it
+    done.set_value(std::move(r));
+  });
+  const bool on_time = fut.wait_for(3s) == std::future_status::ready;
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_TRUE(on_time) << "the completion was held while the link was down";
+  lab.initiator_port->set_tx_impairment({});
+  lab.target_port->set_tx_impairment({});
+  ASSERT_EQ(fut.wait_for(30s), std::future_status::ready) << "the completion never ran";
+  if (on_time) {
+    EXPECT_GE(took, 500ms);
+  }
+  EXPECT_EQ(fut.get().error, CompletionError::kDeadTime);
+  const auto until = std::chrono::steady_clock::now() + 15s;
+  while (lab.target->writes_executed() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(lab.target->writes_executed(), 1u) << "the connection did not deliver its copy";
+  const std::vector<uint8_t> disk = lab.target->snapshot();
+  EXPECT_TRUE(std::equal(original.begin(), original.end(), disk.begin()))
+      << "the target did not get the original bytes";
+}
+
 // A poller (the FUSE export's /dev/fuse) runs when the loop's wait saw its fd
 // readable, not at every turn: each run is a read() that would block, and a
 // 4 KiB command turns the loop several times (command, frames, reply). And a

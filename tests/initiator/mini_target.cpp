@@ -53,7 +53,7 @@ std::unique_ptr<proto::TargetEndpoint> MiniTarget::make_endpoint() {
       config_.advertised_mtu ? config_.advertised_mtu : static_cast<uint16_t>(port_->mtu());
   cfg.limits.max_transfer = config_.max_transfer;
   cfg.limits.keepalive_ms = 200;
-  cfg.limits.dead_time_ms = 2000;
+  cfg.limits.dead_time_ms = config_.dead_time_ms;
   cfg.seed = 1000 + ++generation_;
   const proto::LoginStatus answer = config_.login_answer;
   const proto::LunInfo lun0{0, false, config_.block_size, config_.num_blocks};

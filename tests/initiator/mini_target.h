@@ -31,6 +31,7 @@ struct MiniTargetConfig {
   uint16_t advertised_mtu = 0;  // 0: the port's MTU
   proto::LoginStatus login_answer = proto::LoginStatus::kOk;
   uint32_t max_transfer = (1u << 20) + 4096;
+  uint32_t dead_time_ms = 2000;  // the session's dead-peer time (negotiated)
 };
 
 class MiniTarget {

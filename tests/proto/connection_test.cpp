@@ -1005,6 +1005,105 @@ TEST(Connection, FragmentsFillTheMtu) {
   EXPECT_EQ(c.stats().bytes_sent, pdu.size());
 }
 
+// A PDU in two parts (send_pdu_parts: a copied header, then data shared
+// from elsewhere) goes out as the same fragments as the PDU in one piece;
+// every fragment after the first sends its data from the shared bytes by
+// reference (gather), the first copies both pieces.
+TEST(Connection, PartsPduIsFramedAsOnePieceWithTheDataByReference) {
+  class GatherSink : public VectorSink {
+   public:
+    void commit_gather(std::span<uint8_t> frame, size_t header_length,
+                       std::span<const uint8_t> payload,
+                       const std::shared_ptr<const void>& owner) override {
+      gathered.push_back(payload.data());
+      VectorSink::commit_gather(frame, header_length, payload, owner);
+    }
+    std::vector<const uint8_t*> gathered;
+  };
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  e.peer_window = 1024;
+  p.initial_cwnd = 1024;
+  Connection c(p, e);
+  std::vector<uint8_t> whole;
+  fill_pdu(whole, 100060, 3);
+  const std::vector<uint8_t> head(whole.begin(), whole.begin() + 60);
+  auto body = std::make_shared<std::vector<uint8_t>>(whole.begin() + 60, whole.end());
+  std::weak_ptr<std::vector<uint8_t>> watch = body;
+  ASSERT_TRUE(c.send_pdu_parts(Opcode::kCommandRequest, 301, head,
+                               SharedBytes(body, std::span<const uint8_t>(*body))));
+  const uint8_t* body_data = body->data();
+  body.reset();
+  GatherSink sink;
+  c.poll(TimePoint{}, sink);
+  const size_t chunk = max_payload(1500);
+  ASSERT_EQ(sink.frames.size(), (whole.size() + chunk - 1) / chunk);
+  std::vector<uint8_t> joined;
+  for (size_t i = 0; i < sink.frames.size(); ++i) {
+    const FrameView v = decode_ok(sink.frames[i]);
+    EXPECT_EQ(v.header.ext.pdu_length, whole.size());
+    EXPECT_EQ(v.header.ext.pdu_offset, i * chunk);
+    joined.insert(joined.end(), v.payload.begin(), v.payload.end());
+  }
+  EXPECT_EQ(joined, whole);
+  // Frames 1.. by reference into the body, at their offsets.
+  ASSERT_EQ(sink.gathered.size(), sink.frames.size() - 1);
+  for (size_t i = 0; i < sink.gathered.size(); ++i)
+    EXPECT_EQ(sink.gathered[i], body_data + (i + 1) * chunk - 60);
+  // The connection holds the body until the frames are acknowledged.
+  EXPECT_FALSE(watch.expired());
+  auto unacked = c.release_unacked();
+  ASSERT_EQ(unacked.size(), 1u);
+  EXPECT_EQ(unacked[0].bytes, whole);
+  EXPECT_TRUE(watch.expired());
+}
+
+// unshare(): a sender that gave up on a PDU whose data others own (a
+// command past its dead time) cannot unsend it, but the connection stops
+// sharing the data: what it sends from then on, retransmissions and the
+// fragments not sent yet, comes from a private copy, and the owner may
+// overwrite its bytes.
+TEST(Connection, UnshareSendsTheRestFromACopy) {
+  TransportParams p;
+  Endpoint e = endpoint_a();
+  e.peer_window = 1024;
+  p.initial_cwnd = 4;
+  Connection c(p, e);
+  std::vector<uint8_t> whole;
+  fill_pdu(whole, 100060, 5);
+  const std::vector<uint8_t> head(whole.begin(), whole.begin() + 60);
+  auto body = std::make_shared<std::vector<uint8_t>>(whole.begin() + 60, whole.end());
+  ASSERT_TRUE(c.send_pdu_parts(Opcode::kCommandRequest, 302, head,
+                               SharedBytes(body, std::span<const uint8_t>(*body))));
+  VectorSink sink;
+  c.poll(TimePoint{}, sink);
+  ASSERT_EQ(sink.frames.size(), 4u);  // the rest waits for the window
+  EXPECT_GT(body.use_count(), 1);
+  EXPECT_FALSE(c.unshare(&whole));  // another owner: nothing to do
+  EXPECT_TRUE(c.unshare(body.get()));
+  EXPECT_EQ(body.use_count(), 1);
+  EXPECT_FALSE(c.unshare(body.get()));
+  std::fill(body->begin(), body->end(), uint8_t{0x5A});
+  // The timer's retransmission carries the original bytes.
+  sink.frames.clear();
+  c.poll(TimePoint{} + seconds(30), sink);
+  size_t resent = 0;
+  for (const auto& f : sink.frames) {
+    const FrameView v = decode_ok(f);
+    if (v.payload.empty()) continue;
+    ++resent;
+    ASSERT_LE(v.header.ext.pdu_offset + v.payload.size(), whole.size());
+    EXPECT_TRUE(
+        std::equal(v.payload.begin(), v.payload.end(), whole.begin() + v.header.ext.pdu_offset))
+        << "offset " << v.header.ext.pdu_offset;
+  }
+  EXPECT_GT(resent, 0u);
+  // And so does everything still to send.
+  auto unacked = c.release_unacked();
+  ASSERT_EQ(unacked.size(), 1u);
+  EXPECT_EQ(unacked[0].bytes, whole);
+}
+
 TEST(Connection, SendPduRefusals) {
   TransportParams p;
   p.max_pdu = 1u << 20;

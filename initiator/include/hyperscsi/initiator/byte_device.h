@@ -54,18 +54,24 @@ class ByteDevice {
   // `out` is owned by the caller and must stay valid until `done` ran.
   void read(std::span<uint8_t> out, uint64_t offset, Done done);
   // `in` is copied before the call returns. `fua`: WRITE with FUA.
-  void write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done);
+  // `borrowed`: `in` is not copied but framed from where it lies
+  // (Lun::write_borrowed); the caller keeps it valid and unchanged until
+  // `done` ran.
+  void write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done,
+             bool borrowed = false);
   // write() if it neither waits nor takes the synchronous path: false (and
   // `done` not called) for an unaligned write or while a read-modify-write
   // holds the gate; then call write() from a thread that may block. Safe on
   // the initiator's loop thread.
-  bool write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua, const Done& done);
+  bool write_nowait(std::span<const uint8_t> in, uint64_t offset, bool fua, const Done& done,
+                    bool borrowed = false);
   void flush(Done done);
   void discard(uint64_t offset, uint64_t length, Done done);
   // Completes before it returns (it waits for its commands).
   void write_zeroes(uint64_t offset, uint64_t length, Done done);
 
-  // Synchronous forms: the above, waited for.
+  // Synchronous forms: the above, waited for. pwrite borrows `in` (it
+  // returns only after the completion ran): no copy.
   Status<Error> pread(std::span<uint8_t> out, uint64_t offset);
   Status<Error> pwrite(std::span<const uint8_t> in, uint64_t offset, bool fua = false);
   Status<Error> flush();
@@ -80,7 +86,8 @@ class ByteDevice {
   void enter_shared();
   void leave_shared();
   // An aligned WRITE, entered shared already.
-  void submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done);
+  void submit_write(std::span<const uint8_t> in, uint64_t offset, bool fua, Done done,
+                    bool borrowed);
   Status<Error> read_modify_write(std::span<const uint8_t> in, uint64_t offset, bool fua);
   void unmap_blocks(uint64_t first, uint64_t count, Done done);
   // Writes zeros to the bytes of [offset, offset + length) outside the whole

@@ -161,6 +161,22 @@ struct ScsiCommand {
   // the data into a new one (issue 16: a 128 KiB write was copied three times
   // on the initiator). Any other value: the data is copied behind a header.
   uint32_t data_out_headroom = 0;
+  // Data-out borrowed from the caller instead of copied into data_out (which
+  // must then be empty): the initiator frames the PDU from these bytes
+  // (issue 13: the NBD and FUSE exports copied every write once). Contract:
+  // the caller keeps them valid and unchanged from submit() until the
+  // command's completion has run. The initiator reads them whenever it sends
+  // the command, again after a retry or a re-login (a target restart) and on
+  // a multipath session (which copies them per send); it runs the completion
+  // only once nothing of its own (connection, port) refers to them any more,
+  // so the completion may free or reuse them. Cost of the guarantee: a
+  // completion may wait until the target has acknowledged the last frames
+  // (normally already done when its reply arrives). A command that fails
+  // without a reply (dead time on a dead link, fencing) still fails on time:
+  // the connection copies the bytes it still holds (it may yet deliver them,
+  // as it would a copied write's) and the completion waits only for the
+  // port to send the frames it was handed.
+  std::span<const uint8_t> data_out_borrowed{};
 };
 
 // The room a command's PDU header takes in front of its data-out.
@@ -377,7 +393,12 @@ class Lun {
   // valid until `done` ran): the data is copied once, from the reply into
   // `out`; `done` gets an empty data_in, on the loop thread.
   void read_into(uint64_t lba, uint32_t blocks, std::span<uint8_t> out, Completion done);
+  // `data` is copied before the call returns.
   void write(uint64_t lba, std::span<const uint8_t> data, Completion done, bool fua = false);
+  // The same without the copy: `data` is borrowed (ScsiCommand::
+  // data_out_borrowed): valid and unchanged until `done` ran.
+  void write_borrowed(uint64_t lba, std::span<const uint8_t> data, Completion done,
+                      bool fua = false);
   void flush(Completion done);
   void unmap(uint64_t lba, uint64_t blocks, Completion done);
   // Zeroes the blocks with WRITE SAME(16) of one zero block (no UNMAP), in

@@ -163,6 +163,17 @@ class Connection {
   bool send_pdu(Opcode opcode, uint16_t tag, std::vector<uint8_t> pdu);
   // The same for a PDU others hold too (the reply cache): shares it, no copy.
   bool send_pdu_shared(Opcode opcode, uint16_t tag, SharedBytes pdu);
+  // The PDU `head` (copied: a header) followed by `body` (shared, no copy):
+  // data that lies elsewhere, e.g. a caller's write buffer. The fragment
+  // that holds head is sent from a copy of both pieces, the rest from body.
+  bool send_pdu_parts(Opcode opcode, uint16_t tag, std::span<const uint8_t> head, SharedBytes body);
+  // Every PDU queued or unacknowledged whose shared bytes `owner` owns
+  // (send_pdu_shared, send_pdu_parts) takes a private copy of them and
+  // drops its reference: later (re)transmissions send the copy, and the
+  // owner's bytes are free once frames already handed to the sink are sent.
+  // For a sender that gives up on a PDU (a command past its dead time) but
+  // cannot unsend it. Returns whether any PDU held such bytes.
+  bool unshare(const void* owner);
   // Whether send_pdu would take a PDU of `size` bytes with this opcode and
   // tag now (so a caller with several Connections can choose without losing
   // the PDU to a refusal).

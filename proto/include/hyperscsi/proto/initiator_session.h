@@ -176,6 +176,9 @@ class InitiatorSession {
   // The same for a PDU the caller keeps too (to send again after a re-login
   // without building it anew): no copy of its bytes.
   bool send_command_shared(uint16_t tag, SharedBytes pdu);
+  // The command PDU as its header `head` followed by `data` (shared, no
+  // copy: Connection::send_pdu_parts).
+  bool send_command_parts(uint16_t tag, std::span<const uint8_t> head, SharedBytes data);
   std::optional<ReceivedPdu> pop_reply();
   // Reply placement on the current Connection (Connection::place_reply):
   // the data-in of `tag`'s next reply lands straight in `data_in`, borrowed
