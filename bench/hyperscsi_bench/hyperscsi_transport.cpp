@@ -1,5 +1,5 @@
 // HyperSCSI through the initiator library: discover and connect on the given
-// port, open the LUN, and map block I/O onto Lun::read/write.
+// port, open the LUN, and map block I/O onto Lun::read_into/write_borrowed.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -26,10 +26,12 @@ class HyperscsiTransport final : public Transport {
     const uint32_t bs = block_size();
     const uint64_t lba = r.offset / bs;
     if (r.write) {
-      lun_.write(lba, std::span<const uint8_t>(r.buffer, r.length),
-                 [done = std::move(done)](initiator::CommandResult&& res) {
-                   done(res.good(), res.good() ? std::string() : res.describe());
-                 });
+      // Borrowed, not copied: the workload leaves a slot's buffer alone until
+      // its completion ran, as a library user with its own buffers would.
+      lun_.write_borrowed(lba, std::span<const uint8_t>(r.buffer, r.length),
+                          [done = std::move(done)](initiator::CommandResult&& res) {
+                            done(res.good(), res.good() ? std::string() : res.describe());
+                          });
       return;
     }
     // Straight into the workload's buffer (read_into: one copy from the
