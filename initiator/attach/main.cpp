@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -316,14 +317,135 @@ class Reporter {
   int fd_;
 };
 
+// The session's counters as the state file's keys (`hyperscsi-attach stats`).
+void put_stats(StateMap& state, const Stats& s) {
+  auto us = [](auto d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  };
+  state["state"] = s.state;
+  state["session_id"] = std::to_string(s.session_id);
+  state["epoch"] = std::to_string(s.epoch);
+  state["mtu"] = std::to_string(s.mtu);
+  state["max_transfer"] = std::to_string(s.max_transfer);
+  state["commands_submitted"] = std::to_string(s.submitted);
+  state["commands_completed"] = std::to_string(s.completed);
+  state["commands_failed"] = std::to_string(s.failed);
+  state["commands_timed_out"] = std::to_string(s.timed_out);
+  state["commands_fenced"] = std::to_string(s.fenced);
+  state["relogin_failures"] = std::to_string(s.relogin_failures);
+  state["identity_mismatches"] = std::to_string(s.identity_mismatches);
+  state["commands_reissued"] = std::to_string(s.reissued);
+  state["commands_retried"] = std::to_string(s.retried);
+  state["resumes"] = std::to_string(s.resumes);
+  state["relogins"] = std::to_string(s.relogins);
+  state["bytes_in"] = std::to_string(s.bytes_in);
+  state["bytes_out"] = std::to_string(s.bytes_out);
+  state["in_flight"] = std::to_string(s.in_flight);
+  state["frames_retransmitted"] = std::to_string(s.transport.frames_retransmitted);
+  state["srtt_us"] = us(s.transport.srtt);
+  state["cwnd"] = std::to_string(s.transport.cwnd);
+  state["rx_filter"] = s.rx_filter;
+  state["foreign_frames"] = std::to_string(s.foreign_frames);
+  state["rx_pauses"] = std::to_string(s.rx_pauses);
+  // A multipath session: one entry per path (stats prints them in order).
+  for (const PathStats& p : s.paths) {
+    char key[32];
+    std::snprintf(key, sizeof key, "path_%02u", static_cast<unsigned>(p.id));
+    state[key] = p.state + " " + io::to_string(p.local_mac) + " -> " + io::to_string(p.target_mac) +
+                 " mtu " + std::to_string(p.mtu) + " frames out " + std::to_string(p.frames_sent) +
+                 " in " + std::to_string(p.frames_received) + " retransmitted " +
+                 std::to_string(p.frames_retransmitted) + " srtt " + us(p.srtt) + "us failovers " +
+                 std::to_string(p.failures);
+  }
+}
+
+// The attachment's state file: what it is (written once) and how its session
+// fares (put_stats, refreshed every second). Thread-safe: refresh() runs on
+// the refresher thread and on_ready's thread.
+class AttachState {
+ public:
+  AttachState(std::string path, StateMap initial)
+      : path_(std::move(path)), state_(std::move(initial)) {}
+  const std::string& path() const { return path_; }
+  void set(const std::string& key, const std::string& value) {
+    std::lock_guard l(mutex_);
+    state_[key] = value;
+  }
+  bool write() {
+    std::lock_guard l(mutex_);
+    return attach::write_state(path_, state_);
+  }
+  void refresh(const Stats& s) {
+    std::lock_guard l(mutex_);
+    put_stats(state_, s);
+    attach::write_state(path_, state_);
+  }
+
+ private:
+  const std::string path_;
+  std::mutex mutex_;
+  StateMap state_;
+};
+
+// Calls `tick` once a second on its own thread from start() until stop()
+// (or destruction) returns.
+class Ticker {
+ public:
+  ~Ticker() { stop(); }
+  void start(std::function<void()> tick) {
+    thread_ = std::thread([this, tick = std::move(tick)] {
+      std::unique_lock l(mutex_);
+      while (!cv_.wait_for(l, std::chrono::seconds(1), [this] { return stopping_; })) {
+        l.unlock();
+        tick();
+        l.lock();
+      }
+    });
+  }
+  void stop() {
+    {
+      std::lock_guard l(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// Checks that the LUN is not attached elsewhere on this host (unless --shared)
+// and registers this attachment, in one step under the run directory's lock,
+// so two attaches of one LUN cannot both pass. Returns why it refused, or "".
+std::string register_attachment(const AttachArgs& a, const TargetInfo& target,
+                                const std::string& identity, AttachState& state,
+                                attach::AttachLog& log) {
+  attach::RunDirLock lock;
+  if (auto other =
+          attached_elsewhere(a.dir, identity, target.name, io::to_string(target.mac), a.lun)) {
+    const std::string where = (*other)["dir"] + " (pid " + (*other)["pid"] + ")";
+    if (!a.shared)
+      return "LUN " + std::to_string(a.lun) + " of target '" + target.name +
+             "' is already attached on this host at " + where +
+             "; two attachments let two file systems write one disk. Detach it "
+             "first, or pass --shared when a cluster file system coordinates them";
+    log.write(attach::AttachLog::Level::kWarning,
+              "--shared: LUN " + std::to_string(a.lun) + " is also attached at " + where);
+  }
+  state.write();
+  return {};
+}
+
 // The attach daemon's body. `journal_fd`: journald's stream when run by
 // systemd, else -1; `echo_fd`: where to print log lines too (foreground).
 int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) {
   Reporter report(report_fd);
-  const std::string dir = a.dir;
-  const std::string state_file = attach::state_path(dir);
   attach::AttachLog log;
-  log.open(dir, journal_fd, echo_fd);
+  log.open(a.dir, journal_fd, echo_fd);
   auto refuse = [&](const std::string& why) {
     log.write(attach::AttachLog::Level::kError, "attach failed: " + why);
     report.error(why);
@@ -340,91 +462,30 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
   ByteDevice device(*lun);
   attach::FuseExport exp{&device, "lun" + std::to_string(a.lun)};
   exp.readers = a.fuse_readers;
-  const std::string file = dir + "/" + exp.file_name;
-  std::mutex state_mutex;
-  StateMap state{{"pid", std::to_string(::getpid())},
-                 {"dir", dir},
-                 {"file", file},
-                 {"port", a.port},
-                 {"target", target.name},
-                 {"mac", io::to_string(target.mac)},
-                 {"lun", std::to_string(a.lun)},
-                 {"identity", identity},
-                 {"shared", a.shared ? "1" : "0"},
-                 {"size", std::to_string(device.size())},
-                 {"block_size", std::to_string(device.block_size())},
-                 {"state", "attaching"},
-                 {"loop", ""}};
-  {
-    // Check and register in one step, so two attaches of one LUN cannot both pass.
-    attach::RunDirLock lock;
-    if (auto other =
-            attached_elsewhere(dir, identity, target.name, io::to_string(target.mac), a.lun)) {
-      const std::string where = (*other)["dir"] + " (pid " + (*other)["pid"] + ")";
-      if (!a.shared)
-        return refuse("LUN " + std::to_string(a.lun) + " of target '" + target.name +
-                      "' is already attached on this host at " + where +
-                      "; two attachments let two file systems write one disk. Detach it "
-                      "first, or pass --shared when a cluster file system coordinates them");
-      log.write(attach::AttachLog::Level::kWarning,
-                "--shared: LUN " + std::to_string(a.lun) + " is also attached at " + where);
-    }
-    attach::write_state(state_file, state);
-  }
+  const std::string file = a.dir + "/" + exp.file_name;
+  AttachState state(attach::state_path(a.dir), {{"pid", std::to_string(::getpid())},
+                                                {"dir", a.dir},
+                                                {"file", file},
+                                                {"port", a.port},
+                                                {"target", target.name},
+                                                {"mac", io::to_string(target.mac)},
+                                                {"lun", std::to_string(a.lun)},
+                                                {"identity", identity},
+                                                {"shared", a.shared ? "1" : "0"},
+                                                {"size", std::to_string(device.size())},
+                                                {"block_size", std::to_string(device.block_size())},
+                                                {"state", "attaching"},
+                                                {"loop", ""}});
+  if (std::string why = register_attachment(a, target, identity, state, log); !why.empty())
+    return refuse(why);
   // From here on the state file is ours to remove, whatever happens.
   struct StateGuard {
     std::string path;
     ~StateGuard() { attach::remove_state(path); }
-  } state_guard{state_file};
+  } state_guard{state.path()};
   std::string loop_dev;
-  std::atomic<bool> stop_stats{false};
-  std::mutex stop_mutex;
-  std::condition_variable stop_cv;
-  std::thread stats_thread;
-
-  auto refresh = [&] {
-    const Stats s = (*ini)->stats();
-    std::lock_guard l(state_mutex);
-    state["state"] = s.state;
-    state["session_id"] = std::to_string(s.session_id);
-    state["epoch"] = std::to_string(s.epoch);
-    state["mtu"] = std::to_string(s.mtu);
-    state["max_transfer"] = std::to_string(s.max_transfer);
-    state["commands_submitted"] = std::to_string(s.submitted);
-    state["commands_completed"] = std::to_string(s.completed);
-    state["commands_failed"] = std::to_string(s.failed);
-    state["commands_timed_out"] = std::to_string(s.timed_out);
-    state["commands_fenced"] = std::to_string(s.fenced);
-    state["relogin_failures"] = std::to_string(s.relogin_failures);
-    state["identity_mismatches"] = std::to_string(s.identity_mismatches);
-    state["commands_reissued"] = std::to_string(s.reissued);
-    state["commands_retried"] = std::to_string(s.retried);
-    state["resumes"] = std::to_string(s.resumes);
-    state["relogins"] = std::to_string(s.relogins);
-    state["bytes_in"] = std::to_string(s.bytes_in);
-    state["bytes_out"] = std::to_string(s.bytes_out);
-    state["in_flight"] = std::to_string(s.in_flight);
-    state["frames_retransmitted"] = std::to_string(s.transport.frames_retransmitted);
-    state["srtt_us"] = std::to_string(
-        std::chrono::duration_cast<std::chrono::microseconds>(s.transport.srtt).count());
-    state["cwnd"] = std::to_string(s.transport.cwnd);
-    state["rx_filter"] = s.rx_filter;
-    state["foreign_frames"] = std::to_string(s.foreign_frames);
-    state["rx_pauses"] = std::to_string(s.rx_pauses);
-    // A multipath session: one entry per path (stats prints them in order).
-    for (const PathStats& p : s.paths) {
-      char key[32];
-      std::snprintf(key, sizeof key, "path_%02u", static_cast<unsigned>(p.id));
-      state[key] =
-          p.state + " " + io::to_string(p.local_mac) + " -> " + io::to_string(p.target_mac) +
-          " mtu " + std::to_string(p.mtu) + " frames out " + std::to_string(p.frames_sent) +
-          " in " + std::to_string(p.frames_received) + " retransmitted " +
-          std::to_string(p.frames_retransmitted) + " srtt " +
-          std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(p.srtt).count()) +
-          "us failovers " + std::to_string(p.failures);
-    }
-    attach::write_state(state_file, state);
-  };
+  Ticker stats_ticker;
+  auto refresh = [&] { state.refresh((*ini)->stats()); };
 
   std::atomic<bool> ready{false};  // reported to the parent: past attaching
   auto on_ready = [&]() -> std::string {
@@ -437,19 +498,11 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
         report.error(msg);
         return msg;
       }
-      std::lock_guard l(state_mutex);
-      state["loop"] = loop_dev;
-      state["loop_direct_io"] = dio ? "1" : "0";
+      state.set("loop", loop_dev);
+      state.set("loop_direct_io", dio ? "1" : "0");
     }
     refresh();
-    stats_thread = std::thread([&] {
-      std::unique_lock l(stop_mutex);
-      while (!stop_cv.wait_for(l, std::chrono::seconds(1), [&] { return stop_stats.load(); })) {
-        l.unlock();
-        refresh();
-        l.lock();
-      }
-    });
+    stats_ticker.start(refresh);
     std::string text = "file " + file + "\n";
     if (!loop_dev.empty()) text += "loop " + loop_dev + "\n";
     if (device.read_only())
@@ -466,13 +519,8 @@ int run_attach(const AttachArgs& a, int report_fd, int journal_fd, int echo_fd) 
   };
 
   std::string error;
-  const int rc = attach::serve_fuse(dir, exp, on_ready, error);
-  {
-    std::lock_guard l(stop_mutex);
-    stop_stats = true;
-  }
-  stop_cv.notify_all();
-  if (stats_thread.joinable()) stats_thread.join();
+  const int rc = attach::serve_fuse(a.dir, exp, on_ready, error);
+  stats_ticker.stop();
   if (!loop_dev.empty()) attach::detach_loop(loop_dev);  // normally done by detach already
   (*ini)->disconnect();
   if (rc != 0) {
