@@ -259,75 +259,34 @@ void reload(he::TargetEngine& engine, hd::DaemonConfig& current, const std::stri
   spdlog::info("reload: done, {} LUN(s)", engine.luns().size());
 }
 
-int run_daemon(const Flags& f) {
-  auto cfg = f.config.empty() ? config_from_flags(f) : hd::load_config_file(f.config);
-  if (!cfg) return fail(cfg.error().message);
-  hd::DaemonConfig config = std::move(cfg).value();
-  if (!f.config.empty() && !config.log_level.empty() && !f.log_level_set)
-    spdlog::set_level(spdlog::level::from_str(config.log_level));
-  if (!f.control.empty()) config.control_path = f.control;
-  if (config.control_path.empty())
-    config.control_path = hd::default_control_path(config.target_name);
-
-  // Signals are taken through a signalfd: block them before any thread starts.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGHUP);
-  sigaddset(&mask, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  const int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
-  if (sfd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
-
-  std::vector<hd::PortClaim> claims;  // held until exit: one target per interface
-  for (const std::string& spec : config.ports) {
-    auto claim = hd::PortClaim::claim(spec);
-    if (!claim) return fail(claim.error().message);
-    claims.push_back(std::move(claim).value());
-  }
+// The daemon's interfaces: each claimed (no second target on it), then opened.
+struct OpenedPorts {
+  std::vector<hd::PortClaim> claims;
   std::vector<std::unique_ptr<hyperscsi::io::Port>> ports;
-  for (const std::string& spec : config.ports) {
-    auto p = hyperscsi::ports::open_port(spec);
-    if (!p) {
-      return fail("port '" + spec + "': " + std::string(hyperscsi::io::to_string(p.error().kind)) +
-                  ": " + p.error().message);
-    }
-    ports.push_back(std::move(p).value());
+};
+
+hyperscsi::Result<OpenedPorts, std::string> open_ports(const std::vector<std::string>& specs) {
+  OpenedPorts out;
+  for (const std::string& spec : specs) {
+    auto claim = hd::PortClaim::claim(spec);
+    if (!claim) return hyperscsi::Unexpected{claim.error().message};
+    out.claims.push_back(std::move(claim).value());
   }
+  for (const std::string& spec : specs) {
+    auto p = hyperscsi::ports::open_port(spec);
+    if (!p)
+      return hyperscsi::Unexpected{"port '" + spec +
+                                   "': " + std::string(hyperscsi::io::to_string(p.error().kind)) +
+                                   ": " + p.error().message};
+    out.ports.push_back(std::move(p).value());
+  }
+  return out;
+}
 
-  he::EngineConfig ec;
-  ec.target_name = config.target_name;
-  if (config.keepalive_ms) ec.limits.keepalive_ms = config.keepalive_ms;
-  if (config.dead_time_ms) ec.limits.dead_time_ms = config.dead_time_ms;
-  ec.initiator_secrets = config.initiator_secrets;
-  // Several ports: one session may use all of them (an initiator that does
-  // not offer MULTIPATH sees the single-port protocol unchanged).
-  ec.multipath = config.ports.size() > 1 && config.multipath && !f.no_multipath;
-  if (config.ports.size() > 1 && !ec.multipath)
-    spdlog::info("multipath not offered: each session stays on the port it logged in on");
-  he::TargetEngine engine(ec, std::move(ports));
-  if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
-
-  hd::ControlServer control;
-  auto handler = [&](const std::string& req) -> std::string {
-    if (req == "ping") return "pong\n";
-    if (req == "stats" || req == "stats json") {
-      auto sessions = engine.sessions();
-      auto st = engine.stats();
-      return req == "stats" ? hd::format_stats_text(config.target_name, sessions, st)
-                            : hd::format_stats_json(config.target_name, sessions, st);
-    }
-    return "error: unknown request '" + req + "'\n";
-  };
-  if (auto st = control.listen(config.control_path, handler); !st) return fail(st.error());
-
-  if (auto st = engine.start(); !st) return fail(st.error().message);
-  spdlog::info("hyperscsi-target {} serving '{}' on {} port(s), {} LUN(s); control {}",
-               HYPERSCSI_VERSION, config.target_name, config.ports.size(), engine.luns().size(),
-               config.control_path);
-  notify_systemd("READY=1");
-
+// Serves the control socket and the signals until SIGTERM/SIGINT has drained
+// the engine (SIGHUP reloads the config file). Returns the exit code.
+int serve_until_stopped(he::TargetEngine& engine, hd::DaemonConfig& config, const Flags& f,
+                        hd::ControlServer& control, int sfd) {
   for (;;) {
     pollfd fds[2] = {{sfd, POLLIN, 0}, {control.fd(), POLLIN, 0}};
     const int n = ::poll(fds, 2, -1);
@@ -360,6 +319,67 @@ int run_daemon(const Flags& f) {
       return 0;
     }
   }
+}
+
+int run_daemon(const Flags& f) {
+  auto cfg = f.config.empty() ? config_from_flags(f) : hd::load_config_file(f.config);
+  if (!cfg) return fail(cfg.error().message);
+  hd::DaemonConfig config = std::move(cfg).value();
+  if (!f.config.empty() && !config.log_level.empty() && !f.log_level_set)
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (!f.control.empty()) config.control_path = f.control;
+  if (config.control_path.empty())
+    config.control_path = hd::default_control_path(config.target_name);
+
+  // Signals are taken through a signalfd: block them before any thread starts.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  const int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (sfd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+
+  auto opened = open_ports(config.ports);
+  if (!opened) return fail(opened.error());
+  // The claims are held until exit: one target per interface.
+  std::vector<hd::PortClaim> claims = std::move(opened->claims);
+  std::vector<std::unique_ptr<hyperscsi::io::Port>> ports = std::move(opened->ports);
+
+  he::EngineConfig ec;
+  ec.target_name = config.target_name;
+  if (config.keepalive_ms) ec.limits.keepalive_ms = config.keepalive_ms;
+  if (config.dead_time_ms) ec.limits.dead_time_ms = config.dead_time_ms;
+  ec.initiator_secrets = config.initiator_secrets;
+  // Several ports: one session may use all of them (an initiator that does
+  // not offer MULTIPATH sees the single-port protocol unchanged).
+  ec.multipath = config.ports.size() > 1 && config.multipath && !f.no_multipath;
+  if (config.ports.size() > 1 && !ec.multipath)
+    spdlog::info("multipath not offered: each session stays on the port it logged in on");
+  he::TargetEngine engine(ec, std::move(ports));
+  if (auto st = add_luns(engine, config, config.luns); !st) return fail(st.error().message);
+
+  hd::ControlServer control;
+  auto handler = [&](const std::string& req) -> std::string {
+    if (req == "ping") return "pong\n";
+    if (req == "stats" || req == "stats json") {
+      auto sessions = engine.sessions();
+      auto st = engine.stats();
+      return req == "stats" ? hd::format_stats_text(config.target_name, sessions, st)
+                            : hd::format_stats_json(config.target_name, sessions, st);
+    }
+    return "error: unknown request '" + req + "'\n";
+  };
+  if (auto st = control.listen(config.control_path, handler); !st) return fail(st.error());
+
+  if (auto st = engine.start(); !st) return fail(st.error().message);
+  spdlog::info("hyperscsi-target {} serving '{}' on {} port(s), {} LUN(s); control {}",
+               HYPERSCSI_VERSION, config.target_name, config.ports.size(), engine.luns().size(),
+               config.control_path);
+  notify_systemd("READY=1");
+  return serve_until_stopped(engine, config, f, control, sfd);
 }
 
 int run_stats(const std::string& control, const std::string& name, bool json) {
