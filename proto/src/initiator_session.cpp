@@ -395,106 +395,115 @@ void InitiatorSession::on_keepalive(const FrameView& frame, TimePoint now) {
 void InitiatorSession::poll(TimePoint now, FrameSink& sink) {
   switch (state_) {
     case InitiatorState::kLoggingIn:
-      if (now < next_tx_) break;
-      if (attempts_ >= config_.login_attempts) {
-        fail(InitiatorState::kFailed, SessionFailure{SessionError::kNoAnswer, LoginStatus::kOk,
-                                                     DisconnectReason::kNormal, 0});
-        break;
-      }
-      {
-        LoginRequest req;
-        req.nonce = login_nonce_;
-        req.mtu = config_.mtu;
-        req.window = config_.window;
-        req.max_transfer = config_.max_transfer;
-        req.features = config_.features;
-        req.initiator_name = config_.initiator_name;
-        req.target_name = target_name_;
-        req.auth = !handshake_           ? config_.auth
-                   : auth_proof_.empty() ? handshake_->hello()
-                                         : auth_proof_;
-        if (resuming_) {
-          req.resume_session_id = negotiated_.session_id;
-          req.resume_epoch = negotiated_.epoch;
-        }
-        std::vector<uint8_t> body;
-        encode(req, body);
-        outbox_->push(
-            detail::raw_control_header(config_.local_mac, target_mac_, Opcode::kLoginRequest),
-            std::move(body));
-      }
-      ++attempts_;
-      ++stats_.login_requests_sent;
-      next_tx_ = now + backoff_;
-      backoff_ = std::min<Duration>(backoff_ * 2, config_.max_login_backoff);
+      poll_login(now);
       break;
     case InitiatorState::kVerifyingMtu:
-      if (now < next_tx_) break;
-      if (attempts_ >= config_.probe_attempts) {
-        SessionFailure f;
-        f.error = small_probe_answered_ ? SessionError::kMtuMismatch : SessionError::kNoAnswer;
-        f.mtu = negotiated_.mtu;
-        fail(InitiatorState::kFailed, f);
-        break;
-      }
-      // A small probe tells "no answer at all" apart from "full frames lost";
-      // two full-size probes per round keep random loss from looking like an
-      // MTU problem.
-      send_probe(next_probe_id_ | 1u, 0);
-      send_probe((next_probe_id_ + 1) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
-      send_probe((next_probe_id_ + 3) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
-      next_probe_id_ += 4;
-      stats_.probes_sent += 3;
-      ++attempts_;
-      next_tx_ = now + config_.probe_timeout;
+      poll_mtu_probe(now);
       break;
-    case InitiatorState::kEstablished: {
-      const Duration silence = now - last_rx_;
-      if (silence >= milliseconds(negotiated_.dead_time_ms)) {
-        fail(InitiatorState::kDead, SessionFailure{SessionError::kDeadPeer, LoginStatus::kOk,
-                                                   DisconnectReason::kDeadPeer, 0});
-        break;
-      }
-      if (now >= keepalive_due()) {
-        send_probe(next_probe_id_ | 1u, 0);
-        next_probe_id_ += 2;
-        ++stats_.keepalives_sent;
-        last_keepalive_sent_ = now;
-      }
+    case InitiatorState::kEstablished:
+      poll_established(now);
       break;
-    }
     case InitiatorState::kDisconnecting:
-      if (now < next_tx_) break;
-      if (attempts_ >= config_.disconnect_attempts) {
-        fail(InitiatorState::kClosed, {});  // the target reclaims it after its dead time
-        break;
-      }
-      {
-        std::vector<uint8_t> body;
-        encode(Disconnect{DisconnectReason::kNormal}, body);
-        queue_control(Opcode::kDisconnect, 0, std::move(body));
-      }
-      ++attempts_;
-      ++stats_.disconnects_sent;
-      next_tx_ = now + config_.disconnect_timeout;
+      poll_disconnect(now);
       break;
     default:
       break;
   }
+  flush(now, sink);
+}
+
+void InitiatorSession::poll_login(TimePoint now) {
+  if (now < next_tx_) return;
+  if (attempts_ >= config_.login_attempts) {
+    fail(InitiatorState::kFailed,
+         SessionFailure{SessionError::kNoAnswer, LoginStatus::kOk, DisconnectReason::kNormal, 0});
+    return;
+  }
+  LoginRequest req;
+  req.nonce = login_nonce_;
+  req.mtu = config_.mtu;
+  req.window = config_.window;
+  req.max_transfer = config_.max_transfer;
+  req.features = config_.features;
+  req.initiator_name = config_.initiator_name;
+  req.target_name = target_name_;
+  req.auth = !handshake_ ? config_.auth : auth_proof_.empty() ? handshake_->hello() : auth_proof_;
+  if (resuming_) {
+    req.resume_session_id = negotiated_.session_id;
+    req.resume_epoch = negotiated_.epoch;
+  }
+  std::vector<uint8_t> body;
+  encode(req, body);
+  outbox_->push(detail::raw_control_header(config_.local_mac, target_mac_, Opcode::kLoginRequest),
+                std::move(body));
+  ++attempts_;
+  ++stats_.login_requests_sent;
+  next_tx_ = now + backoff_;
+  backoff_ = std::min<Duration>(backoff_ * 2, config_.max_login_backoff);
+}
+
+void InitiatorSession::poll_mtu_probe(TimePoint now) {
+  if (now < next_tx_) return;
+  if (attempts_ >= config_.probe_attempts) {
+    SessionFailure f;
+    f.error = small_probe_answered_ ? SessionError::kMtuMismatch : SessionError::kNoAnswer;
+    f.mtu = negotiated_.mtu;
+    fail(InitiatorState::kFailed, f);
+    return;
+  }
+  // A small probe tells "no answer at all" apart from "full frames lost";
+  // two full-size probes per round keep random loss from looking like an
+  // MTU problem.
+  send_probe(next_probe_id_ | 1u, 0);
+  send_probe((next_probe_id_ + 1) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
+  send_probe((next_probe_id_ + 3) & ~1u, static_cast<uint16_t>(negotiated_.mtu - trailer()));
+  next_probe_id_ += 4;
+  stats_.probes_sent += 3;
+  ++attempts_;
+  next_tx_ = now + config_.probe_timeout;
+}
+
+void InitiatorSession::poll_established(TimePoint now) {
+  const Duration silence = now - last_rx_;
+  if (silence >= milliseconds(negotiated_.dead_time_ms)) {
+    fail(InitiatorState::kDead,
+         SessionFailure{SessionError::kDeadPeer, LoginStatus::kOk, DisconnectReason::kDeadPeer, 0});
+    return;
+  }
+  if (now >= keepalive_due()) {
+    send_probe(next_probe_id_ | 1u, 0);
+    next_probe_id_ += 2;
+    ++stats_.keepalives_sent;
+    last_keepalive_sent_ = now;
+  }
+}
+
+void InitiatorSession::poll_disconnect(TimePoint now) {
+  if (now < next_tx_) return;
+  if (attempts_ >= config_.disconnect_attempts) {
+    fail(InitiatorState::kClosed, {});  // the target reclaims it after its dead time
+    return;
+  }
+  std::vector<uint8_t> body;
+  encode(Disconnect{DisconnectReason::kNormal}, body);
+  queue_control(Opcode::kDisconnect, 0, std::move(body));
+  ++attempts_;
+  ++stats_.disconnects_sent;
+  next_tx_ = now + config_.disconnect_timeout;
+}
+
+void InitiatorSession::flush(TimePoint now, FrameSink& sink) {
+  const bool connected = connection_ && (state_ == InitiatorState::kVerifyingMtu ||
+                                         state_ == InitiatorState::kEstablished ||
+                                         state_ == InitiatorState::kDisconnecting);
   if (sealer_) {
     SealingSink sealing(sink, *sealer_);
     outbox_->flush(sealing);
-    if (connection_ &&
-        (state_ == InitiatorState::kVerifyingMtu || state_ == InitiatorState::kEstablished ||
-         state_ == InitiatorState::kDisconnecting))
-      connection_->poll(now, sealing);
+    if (connected) connection_->poll(now, sealing);
     return;
   }
   outbox_->flush(sink);
-  if (connection_ &&
-      (state_ == InitiatorState::kVerifyingMtu || state_ == InitiatorState::kEstablished ||
-       state_ == InitiatorState::kDisconnecting))
-    connection_->poll(now, sink);
+  if (connected) connection_->poll(now, sink);
 }
 
 TimePoint InitiatorSession::next_deadline() const {

@@ -196,6 +196,13 @@ class InitiatorSession {
   void fail(InitiatorState state, SessionFailure failure);
   void queue_control(Opcode op, uint8_t flags, std::vector<uint8_t> body);
   void send_probe(uint32_t id, uint16_t pad_to);
+  // poll()'s per-state steps: each sends what is due at `now` (or fails the session).
+  void poll_login(TimePoint now);
+  void poll_mtu_probe(TimePoint now);
+  void poll_established(TimePoint now);
+  void poll_disconnect(TimePoint now);
+  // Queued control frames, then the connection's data, through `sink`.
+  void flush(TimePoint now, FrameSink& sink);
   void on_login_reply(const FrameView& frame, TimePoint now);
   void on_session_frame(const FrameView& frame, TimePoint now);
   bool accepts_session_frame(const FrameView& frame);
