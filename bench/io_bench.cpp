@@ -2,16 +2,28 @@
 // over a veth pair between two namespaces it creates, for batch sizes 1, 8,
 // 32 and frame sizes 64, 1500, 9000 (the veth MTU is 9000). One thread
 // sends bursts on end A for a fixed time, another receives on end B; each
-// cell runs `--runs` times and the median receive rate is reported.
+// cell runs `--runs` times and the median receive rate is reported, with each
+// thread's CPU time per GiB moved: the cost of the frames alone, a floor under
+// any protocol that carries its data in them (on a veth the receiving socket's
+// copy runs in the sender's system call, so read the sum of the two).
 //
-// Usage: io_bench [--seconds S] [--runs N] [--backends afpacket,pcap,mem] (--help)
+// --shape-mbit R puts the lab's tbf (rate R mbit, burst 256kb, latency 20ms)
+// on both veth ends and paces the sender just under R, sleeping between
+// bursts: the frames' cost on a full 1 Gbit/s link, counted as bench/lab.sh
+// counts it (each thread's user + system time, tick-sampled on this kernel).
+//
+// Usage: io_bench [--seconds S] [--runs N] [--backends afpacket,pcap,mem]
+//                 [--frames 64,1500,9000] [--batches 1,8,32] [--shape-mbit R]
+//                 (--help)
 // Needs root for afpacket and pcap (namespaces, raw sockets); mem runs anywhere.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
@@ -33,7 +45,15 @@ using Clock = std::chrono::steady_clock;
 struct Cell {
   double tx_fps = 0;
   double rx_fps = 0;
+  double tx_cpu_per_gib = 0;  // sender thread's CPU seconds per GiB sent
+  double rx_cpu_per_gib = 0;  // receiver thread's CPU seconds per GiB sent
 };
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 // A HyperSCSI-typed frame (ack opcode, padding) to copy into each buffer.
 std::vector<uint8_t> make_template(const MacAddress& dst, const MacAddress& src, size_t size) {
@@ -48,7 +68,8 @@ std::vector<uint8_t> make_template(const MacAddress& dst, const MacAddress& src,
   return f;
 }
 
-Cell run_cell(Port& tx, Port& rx, size_t frame, size_t batch, double seconds) {
+// rate_bps 0: send as fast as the port takes frames.
+Cell run_cell(Port& tx, Port& rx, size_t frame, size_t batch, double seconds, double rate_bps) {
   const auto tmpl = make_template(rx.mac(), tx.mac(), frame);
   // Drain leftovers of a previous cell.
   std::vector<Packet> in(64);
@@ -56,7 +77,9 @@ Cell run_cell(Port& tx, Port& rx, size_t frame, size_t batch, double seconds) {
   }
   std::atomic<bool> sending{true};
   std::atomic<uint64_t> received{0};
+  double rx_cpu = 0;
   std::thread receiver([&] {
+    const double cpu0 = thread_cpu_seconds();
     std::vector<Packet> buf(64);
     uint64_t n = 0;
     auto quiet_since = Clock::now();
@@ -71,19 +94,30 @@ Cell run_cell(Port& tx, Port& rx, size_t frame, size_t batch, double seconds) {
         rx.wait_rx(1ms);
       }
     }
+    rx_cpu = thread_cpu_seconds() - cpu0;
     received = n;
   });
+  const double tx_cpu0 = thread_cpu_seconds();
   uint64_t sent = 0;
   std::vector<Packet> pending;
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   while (Clock::now() < end) {
+    if (rate_bps > 0) {
+      // Due time of the next byte at the rate: sleep until then.
+      const auto due =
+          start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                      static_cast<double>(sent * frame) * 8 / rate_bps));
+      if (due > Clock::now()) std::this_thread::sleep_until(due);
+    }
     while (pending.size() < batch) {
       Packet p = tx.alloc();
       if (!p) break;
       p.resize(frame);
-      std::memcpy(p.data(), tmpl.data(), frame);
+      // Headers only: a sender that gathers its payload never writes it in
+      // user space either (the kernel's copy into the frame is counted).
+      std::memcpy(p.data(), tmpl.data(), std::min<size_t>(frame, 64));
       pending.push_back(std::move(p));
     }
     const size_t n = tx.tx_burst(pending);
@@ -92,9 +126,29 @@ Cell run_cell(Port& tx, Port& rx, size_t frame, size_t batch, double seconds) {
     if (n == 0) std::this_thread::yield();
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double tx_cpu = thread_cpu_seconds() - tx_cpu0;
   sending = false;
   receiver.join();
-  return {static_cast<double>(sent) / elapsed, static_cast<double>(received.load()) / elapsed};
+  // Per GiB sent, not received: frames the receiver dropped make the floor
+  // lower, never higher.
+  const double gib = static_cast<double>(sent) * static_cast<double>(frame) / (1u << 30);
+  return {static_cast<double>(sent) / elapsed, static_cast<double>(received.load()) / elapsed,
+          gib > 0 ? tx_cpu / gib : 0.0, gib > 0 ? rx_cpu / gib : 0.0};
+}
+
+// The lab's shaper (bench/lab.sh) on both ends of the pair.
+bool add_tbf(const hyperscsi::test_support::NetnsPair& net, unsigned mbit) {
+  for (const auto& [ns, iface] :
+       {std::pair{net.ns_a(), net.iface_a()}, {net.ns_b(), net.iface_b()}}) {
+    const std::string cmd = "ip netns exec " + ns + " tc qdisc add dev " + iface +
+                            " root tbf rate " + std::to_string(mbit) +
+                            "mbit burst 256kb latency 20ms";
+    if (std::system(cmd.c_str()) != 0) {
+      std::fprintf(stderr, "failed: %s\n", cmd.c_str());
+      return false;
+    }
+  }
+  return true;
 }
 
 double median(std::vector<double> v) {
@@ -108,6 +162,8 @@ int main(int argc, char** argv) {
   double seconds = 1.0;
   int runs = 3;
   std::vector<std::string> backends{"afpacket", "pcap", "mem"};
+  std::vector<size_t> frames{64, 1500, 9000};
+  std::vector<size_t> batches{1, 8, 32};
   CLI::App app{"io_bench: frames/s and bytes/s per packet I/O backend over a veth pair"};
   app.add_option("--seconds", seconds, "sending time per run")->check(CLI::Range(0.05, 600.0));
   app.add_option("--runs", runs, "runs per cell (the median is reported)")
@@ -115,10 +171,22 @@ int main(int argc, char** argv) {
   app.add_option("--backends", backends, "comma-separated: afpacket, pcap, mem")
       ->delimiter(',')
       ->check(CLI::IsMember({"afpacket", "pcap", "mem"}));
+  app.add_option("--frames", frames, "comma-separated frame sizes in bytes")
+      ->delimiter(',')
+      ->check(CLI::Range(64, 9014));
+  app.add_option("--batches", batches, "comma-separated frames per send call")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64));
+  unsigned shape_mbit = 0;
+  app.add_option("--shape-mbit", shape_mbit,
+                 "tbf on both veth ends at this rate, the sender paced at 99% of it")
+      ->check(CLI::Range(1, 100000));
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<hyperscsi::test_support::NetnsPair> net;
-  std::printf("| backend | frame bytes | batch | tx frames/s | rx frames/s | rx MB/s | rx/tx |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| backend | frame bytes | batch | tx frames/s | rx frames/s | rx MB/s | rx/tx "
+      "| CPU s/GiB sender / receiver | sum |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---|---:|\n");
   for (const std::string& kind : backends) {
     std::unique_ptr<Port> a, b;
     if (kind == "mem") {
@@ -140,6 +208,7 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "netns set-up failed: %s\n", net->error().c_str());
           return 1;
         }
+        if (shape_mbit > 0 && !add_tbf(*net, shape_mbit)) return 1;
       }
       auto open = [&](const std::string& spec) {
         return [spec]() -> std::unique_ptr<Port> {
@@ -157,17 +226,22 @@ int main(int argc, char** argv) {
       a = std::move(*pa);
       b = std::move(*pb);
     }
-    for (size_t frame : {size_t{64}, size_t{1500}, size_t{9000}}) {
-      for (size_t batch : {size_t{1}, size_t{8}, size_t{32}}) {
-        std::vector<double> tx, rx;
+    for (size_t frame : frames) {
+      for (size_t batch : batches) {
+        std::vector<double> tx, rx, tx_cpu, rx_cpu, sum_cpu;
         for (int r = 0; r < runs; ++r) {
-          const Cell c = run_cell(*a, *b, frame, batch, seconds);
+          const Cell c = run_cell(*a, *b, frame, batch, seconds,
+                                  kind == "mem" ? 0.0 : shape_mbit * 1e6 * 0.99);
           tx.push_back(c.tx_fps);
           rx.push_back(c.rx_fps);
+          tx_cpu.push_back(c.tx_cpu_per_gib);
+          rx_cpu.push_back(c.rx_cpu_per_gib);
+          sum_cpu.push_back(c.tx_cpu_per_gib + c.rx_cpu_per_gib);
         }
         const double txm = median(tx), rxm = median(rx);
-        std::printf("| %s | %zu | %zu | %.0f | %.0f | %.1f | %.3f |\n", kind.c_str(), frame, batch,
-                    txm, rxm, rxm * static_cast<double>(frame) / 1e6, txm > 0 ? rxm / txm : 0.0);
+        std::printf("| %s | %zu | %zu | %.0f | %.0f | %.1f | %.3f | %.2f / %.2f | %.2f |\n",
+                    kind.c_str(), frame, batch, txm, rxm, rxm * static_cast<double>(frame) / 1e6,
+                    txm > 0 ? rxm / txm : 0.0, median(tx_cpu), median(rx_cpu), median(sum_cpu));
         std::fflush(stdout);
       }
     }

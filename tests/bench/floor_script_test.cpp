@@ -1,0 +1,74 @@
+// bench/floor.sh end to end, small (issue 20's floor): raw frames over a veth
+// pair shaped to 100 Mbit/s with the sender paced, and fio on a 64 MiB store
+// in /dev/shm. Asserts the table it prints is whole and consistent (the pacing
+// held the frames near the shaped rate and never above it, every cost is
+// positive, each floor is frames + store), that bad options are refused with a
+// clear message, and that the script left no store file behind. Needs root,
+// io_bench, fio, jq and tc.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+#include <string>
+
+#include "hyperscsi/test_support/netns.h"
+#include "hyperscsi/test_support/process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using hyperscsi::test_support::have_command;
+using hyperscsi::test_support::run_command;
+
+const std::string kScript =
+    "bash '" HYPERSCSI_SOURCE_DIR "/bench/floor.sh' --build '" HYPERSCSI_BUILD_DIR "'";
+
+bool store_files_left() {
+  for (const auto& e : fs::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().rfind("hsfloor", 0) == 0) return true;
+  return false;
+}
+
+TEST(FloorScript, RefusesBadOptionsWithAClearMessage) {
+  for (const auto& [args, message] : {std::pair{"--mtu 99", "--mtu takes 576..9000"},
+                                      {"--shape-mbit fast", "--shape-mbit takes"},
+                                      {"--runs 0", "--runs and --seconds take whole numbers"},
+                                      {"--bogus", "unknown option --bogus"}}) {
+    auto [out, status] = run_command(kScript + " " + args + " 2>&1");
+    EXPECT_NE(status, 0) << args;
+    EXPECT_NE(out.find(message), std::string::npos) << args << ": " << out;
+  }
+}
+
+TEST(FloorScript, ShapedTinyRunPrintsAConsistentFloorAndCleansUp) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (namespaces)";
+  for (const char* c : {"fio", "jq", "tc", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists(HYPERSCSI_BUILD_DIR "/bench/io_bench")) GTEST_SKIP() << "io_bench is not built";
+
+  auto [log, status] = run_command("timeout -k 5 100 " + kScript +
+                                   " --mtu 1500 --shape-mbit 100 --runs 1 --seconds 1"
+                                   " --store-mib 64 2>&1");
+  SCOPED_TRACE(log);
+  EXPECT_FALSE(store_files_left()) << "store file left in /dev/shm";
+  ASSERT_EQ(status, 0);
+  EXPECT_NE(log.find("Floor, MTU 1500, tbf 100 Mbit/s, paced at 99%"), std::string::npos);
+
+  // | frames MB/s | sender / receiver | frames sum | store read | store write | read | write |
+  const std::string num = "([0-9.]+)";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      log, m,
+      std::regex("\\| " + num + " \\| " + num + " / " + num + " \\| " + num + " \\| " + num +
+                 " \\| " + num + " \\| " + num + " \\| " + num + " \\|")));
+  const auto v = [&](int i) { return std::stod(m[i]); };
+  // 99 Mbit/s of frames is 12.4 MB/s; the shaper allows 12.5.
+  EXPECT_GT(v(1), 6.0) << "the paced sender fell far below its rate";
+  EXPECT_LT(v(1), 13.2) << "frames faster than the shaper allows";
+  for (int i = 2; i <= 8; ++i) EXPECT_GT(v(i), 0.0) << "column " << i;
+  EXPECT_NEAR(v(4), v(2) + v(3), 0.02);  // frames sum = sender + receiver
+  EXPECT_NEAR(v(7), v(4) + v(5), 0.02);  // floor read = frames + store read
+  EXPECT_NEAR(v(8), v(4) + v(6), 0.02);  // floor write = frames + store write
+}
+
+}  // namespace
