@@ -153,6 +153,11 @@ struct Connection::Impl {
   void note_duplicate(uint32_t seq);
   bool transmit(const TxFrame& f, uint32_t seq, bool retransmit, FrameSink& sink);
   void poll(TimePoint now, FrameSink& sink);
+  // poll's steps; each returns false when the sink took no more frames.
+  bool retransmit_frame(size_t idx, TimePoint now, FrameSink& sink);
+  bool send_retransmissions(TimePoint now, FrameSink& sink);
+  bool send_new_frames(TimePoint now, FrameSink& sink);
+  bool probe_zero_window(TimePoint now, FrameSink& sink);
   bool send_ack(FrameSink& sink);
   bool has_sack_blocks() {
     compute_sacks();
@@ -892,23 +897,36 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     mark_lost(flight.front(), snd_una);
     ++stats.fast_retransmits;
   }
+  if (!send_retransmissions(now, sink)) return;
+  // An ack owed with D-SACK or SACK blocks goes before new data: full-MTU
+  // data frames have no room for blocks, and when the port fills this poll
+  // may end before the standalone ack below (the peer's undo and loss
+  // recovery wait on them).
+  if (ack_owed(now) && (dsacks.count > 0 || has_sack_blocks()) && !send_ack(sink)) return;
+  if (!send_new_frames(now, sink)) return;
+  if (!probe_zero_window(now, sink)) return;
+  // A standalone ack if one is owed and nothing above carried it.
+  if (ack_owed(now)) send_ack(sink);
+}
 
-  // 1. Retransmissions: first the frame blocking the cumulative ack (it may
-  // always go), then the others oldest-first within the congestion window.
-  auto retransmit = [&](size_t idx) {
-    TxFrame& f = flight[idx];
-    if (!transmit(f, snd_una + static_cast<uint32_t>(idx), true, sink)) return false;
-    f.lost = false;
-    --lost_count;
-    f.retransmitted = true;
-    f.sent_at = now;
-    if (idx == 0 && frto == Frto::kFirstAck && frto_resent_at == kNever) frto_resent_at = now;
-    if (undo_open) note_episode_retransmission(snd_una + static_cast<uint32_t>(idx));
-    ++stats.frames_retransmitted;
-    if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
-    return true;
-  };
-  if (!flight.empty() && flight.front().lost && !retransmit(0)) return;
+bool Connection::Impl::retransmit_frame(size_t idx, TimePoint now, FrameSink& sink) {
+  TxFrame& f = flight[idx];
+  if (!transmit(f, snd_una + static_cast<uint32_t>(idx), true, sink)) return false;
+  f.lost = false;
+  --lost_count;
+  f.retransmitted = true;
+  f.sent_at = now;
+  if (idx == 0 && frto == Frto::kFirstAck && frto_resent_at == kNever) frto_resent_at = now;
+  if (undo_open) note_episode_retransmission(snd_una + static_cast<uint32_t>(idx));
+  ++stats.frames_retransmitted;
+  if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
+  return true;
+}
+
+// First the frame blocking the cumulative ack (it may always go), then the
+// other lost frames oldest-first within the congestion window.
+bool Connection::Impl::send_retransmissions(TimePoint now, FrameSink& sink) {
+  if (!flight.empty() && flight.front().lost && !retransmit_frame(0, now, sink)) return false;
   while (!lost_queue.empty()) {
     const int32_t idx = seq_diff(lost_queue.front(), snd_una);
     if (idx < 0 || static_cast<size_t>(idx) >= flight.size() ||
@@ -917,16 +935,14 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
       continue;
     }
     if (pipe() >= cc.cwnd()) break;
-    if (!retransmit(static_cast<size_t>(idx))) return;
+    if (!retransmit_frame(static_cast<size_t>(idx), now, sink)) return false;
     lost_queue.pop_front();
   }
+  return true;
+}
 
-  // An ack owed with D-SACK or SACK blocks goes before new data: full-MTU
-  // data frames have no room for blocks, and when the port fills this poll
-  // may end before step 4 (the peer's undo and loss recovery wait on them).
-  if (ack_owed(now) && (dsacks.count > 0 || has_sack_blocks()) && !send_ack(sink)) return;
-
-  // 2. New frames within min(cwnd, peer window).
+// New frames within min(cwnd, peer window).
+bool Connection::Impl::send_new_frames(TimePoint now, FrameSink& sink) {
   while (can_send_new()) {
     OutPdu& p = *queue.front();
     TxFrame f;
@@ -938,7 +954,7 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
     f.sent_at = now;
     // F-RTO's probe frames may exceed the collapsed cwnd (RFC 5682 step 2b).
     const bool frto_probe = pipe() >= cc.cwnd();
-    if (!transmit(f, snd_nxt, false, sink)) return;
+    if (!transmit(f, snd_nxt, false, sink)) return false;
     if (frto_probe) --frto_new_frames;
     p.next_offset += f.length;
     ++p.next_fragment;
@@ -962,30 +978,32 @@ void Connection::Impl::poll(TimePoint now, FrameSink& sink) {
       stats.window_violated = true;
     if (rtx_deadline == kNever) rtx_deadline = now + rtt.rto();
   }
+  return true;
+}
 
-  // 3. Zero-window probe: with nothing in flight no ack will come to open
-  // the window, so ask for one (ack-now) after an RTO, backing off.
-  if (!queue.empty() && flight.empty() && peer_window == 0) {
-    if (probe_deadline == kNever) {
-      probe_deadline = now + rtt.rto();
-    } else if (now >= probe_deadline) {
-      FrameHeader h = base_header(Opcode::kAck);
-      h.ext.flags |= kFlagAckNow;
-      const AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
-      if (!emit(h, {}, fill, sink)) return;
-      ++stats.acks_sent;
-      ++probes;
-      Duration wait = rtt.rto();
-      for (uint32_t i = 0; i < probes && wait < params.rto.max; ++i) wait *= 2;
-      probe_deadline = now + std::min(wait, params.rto.max);
-    }
-  } else {
+// With nothing in flight and the peer's window shut no ack will come to open
+// it, so ask for one (ack-now) after an RTO, backing off.
+bool Connection::Impl::probe_zero_window(TimePoint now, FrameSink& sink) {
+  if (queue.empty() || !flight.empty() || peer_window != 0) {
     probe_deadline = kNever;
     probes = 0;
+    return true;
   }
-
-  // 4. A standalone ack if one is owed and nothing above carried it.
-  if (ack_owed(now)) send_ack(sink);
+  if (probe_deadline == kNever) {
+    probe_deadline = now + rtt.rto();
+    return true;
+  }
+  if (now < probe_deadline) return true;
+  FrameHeader h = base_header(Opcode::kAck);
+  h.ext.flags |= kFlagAckNow;
+  const AckFill fill = fill_ack(h, kMaxSackBlocks * kSackBlockSize);
+  if (!emit(h, {}, fill, sink)) return false;
+  ++stats.acks_sent;
+  ++probes;
+  Duration wait = rtt.rto();
+  for (uint32_t i = 0; i < probes && wait < params.rto.max; ++i) wait *= 2;
+  probe_deadline = now + std::min(wait, params.rto.max);
+  return true;
 }
 
 bool Connection::Impl::send_ack(FrameSink& sink) {
