@@ -750,53 +750,27 @@ int cmd_stats(const std::string& dir) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  ::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"hyperscsi-attach: use LUNs of HyperSCSI targets on this machine"};
-  app.set_version_flag("--version", std::string("hyperscsi-attach ") + HYPERSCSI_VERSION);
-  app.require_subcommand(1);
-
-  std::string port, target, dir, data_out_file, hex;
-  bool json = false;
+// What the command line fills besides AttachArgs.
+struct CliValues {
+  std::vector<std::string> ports, attach_ports;  // --port of discover/cdb, of attach
+  std::string target, dir, data_out_file, hex;
+  std::string secret_file, protection = "off";
+  std::string name, config_path = attach::default_config_path();
+  bool json = false, list_json = false;
   uint16_t lun = 0;
   uint32_t data_in = 0;
-  AttachArgs aa;
+  unsigned busy_poll_us = static_cast<unsigned>(Options{}.busy_poll.count());
+  unsigned dead_time_s = 60;
+};
 
-  auto* discover = app.add_subcommand("discover", "list targets and LUNs on a port");
-  // --port A --port B (or A,B): one session over every port (multipath).
-  std::vector<std::string> ports, attach_ports;
-  discover->add_option("--port", ports, "port spec, e.g. afpacket:eth1 (repeat: multipath)")
-      ->required();
-  discover->add_option("--target", target, "only this target name");
-  discover->add_flag("--json", json, "JSON output");
-
-  auto* cdb = app.add_subcommand("cdb", "send a raw CDB (hex) and print the outcome");
-  cdb->add_option("--port", ports, "port spec (repeat: multipath)")->required();
-  cdb->add_option("--target", target, "target name (default: the only one)");
-  cdb->add_option("--lun", lun, "LUN")->required();
-  auto* din = cdb->add_option("--data-in", data_in, "bytes of data-in to accept");
-  auto* dout = cdb->add_option("--data-out", data_out_file, "file with the data-out bytes");
-  din->excludes(dout);
-  cdb->add_option("HEXCDB", hex, "the CDB in hex, e.g. 120000006000 or '12 00 00 00 60 00'")
-      ->required();
-
+CLI::App* add_attach_command(CLI::App& app, CliValues& v, AttachArgs& aa) {
   auto* att = app.add_subcommand("attach", "expose a LUN as a file (FUSE) and a loop device");
-  std::string secret_file, protection = "off";
-  auto busy_poll_us = static_cast<unsigned>(Options{}.busy_poll.count());
-  att->add_option("--busy-poll-us", busy_poll_us,
+  att->add_option("--busy-poll-us", v.busy_poll_us,
                   "poll up to this many microseconds for a reply before sleeping (0: always "
                   "sleep)")
       ->check(CLI::Range(0u, 10000u))
       ->capture_default_str();
-  for (CLI::App* sub : {cdb, att}) {
-    sub->add_option("--secret-file", secret_file,
-                    "file with the secret shared with the target (authenticated login)");
-    sub->add_option("--protection", protection,
-                    "weakest per-frame protection accepted: off, integrity, encrypt");
-  }
-  att->add_option("--port", attach_ports, "port spec (repeat: multipath)")->required();
+  att->add_option("--port", v.attach_ports, "port spec (repeat: multipath)")->required();
   att->add_option("--target", aa.target, "target name (default: the only one)");
   att->add_option("--lun", aa.lun, "LUN")->required();
   att->add_option("--fuse", aa.dir, "directory to mount the FUSE file system on")->required();
@@ -806,8 +780,7 @@ int main(int argc, char** argv) {
                   "threads reading FUSE requests (0: the session's own I/O thread)")
       ->check(CLI::Range(0u, 16u))
       ->capture_default_str();
-  unsigned dead_time_s = 60;
-  att->add_option("--dead-time", dead_time_s,
+  att->add_option("--dead-time", v.dead_time_s,
                   "seconds without a reply before a command fails with an I/O error")
       ->check(CLI::Range(1u, 86400u))
       ->capture_default_str();
@@ -815,55 +788,97 @@ int main(int argc, char** argv) {
                 "attach even if this host has the LUN attached already (cluster file systems)");
   att->add_option("--wait", aa.wait_s,
                   "seconds to keep retrying while no target answers or the interface is absent");
+  return att;
+}
 
-  std::string name, config_path = attach::default_config_path();
+// g_security from the parsed options; an error message if they do not fit.
+std::optional<std::string> set_up_security(const CliValues& v) {
+  auto level = proto::parse_protection(v.protection);
+  if (!level) return "--protection must be off, integrity or encrypt";
+  g_security.protection = *level;
+  g_security.busy_poll = std::chrono::microseconds(v.busy_poll_us);
+  g_security.dead_time = std::chrono::seconds(v.dead_time_s);
+  if (!v.secret_file.empty()) {
+    auto secret = read_secret_file(v.secret_file);
+    if (!secret) return secret.error().message;
+    g_security.secret = std::move(secret).value();
+  } else if (*level != proto::Protection::kOff) {
+    return "--protection needs --secret-file (the keys come from the shared secret)";
+  }
+  return std::nullopt;
+}
+
+// The port list travels as "A,B" (the attach state and list show it so).
+std::string join_ports(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& p : v) {
+    if (!out.empty()) out += ',';
+    out += p;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"hyperscsi-attach: use LUNs of HyperSCSI targets on this machine"};
+  app.set_version_flag("--version", std::string("hyperscsi-attach ") + HYPERSCSI_VERSION);
+  app.require_subcommand(1);
+  CliValues v;
+  AttachArgs aa;
+
+  auto* discover = app.add_subcommand("discover", "list targets and LUNs on a port");
+  // --port A --port B (or A,B): one session over every port (multipath).
+  discover->add_option("--port", v.ports, "port spec, e.g. afpacket:eth1 (repeat: multipath)")
+      ->required();
+  discover->add_option("--target", v.target, "only this target name");
+  discover->add_flag("--json", v.json, "JSON output");
+
+  auto* cdb = app.add_subcommand("cdb", "send a raw CDB (hex) and print the outcome");
+  cdb->add_option("--port", v.ports, "port spec (repeat: multipath)")->required();
+  cdb->add_option("--target", v.target, "target name (default: the only one)");
+  cdb->add_option("--lun", v.lun, "LUN")->required();
+  auto* din = cdb->add_option("--data-in", v.data_in, "bytes of data-in to accept");
+  auto* dout = cdb->add_option("--data-out", v.data_out_file, "file with the data-out bytes");
+  din->excludes(dout);
+  cdb->add_option("HEXCDB", v.hex, "the CDB in hex, e.g. 120000006000 or '12 00 00 00 60 00'")
+      ->required();
+
+  auto* att = add_attach_command(app, v, aa);
+  for (CLI::App* sub : {cdb, att}) {
+    sub->add_option("--secret-file", v.secret_file,
+                    "file with the secret shared with the target (authenticated login)");
+    sub->add_option("--protection", v.protection,
+                    "weakest per-frame protection accepted: off, integrity, encrypt");
+  }
+
   auto* up = app.add_subcommand("up", "attach the attachment NAME of the configuration file");
   auto* down = app.add_subcommand("down", "detach the attachment NAME of the configuration file");
   for (CLI::App* sub : {up, down}) {
-    sub->add_option("NAME", name, "its table [attach.NAME]")->required();
-    sub->add_option("--config", config_path, "configuration file")->capture_default_str();
+    sub->add_option("NAME", v.name, "its table [attach.NAME]")->required();
+    sub->add_option("--config", v.config_path, "configuration file")->capture_default_str();
   }
 
   auto* det = app.add_subcommand("detach", "tear down an attachment");
-  det->add_option("DIR", dir, "the FUSE directory given to attach")->required();
+  det->add_option("DIR", v.dir, "the FUSE directory given to attach")->required();
 
   auto* lst = app.add_subcommand("list", "attached LUNs with session state and counters");
-  bool list_json = false;
-  lst->add_flag("--json", list_json, "JSON output");
+  lst->add_flag("--json", v.list_json, "JSON output");
   auto* sts = app.add_subcommand("stats", "all counters of one or every attachment");
-  sts->add_option("DIR", dir, "the FUSE directory (default: all)");
+  sts->add_option("DIR", v.dir, "the FUSE directory (default: all)");
 
   CLI11_PARSE(app, argc, argv);
-  // The port list travels as "A,B" (the attach state and list show it so).
-  const auto join = [](const std::vector<std::string>& v) {
-    std::string out;
-    for (const auto& p : v) {
-      if (!out.empty()) out += ',';
-      out += p;
-    }
-    return out;
-  };
-  port = join(ports);
-  if (!attach_ports.empty()) aa.port = join(attach_ports);
-  auto level = proto::parse_protection(protection);
-  if (!level) return fail("--protection must be off, integrity or encrypt");
-  g_security.protection = *level;
-  g_security.busy_poll = std::chrono::microseconds(busy_poll_us);
-  g_security.dead_time = std::chrono::seconds(dead_time_s);
-  if (!secret_file.empty()) {
-    auto secret = read_secret_file(secret_file);
-    if (!secret) return fail(secret.error());
-    g_security.secret = std::move(secret).value();
-  } else if (*level != proto::Protection::kOff) {
-    return fail("--protection needs --secret-file (the keys come from the shared secret)");
-  }
-  if (discover->parsed()) return cmd_discover(port, target, json);
-  if (cdb->parsed()) return cmd_cdb(port, target, lun, data_in, data_out_file, hex);
+  const std::string port = join_ports(v.ports);
+  if (!v.attach_ports.empty()) aa.port = join_ports(v.attach_ports);
+  if (auto error = set_up_security(v)) return fail(*error);
+  if (discover->parsed()) return cmd_discover(port, v.target, v.json);
+  if (cdb->parsed()) return cmd_cdb(port, v.target, v.lun, v.data_in, v.data_out_file, v.hex);
   if (att->parsed()) return cmd_attach(aa);
-  if (det->parsed()) return cmd_detach(dir);
-  if (lst->parsed()) return cmd_list(list_json);
-  if (up->parsed()) return cmd_up(name, config_path);
-  if (down->parsed()) return cmd_down(name, config_path);
-  if (sts->parsed()) return cmd_stats(dir);
+  if (det->parsed()) return cmd_detach(v.dir);
+  if (lst->parsed()) return cmd_list(v.list_json);
+  if (up->parsed()) return cmd_up(v.name, v.config_path);
+  if (down->parsed()) return cmd_down(v.name, v.config_path);
+  if (sts->parsed()) return cmd_stats(v.dir);
   return 1;
 }
