@@ -13,8 +13,10 @@
 // counts it (each thread's user + system time, tick-sampled on this kernel).
 //
 // Usage: io_bench [--seconds S] [--runs N] [--backends afpacket,pcap,mem]
-//                 [--frames 64,1500,9000] [--batches 1,8,32] [--shape-mbit R]
-//                 (--help)
+//                 [--frames 64,1500,9000] [--batches 1,8,32]
+//                 [--shape-mbit R | --pace-mbit R] (--help)
+// --pace-mbit paces the same way with no shaper: what the frames cost when the
+// link's own rate, not a qdisc, holds them back.
 // Needs root for afpacket and pcap (namespaces, raw sockets); mem runs anywhere.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -181,6 +183,11 @@ int main(int argc, char** argv) {
   app.add_option("--shape-mbit", shape_mbit,
                  "tbf on both veth ends at this rate, the sender paced at 99% of it")
       ->check(CLI::Range(1, 100000));
+  unsigned pace_mbit = 0;
+  app.add_option("--pace-mbit", pace_mbit,
+                 "pace the sender at 99% of this rate without a shaper (a NIC's own line rate)")
+      ->check(CLI::Range(1, 100000))
+      ->excludes("--shape-mbit");
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<hyperscsi::test_support::NetnsPair> net;
   std::printf(
@@ -231,7 +238,7 @@ int main(int argc, char** argv) {
         std::vector<double> tx, rx, tx_cpu, rx_cpu, sum_cpu;
         for (int r = 0; r < runs; ++r) {
           const Cell c = run_cell(*a, *b, frame, batch, seconds,
-                                  kind == "mem" ? 0.0 : shape_mbit * 1e6 * 0.99);
+                                  kind == "mem" ? 0.0 : (shape_mbit + pace_mbit) * 1e6 * 0.99);
           tx.push_back(c.tx_fps);
           rx.push_back(c.rx_fps);
           tx_cpu.push_back(c.tx_cpu_per_gib);
