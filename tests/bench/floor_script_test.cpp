@@ -4,7 +4,9 @@
 // held the frames near the shaped rate and never above it, every cost is
 // positive, each floor is frames + store), that bad options are refused with a
 // clear message, and that the script left no store file behind. Needs root,
-// io_bench, fio, jq and tc.
+// io_bench, fio, jq and tc. And bench/fuse-floor.sh (issue 13's floor): a
+// loop device over fuse_floor's RAM file, two tiny cells, every figure
+// present and the mount, loop device, process and work directory gone.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -69,6 +71,47 @@ TEST(FloorScript, ShapedTinyRunPrintsAConsistentFloorAndCleansUp) {
   EXPECT_NEAR(v(4), v(2) + v(3), 0.02);  // frames sum = sender + receiver
   EXPECT_NEAR(v(7), v(4) + v(5), 0.02);  // floor read = frames + store read
   EXPECT_NEAR(v(8), v(4) + v(6), 0.02);  // floor write = frames + store write
+}
+
+const std::string kFuseScript =
+    "bash '" HYPERSCSI_SOURCE_DIR "/bench/fuse-floor.sh' --build '" HYPERSCSI_BUILD_DIR "'";
+
+TEST(FuseFloorScript, RefusesABadCell) {
+  auto [out, status] = run_command(kFuseScript + " --cells 'randread 4k zero' 2>&1");
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("bad cell 'randread 4k zero'"), std::string::npos) << out;
+}
+
+TEST(FuseFloorScript, LoopOverRamFuseFileMeasuresAndCleansUp) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (mount, loop)";
+  for (const char* c : {"fio", "jq", "losetup", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+  if (!fs::exists(HYPERSCSI_BUILD_DIR "/bench/fuse_floor")) GTEST_SKIP() << "fuse_floor not built";
+
+  auto [log, status] = run_command("timeout -k 5 100 " + kFuseScript +
+                                   " --runs 1 --seconds 1 --size-mib 64"
+                                   " --cells 'randread 4k 4;write 128k 2' 2>&1");
+  SCOPED_TRACE(log);
+  EXPECT_EQ(run_command("cat /proc/mounts").first.find("/tmp/hsfusefloor."), std::string::npos)
+      << "mount left";
+  EXPECT_EQ(run_command("losetup -a").first.find("hsfusefloor"), std::string::npos)
+      << "loop device left";
+  EXPECT_NE(run_command("pgrep -x fuse_floor").second, 0) << "fuse_floor left running";
+  for (const auto& e : fs::directory_iterator("/tmp"))
+    EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
+  ASSERT_EQ(status, 0);
+  // | cell | IOPS | MB/s | p50 us | CPU fuse_floor | CPU fio | machine us/IO |
+  for (const char* cell : {"randread 4k 4", "write 128k 2"}) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        log, m,
+        std::regex("\\| " + std::string(cell) +
+                   " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
+                   "\\| ([0-9.]+) \\|")))
+        << cell;
+    for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
+  }
 }
 
 }  // namespace
