@@ -6,7 +6,11 @@
 // clear message, and that the script left no store file behind. Needs root,
 // io_bench, fio, jq and tc. And bench/fuse-floor.sh (issue 13's floor): a
 // loop device over fuse_floor's RAM file, two tiny cells, every figure
-// present and the mount, loop device, process and work directory gone.
+// present and the mount, loop device, process and work directory gone; with
+// --nbd, nbdkit's memory plugin the same way. And bench/blockdev-bound.sh
+// (issue 13's CPU bound): the bound is the CPUs over the sum of the library's
+// and each path's CPU per I/O, the figures it prints agree with that, nothing
+// is left.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -111,6 +115,84 @@ TEST(FuseFloorScript, LoopOverRamFuseFileMeasuresAndCleansUp) {
                    "\\| ([0-9.]+) \\|")))
         << cell;
     for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
+  }
+}
+
+TEST(FuseFloorScript, NbdFloorMeasuresAndCleansUp) {
+  for (const char* c : {"fio", "jq", "nbdkit", "nbdinfo", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  EXPECT_NE(run_command(kFuseScript + " --nbd --poll 2>&1").first.find("--poll is for the loop"),
+            std::string::npos);
+
+  auto [log, status] = run_command("timeout -k 5 100 " + kFuseScript +
+                                   " --nbd --runs 1 --seconds 1 --size-mib 64"
+                                   " --cells 'randread 4k 4;write 128k 2' 2>&1");
+  SCOPED_TRACE(log);
+  EXPECT_NE(run_command("pgrep -f '[n]bdkit.*hsfusefloor'").second, 0) << "nbdkit left running";
+  for (const auto& e : fs::directory_iterator("/tmp"))
+    EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
+  ASSERT_EQ(status, 0);
+  EXPECT_NE(log.find("CPU s/GiB nbdkit"), std::string::npos);
+  for (const char* cell : {"randread 4k 4", "write 128k 2"}) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        log, m,
+        std::regex("\\| " + std::string(cell) +
+                   " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
+                   "\\| ([0-9.]+) \\|")))
+        << cell;
+    for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
+  }
+}
+
+const std::string kBoundScript =
+    "bash '" HYPERSCSI_SOURCE_DIR "/bench/blockdev-bound.sh' --build '" HYPERSCSI_BUILD_DIR "'";
+
+TEST(BlockdevBoundScript, RefusesBadOptionsWithAClearMessage) {
+  for (const auto& [args, message] : {std::pair{"--mtu 99", "--mtu takes 576..9000"},
+                                      {"--cell 'randread 4k'", "bad cell 'randread 4k'"},
+                                      {"--cell 'randread 4k 32 9'", "bad cell"},
+                                      {"--runs x", "--runs and --seconds take whole numbers"},
+                                      {"--bogus", "unknown option --bogus"}}) {
+    auto [out, status] = run_command(kBoundScript + " " + args + " 2>&1");
+    EXPECT_NE(status, 0) << args;
+    EXPECT_NE(out.find(message), std::string::npos) << args << ": " << out;
+  }
+}
+
+TEST(BlockdevBoundScript, TinyRunPrintsTheCpusOverTheSummedCost) {
+  if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (namespaces)";
+  for (const char* c : {"fio", "jq", "losetup", "nbdkit", "nbdinfo", "timeout"})
+    if (!have_command(c)) GTEST_SKIP() << c << " not installed (scripts/setup.sh installs it)";
+  if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+  for (const char* b :
+       {"/bench/fuse_floor", "/bench/hyperscsi-bench", "/target/daemon/hyperscsi-target"})
+    if (!fs::exists(std::string(HYPERSCSI_BUILD_DIR) + b)) GTEST_SKIP() << b << " not built";
+
+  auto [log, status] = run_command("timeout -k 5 150 " + kBoundScript +
+                                   " --runs 1 --seconds 1 --cell 'randread 4k 4' 2>&1");
+  SCOPED_TRACE(log);
+  for (const auto& e : fs::directory_iterator("/tmp")) {
+    const std::string name = e.path().filename().string();
+    EXPECT_NE(name.rfind("hsbound.", 0), 0u) << "left: " << e.path();
+    EXPECT_NE(name.rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
+  }
+  EXPECT_EQ(run_command("ip netns list").first.find("hsl"), std::string::npos) << "namespace left";
+  ASSERT_EQ(status, 0);
+  const auto cpus = std::stod(run_command("nproc").first);
+  // | path | library IOPS | library us/IO | path us/IO | bound IOPS | bound / library |
+  for (const char* path : {"loop", "nbd"}) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(log, m,
+                                  std::regex("\\| " + std::string(path) +
+                                             " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
+                                             "\\| ([0-9.]+) \\| ([0-9.]+) \\|")))
+        << path;
+    const auto v = [&](int i) { return std::stod(m[i]); };
+    for (int i = 1; i <= 5; ++i) EXPECT_GT(v(i), 0.0) << path << " column " << i;
+    const double bound = cpus * 1e6 / (v(2) + v(3));
+    EXPECT_NEAR(v(4), bound, bound * 0.02 + 1) << path;  // the printed cost rounds to 0.1 us
+    EXPECT_NEAR(v(5), v(4) / v(1), 0.01 + v(5) * 0.01) << path;
   }
 }
 
