@@ -14,8 +14,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <initializer_list>
 #include <regex>
 #include <string>
+#include <utility>
 
 #include "hyperscsi/test_support/netns.h"
 #include "hyperscsi/test_support/process.h"
@@ -35,15 +37,21 @@ bool store_files_left() {
   return false;
 }
 
-TEST(FloorScript, RefusesBadOptionsWithAClearMessage) {
-  for (const auto& [args, message] : {std::pair{"--mtu 99", "--mtu takes 576..9000"},
-                                      {"--shape-mbit fast", "--shape-mbit takes"},
-                                      {"--runs 0", "--runs and --seconds take whole numbers"},
-                                      {"--bogus", "unknown option --bogus"}}) {
-    auto [out, status] = run_command(kScript + " " + args + " 2>&1");
+// Each ARGS makes SCRIPT exit non-zero with MESSAGE in what it prints.
+void expect_refused(const std::string& script,
+                    std::initializer_list<std::pair<const char*, const char*>> cases) {
+  for (const auto& [args, message] : cases) {
+    auto [out, status] = run_command(script + " " + args + " 2>&1");
     EXPECT_NE(status, 0) << args;
     EXPECT_NE(out.find(message), std::string::npos) << args << ": " << out;
   }
+}
+
+TEST(FloorScript, RefusesBadOptionsWithAClearMessage) {
+  expect_refused(kScript, {{"--mtu 99", "--mtu takes 576..9000"},
+                           {"--shape-mbit fast", "--shape-mbit takes"},
+                           {"--runs 0", "--runs and --seconds take whole numbers"},
+                           {"--bogus", "unknown option --bogus"}});
 }
 
 TEST(FloorScript, ShapedTinyRunPrintsAConsistentFloorAndCleansUp) {
@@ -86,6 +94,21 @@ TEST(FuseFloorScript, RefusesABadCell) {
   EXPECT_NE(out.find("bad cell 'randread 4k zero'"), std::string::npos) << out;
 }
 
+// fuse-floor.sh's two test cells are in LOG, every figure positive:
+// | cell | IOPS | MB/s | p50 us | CPU server | CPU fio | machine us/IO |
+void expect_whole_rows(const std::string& log) {
+  for (const char* cell : {"randread 4k 4", "write 128k 2"}) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        log, m,
+        std::regex("\\| " + std::string(cell) +
+                   " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
+                   "\\| ([0-9.]+) \\|")))
+        << cell;
+    for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
+  }
+}
+
 TEST(FuseFloorScript, LoopOverRamFuseFileMeasuresAndCleansUp) {
   if (!hyperscsi::test_support::running_as_root()) GTEST_SKIP() << "needs root (mount, loop)";
   for (const char* c : {"fio", "jq", "losetup", "timeout"})
@@ -105,17 +128,7 @@ TEST(FuseFloorScript, LoopOverRamFuseFileMeasuresAndCleansUp) {
   for (const auto& e : fs::directory_iterator("/tmp"))
     EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
   ASSERT_EQ(status, 0);
-  // | cell | IOPS | MB/s | p50 us | CPU fuse_floor | CPU fio | machine us/IO |
-  for (const char* cell : {"randread 4k 4", "write 128k 2"}) {
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(
-        log, m,
-        std::regex("\\| " + std::string(cell) +
-                   " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
-                   "\\| ([0-9.]+) \\|")))
-        << cell;
-    for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
-  }
+  expect_whole_rows(log);
 }
 
 TEST(FuseFloorScript, NbdFloorMeasuresAndCleansUp) {
@@ -133,31 +146,18 @@ TEST(FuseFloorScript, NbdFloorMeasuresAndCleansUp) {
     EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
   ASSERT_EQ(status, 0);
   EXPECT_NE(log.find("CPU s/GiB nbdkit"), std::string::npos);
-  for (const char* cell : {"randread 4k 4", "write 128k 2"}) {
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(
-        log, m,
-        std::regex("\\| " + std::string(cell) +
-                   " \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) \\| ([0-9.]+) "
-                   "\\| ([0-9.]+) \\|")))
-        << cell;
-    for (int i = 1; i <= 6; ++i) EXPECT_GT(std::stod(m[i]), 0.0) << cell << " column " << i;
-  }
+  expect_whole_rows(log);
 }
 
 const std::string kBoundScript =
     "bash '" HYPERSCSI_SOURCE_DIR "/bench/blockdev-bound.sh' --build '" HYPERSCSI_BUILD_DIR "'";
 
 TEST(BlockdevBoundScript, RefusesBadOptionsWithAClearMessage) {
-  for (const auto& [args, message] : {std::pair{"--mtu 99", "--mtu takes 576..9000"},
-                                      {"--cell 'randread 4k'", "bad cell 'randread 4k'"},
-                                      {"--cell 'randread 4k 32 9'", "bad cell"},
-                                      {"--runs x", "--runs and --seconds take whole numbers"},
-                                      {"--bogus", "unknown option --bogus"}}) {
-    auto [out, status] = run_command(kBoundScript + " " + args + " 2>&1");
-    EXPECT_NE(status, 0) << args;
-    EXPECT_NE(out.find(message), std::string::npos) << args << ": " << out;
-  }
+  expect_refused(kBoundScript, {{"--mtu 99", "--mtu takes 576..9000"},
+                                {"--cell 'randread 4k'", "bad cell 'randread 4k'"},
+                                {"--cell 'randread 4k 32 9'", "bad cell"},
+                                {"--runs x", "--runs and --seconds take whole numbers"},
+                                {"--bogus", "unknown option --bogus"}});
 }
 
 TEST(BlockdevBoundScript, TinyRunPrintsTheCpusOverTheSummedCost) {
