@@ -56,14 +56,17 @@ read -r lib_iops lib_us < <(jq -r --argjson bytes "$bytes" '
   | "\([$rs[].iops] | med) \([$rs[] | (.cpu_s_per_gib_client + .cpu_s_per_gib_target) * $bytes / 1073741824 * 1e6] | med)"' \
   "$work/lab/results.json")
 
-path_us() {  # machine CPU us/IO of the cell in bench/fuse-floor.sh [--nbd]
+path_us() {  # machine CPU us/IO of the cell in bench/fuse-floor.sh [--nbd], on stdout
   bash "$here/bench/fuse-floor.sh" --runs "$runs" --seconds "$secs" --cells "$cell" --build "$build" \
     --size-mib 256 "$@" >"$work/floor.md" 2>"$work/floor.err" ||
     { echo "blockdev-bound: bench/fuse-floor.sh $* failed: $(tail -c 500 "$work/floor.err")" >&2; exit 1; }
   awk -F'|' -v c="$cell" '$2 == " " c " " {gsub(/ /, "", $8); print $8}' "$work/floor.md"
 }
-loop_us=$(path_us)
-nbd_us=$(path_us --nbd)
+# Not in $(...): a failure must end this script, not a subshell.
+path_us >"$work/loop_us"
+path_us --nbd >"$work/nbd_us"
+loop_us=$(<"$work/loop_us")
+nbd_us=$(<"$work/nbd_us")
 [[ -n $lib_iops && -n $lib_us && -n $loop_us && -n $nbd_us ]] || { echo "blockdev-bound: a measurement is missing" >&2; exit 1; }
 cpus=$(nproc)
 

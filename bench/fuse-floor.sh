@@ -42,19 +42,17 @@ done
 [[ $runs =~ ^[1-9][0-9]*$ && $secs =~ ^[1-9][0-9]*$ ]] || { echo "fuse-floor: --runs and --seconds take whole numbers" >&2; exit 2; }
 [[ $size_mib =~ ^[1-9][0-9]*$ ]] || { echo "fuse-floor: --size-mib takes a number" >&2; exit 2; }
 [[ -n $poll && -n $nbd ]] && { echo "fuse-floor: --poll is for the loop device, not --nbd" >&2; exit 2; }
-if [[ -n $nbd ]]; then
-  for c in fio jq nbdkit nbdinfo; do
-    command -v $c >/dev/null || { echo "fuse-floor: $c is not installed" >&2; exit 1; }
-  done
-else
+tools=(fio jq nbdkit nbdinfo)
+if [[ -z $nbd ]]; then
+  tools=(fio jq losetup)
   [[ $(id -u) -eq 0 ]] || { echo "fuse-floor: needs root (FUSE mount, loop device)" >&2; exit 1; }
   [[ -e /dev/fuse ]] || { echo "fuse-floor: no /dev/fuse" >&2; exit 1; }
-  for c in fio jq losetup; do
-    command -v $c >/dev/null || { echo "fuse-floor: $c is not installed" >&2; exit 1; }
-  done
   server=$build/bench/fuse_floor
   [[ -x $server ]] || { echo "fuse-floor: $server is not built (--build DIR)" >&2; exit 1; }
 fi
+for c in "${tools[@]}"; do
+  command -v "$c" >/dev/null || { echo "fuse-floor: $c is not installed" >&2; exit 1; }
+done
 IFS=';' read -ra cell_list <<<"$cells"
 for cell in "${cell_list[@]}"; do
   read -r w bs qd <<<"$cell"
