@@ -452,6 +452,127 @@ TEST(FileStore, TmpfsReadsAndWritesAreInline) {
   EXPECT_EQ(s.counters().flushes - mid.flushes, 1u);
 }
 
+namespace {
+
+// A tmpfs store opened for the read-thread tests (the file is unlinked at once;
+// the open fd keeps it). Skips where /dev/shm is not a tmpfs.
+std::unique_ptr<BlockStore> open_tmpfs_store(const char* tag, std::uint64_t size) {
+  const std::string path =
+      std::string("/dev/shm/hs-store-") + tag + "-" + std::to_string(::getpid()) + ".img";
+  StoreOptions o;
+  o.create_size = size;
+  auto r = open_store(path, o);
+  ::unlink(path.c_str());
+  if (!r.ok()) ADD_FAILURE() << r.error().message;
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+bool dev_shm_is_tmpfs() {
+  struct statfs fs {};
+  return ::statfs("/dev/shm", &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
+}  // namespace
+
+// With the offload hint (a port loop with a send backlog), large tmpfs reads
+// are copied on the store's read thread: callbacks still run only in poll(),
+// in order, with every byte; small reads, and large ones without the hint,
+// stay inline.
+TEST(FileStore, TmpfsLargeReadsGoToTheReadThreadOnlyWhenPreferred) {
+  if (!dev_shm_is_tmpfs()) GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  auto store = open_tmpfs_store("offload", 4 << 20);
+  ASSERT_TRUE(store);
+  BlockStore& s = *store;
+  const auto data = pattern(4 << 20, 77);
+  ASSERT_EQ(sync_write(s, 0, data), IoStatus::kOk);
+  const auto before = s.counters();
+
+  s.set_read_offload(true);
+  constexpr std::size_t kReads = 12;
+  constexpr std::size_t kLen = 256 * 1024;
+  std::vector<std::vector<std::byte>> bufs(kReads, std::vector<std::byte>(kLen));
+  std::vector<int> order;
+  for (std::size_t i = 0; i < kReads; ++i) {
+    const std::uint64_t off = ((i * 5) % 16) * kLen;  // scattered over the file
+    s.submit_read(off, bufs[i], [&order, &bufs, &data, i, off](IoStatus st) {
+      EXPECT_EQ(st, IoStatus::kOk);
+      EXPECT_EQ(std::memcmp(bufs[i].data(), data.data() + off, kLen), 0) << "read " << i;
+      order.push_back(static_cast<int>(i));
+    });
+  }
+  std::vector<std::byte> small(4096);
+  bool small_done = false;
+  s.submit_read(4096, small, [&](IoStatus st) { small_done = st == IoStatus::kOk; });
+  EXPECT_TRUE(order.empty()) << "callbacks ran inside submit_read";
+  EXPECT_EQ(s.in_flight(), kReads + 1);
+  for (int i = 0; i < 200 && s.in_flight() > 0; ++i) {
+    pollfd pfd{s.completion_fd(), POLLIN, 0};
+    ASSERT_EQ(::poll(&pfd, 1, 5000), 1) << "completion fd never readable";
+    s.poll();
+  }
+  ASSERT_EQ(order.size(), kReads);
+  for (std::size_t i = 0; i < kReads; ++i) EXPECT_EQ(order[i], static_cast<int>(i));
+  EXPECT_TRUE(small_done);
+  EXPECT_EQ(std::memcmp(small.data(), data.data() + 4096, 4096), 0);
+  const auto mid = s.counters();
+  EXPECT_EQ(mid.offloaded_reads - before.offloaded_reads, kReads);
+  EXPECT_EQ(mid.inline_ops - before.inline_ops, 1u) << "the 4 KiB read should stay inline";
+  EXPECT_EQ(mid.bytes_read - before.bytes_read, kReads * kLen + 4096);
+  EXPECT_EQ(mid.ops_submitted, before.ops_submitted) << "tmpfs reads went to io_uring";
+
+  // Without the hint a lone large read is copied inline again.
+  s.set_read_offload(false);
+  std::vector<std::byte> lone(kLen);
+  ASSERT_EQ(sync_read(s, kLen, lone), IoStatus::kOk);
+  EXPECT_EQ(std::memcmp(lone.data(), data.data() + kLen, kLen), 0);
+  EXPECT_EQ(s.counters().offloaded_reads, mid.offloaded_reads);
+  EXPECT_EQ(s.counters().inline_ops - mid.inline_ops, 1u);
+}
+
+// drain() waits for reads on the read thread, and a store destroyed with
+// reads still there runs their callbacks first (the buffers stay the
+// caller's until then).
+TEST(FileStore, ReadThreadIsDrainedBeforeTheStoreGoes) {
+  if (!dev_shm_is_tmpfs()) GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  const auto data = pattern(2 << 20, 5);
+  std::vector<std::byte> a(1 << 20), b(1 << 20);
+  int ok = 0;
+  {
+    auto store = open_tmpfs_store("offload-drain", 2 << 20);
+    ASSERT_TRUE(store);
+    ASSERT_EQ(sync_write(*store, 0, data), IoStatus::kOk);
+    store->set_read_offload(true);
+    store->submit_read(0, a, [&](IoStatus st) { ok += st == IoStatus::kOk; });
+    store->drain();
+    EXPECT_EQ(ok, 1);
+    EXPECT_EQ(store->in_flight(), 0u);
+    store->submit_read(1 << 20, b, [&](IoStatus st) { ok += st == IoStatus::kOk; });
+    EXPECT_EQ(store->counters().offloaded_reads, 2u);
+  }
+  EXPECT_EQ(ok, 2) << "the store went with a read's callback not run";
+  EXPECT_EQ(std::memcmp(a.data(), data.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(b.data(), data.data() + (1 << 20), b.size()), 0);
+}
+
+// A read the read thread cannot fill (the file shrank under the export) is a
+// medium error, never a short buffer reported as good.
+TEST(FileStore, ReadThreadReportsAShortFileAsAMediumError) {
+  if (!dev_shm_is_tmpfs()) GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  const std::string path = "/dev/shm/hs-store-offload-short-" + std::to_string(::getpid()) + ".img";
+  StoreOptions o;
+  o.create_size = 1 << 20;
+  auto r = open_store(path, o);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  BlockStore& s = **r;
+  ASSERT_EQ(::truncate(path.c_str(), 512 * 1024), 0);
+  ::unlink(path.c_str());
+  s.set_read_offload(true);
+  std::vector<std::byte> buf(256 * 1024);
+  EXPECT_EQ(sync_read(s, 384 * 1024, buf), IoStatus::kMediumError);
+  EXPECT_EQ(s.counters().offloaded_reads, 1u);
+  EXPECT_EQ(s.counters().errors, 1u);
+}
+
 TEST(FileStore, DirectIoBouncesUnalignedBuffers) {
   TempDir dir;
   StoreOptions o;

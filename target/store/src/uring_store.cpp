@@ -1,5 +1,7 @@
 #include "hyperscsi/store/uring_store.h"
 
+#include "read_thread.h"
+
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
@@ -18,6 +20,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <numeric>
 #include <vector>
@@ -55,6 +58,10 @@ struct KernelOp {
 
 constexpr std::size_t kMaxIov = IOV_MAX;
 constexpr std::uint64_t kMaxOpBytes = 1ull << 30;  // CQE res is an int
+// Memory-file reads at least this long are copied on the ReadThread when the
+// caller prefers it (set_read_offload); smaller ones inline, where the
+// hand-off would cost about as much as the copy.
+constexpr std::uint64_t kOffloadMinBytes = 128u * 1024u;
 
 StoreError err(StoreError::Kind k, std::string_view path, std::string_view why) {
   return StoreError{k, std::string(path) + ": " + std::string(why)};
@@ -94,6 +101,7 @@ class UringStore final : public BlockStore {
     if (rc < 0)
       return Unexpected(err(StoreError::Kind::kIoSetupFailed, path_,
                             std::string("register eventfd: ") + std::strerror(-rc)));
+    if (memory_fs_) reader_ = std::make_unique<ReadThread>(fd_, event_fd_);
     return {};
   }
 
@@ -102,6 +110,7 @@ class UringStore final : public BlockStore {
       drain();
       io_uring_queue_exit(&ring_);
     }
+    reader_.reset();
     if (event_fd_ >= 0) ::close(event_fd_);
     // Release the export lock now: the ring's teardown can hold the file
     // (and with it the flock) a little longer in the kernel, and a successor
@@ -181,12 +190,13 @@ class UringStore final : public BlockStore {
     accept(std::move(r));
   }
 
+  void set_read_offload(bool prefer) override { offload_preferred_ = prefer; }
   void submit() override;
   int completion_fd() const override { return event_fd_; }
   std::size_t poll() override;
   void drain() override;
   std::size_t in_flight() const override {
-    return pending_.size() + reqs_in_kernel_ + done_.size();
+    return pending_.size() + reqs_in_kernel_ + done_.size() + offloaded_.size();
   }
   StoreCounters counters() const override { return counters_; }
 
@@ -209,6 +219,7 @@ class UringStore final : public BlockStore {
   void finish_op(KernelOp& op, int res);
   IoStatus finish_sync(KernelOp& op, std::uint64_t done);
   void run_done();
+  std::size_t run_offloaded();
 
   std::string path_;
   StoreIdentity identity_;
@@ -231,6 +242,9 @@ class UringStore final : public BlockStore {
   std::size_t reqs_in_kernel_ = 0;
   std::vector<Request> pending_;
   std::vector<std::pair<Request, IoStatus>> done_;
+  bool offload_preferred_ = false;      // set_read_offload
+  std::unique_ptr<ReadThread> reader_;  // memory files only
+  std::deque<Request> offloaded_;       // on reader_, in its order
   StoreCounters counters_;
 };
 
@@ -315,6 +329,12 @@ void UringStore::accept(Request r) {
       if (r.op == Op::kWrite) std::memcpy(r.bounce.get(), r.write_buf, r.length);
       ++counters_.bounced;
     }
+  }
+  if (reader_ && offload_preferred_ && r.op == Op::kRead && r.length >= kOffloadMinBytes) {
+    reader_->push(r.offset, std::span(r.read_buf, r.length));
+    ++counters_.offloaded_reads;
+    offloaded_.push_back(std::move(r));
+    return;
   }
   if (try_inline(r)) return complete_later(std::move(r), IoStatus::kOk);
   // Wake the event loop so the next poll() submits this batch: everything
@@ -515,12 +535,31 @@ void UringStore::run_done() {
   }
 }
 
+// Completes the reads the ReadThread has finished, in the order pushed.
+std::size_t UringStore::run_offloaded() {
+  if (offloaded_.empty()) return 0;
+  std::vector<IoStatus> finished;  // local: a callback may submit (or drain) again
+  reader_->take(finished);
+  for (const IoStatus s : finished) {
+    Request r = std::move(offloaded_.front());
+    offloaded_.pop_front();
+    if (s == IoStatus::kOk) {
+      counters_.bytes_read += r.length;
+    } else {
+      ++counters_.errors;
+    }
+    if (r.cb) r.cb(s);
+  }
+  return finished.size();
+}
+
 std::size_t UringStore::poll() {
   std::uint64_t discard = 0;
   [[maybe_unused]] ssize_t n = ::read(event_fd_, &discard, sizeof discard);
   submit();
   std::size_t ran = done_.size();
   run_done();
+  ran += run_offloaded();
   io_uring_cqe* cqes[64];
   for (;;) {
     const unsigned got = io_uring_peek_batch_cqe(&ring_, cqes, 64);
@@ -549,6 +588,8 @@ void UringStore::drain() {
       if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
         break;  // ring broken: cannot make progress
       }
+    } else if (done_.empty() && pending_.empty() && !offloaded_.empty()) {
+      reader_->wait_one();
     }
     poll();
   }

@@ -57,14 +57,15 @@ struct StoreCounters {
   std::uint64_t unmaps = 0;      // unmap requests accepted
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
-  std::uint64_t batches = 0;             // io_uring_submit calls (or poll rounds for RAM)
-  std::uint64_t ops_submitted = 0;       // kernel operations after merging
-  std::uint64_t merged = 0;              // requests folded into a neighbour's vectored op
-  std::uint64_t bounced = 0;             // requests copied through an aligned bounce buffer
-  std::uint64_t errors = 0;              // requests completed with a status other than kOk
-  std::uint64_t inline_ops = 0;          // reads/writes done by one synchronous copy, no io_uring
-  std::uint64_t inline_misses = 0;       // tried that way, then handed to io_uring (EAGAIN, short)
-  std::uint64_t write_sames = 0;         // write-same requests done by the store itself
+  std::uint64_t batches = 0;          // io_uring_submit calls (or poll rounds for RAM)
+  std::uint64_t ops_submitted = 0;    // kernel operations after merging
+  std::uint64_t merged = 0;           // requests folded into a neighbour's vectored op
+  std::uint64_t bounced = 0;          // requests copied through an aligned bounce buffer
+  std::uint64_t errors = 0;           // requests completed with a status other than kOk
+  std::uint64_t inline_ops = 0;       // reads/writes done by one synchronous copy, no io_uring
+  std::uint64_t inline_misses = 0;    // tried that way, then handed to io_uring (EAGAIN, short)
+  std::uint64_t offloaded_reads = 0;  // large memory-file reads copied on the store's read thread
+  std::uint64_t write_sames = 0;      // write-same requests done by the store itself
   std::uint64_t compare_and_writes = 0;  // compare-and-write requests done by the store itself
   std::uint64_t capacity_changes = 0;    // size changes noticed (take_capacity_change)
 };
@@ -145,6 +146,13 @@ class BlockStore {
   // returns true once per change, from the owner thread; num_blocks() gives
   // the new size from that call on. Others never change size.
   virtual bool take_capacity_change() { return false; }
+
+  // A hint for the reads submitted next, until it is set again: true when
+  // the owner thread has other work meanwhile (a send backlog), so a store
+  // may finish a read on a thread of its own instead of copying it inline
+  // (UringStore does for large reads of memory files); false when the caller
+  // waits for the data (a lone read: a hand-off only adds latency).
+  virtual void set_read_offload(bool /*prefer*/) {}
 
   // Hands queued requests to the device (one batch). Cheap when nothing queued.
   virtual void submit() = 0;

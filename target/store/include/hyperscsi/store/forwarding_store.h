@@ -45,6 +45,7 @@ class ForwardingStore : public BlockStore {
   }
 
   bool take_capacity_change() override { return inner_->take_capacity_change(); }
+  void set_read_offload(bool prefer) override { inner_->set_read_offload(prefer); }
   void submit() override { inner_->submit(); }
   int completion_fd() const override { return inner_->completion_fd(); }
   std::size_t poll() override { return inner_->poll(); }

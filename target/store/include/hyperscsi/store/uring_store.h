@@ -13,7 +13,10 @@
 // preadv2/pwritev2, and completed in the next poll() (no io_uring round trip):
 // every buffered read and write on tmpfs/ramfs (where io_uring would punt to
 // an io-wq thread), and buffered reads that hit the page cache elsewhere
-// (RWF_NOWAIT). The rest, and O_DIRECT, go through io_uring.
+// (RWF_NOWAIT). The rest, and O_DIRECT, go through io_uring. On tmpfs/ramfs,
+// reads of 128 KiB or more submitted under set_read_offload(true) are copied
+// on the store's own thread instead (read_thread.h; one thread per store,
+// started when the store opens), finished in order and completed in poll().
 // Threading: as BlockStore (one owner thread).
 #pragma once
 
