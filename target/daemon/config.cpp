@@ -278,6 +278,8 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       return Unexpected(error_at(origin, t, "target: times must be 0..3600000 ms"));
     if (auto st = read_field(*t, "multipath", c.multipath, origin, "target"); !st)
       return Unexpected(st.error());
+    if (auto st = read_field(*t, "read_thread", c.read_thread, origin, "target"); !st)
+      return Unexpected(st.error());
     c.keepalive_ms = static_cast<uint32_t>(ka);
     c.dead_time_ms = static_cast<uint32_t>(dead);
     c.drain_timeout_ms = static_cast<uint32_t>(drain);
@@ -291,8 +293,8 @@ Result<DaemonConfig, ConfigError> parse_config(std::string_view text, const std:
       }
     }
     static const std::set<std::string> known = {
-        "name",         "control",      "log_level",        "ports",
-        "keepalive_ms", "dead_time_ms", "drain_timeout_ms", "multipath"};
+        "name",         "control",          "log_level", "ports",      "keepalive_ms",
+        "dead_time_ms", "drain_timeout_ms", "multipath", "read_thread"};
     for (const auto& [k, v] : *t)
       if (!known.count(std::string(k.str())))
         return Unexpected(

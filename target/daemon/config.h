@@ -57,6 +57,8 @@ struct DaemonConfig {
   // them (target.multipath, --no-multipath). False: every session stays on
   // the port it logged in on.
   bool multipath = true;
+  // target.read_thread, --read-thread (he::EngineConfig::read_thread).
+  bool read_thread = false;
   // [[initiator]] name + secret / secret_file: shared secrets by initiator
   // name (never logged). Read at start; a change needs a restart.
   std::map<std::string, proto::crypto::SecretBytes, std::less<>> initiator_secrets;

@@ -57,6 +57,7 @@ struct Flags {
   uint32_t keepalive_ms = 0;
   uint32_t drain_timeout_ms = 10000;
   bool no_multipath = false;
+  bool read_thread = false;
 };
 
 int fail(const std::string& message) {
@@ -356,6 +357,7 @@ int run_daemon(const Flags& f) {
   // Several ports: one session may use all of them (an initiator that does
   // not offer MULTIPATH sees the single-port protocol unchanged).
   ec.multipath = config.ports.size() > 1 && config.multipath && !f.no_multipath;
+  ec.read_thread = config.read_thread || f.read_thread;
   if (config.ports.size() > 1 && !ec.multipath)
     spdlog::info("multipath not offered: each session stays on the port it logged in on");
   he::TargetEngine engine(ec, std::move(ports));
@@ -454,6 +456,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-multipath", f.no_multipath,
                "with several ports, do not offer MULTIPATH: each session stays on the port it "
                "logged in on (TOML: target.multipath = false)");
+  app.add_flag("--read-thread", f.read_thread,
+               "copy large reads of tmpfs-backed LUNs on a thread of their own while a session "
+               "has replies queued, so the port loop keeps sending: for a target host with CPUs "
+               "to spare (TOML: target.read_thread = true)");
 
   std::string stats_control, stats_name;
   bool stats_json = false;

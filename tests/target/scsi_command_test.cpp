@@ -9,6 +9,7 @@
 #include "hyperscsi/scsi/lun_map.h"
 #include "hyperscsi/scsi/opcodes.h"
 #include "hyperscsi/store/fault_store.h"
+#include "hyperscsi/store/forwarding_store.h"
 #include "hyperscsi/store/ram_store.h"
 #include "scsi_command_cases.h"
 #include "scsi_test_util.h"
@@ -111,6 +112,55 @@ TEST(ReplyHeadroom, AFailedReadDropsItsBuffer) {
   EXPECT_TRUE(r.buffer().empty());
   EXPECT_EQ(r.data_in_offset, 0u);
   EXPECT_NE(run(lu, cdb_rw10(op::kRead10, 9, 1), {}, 512).read_buffer, nullptr);
+}
+
+// Records the read-offload hint in force at each read (BlockStore::set_read_offload).
+class HintProbe final : public store::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  void set_read_offload(bool prefer) override {
+    hint_ = prefer;
+    ForwardingStore::set_read_offload(prefer);
+  }
+  void submit_read(std::uint64_t offset, std::span<std::byte> buf, store::IoCallback cb) override {
+    hints_at_read.push_back(hint_);
+    ForwardingStore::submit_read(offset, buf, std::move(cb));
+  }
+  std::vector<bool> hints_at_read;
+
+ private:
+  bool hint_ = false;
+};
+
+// A READ carries the transport's "sender busy" to the store as the offload
+// hint for that read, whether its reply has headroom or not; other commands
+// do not read the medium.
+TEST(ReadOffloadHint, ReachesTheStoreWithEachRead) {
+  for (const std::uint32_t headroom : {0u, 16u}) {
+    auto inner = store::open_store("ram:1M", {});
+    ASSERT_TRUE(inner.ok());
+    auto probe = std::make_unique<HintProbe>(std::move(inner).value());
+    HintProbe* p = probe.get();
+    LuConfig cfg;
+    cfg.reply_headroom = headroom;
+    LogicalUnit lu(cfg, std::move(probe));
+    clear_power_on_ua(lu);
+    for (const bool busy : {true, false, true}) {
+      const Bytes cdb = cdb_rw10(op::kRead10, 0, 256);
+      CommandRequest req{cdb, {}, 256 * 512, kNexusA};
+      req.sender_busy = busy;
+      bool done = false;
+      CommandResult out;
+      lu.execute(req, [&](CommandResult r) {
+        out = std::move(r);
+        done = true;
+      });
+      for (int i = 0; i < 100 && !done; ++i) lu.store().drain();
+      ASSERT_TRUE(done);
+      EXPECT_GOOD(out);
+    }
+    EXPECT_EQ(p->hints_at_read, (std::vector<bool>{true, false, true})) << "headroom " << headroom;
+  }
 }
 
 // SYNCHRONIZE CACHE through the SCSI layer really fsyncs the file.

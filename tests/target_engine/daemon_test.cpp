@@ -125,6 +125,21 @@ TEST(TargetDaemon, VersionAndBadConfigurations) {
   for (const auto& f : {syntax, dup, small, fit, badkey}) std::remove(f.c_str());
 }
 
+// target.read_thread (as --read-thread): a boolean, off unless set.
+TEST(TargetDaemonConfig, ReadThreadIsABooleanOffByDefault) {
+  const std::string lun = "[[lun]]\nnumber = 0\nstore = \"ram:1M\"\n";
+  const std::string ports = "[target]\nports = [\"afpacket:eth1\"]\n";
+  auto plain = daemon::parse_config(ports + lun, "t.toml");
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  EXPECT_FALSE(plain->read_thread);
+  auto on = daemon::parse_config(ports + "read_thread = true\n" + lun, "t.toml");
+  ASSERT_TRUE(on.ok()) << on.error().message;
+  EXPECT_TRUE(on->read_thread);
+  auto bad = daemon::parse_config(ports + "read_thread = 1\n" + lun, "t.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("read_thread"), std::string::npos) << bad.error().message;
+}
+
 TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
   auto c = daemon::load_config_file(HYPERSCSI_EXAMPLE_TOML);
   ASSERT_TRUE(c.ok()) << c.error().message;
@@ -148,6 +163,7 @@ TEST(TargetDaemonConfig, ExampleFileParsesToItsDocumentedMeaning) {
   ASSERT_EQ(c->initiator_secrets.size(), 1u);
   EXPECT_TRUE(c->initiator_secrets.contains("hyperscsi-attach@host1"));
   EXPECT_EQ(c->dead_time_ms, 10000u);
+  EXPECT_FALSE(c->read_thread);  // documented as the default, off
 
   auto flag = daemon::parse_lun_flag("7=ram:64M", 4096);
   ASSERT_TRUE(flag.ok());

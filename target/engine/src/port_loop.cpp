@@ -19,6 +19,11 @@ using proto::TimePoint;
 
 namespace {
 constexpr size_t kMaxRxRoundsPerWake = 8;  // bounds one iteration; the rest waits a turn
+// With EngineConfig::read_thread, a session with at least this much reply
+// data queued (unsent or unacked) keeps this loop sending while a new read's
+// data is copied elsewhere (scsi::CommandRequest::sender_busy): a 64 KiB
+// read's worth.
+constexpr size_t kSenderBusyBytes = 64u * 1024u;
 // Upper bound on one epoll wait: loops re-check their flags at least this often.
 constexpr int kMaxWaitMs = 100;
 }  // namespace
@@ -451,6 +456,10 @@ void PortLoop::handle_command(proto::IncomingCommand cmd) {
   req.data_out = p->cmd.data_out();
   req.expected_data_in = p->cmd.header.expected_data_in;
   req.nexus = scsi::Nexus{peer.name, p->cmd.session_id};
+  if (config_.read_thread) {
+    const proto::Connection* c = endpoint_->connection(p->cmd.session_id);
+    req.sender_busy = c != nullptr && c->send_queue_bytes() >= kSenderBusyBytes;
+  }
   ++in_flight_local_;
   // The device answers REPORT LUNS and absent or hidden LUNs at once; a
   // unit's completion may come later from whichever loop polls its store.

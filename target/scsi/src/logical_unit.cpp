@@ -24,6 +24,7 @@ struct LogicalUnit::Cmd {
   CommandCallback done;
   CommandResult result;
   std::size_t consumed_out = 0;  // data-out bytes used by the command
+  bool sender_busy = false;      // CommandRequest::sender_busy
 
   // Media commands.
   std::uint64_t lba = 0;
@@ -242,6 +243,7 @@ void LogicalUnit::execute(const CommandRequest& req, CommandCallback done) {
   c->data_out = req.data_out;
   c->expected_in = req.expected_data_in;
   c->nexus = req.nexus;
+  c->sender_busy = req.sender_busy;
   c->done = std::move(done);
   ++in_flight_;
   // A store that grew or shrank under us (an rbd image resized elsewhere):
@@ -614,6 +616,7 @@ void LogicalUnit::run_read(const std::shared_ptr<Cmd>& c) {
   // from this buffer without another copy.
   const std::uint32_t room = config_.reply_headroom;
   const std::size_t length = c->blocks * bs;
+  store_->set_read_offload(c->sender_busy);
   if (room == 0) {
     c->scratch.resize(length);
     store_->submit_read(c->lba * bs, as_store_buf(c->scratch), [this, c](IoStatus s) {

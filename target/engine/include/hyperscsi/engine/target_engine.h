@@ -67,6 +67,12 @@ struct EngineConfig {
   // every port's MAC, so that one session runs over several paths (see
   // multipath_router.h for how its frames cross between the port loops).
   bool multipath = false;
+  // Large reads of memory-backed LUNs copied on the store's own thread while
+  // the session has a send backlog (scsi::CommandRequest::sender_busy), so
+  // the port loop goes on sending: for a target host with CPUs to spare. Off
+  // by default: where the loop is not the bottleneck (a paced 1 Gbit/s link)
+  // or the CPUs are all busy, the hand-off only costs (docs/benchmarks.md).
+  bool read_thread = false;
 };
 
 // One LUN to serve.

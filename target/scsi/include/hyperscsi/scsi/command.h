@@ -26,6 +26,10 @@ struct CommandRequest {
   std::span<const std::uint8_t> data_out;  // borrowed until the completion callback has run
   std::uint32_t expected_data_in = 0;      // initiator's buffer for data-in (bytes)
   Nexus nexus;
+  // The transport already has other data queued to send on this session, so
+  // a read's data is not needed at once: the store may copy it on another
+  // thread (BlockStore::set_read_offload) while the caller's thread sends.
+  bool sender_busy = false;
 };
 
 enum class Residual : std::uint8_t { kNone, kUnderflow, kOverflow };
