@@ -32,6 +32,7 @@
 #           [--nbdkit-args "ARGS"] [--plugin-args "KEY=VALUE ..."]]
 #                                (block-device cells; no iSCSI, no memory step;
 #                                 --plugin-args: after the plugin's own, e.g. busy_poll_us=0)
+#          [--target-args "ARGS"]   (more hyperscsi-target options, e.g. --read-thread)
 #          [--halt-poll-ns N]   (this VM's guest halt polling for the run, restored after;
 #                                the machine's own value when not given)
 set -euo pipefail
@@ -55,6 +56,7 @@ hs_extra=()
 blockdev=0
 bd_transports="hyperscsi loop nbd"
 attach_extra=()
+target_extra=()
 # nbdkit's own default, stated: 16 threads measured 15-25% more 4 KiB QD32
 # IOPS than 32, 64 or 128 on the 2-CPU lab (more threads only contend for
 # nbdkit's socket locks; the man page has the figures).
@@ -97,6 +99,7 @@ while (($#)); do
     --blockdev) blockdev=1; do_memory=0; shift ;;
     --transports) bd_transports=$2; shift 2 ;;
     --attach-args) read -ra attach_extra <<<"$2"; shift 2 ;;
+    --target-args) read -ra target_extra <<<"$2"; shift 2 ;;
     --nbdkit-args) read -ra nbdkit_extra <<<"$2"; shift 2 ;;
     --plugin-args) read -ra plugin_extra <<<"$2"; shift 2 ;;
     --halt-poll-ns) halt_poll_ns=$2; shift 2 ;;
@@ -257,7 +260,7 @@ dd if=/dev/zero of="$store" bs=1M count="$size_mib" status=none
 
 start_target() {
   ip netns exec "$ns_s" "$target_bin" "${hs_ports_s[@]}" --lun "0=$store" --name "lab$$" \
-    --control "$work/target.sock" --log-level warn >>"$work/target.log" 2>&1 &
+    --control "$work/target.sock" --log-level warn "${target_extra[@]}" >>"$work/target.log" 2>&1 &
   hs_pid=$!
 }
 start_target
