@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <fstream>
 #include <numeric>
 #include <vector>
@@ -101,7 +102,6 @@ class UringStore final : public BlockStore {
     if (rc < 0)
       return Unexpected(err(StoreError::Kind::kIoSetupFailed, path_,
                             std::string("register eventfd: ") + std::strerror(-rc)));
-    if (memory_fs_) reader_ = std::make_unique<ReadThread>(fd_, event_fd_);
     return {};
   }
 
@@ -220,6 +220,17 @@ class UringStore final : public BlockStore {
   IoStatus finish_sync(KernelOp& op, std::uint64_t done);
   void run_done();
   std::size_t run_offloaded();
+  // Memory files only: starts the ReadThread at the first offloaded read. A
+  // thread that cannot be started leaves every read inline (no throw here).
+  bool has_reader() {
+    if (reader_ || !memory_fs_ || reader_failed_) return reader_ != nullptr;
+    try {
+      reader_ = std::make_unique<ReadThread>(fd_, event_fd_);
+    } catch (const std::exception&) {
+      reader_failed_ = true;
+    }
+    return reader_ != nullptr;
+  }
 
   std::string path_;
   StoreIdentity identity_;
@@ -243,7 +254,8 @@ class UringStore final : public BlockStore {
   std::vector<Request> pending_;
   std::vector<std::pair<Request, IoStatus>> done_;
   bool offload_preferred_ = false;      // set_read_offload
-  std::unique_ptr<ReadThread> reader_;  // memory files only
+  bool reader_failed_ = false;          // the ReadThread could not be started
+  std::unique_ptr<ReadThread> reader_;  // memory files, from the first offloaded read
   std::deque<Request> offloaded_;       // on reader_, in its order
   StoreCounters counters_;
 };
@@ -330,7 +342,8 @@ void UringStore::accept(Request r) {
       ++counters_.bounced;
     }
   }
-  if (reader_ && offload_preferred_ && r.op == Op::kRead && r.length >= kOffloadMinBytes) {
+  if (offload_preferred_ && !direct_ && r.op == Op::kRead && r.length >= kOffloadMinBytes &&
+      has_reader()) {
     reader_->push(r.offset, std::span(r.read_buf, r.length));
     ++counters_.offloaded_reads;
     offloaded_.push_back(std::move(r));

@@ -16,7 +16,7 @@
 // (RWF_NOWAIT). The rest, and O_DIRECT, go through io_uring. On tmpfs/ramfs,
 // reads of 128 KiB or more submitted under set_read_offload(true) are copied
 // on the store's own thread instead (read_thread.h; one thread per store,
-// started when the store opens), finished in order and completed in poll().
+// started at the first such read), finished in order and completed in poll().
 // Threading: as BlockStore (one owner thread).
 #pragma once
 
