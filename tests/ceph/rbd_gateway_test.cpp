@@ -460,7 +460,10 @@ TEST(RbdGateway, BadConfigurationStopsTheDaemonWithAClearError) {
   fs::create_directories(broken);
   std::ofstream(broken / "hyperscsi-store-rbd.so") << "not an ELF file\n";
   const std::string good = "rbd:" + c->pool + "/" + image;
-  const std::string flags = ct::target_ceph_flags(*c);
+  // The cases that need the monitors' answer allow 30 s to connect: under
+  // ASan, beside other Ceph tests, a connect once took over the default 10 s
+  // and the daemon then (rightly) reported the cluster unreachable instead.
+  const std::string flags = ct::target_ceph_flags(*c) + " --ceph-connect-timeout 30";
   struct Case {
     const char* what;
     std::string env, args, says;
@@ -472,7 +475,7 @@ TEST(RbdGateway, BadConfigurationStopsTheDaemonWithAClearError) {
        "image 'absent' does not exist"},
       {"wrong key", "",
        "--lun 0=" + good + " --ceph-conf " + c->conf + " --ceph-id " + c->client_id +
-           " --ceph-keyring " + wrong.string(),
+           " --ceph-keyring " + wrong.string() + " --ceph-connect-timeout 30",
        "refused client." + c->client_id},
       {"unreachable monitor", "",
        "--lun 0=" + good + " --ceph-conf " + far.string() + " --ceph-keyring " + c->client_keyring +
@@ -491,7 +494,7 @@ TEST(RbdGateway, BadConfigurationStopsTheDaemonWithAClearError) {
     const double secs = since(t0);
     EXPECT_EQ(r.status, 1) << k.what << ":\n" << r.out;
     EXPECT_NE(r.out.find(k.says), std::string::npos) << k.what << ":\n" << r.out;
-    EXPECT_LT(secs, 20.0) << k.what;
+    EXPECT_LT(secs, 45.0) << k.what;
     figures += std::string(" ") + k.what + " " + std::to_string(secs).substr(0, 4) + " s;";
   }
   std::printf("figures: daemon exit 1 with the reason:%s\n", figures.c_str());
