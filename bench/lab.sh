@@ -716,6 +716,9 @@ report() {
   fi
   echo "$runs runs per cell interleaved across transports; every figure below is the median over the runs"
   echo "(each measure's own median). All runs are in results.json."
+  # Daemon options change what is measured, so the header names them.
+  ((${#target_extra[@]})) && echo "hyperscsi-target ran with: \`${target_extra[*]}\`."
+  ((${#attach_extra[@]})) && echo "hyperscsi-attach ran with: \`${attach_extra[*]}\`."
   echo
   ((do_cells && blockdev)) && blockdev_report
   ((do_cells && !blockdev)) && {
