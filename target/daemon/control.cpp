@@ -62,6 +62,18 @@ std::string format_stats_text(const std::string& target,
       "busy poll 0 s\n",
       st.loop_turns, st.loop_waits, st.loop_holds, st.loop_tx_full_waits, st.loop_wakeups,
       st.loop_cpu_seconds);
+  // The stores: what reached the medium and which way (io_uring, an inline
+  // copy, the read thread of --read-thread).
+  for (const auto& l : st.luns) {
+    const store::StoreCounters& c = l.store;
+    out += fmt::format(
+        "lun {} store: reads {} ({} bytes) writes {} ({} bytes, FUA {}) flushes {} unmaps {} "
+        "errors {}; io_uring submits {} ops {} merged {} bounced {}; inline {} (missed {}); "
+        "read thread {}\n",
+        l.lun, c.reads, c.bytes_read, c.writes, c.bytes_written, c.fua_writes, c.flushes, c.unmaps,
+        c.errors, c.batches, c.ops_submitted, c.merged, c.bounced, c.inline_ops, c.inline_misses,
+        c.offloaded_reads);
+  }
   for (const auto& r : s) {
     const auto& i = r.info;
     out += fmt::format(
@@ -106,7 +118,7 @@ std::string format_stats_json(const std::string& target,
       "\"frames_replayed\":{},\"frames_unprotected\":{},"
       "\"loop_turns\":{},\"loop_waits\":{},\"loop_holds\":{},\"loop_paced_sleeps\":{},"
       "\"loop_tx_full_waits\":{},"
-      "\"loop_wakeups\":{},\"loop_cpu_s\":{:.6f},\"busy_poll_s\":0}},\"sessions\":[",
+      "\"loop_wakeups\":{},\"loop_cpu_s\":{:.6f},\"busy_poll_s\":0}},",
       json_escape(target), st.frames_received, st.malformed_frames, st.commands_executed,
       st.commands_denied, st.commands_absent, st.commands_busy, st.replays, st.replies_sent,
       st.replies_failed, st.endpoint.logins_accepted, st.endpoint.logins_refused,
@@ -118,6 +130,21 @@ std::string format_stats_json(const std::string& target,
       st.commands_unauthenticated, st.endpoint.frames_bad_tag, st.endpoint.frames_replayed,
       st.endpoint.frames_unprotected, st.loop_turns, st.loop_waits, st.loop_holds,
       st.loop_paced_sleeps, st.loop_tx_full_waits, st.loop_wakeups, st.loop_cpu_seconds);
+  out += "\"luns\":[";
+  for (size_t n = 0; n < st.luns.size(); ++n) {
+    const store::StoreCounters& c = st.luns[n].store;
+    out += fmt::format(
+        "{}{{\"lun\":{},\"reads\":{},\"bytes_read\":{},\"writes\":{},\"bytes_written\":{},"
+        "\"fua_writes\":{},\"flushes\":{},\"unmaps\":{},\"errors\":{},\"batches\":{},"
+        "\"ops_submitted\":{},\"merged\":{},\"bounced\":{},\"inline_ops\":{},"
+        "\"inline_misses\":{},\"offloaded_reads\":{},\"write_sames\":{},"
+        "\"compare_and_writes\":{}}}",
+        n == 0 ? "" : ",", st.luns[n].lun, c.reads, c.bytes_read, c.writes, c.bytes_written,
+        c.fua_writes, c.flushes, c.unmaps, c.errors, c.batches, c.ops_submitted, c.merged,
+        c.bounced, c.inline_ops, c.inline_misses, c.offloaded_reads, c.write_sames,
+        c.compare_and_writes);
+  }
+  out += "],\"sessions\":[";
   bool first = true;
   for (const auto& r : s) {
     const auto& i = r.info;

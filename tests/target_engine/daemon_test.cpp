@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <regex>
 #include <sstream>
 
 #include "config.h"
@@ -351,6 +352,26 @@ TEST_F(DaemonOverVeth, ServesWritesReadsFlushesAndReportsStats) {
   ASSERT_EQ(json.wait(10s), 0) << json.err();
   EXPECT_NE(json.out().find("\"initiator\":\"ini.veth\""), std::string::npos) << json.out();
   EXPECT_NE(json.out().find("\"target\":\"tgt.veth\""), std::string::npos);
+  // The store's counters: the write and the read above reached LUN 0's store.
+  std::smatch m;
+  const std::string text = stats.out();
+  ASSERT_TRUE(std::regex_search(
+      text, m,
+      std::regex("lun 0 store: reads ([0-9]+) \\(([0-9]+) bytes\\) writes ([0-9]+) "
+                 "\\(([0-9]+) bytes")))
+      << text;
+  EXPECT_GE(std::stoull(m[1]), 1u);
+  EXPECT_GE(std::stoull(m[2]), data.size());
+  EXPECT_GE(std::stoull(m[3]), 1u);
+  EXPECT_GE(std::stoull(m[4]), data.size());
+  EXPECT_NE(text.find("read thread 0"), std::string::npos) << "--read-thread is off";
+  const std::string js = json.out();
+  ASSERT_TRUE(std::regex_search(js, m,
+                                std::regex("\"luns\":\\[\\{\"lun\":0,\"reads\":([0-9]+),"
+                                           "\"bytes_read\":([0-9]+)")))
+      << js;
+  EXPECT_GE(std::stoull(m[2]), data.size());
+  EXPECT_NE(js.find("\"offloaded_reads\":0"), std::string::npos) << js;
   // Per-session congestion state (issue 21): window, round trip, timeouts.
   for (const char* key : {"\"cwnd\":", "\"ssthresh\":", "\"srtt_us\":", "\"rttvar_us\":",
                           "\"rto_us\":", "\"timeouts\":", "\"spurious_timeouts\":"})

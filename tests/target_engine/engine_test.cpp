@@ -217,8 +217,15 @@ TEST(TargetEngine, ReadThreadCopiesReadsBehindABacklogOnlyWhenConfigured) {
     EXPECT_EQ(rb->header.status, 0);
     EXPECT_TRUE(ra->data == std::vector<uint8_t>(data.begin(), data.begin() + (1 << 20)));
     EXPECT_TRUE(rb->data == std::vector<uint8_t>(data.begin() + (1 << 20), data.end()));
+    // What `hyperscsi-target stats` shows, read while the loops run.
+    const auto luns = rig.engine->lun_stats();
+    ASSERT_EQ(luns.size(), 1u);
+    EXPECT_EQ(luns[0].lun, 0u);
+    EXPECT_GE(luns[0].store.bytes_read, 2u << 20);
+    EXPECT_EQ(rig.engine->stats().luns.size(), 1u);
     rig.engine->stop();  // the loops are joined: the store's counters are ours to read
     const auto c = lu->store().counters();
+    EXPECT_EQ(luns[0].store.offloaded_reads, c.offloaded_reads);
     if (configured) {
       EXPECT_GE(c.offloaded_reads, 1u) << "B should have gone to the read thread";
     } else {

@@ -201,8 +201,19 @@ std::vector<SessionReport> TargetEngine::sessions(std::chrono::milliseconds time
   return out;
 }
 
+std::vector<LunStats> TargetEngine::lun_stats() const {
+  std::vector<LunStats> out;
+  for (const auto& [n, slot] : *device_->luns()) {
+    std::lock_guard lock(slot.entry->mu);
+    if (slot.entry->unit)
+      out.push_back({static_cast<uint16_t>(n), slot.entry->unit->store().counters()});
+  }
+  return out;
+}
+
 EngineStats TargetEngine::stats() const {
   EngineStats s;
+  s.luns = lun_stats();
   for (const auto& l : loops_) {
     // The snapshot first: it also refreshes the loop's CPU time and wake-ups.
     std::vector<SessionReport> unused;

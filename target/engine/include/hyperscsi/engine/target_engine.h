@@ -91,6 +91,12 @@ struct LunUsage {
   uint32_t block_size = 0;
 };
 
+// One LUN's store, as seen by the stats interface.
+struct LunStats {
+  uint16_t lun = 0;
+  store::StoreCounters store;
+};
+
 // Counters of the whole engine (sums over its ports).
 struct EngineStats {
   uint64_t frames_received = 0;
@@ -119,6 +125,7 @@ struct EngineStats {
   uint64_t loop_tx_full_waits = 0;
   uint64_t loop_wakeups = 0;
   double loop_cpu_seconds = 0;
+  std::vector<LunStats> luns;  // each LUN's store (TargetEngine::lun_stats())
 };
 
 // A session as seen by the stats interface.
@@ -174,6 +181,9 @@ class TargetEngine {
   std::vector<SessionReport> sessions(
       std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const;
   EngineStats stats() const;
+  // Each LUN's store counters, ascending; read under the LUN's mutex, so any
+  // thread may call it while the loops run.
+  std::vector<LunStats> lun_stats() const;
   const EngineConfig& config() const { return config_; }
   size_t port_count() const { return loops_.size(); }
 
