@@ -44,11 +44,13 @@ bytes=${bs%[kK]}
 [[ $bs =~ [kK]$ ]] && bytes=$((bytes * 1024))
 
 work=$(mktemp -d /tmp/hsbound.XXXXXX)
+echo "blockdev-bound: work directory $work" >&2  # tests check that exactly this one goes
 trap 'rm -rf "$work"' EXIT
 
 bash "$here/bench/lab.sh" --blockdev --transports hyperscsi --quick --mtu "$mtu" --runs "$runs" \
   --seconds "$secs" --cells "$cell" --build "$build" --out "$work/lab" >"$work/lab.log" 2>&1 ||
   { echo "blockdev-bound: bench/lab.sh failed: $(tail -c 500 "$work/lab.log")" >&2; exit 1; }
+grep '^lab: namespaces' "$work/lab.log" >&2 || true  # which ones the tests check are gone
 # Median IOPS and CPU us per I/O (client + target) of the library's runs.
 read -r lib_iops lib_us < <(jq -r --argjson bytes "$bytes" '
   def med: sort | .[(length - 1) / 2 | floor];
@@ -60,6 +62,7 @@ path_us() {  # machine CPU us/IO of the cell in bench/fuse-floor.sh [--nbd], on 
   bash "$here/bench/fuse-floor.sh" --runs "$runs" --seconds "$secs" --cells "$cell" --build "$build" \
     --size-mib 256 "$@" >"$work/floor.md" 2>"$work/floor.err" ||
     { echo "blockdev-bound: bench/fuse-floor.sh $* failed: $(tail -c 500 "$work/floor.err")" >&2; exit 1; }
+  grep '^fuse-floor: work directory' "$work/floor.err" >&2 || true
   awk -F'|' -v c="$cell" '$2 == " " c " " {gsub(/ /, "", $8); print $8}' "$work/floor.md"
 }
 # Not in $(...): a failure must end this script, not a subshell.

@@ -61,6 +61,7 @@ for cell in "${cell_list[@]}"; do
 done
 
 work=$(mktemp -d /tmp/hsfusefloor.XXXXXX)
+echo "fuse-floor: work directory $work" >&2  # tests check that exactly this one goes
 mnt=$work/mnt
 mkdir "$mnt"
 server_pid=

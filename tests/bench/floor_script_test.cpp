@@ -18,6 +18,7 @@
 #include <regex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "hyperscsi/test_support/netns.h"
 #include "hyperscsi/test_support/process.h"
@@ -94,6 +95,32 @@ TEST(FuseFloorScript, RefusesABadCell) {
   EXPECT_NE(out.find("bad cell 'randread 4k zero'"), std::string::npos) << out;
 }
 
+// The work directories that PREFIX ("fuse-floor", "blockdev-bound") said it
+// made, in LOG's order. Each test checks only its own: another test's script
+// may be running beside it.
+std::vector<std::string> work_dirs(const std::string& log, const std::string& prefix) {
+  std::vector<std::string> out;
+  const std::regex re(prefix + ": work directory (/tmp/[A-Za-z0-9._]+)");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator();
+       ++it)
+    out.push_back((*it)[1]);
+  return out;
+}
+
+// Nothing of the fuse-floor.sh run with work directory DIR is left: the
+// directory, a mount under it, a loop device on its file, a server on it.
+void expect_fuse_floor_gone(const std::string& dir) {
+  EXPECT_FALSE(fs::exists(dir)) << "left: " << dir;
+  EXPECT_EQ(run_command("cat /proc/mounts").first.find(dir), std::string::npos)
+      << "mount left under " << dir;
+  EXPECT_EQ(run_command("losetup -a").first.find(dir), std::string::npos)
+      << "loop device left on " << dir;
+  EXPECT_NE(run_command("pgrep -f '[f]use_floor " + dir + "'").second, 0)
+      << "fuse_floor left running on " << dir;
+  EXPECT_NE(run_command("pgrep -f '[n]bdkit.*" + dir + "'").second, 0)
+      << "nbdkit left running on " << dir;
+}
+
 // fuse-floor.sh's two test cells are in LOG, every figure positive:
 // | cell | IOPS | MB/s | p50 us | CPU server | CPU fio | machine us/IO |
 void expect_whole_rows(const std::string& log) {
@@ -120,13 +147,9 @@ TEST(FuseFloorScript, LoopOverRamFuseFileMeasuresAndCleansUp) {
                                    " --runs 1 --seconds 1 --size-mib 64"
                                    " --cells 'randread 4k 4;write 128k 2' 2>&1");
   SCOPED_TRACE(log);
-  EXPECT_EQ(run_command("cat /proc/mounts").first.find("/tmp/hsfusefloor."), std::string::npos)
-      << "mount left";
-  EXPECT_EQ(run_command("losetup -a").first.find("hsfusefloor"), std::string::npos)
-      << "loop device left";
-  EXPECT_NE(run_command("pgrep -x fuse_floor").second, 0) << "fuse_floor left running";
-  for (const auto& e : fs::directory_iterator("/tmp"))
-    EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
+  const auto dirs = work_dirs(log, "fuse-floor");
+  ASSERT_EQ(dirs.size(), 1u) << "the script names its work directory";
+  expect_fuse_floor_gone(dirs[0]);
   ASSERT_EQ(status, 0);
   expect_whole_rows(log);
 }
@@ -141,9 +164,9 @@ TEST(FuseFloorScript, NbdFloorMeasuresAndCleansUp) {
                                    " --nbd --runs 1 --seconds 1 --size-mib 64"
                                    " --cells 'randread 4k 4;write 128k 2' 2>&1");
   SCOPED_TRACE(log);
-  EXPECT_NE(run_command("pgrep -f '[n]bdkit.*hsfusefloor'").second, 0) << "nbdkit left running";
-  for (const auto& e : fs::directory_iterator("/tmp"))
-    EXPECT_NE(e.path().filename().string().rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
+  const auto dirs = work_dirs(log, "fuse-floor");
+  ASSERT_EQ(dirs.size(), 1u) << "the script names its work directory";
+  expect_fuse_floor_gone(dirs[0]);
   ASSERT_EQ(status, 0);
   EXPECT_NE(log.find("CPU s/GiB nbdkit"), std::string::npos);
   expect_whole_rows(log);
@@ -172,12 +195,17 @@ TEST(BlockdevBoundScript, TinyRunPrintsTheCpusOverTheSummedCost) {
   auto [log, status] = run_command("timeout -k 5 150 " + kBoundScript +
                                    " --runs 1 --seconds 1 --cell 'randread 4k 4' 2>&1");
   SCOPED_TRACE(log);
-  for (const auto& e : fs::directory_iterator("/tmp")) {
-    const std::string name = e.path().filename().string();
-    EXPECT_NE(name.rfind("hsbound.", 0), 0u) << "left: " << e.path();
-    EXPECT_NE(name.rfind("hsfusefloor.", 0), 0u) << "left: " << e.path();
-  }
-  EXPECT_EQ(run_command("ip netns list").first.find("hsl"), std::string::npos) << "namespace left";
+  const auto own = work_dirs(log, "blockdev-bound");
+  ASSERT_EQ(own.size(), 1u) << "the script names its work directory";
+  EXPECT_FALSE(fs::exists(own[0])) << "left: " << own[0];
+  for (const std::string& dir : work_dirs(log, "fuse-floor")) expect_fuse_floor_gone(dir);
+  // The lab's namespaces, by name (another test's lab may be running).
+  std::smatch ns;
+  ASSERT_TRUE(std::regex_search(log, ns, std::regex("lab: namespaces (hsl[0-9]+s)/(hsl[0-9]+c)")));
+  const std::string netns = run_command("ip netns list").first;
+  for (int i : {1, 2})
+    EXPECT_FALSE(std::regex_search(netns, std::regex("(^|\n)" + ns[i].str() + "( |\n|$)")))
+        << "namespace left: " << ns[i];
   ASSERT_EQ(status, 0);
   const auto cpus = std::stod(run_command("nproc").first);
   // | path | library IOPS | library us/IO | path us/IO | bound IOPS | bound / library |
