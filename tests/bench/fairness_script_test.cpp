@@ -21,6 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using hyperscsi::test_support::have_command;
+using hyperscsi::test_support::mentions_tag;
 using hyperscsi::test_support::run_command;
 using hyperscsi::test_support::TempDir;
 
@@ -39,7 +40,7 @@ std::string jq_value(const fs::path& file, const std::string& filter) {
   return status == 0 ? out : "<jq failed>";
 }
 
-// Every process whose command line contains `needle`.
+// Every process whose command line names `needle` (mentions_tag).
 std::vector<std::string> processes_with(const std::string& needle) {
   std::vector<std::string> found;
   for (const auto& e : fs::directory_iterator("/proc")) {
@@ -51,7 +52,7 @@ std::vector<std::string> processes_with(const std::string& needle) {
     while (in.read(buf, sizeof buf) || in.gcount() > 0) cmd.append(buf, size_t(in.gcount()));
     for (auto& c : cmd)
       if (c == '\0') c = ' ';
-    if (cmd.find(needle) != std::string::npos) found.push_back(pid + ": " + cmd);
+    if (mentions_tag(cmd, needle)) found.push_back(pid + ": " + cmd);
   }
   return found;
 }
@@ -79,9 +80,10 @@ TEST(FairnessScript, FourClientsOnAShapedBridgeNoneStarvesAndNothingIsLeft) {
       std::regex_search(log, m, std::regex("fairness: tag (\\S+) control \\d+ work (\\S+)")));
   const std::string tag = m[1], work = m[2];
   auto [netns, ns_status] = run_command("ip netns list");
-  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_FALSE(mentions_tag(netns, tag)) << "namespace left: " << netns;
   for (const auto& e : fs::directory_iterator("/dev/shm"))
-    EXPECT_NE(e.path().filename().string().rfind(tag, 0), 0u) << "left in /dev/shm: " << e.path();
+    EXPECT_FALSE(mentions_tag(e.path().filename().string(), tag))
+        << "left in /dev/shm: " << e.path();
   EXPECT_FALSE(fs::exists(work)) << "work directory left: " << work;
   const auto left = processes_with(tag);
   EXPECT_TRUE(left.empty()) << "process left: " << left[0];

@@ -20,6 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using hyperscsi::test_support::have_command;
+using hyperscsi::test_support::mentions_tag;
 using hyperscsi::test_support::run_command;
 using hyperscsi::test_support::TempDir;
 
@@ -49,7 +50,8 @@ std::string jq_value(const fs::path& file, const std::string& filter) {
   return status == 0 ? out : "<jq failed>";
 }
 
-// Every process whose command line contains `needle` (not this test's own).
+// Every process whose command line names `needle` (mentions_tag; not this
+// test's own).
 std::vector<std::string> processes_with(const std::string& needle) {
   std::vector<std::string> found;
   for (const auto& e : fs::directory_iterator("/proc")) {
@@ -58,9 +60,20 @@ std::vector<std::string> processes_with(const std::string& needle) {
     std::string cmd = read_all(e.path() / "cmdline");
     for (auto& c : cmd)
       if (c == '\0') c = ' ';
-    if (cmd.find(needle) != std::string::npos) found.push_back(pid + ": " + cmd);
+    if (mentions_tag(cmd, needle)) found.push_back(pid + ": " + cmd);
   }
   return found;
+}
+
+// The leftover checks below find this run's tag, not a neighbour's.
+TEST(LabScript, LeftoverChecksTellThisRunsTagFromALongerOne) {
+  EXPECT_TRUE(mentions_tag("hsl4711s (id: 3)\n", "hsl4711"));
+  EXPECT_TRUE(mentions_tag("x\nhsl4711c", "hsl4711"));
+  EXPECT_TRUE(mentions_tag("hsl4711.img", "hsl4711"));
+  EXPECT_FALSE(mentions_tag("hsl47110s (id: 3)\nhsl47112c\n", "hsl4711"));
+  EXPECT_TRUE(mentions_tag("hsl47110s hsl4711c", "hsl4711"));
+  EXPECT_FALSE(mentions_tag("", "hsl4711"));
+  EXPECT_FALSE(mentions_tag("hsl4711s", ""));
 }
 
 TEST(LabScript, TinyMatrixWritesEveryFieldAndCleansUp) {
@@ -86,9 +99,10 @@ TEST(LabScript, TinyMatrixWritesEveryFieldAndCleansUp) {
   ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
   const std::string tag = m[1], control = m[2], work = m[3];
   auto [netns, ns_status] = run_command("ip netns list");
-  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_FALSE(mentions_tag(netns, tag)) << "namespace left: " << netns;
   for (const auto& e : fs::directory_iterator("/dev/shm"))
-    EXPECT_NE(e.path().filename().string().rfind(tag, 0), 0u) << "left in /dev/shm: " << e.path();
+    EXPECT_FALSE(mentions_tag(e.path().filename().string(), tag))
+        << "left in /dev/shm: " << e.path();
   EXPECT_FALSE(fs::exists(work)) << "work directory left: " << work;
   EXPECT_FALSE(fs::exists("/var/run/tgtd/socket." + control)) << "tgtd socket left";
   EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
@@ -188,7 +202,7 @@ TEST(LabScript, FailPathAtTakesTheSecondLinkDownMidStream) {
   ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
   const std::string tag = m[1];
   auto [netns, ns_status] = run_command("ip netns list");
-  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_FALSE(mentions_tag(netns, tag)) << "namespace left: " << netns;
   EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
   ASSERT_EQ(status, 0) << "lab.sh failed";
   const fs::path results = out / "results.json";
@@ -232,7 +246,7 @@ TEST(LabScript, BlockdevTinyMatrixComparesLoopAndNbdWithTheLibrary) {
   ASSERT_TRUE(std::regex_search(log, m, std::regex("lab: tag (\\S+) control (\\d+) work (\\S+)")));
   const std::string tag = m[1], work = m[3];
   auto [netns, ns_status] = run_command("ip netns list");
-  EXPECT_EQ(netns.find(tag), std::string::npos) << "namespace left: " << netns;
+  EXPECT_FALSE(mentions_tag(netns, tag)) << "namespace left: " << netns;
   EXPECT_FALSE(fs::exists(work)) << "work directory left: " << work;
   EXPECT_TRUE(processes_with(tag).empty()) << "process left: " << processes_with(tag)[0];
   EXPECT_EQ(read_all("/proc/mounts").find(work), std::string::npos) << "FUSE mount left";

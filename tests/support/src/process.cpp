@@ -54,4 +54,13 @@ std::string read_text_file(const std::filesystem::path& p) {
   return text;
 }
 
+bool mentions_tag(std::string_view text, std::string_view tag) {
+  if (tag.empty()) return false;
+  for (size_t at = text.find(tag); at != std::string_view::npos; at = text.find(tag, at + 1)) {
+    const size_t next = at + tag.size();
+    if (next == text.size() || text[next] < '0' || text[next] > '9') return true;
+  }
+  return false;
+}
+
 }  // namespace hyperscsi::test_support

@@ -1,6 +1,6 @@
 // Small helpers for tests that run programs: a private temporary directory,
-// whether a command exists, running a shell command for its output, and
-// reading a file whole.
+// whether a command exists, running a shell command for its output, reading
+// a file whole, and finding a script run's tag in what it may have left.
 // Thread-safety: plain functions and a value type, used from the test thread.
 #pragma once
 
@@ -42,5 +42,10 @@ RunResult run_bounded(const std::string& cmd, int limit_s = 30);
 
 // The whole file, or empty when it cannot be read (for failure messages).
 std::string read_text_file(const std::filesystem::path& p);
+
+// True when `text` holds `tag` not followed by another digit. The bench
+// scripts name what they make by a prefix and their pid ("hsl4711s"), so a
+// run beside this one ("hsl47110s") is not taken for this run's leftover.
+bool mentions_tag(std::string_view text, std::string_view tag);
 
 }  // namespace hyperscsi::test_support
